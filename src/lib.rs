@@ -1,0 +1,1 @@
+//! pagewire: serve web pages and keep a live, addressable WebSocket to each.
