@@ -1,1 +1,4 @@
 //! pagewire: serve web pages and keep a live, addressable WebSocket to each.
+
+pub mod exec;
+pub mod monitor;
