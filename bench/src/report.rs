@@ -55,6 +55,13 @@ pub struct Record {
     pub closed_by_server: u64,
     /// Wall time of the whole run.
     pub wall_ms: f64,
+    /// CPU the server used during the run (user + system).
+    pub server_cpu_ms: Option<f64>,
+    /// CPU this load client used during the run.
+    pub client_cpu_ms: Option<f64>,
+    /// CPU the rest of the machine used during the run: other processes
+    /// and kernel work not charged to either (noise when it is large).
+    pub other_cpu_ms: Option<f64>,
 }
 
 impl Record {
@@ -90,6 +97,13 @@ impl Record {
                 "; server RSS {b} -> {a} KiB ({} B/conn)",
                 self.bytes_per_conn
                     .map_or("-".to_string(), |v| format!("{v:.0}"))
+            ));
+        }
+        if let (Some(srv), Some(cli), Some(other)) =
+            (self.server_cpu_ms, self.client_cpu_ms, self.other_cpu_ms)
+        {
+            s.push_str(&format!(
+                "; CPU ms server {srv:.0}, client {cli:.0}, rest of machine {other:.0}"
             ));
         }
         if self.http_errors + self.closed_by_server + self.connect_failures > 0 {

@@ -1,1 +1,800 @@
-fn main() {}
+//! pw-bench: runs pagewire and its peers side by side and prints the table.
+//!
+//! For every repetition, scenario and server (interleaved, so that drift in
+//! the machine touches every server alike) it starts a fresh server pinned
+//! to core 0, waits for its ready line, runs `pw-load` pinned to core 1,
+//! stops the server and keeps the load client's JSON record. At the end it
+//! prints a markdown table of medians with ratios against the minimal write
+//! loop and the best Node.js `ws` mode. Records go to
+//! `results/<time>/runs.jsonl` under the bench directory, the table beside
+//! them; `--report FILE` renders a table again from such a file.
+//!
+//! `--smoke` is the quick check for the test suite: pagewire only, 500
+//! clients, 10 broadcasts, one run; it fails unless every client registered
+//! and every broadcast reached every client.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Parser;
+use pagewire_bench::report::{median, Record};
+use pagewire_bench::sys;
+use serde::{Deserialize, Serialize};
+
+#[derive(Parser, Debug)]
+#[command(about = "Run pagewire and its peers under the same load and tabulate the results")]
+struct Args {
+    /// The quick check: pagewire only, 500 clients, 10 broadcasts, one run;
+    /// exit status 1 unless everything was delivered.
+    #[arg(long)]
+    smoke: bool,
+    /// Servers to run, comma-separated: writeloop, node-send, node-frame,
+    /// pagewire.
+    #[arg(long, value_delimiter = ',')]
+    servers: Option<Vec<String>>,
+    /// Scenarios to run, comma-separated (see --list).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Option<Vec<String>>,
+    /// Repetitions of each repeated scenario (the table shows medians).
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// The benchmark directory (bench/ of the repository).
+    #[arg(long, default_value = env!("CARGO_MANIFEST_DIR"))]
+    bench_dir: PathBuf,
+    /// The pagewire binary [default: BENCH_DIR/../target/release/pagewire].
+    #[arg(long)]
+    pagewire: Option<PathBuf>,
+    /// The pw-load and pw-writeloop binaries' directory [default: this
+    /// program's own directory].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where to write runs.jsonl and table.md [default:
+    /// BENCH_DIR/results/UNIX_TIME].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Render the table from an existing runs.jsonl instead of running.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Do not pin the server and the load client to separate cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Before each run, wait until the machine's other load is below this
+    /// percentage of one core ...
+    #[arg(long, default_value_t = 15.0)]
+    quiet_below: f64,
+    /// ... for at most this many seconds (then run anyway and note it).
+    #[arg(long, default_value_t = 60.0)]
+    quiet_timeout: f64,
+}
+
+/// A server under test.
+#[derive(Debug, Clone)]
+struct Server {
+    id: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+/// One scenario: the arguments `pw-load` gets, and whether it repeats.
+#[derive(Debug, Clone)]
+struct Scenario {
+    id: &'static str,
+    about: &'static str,
+    load_args: Vec<String>,
+    repeat: bool,
+    /// Seconds pw-load may take before it is stopped.
+    budget_s: u64,
+}
+
+/// A record as stored in runs.jsonl: the load client's record plus where
+/// it came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Run {
+    server_id: String,
+    scenario_id: String,
+    run: u32,
+    /// The load client exited 0 (with `--require-all`: everything arrived).
+    clean: bool,
+    /// The machine was not quiet before the run (see --quiet-below).
+    noisy_start: bool,
+    record: Record,
+}
+
+fn scenarios(smoke: bool) -> Vec<Scenario> {
+    let s = |id, about, args: &str, repeat, budget_s| Scenario {
+        id,
+        about,
+        load_args: args.split_whitespace().map(String::from).collect(),
+        repeat,
+        budget_s,
+    };
+    if smoke {
+        return vec![s(
+            "smoke",
+            "500 clients, 10 broadcasts, everything must arrive",
+            "--scenario burst --clients 500 --broadcasts 10 --connect-timeout 20 --drain-timeout 5 --settle 0.2 --require-all",
+            false,
+            60,
+        )];
+    }
+    vec![
+        s("burst-1k", "1,000 clients, 50 broadcasts back to back", "--scenario burst --clients 1000 --broadcasts 50", true, 120),
+        s("burst-5k", "5,000 clients, 50 broadcasts back to back", "--scenario burst --clients 5000 --broadcasts 50", true, 180),
+        s("burst-10k", "10,000 clients, 50 broadcasts back to back", "--scenario burst --clients 10000 --broadcasts 50", true, 240),
+        s("sustained-5k-20", "5,000 clients, 20 broadcasts/s for 10 s", "--scenario sustained --clients 5000 --rate 20 --duration 10", true, 180),
+        s("sustained-5k-100", "5,000 clients, 100 broadcasts/s for 10 s", "--scenario sustained --clients 5000 --rate 100 --duration 10", true, 240),
+        s("idle-18k", "18,000 idle registered clients", "--scenario idle --clients 18000 --connect-timeout 180", true, 300),
+        s("commands", "POST /api/command on 4 keep-alive connections, 40,000 requests", "--scenario commands --clients 1 --requests 40000 --http-connections 4", true, 120),
+        s("saturate-5k", "5,000 clients: highest rate with every broadcast delivered within 500 ms", "--scenario saturate --clients 5000 --rate 10 --duration 4 --drain-timeout 3 --deadline-ms 500", false, 600),
+    ]
+}
+
+fn servers(args: &Args, bin_dir: &Path) -> Vec<Server> {
+    let node_server = args.bench_dir.join("node").join("server.js");
+    let pagewire = args
+        .pagewire
+        .clone()
+        .unwrap_or_else(|| args.bench_dir.join("../target/release/pagewire"));
+    vec![
+        Server {
+            id: "writeloop",
+            program: bin_dir.join("pw-writeloop"),
+            args: vec![],
+        },
+        Server {
+            id: "node-send",
+            program: PathBuf::from("node"),
+            args: vec![
+                node_server.display().to_string(),
+                "--mode".into(),
+                "send".into(),
+            ],
+        },
+        Server {
+            id: "node-frame",
+            program: PathBuf::from("node"),
+            args: vec![
+                node_server.display().to_string(),
+                "--mode".into(),
+                "frame".into(),
+            ],
+        },
+        Server {
+            id: "pagewire",
+            program: pagewire,
+            args: vec!["serve".into()],
+        },
+    ]
+}
+
+fn main() {
+    match real_main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("pw-bench: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<i32> {
+    let args = Args::parse();
+    if let Some(path) = &args.report {
+        let runs = read_runs(path)?;
+        print!("{}", render_table(&runs, None));
+        return Ok(0);
+    }
+    let all_scenarios = scenarios(args.smoke);
+    if args.list {
+        for s in scenarios(false).iter().chain(scenarios(true).iter()) {
+            println!("{:<18} {}", s.id, s.about);
+        }
+        return Ok(0);
+    }
+    let _ = sys::raise_nofile_limit();
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or_else(|| anyhow!("no directory for this program"))?
+            .to_path_buf(),
+    };
+    let wanted_servers: Vec<String> = match (&args.servers, args.smoke) {
+        (Some(list), _) => list.clone(),
+        (None, true) => vec!["pagewire".into()],
+        (None, false) => ["writeloop", "node-send", "node-frame", "pagewire"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let known = servers(&args, &bin_dir);
+    let mut chosen = Vec::new();
+    for id in &wanted_servers {
+        let server = known.iter().find(|s| s.id == id).ok_or_else(|| {
+            anyhow!("unknown server {id:?} (writeloop, node-send, node-frame, pagewire)")
+        })?;
+        chosen.push(server.clone());
+    }
+    let chosen_scenarios: Vec<Scenario> = match &args.scenarios {
+        Some(list) => list
+            .iter()
+            .map(|id| {
+                all_scenarios
+                    .iter()
+                    .find(|s| s.id == id)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("unknown scenario {id:?} (see --list)"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        None => all_scenarios.clone(),
+    };
+
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.bench_dir.join("results").join(stamp.to_string()));
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let runs_path = out.join("runs.jsonl");
+    let mut runs_file = File::create(&runs_path)?;
+    let pin = !args.no_pin && Command::new("taskset").arg("-V").output().is_ok();
+    if !pin && !args.no_pin {
+        eprintln!("taskset not found: running unpinned");
+    }
+    let machine = machine_info();
+    eprintln!("{}", machine.trim_end());
+    eprintln!("results: {}", runs_path.display());
+
+    let mut runs = Vec::new();
+    let mut failures = 0;
+    let reps = if args.smoke { 1 } else { args.runs.max(1) };
+    for rep in 1..=reps {
+        for scenario in &chosen_scenarios {
+            if !scenario.repeat && rep > 1 {
+                continue;
+            }
+            for server in &chosen {
+                let noisy_start = !args.smoke && !wait_quiet(args.quiet_below, args.quiet_timeout);
+                eprintln!("== {} / {} / run {rep}", server.id, scenario.id);
+                match run_one(&bin_dir, server, scenario, pin) {
+                    Ok((record, status)) => {
+                        let run = Run {
+                            server_id: server.id.to_string(),
+                            scenario_id: scenario.id.to_string(),
+                            run: rep,
+                            clean: status.success(),
+                            noisy_start,
+                            record,
+                        };
+                        if !run.clean {
+                            failures += 1;
+                        }
+                        writeln!(runs_file, "{}", serde_json::to_string(&run)?)?;
+                        runs.push(run);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        eprintln!("   failed: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+    let table = render_table(&runs, Some(&machine));
+    fs::write(out.join("table.md"), &table)?;
+    println!("{table}");
+    if args.smoke {
+        let ok = failures == 0 && !runs.is_empty() && runs.iter().all(|r| r.clean);
+        eprintln!("smoke: {}", if ok { "ok" } else { "FAILED" });
+        return Ok(if ok { 0 } else { 1 });
+    }
+    Ok(if failures == 0 { 0 } else { 1 })
+}
+
+/// Start `server`, run one `pw-load` against it, stop the server.
+fn run_one(
+    bin_dir: &Path,
+    server: &Server,
+    scenario: &Scenario,
+    pin: bool,
+) -> anyhow::Result<(Record, ExitStatus)> {
+    let dir = std::env::temp_dir().join(format!("pw-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let control = dir.join("ctl.sock");
+    let _ = fs::remove_file(&control);
+    let log_path = dir.join(format!("{}-{}.log", server.id, scenario.id));
+    let log = File::create(&log_path)?;
+    let mut cmd = pinned(pin, "0", &server.program);
+    cmd.args(&server.args)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--control")
+        .arg(&control)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", server.program.display()))?;
+    let mut guard = KillOnDrop(child);
+    let addr = wait_ready(&mut guard.0, &log_path, Duration::from_secs(15))?;
+
+    let mut load = pinned(pin, "1", &bin_dir.join("pw-load"));
+    load.arg("--server")
+        .arg(&addr)
+        .arg("--pid")
+        .arg(guard.0.id().to_string())
+        .arg("--label")
+        .arg(server.id)
+        .args(&scenario.load_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut load = KillOnDrop(load.spawn().context("starting pw-load")?);
+    let status = wait_with_budget(&mut load.0, Duration::from_secs(scenario.budget_s))?;
+    let mut stdout = String::new();
+    if let Some(mut out) = load.0.stdout.take() {
+        use std::io::Read as _;
+        out.read_to_string(&mut stdout)?;
+    }
+    if let Some(code) = guard.0.try_wait()? {
+        bail!(
+            "{} exited during the run ({code}); log: {}",
+            server.id,
+            log_path.display()
+        );
+    }
+    drop(guard);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| anyhow!("pw-load printed no record ({status})"))?;
+    let record: Record = serde_json::from_str(line).context("parsing pw-load's record")?;
+    Ok((record, status))
+}
+
+fn pinned(pin: bool, core: &str, program: &Path) -> Command {
+    if pin {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(core).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A child process that is killed when this value is dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait for the `pagewire listening on http://ADDR ...` line in the log.
+fn wait_ready(child: &mut Child, log: &Path, limit: Duration) -> anyhow::Result<String> {
+    let start = Instant::now();
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if let Some(rest) = text
+            .lines()
+            .find_map(|l| l.split_once("listening on http://").map(|(_, r)| r))
+        {
+            let addr = rest.split_whitespace().next().unwrap_or("");
+            if !addr.is_empty() {
+                return Ok(addr.to_string());
+            }
+        }
+        if let Some(code) = child.try_wait()? {
+            bail!(
+                "server exited before it was ready ({code}):\n{}",
+                tail(&text)
+            );
+        }
+        if start.elapsed() > limit {
+            bail!("server not ready after {limit:?}:\n{}", tail(&text));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn wait_with_budget(child: &mut Child, budget: Duration) -> anyhow::Result<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if start.elapsed() > budget {
+            let _ = child.kill();
+            bail!("pw-load still running after {budget:?}; stopped");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until the machine's load, over half a second, is below `percent` of
+/// one core. False when it never was within `timeout_s`.
+fn wait_quiet(percent: f64, timeout_s: f64) -> bool {
+    let start = Instant::now();
+    loop {
+        let before = sys::machine_busy_ms();
+        std::thread::sleep(Duration::from_millis(500));
+        let after = sys::machine_busy_ms();
+        let busy = match (before, after) {
+            (Some(b), Some(a)) => (a - b) / 500.0 * 100.0,
+            _ => return true,
+        };
+        if busy < percent {
+            return true;
+        }
+        if start.elapsed().as_secs_f64() > timeout_s {
+            eprintln!("   machine still busy ({busy:.0}% of a core); running anyway");
+            return false;
+        }
+    }
+}
+
+fn read_runs(path: &Path) -> anyhow::Result<Vec<Run>> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).context("parsing a run"))
+        .collect()
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "not found".to_string())
+}
+
+/// The machine and tool versions, as markdown list lines.
+fn machine_info() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or("?".to_string(), |kib| {
+            format!("{:.0}", kib / 1024.0 / 1024.0)
+        });
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "- date: {}\n- machine: {cores} cores ({cpu}), {mem_gib} GiB, Linux {kernel}\n- rustc: {}\n- node: {}, ws {}\n",
+        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        command_output("rustc", &["--version"]),
+        command_output("node", &["--version"]),
+        ws_version(),
+    )
+}
+
+fn ws_version() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("node/node_modules/ws/package.json");
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("version").and_then(|v| v.as_str()).map(String::from))
+        .unwrap_or_else(|| "not installed".into())
+}
+
+/// Whether a larger or a smaller value is better.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+    Neither,
+}
+
+/// How a row combines its runs.
+#[derive(Clone, Copy)]
+enum Combine {
+    Median,
+    Sum,
+}
+
+struct Metric {
+    scenario: &'static str,
+    label: &'static str,
+    better: Better,
+    combine: Combine,
+    decimals: usize,
+    get: fn(&Record) -> Option<f64>,
+}
+
+fn metrics() -> Vec<Metric> {
+    fn m(
+        scenario: &'static str,
+        label: &'static str,
+        better: Better,
+        decimals: usize,
+        get: fn(&Record) -> Option<f64>,
+    ) -> Metric {
+        Metric {
+            scenario,
+            label,
+            better,
+            combine: Combine::Median,
+            decimals,
+            get,
+        }
+    }
+    fn lost(scenario: &'static str) -> Metric {
+        Metric {
+            scenario,
+            label: "lost deliveries (all runs)",
+            better: Better::Lower,
+            combine: Combine::Sum,
+            decimals: 0,
+            get: |r| Some(r.lost as f64 + r.corrupt as f64),
+        }
+    }
+    use Better::{Higher, Lower, Neither};
+    let mut v = Vec::new();
+    for s in ["smoke", "burst-1k", "burst-5k", "burst-10k"] {
+        v.push(m(s, "delivered msgs/s", Higher, 0, |r| r.msgs_per_s));
+        v.push(m(s, "fan-out p50 ms", Lower, 1, |r| r.fanout_p50_ms));
+        v.push(m(s, "fan-out p99 ms", Lower, 1, |r| r.fanout_p99_ms));
+        v.push(m(s, "latency p99 ms", Lower, 1, |r| r.latency_p99_ms));
+        v.push(m(s, "connect + register ms", Lower, 0, |r| {
+            Some(r.connect_ms)
+        }));
+        v.push(m(s, "server RSS B/conn", Lower, 0, |r| r.bytes_per_conn));
+        v.push(m(s, "server CPU ms", Lower, 0, |r| r.server_cpu_ms));
+        v.push(lost(s));
+    }
+    for s in ["sustained-5k-20", "sustained-5k-100"] {
+        v.push(m(s, "latency p50 ms", Lower, 1, |r| r.latency_p50_ms));
+        v.push(m(s, "latency p99 ms", Lower, 1, |r| r.latency_p99_ms));
+        v.push(m(s, "fan-out p99 ms", Lower, 1, |r| r.fanout_p99_ms));
+        v.push(m(s, "server CPU ms", Lower, 0, |r| r.server_cpu_ms));
+        v.push(lost(s));
+    }
+    v.push(m("idle-18k", "registered", Neither, 0, |r| {
+        Some(r.registered as f64)
+    }));
+    v.push(m("idle-18k", "connect + register ms", Lower, 0, |r| {
+        Some(r.connect_ms)
+    }));
+    v.push(m("idle-18k", "server RSS B/conn", Lower, 0, |r| {
+        r.bytes_per_conn
+    }));
+    v.push(m("idle-18k", "server RSS after, MiB", Lower, 1, |r| {
+        r.rss_after_kib.map(|k| k as f64 / 1024.0)
+    }));
+    v.push(m("commands", "requests/s", Higher, 0, |r| r.commands_per_s));
+    v.push(m("saturate-5k", "broadcasts/s kept up", Higher, 1, |r| {
+        r.rate
+    }));
+    v.push(m(
+        "saturate-5k",
+        "latency p99 ms at that rate",
+        Lower,
+        1,
+        |r| r.latency_p99_ms,
+    ));
+    v
+}
+
+const ORDER: [&str; 4] = ["writeloop", "node-send", "node-frame", "pagewire"];
+
+fn label_of(id: &str) -> &str {
+    match id {
+        "writeloop" => "write loop",
+        "node-send" => "Node ws send()",
+        "node-frame" => "Node ws frame once",
+        other => other,
+    }
+}
+
+/// The markdown table: one row per scenario metric, one column per server,
+/// then ratios.
+fn render_table(runs: &[Run], machine: Option<&str>) -> String {
+    // (scenario, server) -> records
+    let mut by: BTreeMap<(&str, &str), Vec<&Record>> = BTreeMap::new();
+    for r in runs {
+        by.entry((r.scenario_id.as_str(), r.server_id.as_str()))
+            .or_default()
+            .push(&r.record);
+    }
+    let present: Vec<&str> = ORDER
+        .iter()
+        .copied()
+        .filter(|id| runs.iter().any(|r| r.server_id == *id))
+        .collect();
+    let value = |scenario: &str, server: &str, m: &Metric| -> Option<f64> {
+        let recs = by.get(&(scenario, server))?;
+        let vals: Vec<f64> = recs.iter().filter_map(|r| (m.get)(r)).collect();
+        match m.combine {
+            Combine::Median => median(&vals),
+            Combine::Sum if vals.is_empty() => None,
+            Combine::Sum => Some(vals.iter().sum()),
+        }
+    };
+    let mut out = String::new();
+    if let Some(machine) = machine {
+        out.push_str(machine);
+        out.push('\n');
+    }
+    let max_runs = runs.iter().map(|r| r.run).max().unwrap_or(0);
+    out.push_str(&format!(
+        "Medians of up to {max_runs} runs per cell; ratios are pagewire (or, for the Node row, the faster Node mode) over the other server: above 1 means larger.\n\n"
+    ));
+    out.push_str("| scenario | metric |");
+    for id in &present {
+        out.push_str(&format!(" {} |", label_of(id)));
+    }
+    out.push_str(
+        " pagewire ÷ write loop | pagewire ÷ best Node | best Node ÷ write loop |\n|---|---|",
+    );
+    for _ in &present {
+        out.push_str("---:|");
+    }
+    out.push_str("---:|---:|---:|\n");
+    let fmt = |v: Option<f64>, decimals: usize| match v {
+        Some(v) if v.is_finite() => group_thousands(v, decimals),
+        _ => "—".to_string(),
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => {
+            format!("{:.2}×", a / b)
+        }
+        _ => "—".to_string(),
+    };
+    for m in metrics() {
+        if !present.iter().any(|id| by.contains_key(&(m.scenario, *id))) {
+            continue;
+        }
+        out.push_str(&format!("| {} | {} |", m.scenario, m.label));
+        for id in &present {
+            let cell = if by.contains_key(&(m.scenario, *id)) {
+                fmt(value(m.scenario, id, &m), m.decimals)
+            } else {
+                "not run".to_string()
+            };
+            out.push_str(&format!(" {cell} |"));
+        }
+        let pw = value(m.scenario, "pagewire", &m);
+        let wl = value(m.scenario, "writeloop", &m);
+        let node: Option<f64> = {
+            let a = value(m.scenario, "node-send", &m);
+            let b = value(m.scenario, "node-frame", &m);
+            match (a, b, m.better) {
+                (Some(a), Some(b), Better::Higher) => Some(a.max(b)),
+                (Some(a), Some(b), _) => Some(a.min(b)),
+                (a, b, _) => a.or(b),
+            }
+        };
+        let ratios = matches!(m.combine, Combine::Median) && m.better != Better::Neither;
+        if ratios {
+            out.push_str(&format!(
+                " {} | {} | {} |\n",
+                ratio(pw, wl),
+                ratio(pw, node),
+                ratio(node, wl)
+            ));
+        } else {
+            out.push_str(" | | |\n");
+        }
+    }
+    let noisy: Vec<String> = runs
+        .iter()
+        .filter(|r| {
+            r.noisy_start
+                || r.record
+                    .other_cpu_ms
+                    .is_some_and(|o| r.record.wall_ms > 0.0 && o / r.record.wall_ms > 0.2)
+        })
+        .map(|r| format!("{}/{}#{}", r.server_id, r.scenario_id, r.run))
+        .collect();
+    if !noisy.is_empty() {
+        out.push_str(&format!(
+            "\nRuns with other load on the machine (over 20% of a core): {}\n",
+            noisy.join(", ")
+        ));
+    }
+    let unclean: Vec<String> = runs
+        .iter()
+        .filter(|r| !r.clean)
+        .map(|r| format!("{}/{}#{}", r.server_id, r.scenario_id, r.run))
+        .collect();
+    if !unclean.is_empty() {
+        out.push_str(&format!(
+            "\nRuns whose load client reported a failure: {}\n",
+            unclean.join(", ")
+        ));
+    }
+    out
+}
+
+fn group_thousands(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i.to_string(), format!(".{f}")),
+        None => (s.clone(), String::new()),
+    };
+    let (sign, digits) = match int.strip_prefix('-') {
+        Some(d) => ("-", d.to_string()),
+        None => ("", int),
+    };
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{sign}{grouped}{frac}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands() {
+        assert_eq!(group_thousands(168000.4, 0), "168,000");
+        assert_eq!(group_thousands(52.25, 1), "52.2");
+        assert_eq!(group_thousands(999.0, 0), "999");
+        assert_eq!(group_thousands(-1234567.0, 0), "-1,234,567");
+    }
+
+    #[test]
+    fn table_has_ratios() {
+        let rec = |server: &str, mps: f64| Run {
+            server_id: server.into(),
+            scenario_id: "burst-1k".into(),
+            run: 1,
+            clean: true,
+            noisy_start: false,
+            record: Record {
+                msgs_per_s: Some(mps),
+                ..Record::default()
+            },
+        };
+        let runs = vec![
+            rec("writeloop", 200.0),
+            rec("node-frame", 100.0),
+            rec("pagewire", 190.0),
+        ];
+        let t = render_table(&runs, None);
+        let row = t.lines().find(|l| l.contains("delivered msgs/s")).unwrap();
+        assert!(
+            row.contains("| 200 | 100 | 190 | 0.95× | 1.90× | 0.50× |"),
+            "{row}"
+        );
+    }
+}

@@ -318,6 +318,7 @@ async fn run(args: Args) -> anyhow::Result<Record> {
         ..Record::default()
     };
     rec.rss_before_kib = args.pid.and_then(sys::rss_kib);
+    let cpu_start = CpuSample::take(args.pid);
 
     // Connect, upgrade and register every client.
     let cfg = Rc::new(args.clone());
@@ -366,7 +367,38 @@ async fn run(args: Args) -> anyhow::Result<Record> {
     rec.corrupt = shared.corrupt.get();
     rec.closed_by_server = shared.closed_by_server.get();
     rec.wall_ms = shared.start.elapsed().as_secs_f64() * 1e3;
+    CpuSample::take(args.pid).since(&cpu_start, &mut rec);
     Ok(rec)
+}
+
+/// CPU counters of the server, this process and the machine.
+struct CpuSample {
+    server: Option<f64>,
+    client: Option<f64>,
+    machine: Option<f64>,
+}
+
+impl CpuSample {
+    fn take(server_pid: Option<u32>) -> Self {
+        CpuSample {
+            server: server_pid.and_then(sys::cpu_ms),
+            client: sys::cpu_ms(std::process::id()),
+            machine: sys::machine_busy_ms(),
+        }
+    }
+
+    fn since(&self, start: &CpuSample, rec: &mut Record) {
+        let delta = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        rec.server_cpu_ms = delta(self.server, start.server);
+        rec.client_cpu_ms = delta(self.client, start.client);
+        if let (Some(m), Some(s), Some(c)) = (
+            delta(self.machine, start.machine),
+            rec.server_cpu_ms,
+            rec.client_cpu_ms,
+        ) {
+            rec.other_cpu_ms = Some((m - s - c).max(0.0));
+        }
+    }
 }
 
 /// Broadcasts one after another, each when the previous reached everyone.

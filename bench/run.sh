@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The pagewire fan-out benchmark in one command.
+#
+#   bench/run.sh            build everything (release), run every server and
+#                           scenario three times, print the markdown table
+#   bench/run.sh --smoke    pagewire only, 500 clients, 10 broadcasts; exit
+#                           status 1 unless every message arrived
+#   bench/run.sh --help     all flags (servers, scenarios, runs, ...)
+#
+# Servers run pinned to core 0 and the load client to core 1 (taskset).
+# Results go to bench/results/<time>/ (runs.jsonl and table.md).
+set -euo pipefail
+
+bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$bench_dir")
+
+# 18,000 clients need 18,000 descriptors in the load client (and as many in
+# the server): take the hard limit.
+ulimit -n "$(ulimit -Hn)"
+
+wants() { # wants SERVER: whether the arguments select that server
+    local smoke=0 servers=""
+    local prev=""
+    for a in "$@"; do
+        case "$a" in
+            --smoke) smoke=1 ;;
+            --servers=*) servers=${a#--servers=} ;;
+        esac
+        [ "$prev" = "--servers" ] && servers=$a
+        prev=$a
+    done
+    if [ -n "$servers" ]; then
+        [[ ",$servers," == *",$target,"* ]]
+    elif [ "$smoke" = 1 ]; then
+        [ "$target" = pagewire ]
+    else
+        true
+    fi
+}
+
+for a in "$@"; do
+    case "$a" in
+        --help|-h|--list|--report|--report=*) exec cargo run --quiet --release --manifest-path "$bench_dir/Cargo.toml" --bin pw-bench -- "$@" ;;
+    esac
+done
+
+cargo build --quiet --release --manifest-path "$bench_dir/Cargo.toml" --bins
+bench_target=${CARGO_TARGET_DIR:-$bench_dir/target}
+
+pagewire_args=()
+target=pagewire
+if wants "$@"; then
+    cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bin pagewire
+    pagewire_args=(--pagewire "${CARGO_TARGET_DIR:-$root/target}/release/pagewire")
+fi
+
+target=node-send; need_node=0; wants "$@" && need_node=1
+target=node-frame; wants "$@" && need_node=1
+if [ "$need_node" = 1 ]; then
+    if ! command -v node >/dev/null; then
+        echo "run.sh: node is not installed; pass --servers without node-send,node-frame" >&2
+        exit 2
+    fi
+    if [ ! -d "$bench_dir/node/node_modules/ws" ] ||
+        [ "$bench_dir/node/package-lock.json" -nt "$bench_dir/node/node_modules/.package-lock.json" ]; then
+        (cd "$bench_dir/node" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+fi
+
+exec "$bench_target/release/pw-bench" --bench-dir "$bench_dir" --bin-dir "$bench_target/release" \
+    "${pagewire_args[@]}" "$@"
