@@ -3,3 +3,4 @@
 pub mod command;
 pub mod exec;
 pub mod monitor;
+pub mod ws;
