@@ -1,0 +1,1 @@
+// pagewire ws.js (placeholder until the full client lands)
