@@ -244,6 +244,8 @@ fn real_main() -> anyhow::Result<i32> {
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let runs_path = out.join("runs.jsonl");
     let mut runs_file = File::create(&runs_path)?;
+    let logs = out.join("logs");
+    fs::create_dir_all(&logs)?;
     let pin = !args.no_pin && Command::new("taskset").arg("-V").output().is_ok();
     if !pin && !args.no_pin {
         eprintln!("taskset not found: running unpinned");
@@ -263,7 +265,7 @@ fn real_main() -> anyhow::Result<i32> {
             for server in &chosen {
                 let noisy_start = !args.smoke && !wait_quiet(args.quiet_below, args.quiet_timeout);
                 eprintln!("== {} / {} / run {rep}", server.id, scenario.id);
-                match run_one(&bin_dir, server, scenario, pin) {
+                match run_one(&bin_dir, &logs, rep, server, scenario, pin) {
                     Ok((record, status)) => {
                         let run = Run {
                             server_id: server.id.to_string(),
@@ -287,6 +289,7 @@ fn real_main() -> anyhow::Result<i32> {
             }
         }
     }
+    let _ = fs::remove_dir_all(temp_dir());
     let table = render_table(&runs, Some(&machine));
     fs::write(out.join("table.md"), &table)?;
     println!("{table}");
@@ -301,15 +304,17 @@ fn real_main() -> anyhow::Result<i32> {
 /// Start `server`, run one `pw-load` against it, stop the server.
 fn run_one(
     bin_dir: &Path,
+    logs: &Path,
+    rep: u32,
     server: &Server,
     scenario: &Scenario,
     pin: bool,
 ) -> anyhow::Result<(Record, ExitStatus)> {
-    let dir = std::env::temp_dir().join(format!("pw-bench-{}", std::process::id()));
+    let dir = temp_dir();
     fs::create_dir_all(&dir)?;
     let control = dir.join("ctl.sock");
     let _ = fs::remove_file(&control);
-    let log_path = dir.join(format!("{}-{}.log", server.id, scenario.id));
+    let log_path = logs.join(format!("{}-{}-{rep}.log", server.id, scenario.id));
     let log = File::create(&log_path)?;
     let mut cmd = pinned(pin, "0", &server.program);
     cmd.args(&server.args)
@@ -359,6 +364,11 @@ fn run_one(
         .ok_or_else(|| anyhow!("pw-load printed no record ({status})"))?;
     let record: Record = serde_json::from_str(line).context("parsing pw-load's record")?;
     Ok((record, status))
+}
+
+/// Where control sockets go (short: a socket path must fit in 108 bytes).
+fn temp_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("pw-bench-{}", std::process::id()))
 }
 
 fn pinned(pin: bool, core: &str, program: &Path) -> Command {
