@@ -312,7 +312,7 @@ fn real_main() -> anyhow::Result<i32> {
                         noisy_start,
                         record,
                     };
-                    if run.noisy() && attempt <= args.retry_noisy {
+                    if !args.smoke && run.noisy() && attempt <= args.retry_noisy {
                         eprintln!("   other load on the machine during the run: running it again");
                         continue;
                     }
