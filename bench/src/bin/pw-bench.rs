@@ -18,11 +18,13 @@ use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
-use pagewire_bench::report::{median, Record};
+use pagewire_bench::report::{median, percentile, Record};
 use pagewire_bench::sys;
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +104,8 @@ struct Scenario {
     repeat: bool,
     /// Seconds pw-load may take before it is stopped.
     budget_s: u64,
+    /// Runs against this server only.
+    only: Option<&'static str>,
 }
 
 /// A record as stored in runs.jsonl: the load client's record plus where
@@ -137,6 +141,7 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
         load_args: args.split_whitespace().map(String::from).collect(),
         repeat,
         budget_s,
+        only: None,
     };
     if smoke {
         return vec![s(
@@ -155,6 +160,10 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
         s("sustained-5k-100", "5,000 clients, 100 broadcasts/s for 10 s", "--scenario sustained --clients 5000 --rate 100 --duration 10", true, 240),
         s("idle-18k", "18,000 idle registered clients", "--scenario idle --clients 18000 --connect-timeout 180", true, 300),
         s("commands", "POST /api/command on 4 keep-alive connections, 40,000 requests", "--scenario commands --clients 1 --requests 40000 --http-connections 4", true, 120),
+        Scenario {
+            only: Some("pagewire"),
+            ..s("cli", "`pagewire ws write bench x` as a whole process, 30 times (pagewire only)", "", true, 120)
+        },
         s("saturate-5k", "5,000 clients: highest rate with every broadcast delivered within 500 ms", "--scenario saturate --clients 5000 --rate 10 --duration 4 --drain-timeout 3 --deadline-ms 500", false, 600),
     ]
 }
@@ -207,8 +216,26 @@ fn main() {
     }
 }
 
+/// Set by SIGINT or SIGTERM: servers and load clients run in sessions of
+/// their own and would not get the terminal's signal, so the driver stops
+/// them itself (`KillOnDrop`) when it sees this.
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+fn stopping() -> anyhow::Result<()> {
+    if STOP.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 fn real_main() -> anyhow::Result<i32> {
     let args = Args::parse();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal ends the driver at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, STOP.clone())
+            .and_then(|_| signal_hook::flag::register(signal, STOP.clone()))
+            .context("installing signal handlers")?;
+    }
     if let Some(path) = &args.report {
         let runs = read_runs(path)?;
         print!("{}", render_table(&runs, None));
@@ -289,6 +316,12 @@ fn real_main() -> anyhow::Result<i32> {
                 continue;
             }
             for server in &chosen {
+                if STOP.load(Ordering::Relaxed) {
+                    bail!("interrupted");
+                }
+                if scenario.only.is_some_and(|only| only != server.id) {
+                    continue;
+                }
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
@@ -369,6 +402,10 @@ fn run_one(
     let mut guard = KillOnDrop(child);
     let addr = wait_ready(&mut guard.0, &log_path, Duration::from_secs(15))?;
 
+    if scenario.id == "cli" {
+        let record = time_cli(server, &control)?;
+        return Ok((record, success_status()?));
+    }
     let mut load = place.command("1", &bin_dir.join("pw-load"));
     load.arg("--server")
         .arg(&addr)
@@ -403,6 +440,49 @@ fn run_one(
         .ok_or_else(|| anyhow!("pw-load printed no record ({status})"))?;
     let record: Record = serde_json::from_str(line).context("parsing pw-load's record")?;
     Ok((record, status))
+}
+
+/// Time `pagewire --control PATH ws write bench x`, the one-shot CLI, as a
+/// whole process (start, connect to the daemon, run, exit), 30 times.
+/// Started directly (no `setsid`/`taskset` in front), so that the time is
+/// the CLI's own.
+fn time_cli(server: &Server, control: &Path) -> anyhow::Result<Record> {
+    const TIMES: usize = 30;
+    let mut ms = Vec::with_capacity(TIMES);
+    for _ in 0..TIMES {
+        stopping()?;
+        let mut cmd = Command::new(&server.program);
+        cmd.arg("--control")
+            .arg(control)
+            .args(["ws", "write", "bench", "x"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let t = Instant::now();
+        let out = cmd.output().context("running the pagewire CLI")?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if !out.status.success() {
+            bail!(
+                "`pagewire ws write` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(Record {
+        server: server.id.to_string(),
+        scenario: "cli".to_string(),
+        latency_p50_ms: percentile(&ms, 50.0),
+        latency_p99_ms: percentile(&ms, 99.0),
+        latency_max_ms: ms.last().copied(),
+        ..Record::default()
+    })
+}
+
+/// An exit status meaning success, for runs without a load client.
+fn success_status() -> anyhow::Result<ExitStatus> {
+    Ok(Command::new("true").status()?)
 }
 
 /// Where control sockets go (short: a socket path must fit in 108 bytes).
@@ -513,6 +593,7 @@ fn wait_with_budget(child: &mut Child, budget: Duration) -> anyhow::Result<ExitS
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
+        stopping()?;
         if start.elapsed() > budget {
             let _ = child.kill();
             bail!("pw-load still running after {budget:?}; stopped");
@@ -526,6 +607,9 @@ fn wait_with_budget(child: &mut Child, budget: Duration) -> anyhow::Result<ExitS
 fn wait_quiet(percent: f64, timeout_s: f64) -> bool {
     let start = Instant::now();
     loop {
+        if STOP.load(Ordering::Relaxed) {
+            return true;
+        }
         let before = sys::machine_busy_ms();
         std::thread::sleep(Duration::from_millis(500));
         let after = sys::machine_busy_ms();
@@ -690,6 +774,13 @@ fn metrics() -> Vec<Metric> {
         r.rss_after_kib.map(|k| k as f64 / 1024.0)
     }));
     v.push(m("commands", "requests/s", Higher, 0, |r| r.commands_per_s));
+    v.push(m(
+        "cli",
+        "`pagewire ws write` process, median ms",
+        Lower,
+        1,
+        |r| r.latency_p50_ms,
+    ));
     v.push(m("saturate-5k", "broadcasts/s kept up", Higher, 1, |r| {
         r.rate
     }));
