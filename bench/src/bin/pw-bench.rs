@@ -895,15 +895,21 @@ fn render_table(runs: &[Run], machine: Option<&str>) -> String {
             out.push_str(" | | |\n");
         }
     }
-    let noisy: Vec<String> = runs
-        .iter()
-        .filter(|r| r.noisy())
-        .map(|r| format!("{}/{}#{}", r.server_id, r.scenario_id, r.run))
-        .collect();
-    if !noisy.is_empty() {
+    let noisy = runs.iter().filter(|r| r.noisy()).count();
+    if noisy > 0 {
+        let mut load: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| {
+                let o = r.record.other_cpu_ms?;
+                (r.record.wall_ms > 0.0).then(|| o / r.record.wall_ms * 100.0)
+            })
+            .collect();
+        load.sort_by(f64::total_cmp);
         out.push_str(&format!(
-            "\nRuns with other load on the machine (over 20% of a core): {}\n",
-            noisy.join(", ")
+            "\nOther work on the machine: {noisy} of {} runs started busy or had the rest of the machine use over 20% of a core during the run (median {:.0}%, max {:.0}% of a core).\n",
+            runs.len(),
+            median(&load).unwrap_or(0.0),
+            load.last().copied().unwrap_or(0.0),
         ));
     }
     let unclean: Vec<String> = runs
