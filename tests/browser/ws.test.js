@@ -249,3 +249,30 @@ test('action output lines and the final status are appended as text', async () =
   // Text only: the <b> is not an element.
   assert.equal(await page.evaluate(() => document.querySelectorAll('#status b').length), 0);
 });
+
+test('close codes: a slow-consumer close (4001) reconnects, too many names (4002) is final', async () => {
+  const page = await context.newPage();
+  // Sit between the page and the daemon to close the page's side with
+  // codes that are hard to provoke from a test.
+  let route;
+  await page.routeWebSocket(/\/ws$/, (ws) => {
+    route = { page: ws, server: ws.connectToServer() };
+  });
+  await page.goto(daemon.url + '/');
+  await page.evaluate(() => wsInit('status'));
+  await registered(daemon, page, ['status']);
+  const first = route;
+
+  await first.page.close({ code: 4001, reason: 'slow consumer' });
+  await first.server.close();
+  await page.waitForFunction(() => window.drops.includes(4001), null, POLL);
+  await until('a new route for the reconnect', async () => route !== first);
+  await registered(daemon, page, ['status']);
+
+  await route.page.close({ code: 4002, reason: 'too many names' });
+  await route.server.close();
+  await page.waitForFunction(() => wsState() === 'closed', null, POLL);
+  const info = await page.evaluate(() => wsInfo());
+  assert.deepEqual(info.lastClose, { code: 4002, reason: 'too many names' });
+  assert.equal(info.retryIn, null, 'no reconnect is planned');
+});
