@@ -119,7 +119,7 @@
         var fn = typeof frame.func === 'string' ? window[frame.func] : null;
         if (typeof fn === 'function') {
           try {
-            fn(frame.arg);
+            fn.call(window, frame.arg);
           } catch (err) {
             reportError(err);
           }
