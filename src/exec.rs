@@ -2,7 +2,21 @@
 //!
 //! Every door (console, control socket, HTTP, a page's own WebSocket) calls
 //! [`Executor::run_line`] and renders the [`Reply`] its own way, so the same
-//! line gives the same output everywhere.
+//! line gives the same output everywhere. Parsing knows syntax only; this
+//! module knows meaning: whether index 7 is live and whether this door may
+//! run the command.
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::command::{self, Command, Target};
+use crate::console::ConsoleOut;
+use crate::hub::{CloseReason, ConnInfo, Hub};
+use crate::protocol::ServerFrame;
 
 /// Where a command line came from; decides what it may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +35,38 @@ pub enum Door {
     Page(u64),
 }
 
+impl Door {
+    fn label(self) -> &'static str {
+        match self {
+            Door::Console => "console",
+            Door::Control => "control",
+            Door::Http { .. } => "http",
+            Door::Page(_) => "page",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Door::Console => 0,
+            Door::Control => 1,
+            Door::Http { .. } => 2,
+            Door::Page(_) => 3,
+        }
+    }
+}
+
+impl fmt::Display for Door {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Door::Page(id) => write!(f, "page {id}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// All doors, in the order of the command counters.
+pub const DOORS: [&str; 4] = ["console", "control", "http", "page"];
+
 /// The outcome of one command line, before any door renders it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
@@ -28,19 +74,336 @@ pub struct Reply {
     pub ok: bool,
     /// The output text (no trailing newline), or the one-line error.
     pub output: String,
+    /// True when the command was refused for lack of rights (HTTP maps it
+    /// to 401), as opposed to failing.
+    pub denied: bool,
+}
+
+impl Reply {
+    fn ok(output: impl Into<String>) -> Self {
+        Reply {
+            ok: true,
+            output: output.into(),
+            denied: false,
+        }
+    }
+
+    fn err(output: impl fmt::Display) -> Self {
+        Reply {
+            ok: false,
+            output: output.to_string(),
+            denied: false,
+        }
+    }
+
+    fn denied(output: impl fmt::Display) -> Self {
+        Reply {
+            denied: true,
+            ..Reply::err(output)
+        }
+    }
+}
+
+/// What pages may run over their own WebSocket, by command name
+/// (`Command::name`). The default is `ws register` and `run`.
+#[derive(Clone, Debug)]
+pub struct PageRights {
+    allowed: Vec<String>,
+}
+
+impl Default for PageRights {
+    fn default() -> Self {
+        PageRights {
+            allowed: vec!["ws register".into(), "run".into()],
+        }
+    }
+}
+
+impl PageRights {
+    /// Rights from a configured list of command names.
+    pub fn new(allowed: Vec<String>) -> Self {
+        PageRights { allowed }
+    }
+
+    fn allows(&self, cmd: &Command) -> bool {
+        self.allowed.iter().any(|a| a == cmd.name())
+    }
+}
+
+/// Commands run, by door and result, for `/metrics`.
+#[derive(Default, Debug)]
+pub struct CommandCounters {
+    counts: [[AtomicU64; 2]; 4],
+}
+
+impl CommandCounters {
+    /// (door, ok, count) for every door and result.
+    pub fn snapshot(&self) -> Vec<(&'static str, bool, u64)> {
+        let mut out = Vec::new();
+        for (door, row) in DOORS.iter().zip(&self.counts) {
+            out.push((*door, true, row[1].load(Relaxed)));
+            out.push((*door, false, row[0].load(Relaxed)));
+        }
+        out
+    }
+}
+
+struct Inner {
+    hub: Hub,
+    console: ConsoleOut,
+    page_rights: PageRights,
+    notify: watch::Sender<Option<String>>,
+    counters: CommandCounters,
 }
 
 /// Runs command lines; cheap to clone, one per door.
 #[derive(Clone)]
-pub struct Executor {}
+pub struct Executor {
+    inner: Arc<Inner>,
+}
 
 impl Executor {
+    /// An executor over `hub`, printing console output through `console`.
+    pub fn new(hub: Hub, console: ConsoleOut, page_rights: PageRights) -> Self {
+        let (notify, _) = watch::channel(None);
+        Executor {
+            inner: Arc::new(Inner {
+                hub,
+                console,
+                page_rights,
+                notify,
+                counters: CommandCounters::default(),
+            }),
+        }
+    }
+
+    /// The hub commands run against.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Commands run so far, by door and result.
+    pub fn counters(&self) -> &CommandCounters {
+        &self.inner.counters
+    }
+
+    /// The element Monitor lines go to while `set notify` is on.
+    pub fn notify_target(&self) -> watch::Receiver<Option<String>> {
+        self.inner.notify.subscribe()
+    }
+
     /// Parses and runs `line` on behalf of `door`.
     pub async fn run_line(&self, line: &str, door: Door) -> Reply {
-        let _ = (line, door);
-        Reply {
-            ok: false,
-            output: "not implemented yet".into(),
+        let reply = match command::parse(line) {
+            Ok(cmd) => self.run(cmd, door).await,
+            Err(e) => Reply::err(e),
+        };
+        let slot = &self.inner.counters.counts[door.slot()][usize::from(reply.ok)];
+        slot.fetch_add(1, Relaxed);
+        let first = reply.output.lines().next().unwrap_or("");
+        let more = if reply.output.lines().nth(1).is_some() {
+            " ..."
+        } else {
+            ""
+        };
+        self.inner.hub.monitor().emit(format_args!(
+            "{door}: {} -> {}: {first}{more}",
+            line.trim(),
+            if reply.ok { "ok" } else { "error" },
+        ));
+        reply
+    }
+
+    /// Runs a parsed command on behalf of `door`.
+    pub async fn run(&self, cmd: Command, door: Door) -> Reply {
+        let operator = match door {
+            Door::Console | Door::Control => true,
+            Door::Http { operator } => operator,
+            Door::Page(_) => false,
+        };
+        if !operator && !self.inner.page_rights.allows(&cmd) {
+            let msg = format!(
+                "'{}' needs operator rights; pages may only use {}",
+                cmd.name(),
+                self.page_rights_list()
+            );
+            return if matches!(door, Door::Http { .. }) {
+                Reply::denied(format!("{msg} (send Authorization: Bearer TOKEN)"))
+            } else {
+                Reply::denied(msg)
+            };
         }
+        let hub = &self.inner.hub;
+        match cmd {
+            Command::List => Reply::ok(render_list(&hub.list())),
+            Command::Register { name } => match door {
+                Door::Page(id) => match hub.register(id, &name) {
+                    Ok(()) => Reply::ok(format!("registered '{name}' on connection {id}")),
+                    Err(e) => Reply::err(format!("ws register: {e}")),
+                },
+                _ => Reply::err(
+                    "ws register: only a page can register, over its own WebSocket \
+                     (wsInit('name') in ws.js)",
+                ),
+            },
+            Command::Write { target, text } => {
+                let frame = ServerFrame::Write {
+                    name: target_name(&target),
+                    text: &text,
+                };
+                self.deliver(&target, &frame.encode(), "ws write", |why| {
+                    self.inner.console.print(&text);
+                    format!("{why}; printed on the console")
+                })
+            }
+            Command::Exec { target, func, arg } => {
+                let frame = ServerFrame::Exec {
+                    name: target_name(&target),
+                    func: &func,
+                    arg: &arg,
+                };
+                self.deliver(&target, &frame.encode(), "ws exec", |why| {
+                    format!("{why}; nothing sent")
+                })
+            }
+            Command::Close { target } => {
+                let reason = CloseReason {
+                    code: 1000,
+                    reason: "closed by operator",
+                };
+                match hub.close(&target, reason) {
+                    Ok(n) => Reply::ok(format!("closed {}", plural(n, "connection"))),
+                    Err(e) => Reply::err(format!("ws close: {e}")),
+                }
+            }
+            Command::Notify { name } => {
+                let out = match &name {
+                    Some(n) => {
+                        format!("notify on: Monitor lines go to element '{n}' on every page")
+                    }
+                    None => "notify off".to_string(),
+                };
+                self.inner.notify.send_replace(name);
+                Reply::ok(out)
+            }
+            Command::Run { action, .. } => {
+                Reply::err(format!("run: no action named '{action}' is configured"))
+            }
+            Command::Help { topic } => match command::help_text(topic.as_deref()) {
+                Ok(text) => Reply::ok(text),
+                Err(e) => Reply::err(e),
+            },
+        }
+    }
+
+    fn page_rights_list(&self) -> String {
+        let list: Vec<String> = self
+            .inner
+            .page_rights
+            .allowed
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect();
+        list.join(" and ")
+    }
+
+    /// Delivers `frame` and words the outcome; `nobody` words the case where
+    /// nothing matched (and may act on it, as `ws write` prints on the
+    /// console).
+    fn deliver(
+        &self,
+        target: &Target,
+        frame: &bytes::Bytes,
+        what: &str,
+        nobody: impl FnOnce(&str) -> String,
+    ) -> Reply {
+        let hub = &self.inner.hub;
+        match hub.deliver(target, frame) {
+            Err(e) => Reply::err(format!("{what}: {e}")),
+            Ok(d) if d.reached == 0 && d.dropped == 0 => {
+                let why = match target {
+                    Target::Name(n) if !hub.is_empty() => format!("no connection named '{n}'"),
+                    _ => "no WebSocket connections".to_string(),
+                };
+                Reply::ok(nobody(&why))
+            }
+            Ok(d) => {
+                let mut out = format!("sent to {}", plural(d.reached, "connection"));
+                if d.dropped > 0 {
+                    let _ = write!(out, " ({} closed as slow consumers)", d.dropped);
+                }
+                Reply::ok(out)
+            }
+        }
+    }
+}
+
+/// The element a frame names: only when the operator addressed pages by
+/// name, since a frame for an index or `*` is shared by pages whose first
+/// element differs.
+fn target_name(target: &Target) -> Option<&str> {
+    match target {
+        Target::Name(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Renders the `ws` listing: one line per connection, the index first.
+pub fn render_list(conns: &[ConnInfo]) -> String {
+    if conns.is_empty() {
+        return "no WebSocket connections".into();
+    }
+    let mut out = String::new();
+    for c in conns {
+        let names = if c.names.is_empty() {
+            "-".to_string()
+        } else {
+            c.names.join(",")
+        };
+        let page = if c.page.is_empty() { "-" } else { &c.page };
+        let _ = writeln!(
+            out,
+            "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
+            c.id,
+            names,
+            c.remote,
+            render_age(c.age),
+            c.msgs_in,
+            c.bytes_in,
+            c.msgs_out,
+            c.bytes_out,
+            page
+        );
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+fn render_age(age: Duration) -> String {
+    let s = age.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(render_age(Duration::from_secs(5)), "5s");
+        assert_eq!(render_age(Duration::from_secs(65)), "1m05s");
+        assert_eq!(render_age(Duration::from_secs(7322)), "2h02m");
     }
 }

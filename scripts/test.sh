@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every pagewire test on a fresh Debian machine: installs what the tests
+# need (Debian packages, npm packages from committed lockfiles), checks
+# formatting and lints, then runs the Rust tests, the browser tests and the
+# benchmark smoke run. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages the tests use: Chromium for the browser tests, Redis for
+# the cluster tests, openssl for test certificates.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v openssl >/dev/null || missing+=(openssl)
+if ((${#missing[@]})); then
+  step "installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --locked
+
+if [ -x scripts/browser-tests.sh ]; then
+  step "browser tests (headless Chromium)"
+  scripts/browser-tests.sh
+fi
+
+if [ -x bench/run.sh ]; then
+  step "benchmark smoke run"
+  bench/run.sh --smoke
+fi
+
+step "all tests passed"

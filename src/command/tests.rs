@@ -1,0 +1,346 @@
+//! Accepted and refused command lines, one line per case.
+
+use super::*;
+
+fn idx(index: u64) -> Target {
+    Target::Index(index)
+}
+
+fn name(name: &str) -> Target {
+    Target::Name(name.to_string())
+}
+
+fn register(name: &str) -> Command {
+    Command::Register {
+        name: name.to_string(),
+    }
+}
+
+fn write(target: Target, text: &str) -> Command {
+    Command::Write {
+        target,
+        text: text.to_string(),
+    }
+}
+
+fn exec(target: Target, func: &str, arg: &str) -> Command {
+    Command::Exec {
+        target,
+        func: func.to_string(),
+        arg: arg.to_string(),
+    }
+}
+
+fn close(target: Target) -> Command {
+    Command::Close { target }
+}
+
+fn notify(name: Option<&str>) -> Command {
+    Command::Notify {
+        name: name.map(str::to_string),
+    }
+}
+
+fn run(action: &str, args: &[&str]) -> Command {
+    Command::Run {
+        action: action.to_string(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+fn help(topic: Option<&str>) -> Command {
+    Command::Help {
+        topic: topic.map(str::to_string),
+    }
+}
+
+/// `line => Ok(command)` or `line => Err("the error text")`, one per line.
+macro_rules! cases {
+    ($($line:expr => $want:expr,)*) => {
+        vec![$(($line, $want)),*]
+    };
+}
+
+fn accepted() -> Vec<(&'static str, Result<Command, &'static str>)> {
+    use Command::List;
+    cases! {
+        "ws" => Ok(List),
+        "  ws  " => Ok(List),
+        "\tws\t" => Ok(List),
+        "ws register status" => Ok(register("status")),
+        "ws register статус" => Ok(register("статус")),
+        "ws register \"статус\"" => Ok(register("статус")),
+        "ws register off" => Ok(register("off")),
+        "ws register a1" => Ok(register("a1")),
+        "ws register -1" => Ok(register("-1")),
+        "ws register \"it's\"" => Ok(register("it's")),
+        "ws write status up" => Ok(write(name("status"), "up")),
+        "ws write status \"VPN up\"" => Ok(write(name("status"), "VPN up")),
+        "ws\twrite\tstatus\t\"VPN\tup\"" => Ok(write(name("status"), "VPN\tup")),
+        "ws write * \"héllo wörld ✓\"" => Ok(write(Target::All, "héllo wörld ✓")),
+        "ws write статус \"готово ✓\"" => Ok(write(name("статус"), "готово ✓")),
+        "ws write 7 \"\"" => Ok(write(idx(7), "")),
+        "ws write 007 x" => Ok(write(idx(7), "x")),
+        "ws write 18446744073709551615 x" => Ok(write(idx(u64::MAX), "x")),
+        r#"ws write 1 "say \"hi\"""# => Ok(write(idx(1), r#"say "hi""#)),
+        r#"ws write 1 "back\\slash""# => Ok(write(idx(1), r"back\slash")),
+        r#"ws write 1 "C:\temp\new""# => Ok(write(idx(1), r"C:\temp\new")),
+        r"ws write 1 C:\temp\" => Ok(write(idx(1), r"C:\temp\")),
+        "ws write 1 <b>bold</b>" => Ok(write(idx(1), "<b>bold</b>")),
+        "ws exec 3 setProgress 42" => Ok(exec(idx(3), "setProgress", "42")),
+        "ws exec 3 setProgress" => Ok(exec(idx(3), "setProgress", "")),
+        "ws exec status alert \"two words\"" => Ok(exec(name("status"), "alert", "two words")),
+        "ws exec * f \"\"" => Ok(exec(Target::All, "f", "")),
+        "ws close" => Ok(close(Target::All)),
+        "ws close *" => Ok(close(Target::All)),
+        "ws close 12" => Ok(close(idx(12))),
+        "ws close status" => Ok(close(name("status"))),
+        "set notify status" => Ok(notify(Some("status"))),
+        "set notify off" => Ok(notify(None)),
+        "set notify OFF" => Ok(notify(Some("OFF"))),
+        "run vpn-up" => Ok(run("vpn-up", &[])),
+        "run backup /home \"two words\" \"\"" => Ok(run("backup", &["/home", "two words", ""])),
+        "run 1 2 3" => Ok(run("1", &["2", "3"])),
+        "help" => Ok(help(None)),
+        "help ws" => Ok(help(Some("ws"))),
+        "help ws write" => Ok(help(Some("ws write"))),
+        "help\tws \t write" => Ok(help(Some("ws write"))),
+        "help \"ws write\"" => Ok(help(Some("ws write"))),
+        "help write" => Ok(help(Some("ws write"))),
+        "help set" => Ok(help(Some("set notify"))),
+        "help notify" => Ok(help(Some("set notify"))),
+        "help run" => Ok(help(Some("run"))),
+        "help help" => Ok(help(Some("help"))),
+    }
+}
+
+fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
+    cases! {
+        "" => Err("empty command line; try 'help'"),
+        "   " => Err("empty command line; try 'help'"),
+        "\t \t" => Err("empty command line; try 'help'"),
+        "foo" => Err("unknown command 'foo'; try 'help'"),
+        "WS" => Err("unknown command 'WS'; try 'help'"),
+        "\"\"" => Err("unknown command ''; try 'help'"),
+        "\"ws write\" 1 x" => Err("unknown command 'ws write'; try 'help'"),
+        "ws bogus" => Err("ws: unknown subcommand 'bogus'; expected register, write, exec or close"),
+        "ws list" => Err("ws: unknown subcommand 'list'; expected register, write, exec or close"),
+        "ws \"\"" => Err("ws: unknown subcommand ''; expected register, write, exec or close"),
+        "ws write \"x" => Err("unterminated double quote"),
+        "ws write status \"VPN up" => Err("unterminated double quote"),
+        "ws write status \"VPN\"up" => Err("unexpected 'up' after a closing double quote; expected a blank or the end of the line"),
+        "ws write status VPN\"up\"" => Err(r#"double quote inside 'VPN"up"'; a double quote may only start a token (inside a quoted token write \")"#),
+        "ws write 1 a\0b" => Err("line contains a NUL character; a command line is one line of text"),
+        "ws write 1 a\nws close" => Err("line contains a newline; a command line is one line of text"),
+        "ws write 1 \"a\rb\"" => Err("line contains a carriage return; a command line is one line of text"),
+        "ws register" => Err("ws register: missing NAME; usage: ws register NAME"),
+        "ws register a b" => Err("ws register: unexpected extra argument 'b'; usage: ws register NAME"),
+        "ws register 123" => Err("invalid name '123': names must not be all digits, which would read as an index"),
+        "ws register 0" => Err("invalid name '0': names must not be all digits, which would read as an index"),
+        "ws register *" => Err("invalid name '*': names must not be '*', which means every connection"),
+        "ws register \"\"" => Err("invalid name '': names must be 1 to 128 bytes long"),
+        "ws register \"a b\"" => Err("invalid name 'a b': names must not contain whitespace or control characters"),
+        "ws register \"a\tb\"" => Err(r"invalid name 'a\tb': names must not contain whitespace or control characters"),
+        "ws register \"a\u{7}b\"" => Err(r"invalid name 'a\u{7}b': names must not contain whitespace or control characters"),
+        "ws register \"a\u{a0}b\"" => Err("invalid name 'a\u{a0}b': names must not contain whitespace or control characters"),
+        "ws write" => Err("ws write: missing TARGET; usage: ws write TARGET \"text\""),
+        "ws write status" => Err("ws write: missing TEXT; usage: ws write TARGET \"text\""),
+        "ws write status VPN up" => Err("ws write: unexpected extra argument 'up'; usage: ws write TARGET \"text\" (quote text that has spaces)"),
+        "ws write 0 x" => Err("index must be a positive integer, not 0"),
+        "ws write 000 x" => Err("index must be a positive integer, not 0"),
+        "ws write 18446744073709551616 x" => Err("index 18446744073709551616 is too large; the largest index is 18446744073709551615"),
+        "ws write 99999999999999999999999 x" => Err("index 99999999999999999999999 is too large; the largest index is 18446744073709551615"),
+        "ws write \"\" x" => Err("invalid name '': names must be 1 to 128 bytes long"),
+        "ws write \"two words\" x" => Err("invalid name 'two words': names must not contain whitespace or control characters"),
+        "ws exec" => Err("ws exec: missing TARGET; usage: ws exec TARGET FUNC [ARG]"),
+        "ws exec 1" => Err("ws exec: missing FUNC; usage: ws exec TARGET FUNC [ARG]"),
+        "ws exec 1 \"\" x" => Err("ws exec: FUNC must not be empty; usage: ws exec TARGET FUNC [ARG]"),
+        "ws exec 1 f a b" => Err("ws exec: unexpected extra argument 'b'; usage: ws exec TARGET FUNC [ARG] (quote ARG if it has spaces)"),
+        "ws exec 0 f" => Err("index must be a positive integer, not 0"),
+        "ws close 0" => Err("index must be a positive integer, not 0"),
+        "ws close 1 2" => Err("ws close: unexpected extra argument '2'; usage: ws close [TARGET]"),
+        "ws close * status" => Err("ws close: unexpected extra argument 'status'; usage: ws close [TARGET]"),
+        "set" => Err("set: missing subcommand; expected notify"),
+        "set bogus x" => Err("set: unknown subcommand 'bogus'; expected notify"),
+        "set notify" => Err("set notify: missing NAME; usage: set notify NAME|off"),
+        "set notify a b" => Err("set notify: unexpected extra argument 'b'; usage: set notify NAME|off"),
+        "set notify off now" => Err("set notify: unexpected extra argument 'now'; usage: set notify NAME|off"),
+        "set notify 5" => Err("invalid name '5': names must not be all digits, which would read as an index"),
+        "set notify *" => Err("invalid name '*': names must not be '*', which means every connection"),
+        "run" => Err("run: missing ACTION; usage: run ACTION [ARG...]"),
+        "run \"\"" => Err("run: ACTION must not be empty; usage: run ACTION [ARG...]"),
+        "help bogus" => Err("help: unknown topic 'bogus'; known topics: ws, ws register, ws write, ws exec, ws close, set notify, run, help"),
+        "help ws write now" => Err("help: unknown topic 'ws write now'; known topics: ws, ws register, ws write, ws exec, ws close, set notify, run, help"),
+    }
+}
+
+fn check(cases: Vec<(&'static str, Result<Command, &'static str>)>) {
+    let mut failures = Vec::new();
+    for (line, want) in cases {
+        let got = parse(line).map_err(|e| e.to_string());
+        let want = want.map_err(str::to_string);
+        if got != want {
+            failures.push(format!("{line:?}\n   got {got:?}\n  want {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn accepted_lines() {
+    check(accepted());
+}
+
+#[test]
+fn refused_lines() {
+    check(refused());
+}
+
+#[test]
+fn errors_are_one_line_without_full_stop() {
+    for (line, _) in refused() {
+        let Err(error) = parse(line) else {
+            panic!("{line:?} parses");
+        };
+        let text = error.to_string();
+        assert!(!text.contains('\n'), "{text:?}");
+        assert!(!text.ends_with('.'), "{text:?}");
+        assert!(
+            !text.starts_with(|c: char| c.is_uppercase()),
+            "{text:?} starts with a capital"
+        );
+    }
+}
+
+#[test]
+fn line_length_limit() {
+    let prefix = "ws write 1 ";
+    let longest = format!("{prefix}{}", "x".repeat(MAX_LINE_BYTES - prefix.len()));
+    assert_eq!(parse(&longest), Ok(write(idx(1), &longest[prefix.len()..])));
+    let too_long = format!("{longest}x");
+    assert_eq!(parse(&too_long), Err(ParseError::TooLong));
+    assert_eq!(
+        ParseError::TooLong.to_string(),
+        "line is longer than 65536 bytes"
+    );
+}
+
+#[test]
+fn name_length_limit() {
+    let longest = "n".repeat(MAX_NAME_BYTES);
+    assert_eq!(valid_name(&longest), Ok(()));
+    // 64 two-byte characters are exactly the limit; one more is over it.
+    let wide = "é".repeat(MAX_NAME_BYTES / 2);
+    assert_eq!(valid_name(&wide), Ok(()));
+    let too_wide = format!("{wide}é");
+    assert_eq!(
+        parse(&format!("ws register {too_wide}")).map_err(|e| e.to_string()),
+        Err(format!(
+            "invalid name '{}...': names must be 1 to 128 bytes long",
+            "é".repeat(40)
+        ))
+    );
+}
+
+#[test]
+fn long_input_is_cut_short_in_errors() {
+    let word = "y".repeat(10_000);
+    let error = parse(&word).map_err(|e| e.to_string());
+    assert_eq!(
+        error,
+        Err(format!(
+            "unknown command '{}...'; try 'help'",
+            "y".repeat(40)
+        ))
+    );
+}
+
+#[test]
+fn errors_keep_the_raw_input() {
+    assert_eq!(
+        parse("ws write status VPN up"),
+        Err(ParseError::ExtraArgument {
+            command: "ws write",
+            arg: "up".to_string(),
+            usage: "ws write TARGET \"text\"",
+            hint: Some("(quote text that has spaces)"),
+        })
+    );
+    assert_eq!(
+        parse("ws register \"a\tb\""),
+        Err(ParseError::InvalidName {
+            name: "a\tb".to_string(),
+            problem: NameProblem::Whitespace,
+        })
+    );
+}
+
+#[test]
+fn command_names() {
+    let cases = [
+        (Command::List, "ws"),
+        (register("a"), "ws register"),
+        (write(Target::All, ""), "ws write"),
+        (exec(Target::All, "f", ""), "ws exec"),
+        (close(Target::All), "ws close"),
+        (notify(None), "set notify"),
+        (run("a", &[]), "run"),
+        (help(None), "help"),
+    ];
+    for (command, want) in cases {
+        assert_eq!(command.name(), want);
+        assert!(COMMANDS.iter().any(|def| def.name == want), "{want:?}");
+    }
+}
+
+#[test]
+fn target_display() {
+    assert_eq!(idx(42).to_string(), "42");
+    assert_eq!(name("статус").to_string(), "статус");
+    assert_eq!(Target::All.to_string(), "*");
+}
+
+#[test]
+fn targets_round_trip_through_display() {
+    for target in [
+        idx(1),
+        idx(u64::MAX),
+        name("status"),
+        name("x1"),
+        Target::All,
+    ] {
+        let line = format!("ws close {target}");
+        assert_eq!(parse(&line), Ok(close(target)));
+    }
+}
+
+/// The CLI turns its argv into a line with `quote`; the daemon must see the
+/// same words the shell passed.
+#[test]
+fn cli_argv_round_trips() {
+    let cases: &[(&[&str], Command)] = &[
+        (&["ws"], Command::List),
+        (
+            &["ws", "write", "status", "VPN up"],
+            write(name("status"), "VPN up"),
+        ),
+        (
+            &["ws", "write", "*", r#"say "hi" \o/"#],
+            write(Target::All, r#"say "hi" \o/"#),
+        ),
+        (&["ws", "write", "3", ""], write(idx(3), "")),
+        (
+            &["ws", "write", "3", r"trailing\"],
+            write(idx(3), r"trailing\"),
+        ),
+        (&["ws", "exec", "3", "f", "a b"], exec(idx(3), "f", "a b")),
+        (&["ws", "register", "статус"], register("статус")),
+        (&["run", "x", "", " "], run("x", &["", " "])),
+        (&["help", "ws", "write"], help(Some("ws write"))),
+    ];
+    for (argv, want) in cases {
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        let line = quote(&argv);
+        assert_eq!(parse(&line).as_ref(), Ok(want), "line {line:?}");
+    }
+}

@@ -1,0 +1,391 @@
+//! Settings: the `serve` flags and the TOML configuration file, merged into
+//! one resolved [`Settings`]. Every flag can also be set in the file; a flag
+//! given on the command line wins over the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::http::access::{AccessMode, AddressPolicy};
+use crate::hub::{HubLimits, OutboxLimits};
+use crate::ws::conn::ConnLimits;
+use crate::ws::frame::Limits;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Flags of `pagewire serve`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Serve this directory instead of the built-in demo site
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Read settings from this TOML file (flags win over it)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Who may connect: local (loopback), private, public, or acl
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub access: Option<AccessMode>,
+    /// Admit this address range too; in acl mode, only these (repeatable)
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
+    /// Bearer token required for operator commands over HTTP
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PAGEWIRE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Allow pages of this origin too, e.g. https://example.com (repeatable)
+    #[arg(long, value_name = "ORIGIN")]
+    pub origin: Vec<String>,
+    /// Join a cluster through this Redis server
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// TLS certificate chain (PEM), to serve https and wss
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The configuration file, as written. See docs/CONFIG.md.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// As `--listen`.
+    pub listen: Option<String>,
+    /// As `--root`; relative to the file's directory.
+    pub root: Option<PathBuf>,
+    /// As `--control`; relative to the file's directory.
+    pub control: Option<PathBuf>,
+    /// As `--access`.
+    pub access: Option<AccessMode>,
+    /// As `--allow`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// As `--token`.
+    pub token: Option<String>,
+    /// As `--origin`.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// As `--redis`.
+    pub redis: Option<String>,
+    /// As `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// As `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// Size and count limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Ping/pong settings.
+    #[serde(default)]
+    pub heartbeat: HeartbeatConfig,
+    /// What pages may do.
+    #[serde(default)]
+    pub pages: PagesConfig,
+    /// Configured actions, by name.
+    #[serde(default)]
+    pub actions: BTreeMap<String, ActionConfig>,
+}
+
+/// `[limits]`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest frame or message a page may send, in bytes (close 1009).
+    pub max_message_bytes: usize,
+    /// Outgoing queue per connection, in bytes (close 4001 when full).
+    pub outbox_bytes: usize,
+    /// Outgoing queue per connection, in frames.
+    pub outbox_frames: usize,
+    /// Most WebSocket connections in all.
+    pub max_connections: usize,
+    /// Most WebSocket connections from one address.
+    pub max_connections_per_ip: usize,
+    /// Most names one connection may register.
+    pub max_names_per_connection: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let hub = HubLimits::default();
+        LimitsConfig {
+            max_message_bytes: Limits::default().max_message,
+            outbox_bytes: hub.outbox.max_bytes,
+            outbox_frames: hub.outbox.max_frames,
+            max_connections: hub.max_connections,
+            max_connections_per_ip: hub.max_connections_per_ip,
+            max_names_per_connection: hub.max_names_per_connection,
+        }
+    }
+}
+
+/// `[heartbeat]`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Seconds between pings.
+    pub interval_secs: u64,
+    /// Seconds of silence after which a page is dropped.
+    pub timeout_secs: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval_secs: 30,
+            timeout_secs: 75,
+        }
+    }
+}
+
+/// `[pages]`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagesConfig {
+    /// Commands a page may run over its WebSocket (or /shell without
+    /// operator rights), by name: "ws register", "run", "ws write", ...
+    pub allow: Vec<String>,
+}
+
+impl Default for PagesConfig {
+    fn default() -> Self {
+        PagesConfig {
+            allow: vec!["ws register".into(), "run".into()],
+        }
+    }
+}
+
+/// `[actions.NAME]`: a program a page may run with `run NAME`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// The program (a path, or a name looked up in PATH).
+    pub program: String,
+    /// Its arguments, before any the page passes.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Seconds before it is killed (default 60).
+    pub timeout_secs: Option<u64>,
+    /// Whether a page may append arguments of its own (default false).
+    #[serde(default)]
+    pub page_args: bool,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen.
+    pub listen: String,
+    /// Web root, or None for the demo.
+    pub root: Option<PathBuf>,
+    /// Control socket path.
+    pub control: PathBuf,
+    /// Address policy.
+    pub addresses: AddressPolicy,
+    /// Extra allowed origins.
+    pub origins: Vec<String>,
+    /// Operator token.
+    pub token: Option<String>,
+    /// Redis URL for a cluster.
+    pub redis: Option<String>,
+    /// TLS certificate and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Hub limits.
+    pub hub: HubLimits,
+    /// Connection limits.
+    pub conn: ConnLimits,
+    /// Ping interval.
+    pub ping_interval: Duration,
+    /// Silence after which a page is dropped.
+    pub ping_timeout: Duration,
+    /// Commands pages may run.
+    pub page_commands: Vec<String>,
+    /// Configured actions.
+    pub actions: BTreeMap<String, ActionConfig>,
+}
+
+fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
+    match base {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    }
+}
+
+impl Settings {
+    /// Merges flags over the configuration file (if any) over defaults.
+    /// `control` is the already-resolved control socket flag.
+    pub fn resolve(args: &ServeArgs, control: Option<PathBuf>) -> anyhow::Result<Settings> {
+        let (file, base) = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                let file: FileConfig = toml::from_str(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?;
+                (file, path.parent().map(Path::to_path_buf))
+            }
+            None => (FileConfig::default(), None),
+        };
+        let base = base.as_deref();
+        let allow_text: Vec<&String> = if args.allow.is_empty() {
+            file.allow.iter().collect()
+        } else {
+            args.allow.iter().collect()
+        };
+        let mut allow = Vec::new();
+        for a in allow_text {
+            allow.push(parse_cidr(a)?);
+        }
+        let mode = args.access.or(file.access).unwrap_or_default();
+        if mode == AccessMode::Acl && allow.is_empty() {
+            bail!("access mode acl needs at least one --allow CIDR");
+        }
+        let origins = if args.origin.is_empty() {
+            file.origins
+        } else {
+            args.origin.clone()
+        };
+        for o in &origins {
+            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                bail!(
+                    "invalid origin '{o}'; expected scheme://host[:port], e.g. https://example.com"
+                );
+            }
+        }
+        let tls = match (
+            args.tls_cert
+                .clone()
+                .or(file.tls_cert.map(|p| relative_to(base, p))),
+            args.tls_key
+                .clone()
+                .or(file.tls_key.map(|p| relative_to(base, p))),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("TLS needs both a certificate and a key (--tls-cert and --tls-key)"),
+        };
+        let l = &file.limits;
+        if l.max_message_bytes < 1024 {
+            bail!("limits.max_message_bytes must be at least 1024");
+        }
+        let hub = HubLimits {
+            outbox: OutboxLimits {
+                max_bytes: l.outbox_bytes,
+                max_frames: l.outbox_frames,
+            },
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            max_names_per_connection: l.max_names_per_connection,
+        };
+        let conn = ConnLimits {
+            frames: Limits {
+                max_frame: l.max_message_bytes,
+                max_message: l.max_message_bytes,
+            },
+            ..ConnLimits::default()
+        };
+        let hb = &file.heartbeat;
+        if hb.interval_secs == 0 || hb.timeout_secs <= hb.interval_secs {
+            bail!("heartbeat: interval_secs must be positive and timeout_secs larger than it");
+        }
+        let root = args
+            .root
+            .clone()
+            .or(file.root.map(|p| relative_to(base, p)));
+        if let Some(r) = &root {
+            if !r.is_dir() {
+                bail!("web root {} is not a directory", r.display());
+            }
+        }
+        Ok(Settings {
+            listen: args
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            root,
+            control: control
+                .or(file.control.map(|p| relative_to(base, p)))
+                .unwrap_or_else(crate::control::default_path),
+            addresses: AddressPolicy { mode, allow },
+            origins,
+            token: args.token.clone().or(file.token).filter(|t| !t.is_empty()),
+            redis: args.redis.clone().or(file.redis),
+            tls,
+            hub,
+            conn,
+            ping_interval: Duration::from_secs(hb.interval_secs),
+            ping_timeout: Duration::from_secs(hb.timeout_secs),
+            page_commands: file.pages.allow,
+            actions: file.actions,
+        })
+    }
+
+    /// The listen address, resolved.
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        self.listen
+            .to_socket_addrs()
+            .with_context(|| format!("invalid listen address '{}'", self.listen))?
+            .next()
+            .with_context(|| format!("listen address '{}' resolves to nothing", self.listen))
+    }
+}
+
+fn parse_cidr(s: &str) -> anyhow::Result<IpNet> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net);
+    }
+    s.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| {
+        anyhow::anyhow!("invalid --allow '{s}'; expected an address or CIDR, e.g. 192.168.1.0/24")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = r#"
+            listen = "0.0.0.0:8080"
+            access = "private"
+            allow = ["203.0.113.7"]
+            [limits]
+            outbox_bytes = 65536
+            [pages]
+            allow = ["ws register", "run", "ws write"]
+            [actions.uptime]
+            program = "uptime"
+            timeout_secs = 5
+        "#;
+        let file: FileConfig = toml::from_str(text).expect("parses");
+        assert_eq!(file.access, Some(AccessMode::Private));
+        assert_eq!(file.limits.outbox_bytes, 65536);
+        assert_eq!(file.actions["uptime"].program, "uptime");
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn cidrs() {
+        assert!(parse_cidr("10.0.0.0/8").is_ok());
+        assert!(parse_cidr("127.0.0.2").is_ok());
+        assert!(parse_cidr("nope").is_err());
+    }
+}

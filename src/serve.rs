@@ -1,0 +1,140 @@
+//! `pagewire serve`: wires the hub, the doors and the background tasks
+//! together, runs until a stop signal, then shuts down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::command::Target;
+use crate::config::{ServeArgs, Settings};
+use crate::console::{self, ConsoleOut};
+use crate::exec::{Executor, PageRights};
+use crate::http::access::{AccessMode, OriginPolicy, Token};
+use crate::http::{self, Front};
+use crate::hub::{CloseReason, Hub};
+use crate::monitor::{self, Monitor};
+use crate::ws::frame;
+use crate::{control, shutdown};
+
+/// How long shutdown waits for pages to receive their close frames.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the daemon until SIGINT/SIGTERM (or the console's end).
+pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let settings = Settings::resolve(&args, control_path)?;
+    let addr = settings.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let control_listener = control::bind(&settings.control)?;
+    let _socket_guard = control::SocketGuard::new(&settings.control);
+
+    let stop = shutdown::on_signals();
+    let monitor = Monitor::new();
+    let out = ConsoleOut::new();
+    let hub = Hub::new(settings.hub, monitor.clone());
+    let exec = Executor::new(
+        hub.clone(),
+        out.clone(),
+        PageRights::new(settings.page_commands.clone()),
+    );
+    let tasks = TaskTracker::new();
+
+    tasks.spawn(console::print_monitor(
+        monitor.clone(),
+        out.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(monitor::notify_pages(
+        monitor.clone(),
+        hub.clone(),
+        exec.notify_target(),
+        stop.clone(),
+    ));
+    tasks.spawn(heartbeat(
+        hub.clone(),
+        settings.ping_interval,
+        settings.ping_timeout,
+        stop.clone(),
+    ));
+    tasks.spawn(control::server::serve(
+        control_listener,
+        exec.clone(),
+        monitor.clone(),
+        stop.clone(),
+    ));
+
+    let front = Arc::new(Front {
+        exec: exec.clone(),
+        addresses: settings.addresses.clone(),
+        origins: OriginPolicy {
+            extra: settings.origins.clone(),
+            loopback_hosts_only: settings.addresses.mode == AccessMode::Local,
+        },
+        token: Token::new(settings.token.clone()),
+        root: settings.root.clone(),
+        scheme: "http",
+        conn_limits: settings.conn,
+        tasks: TaskTracker::new(),
+    });
+    let app = http::app(front.clone());
+
+    out.print(&format!(
+        "pagewire listening on http://{local} (control socket {})",
+        settings.control.display()
+    ));
+    console::spawn_console(exec.clone(), out.clone(), stop.clone());
+
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned());
+    server.await.context("HTTP server failed")?;
+
+    // Stop: pages hear 1001 and reconnect to the next daemon by themselves.
+    monitor.emit("shutting down");
+    let _ = hub.close(
+        &Target::All,
+        CloseReason {
+            code: frame::close_code::GOING_AWAY,
+            reason: "server shutting down",
+        },
+    );
+    front.tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, front.tasks.wait())
+        .await
+        .is_err()
+    {
+        monitor.emit("some pages did not finish closing in time");
+    }
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
+    out.flush();
+    Ok(())
+}
+
+/// Pings every page on an interval and drops those silent for too long.
+async fn heartbeat(hub: Hub, interval: Duration, timeout: Duration, stop: CancellationToken) {
+    let ping = frame::empty_ping();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let dropped = hub.heartbeat(&ping, timeout);
+                if dropped > 0 {
+                    hub.monitor().emit(format_args!("heartbeat: dropped {dropped} silent connections"));
+                }
+            }
+        }
+    }
+}
