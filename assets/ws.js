@@ -159,8 +159,10 @@
     notify(wsInit.onframe, frame);
   }
 
+  // ?page= tells the daemon which page this is, for its `ws` listing.
   function url() {
-    return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
+    return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
+      '/ws?page=' + encodeURIComponent(location.pathname);
   }
 
   function connect() {

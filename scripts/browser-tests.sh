@@ -31,7 +31,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 (cd tests/browser && npm ci --no-audit --no-fund)
 
 if [ -z "${PAGEWIRE_BIN:-}" ]; then
-  cargo build --bin pagewire
+  cargo build --locked --bin pagewire
   export PAGEWIRE_BIN="$repo/target/debug/pagewire"
 fi
 

@@ -176,13 +176,14 @@ test('unknown frame types and malformed frames are ignored', async () => {
   const page = await context.newPage();
   // Sit between the page and the real daemon to add frames no daemon sends yet.
   let toPage;
-  await page.routeWebSocket(/\/ws$/, (ws) => {
+  await page.routeWebSocket(/\/ws(\?|$)/, (ws) => {
     ws.connectToServer();
     toPage = ws;
   });
   await page.goto(daemon.url + '/');
   await page.evaluate(() => wsInit('status'));
   await registered(daemon, page, ['status']);
+  assert.ok(toPage, "the page's WebSocket goes through the route");
   await daemon.ok('ws', 'write', 'status', 'before');
   await textIs(page, 'status', 'before');
 
@@ -217,13 +218,14 @@ test('unknown frame types and malformed frames are ignored', async () => {
 test('action output lines and the final status are appended as text', async () => {
   const page = await context.newPage();
   let toPage;
-  await page.routeWebSocket(/\/ws$/, (ws) => {
+  await page.routeWebSocket(/\/ws(\?|$)/, (ws) => {
     ws.connectToServer();
     toPage = ws;
   });
   await page.goto(daemon.url + '/');
   await page.evaluate(() => { wsInit('status'); wsInit('other'); });
   await registered(daemon, page, ['status', 'other']);
+  assert.ok(toPage, "the page's WebSocket goes through the route");
 
   const frames = [
     { type: 'line', action: 'build', stream: 'stdout', text: '<b>compiling</b>' },
@@ -255,12 +257,13 @@ test('close codes: a slow-consumer close (4001) reconnects, too many names (4002
   // Sit between the page and the daemon to close the page's side with
   // codes that are hard to provoke from a test.
   let route;
-  await page.routeWebSocket(/\/ws$/, (ws) => {
+  await page.routeWebSocket(/\/ws(\?|$)/, (ws) => {
     route = { page: ws, server: ws.connectToServer() };
   });
   await page.goto(daemon.url + '/');
   await page.evaluate(() => wsInit('status'));
   await registered(daemon, page, ['status']);
+  assert.ok(route, "the page's WebSocket goes through the route");
   const first = route;
 
   await first.page.close({ code: 4001, reason: 'slow consumer' });

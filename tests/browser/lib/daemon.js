@@ -139,9 +139,15 @@ class Daemon {
   }
 }
 
-/** Whether a `ws` listing line shows `name` as one of its names. */
+/**
+ * Whether a `ws` listing line shows `name` as one of its names: from its
+ * `names=a,b` field when it has one, else from any blank- or comma-separated
+ * word of the line.
+ */
 function lineHasName(line, name) {
-  return line.split(/[\s,\[\]]+/).includes(name);
+  const field = /(?:^|\s)names=(\S*)/.exec(line);
+  const words = field ? field[1].split(',') : line.split(/[\s,]+/);
+  return words.includes(name);
 }
 
 module.exports = { Daemon, lineHasName, BIN, REPO, SITE };
