@@ -1,1 +1,4 @@
-fn main(){}
+//! pagewire's integration tests: one binary, one module per area.
+
+mod cli;
+mod support;
