@@ -22,21 +22,25 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Flags of `pagewire serve`.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port)
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
+    pub listen: Option<SocketAddr>,
     /// Serve this directory instead of the built-in demo site
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Read settings from this TOML file (flags win over it)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,
+    /// else /tmp/pagewire-UID.sock]
+    #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL")]
+    pub control: Option<PathBuf>,
     /// Who may connect: local (loopback), private, public, or acl
     #[arg(long, value_enum, value_name = "MODE")]
     pub access: Option<AccessMode>,
     /// Admit this address range too; in acl mode, only these (repeatable)
-    #[arg(long, value_name = "CIDR")]
-    pub allow: Vec<String>,
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<IpNet>,
     /// Bearer token required for operator commands over HTTP
     #[arg(
         long,
@@ -230,8 +234,7 @@ fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
 
 impl Settings {
     /// Merges flags over the configuration file (if any) over defaults.
-    /// `control` is the already-resolved control socket flag.
-    pub fn resolve(args: &ServeArgs, control: Option<PathBuf>) -> anyhow::Result<Settings> {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         let (file, base) = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -243,15 +246,15 @@ impl Settings {
             None => (FileConfig::default(), None),
         };
         let base = base.as_deref();
-        let allow_text: Vec<&String> = if args.allow.is_empty() {
-            file.allow.iter().collect()
+        let allow = if args.allow.is_empty() {
+            file.allow
+                .iter()
+                .map(|a| parse_cidr(a))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("config: {e}"))?
         } else {
-            args.allow.iter().collect()
+            args.allow.clone()
         };
-        let mut allow = Vec::new();
-        for a in allow_text {
-            allow.push(parse_cidr(a)?);
-        }
         let mode = args.access.or(file.access).unwrap_or_default();
         if mode == AccessMode::Acl && allow.is_empty() {
             bail!("access mode acl needs at least one --allow CIDR");
@@ -314,13 +317,15 @@ impl Settings {
             }
         }
         Ok(Settings {
-            listen: args
-                .listen
-                .clone()
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            listen: match (args.listen, file.listen) {
+                (Some(addr), _) => addr.to_string(),
+                (None, Some(text)) => text,
+                (None, None) => DEFAULT_LISTEN.into(),
+            },
             root,
-            control: control
+            control: args
+                .control
+                .clone()
                 .or(file.control.map(|p| relative_to(base, p)))
                 .unwrap_or_else(crate::control::default_path),
             addresses: AddressPolicy { mode, allow },

@@ -25,8 +25,8 @@ use crate::{control, shutdown};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGINT/SIGTERM (or the console's end).
-pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let settings = Settings::resolve(&args, control_path)?;
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(&args)?;
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
@@ -35,9 +35,9 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     let control_listener = control::bind(&settings.control)?;
     let _socket_guard = control::SocketGuard::new(&settings.control);
 
-    let stop = shutdown::on_signals();
     let monitor = Monitor::new();
-    let out = ConsoleOut::new();
+    let stop = shutdown::on_signals(monitor.clone())?;
+    let out = ConsoleOut::stdout();
     let hub = Hub::new(settings.hub, monitor.clone());
     let exec = Executor::new(
         hub.clone(),
@@ -46,11 +46,7 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     );
     let tasks = TaskTracker::new();
 
-    tasks.spawn(console::print_monitor(
-        monitor.clone(),
-        out.clone(),
-        stop.clone(),
-    ));
+    let printer = console::spawn_monitor_printer(&monitor, out.clone(), stop.clone());
     tasks.spawn(monitor::notify_pages(
         monitor.clone(),
         hub.clone(),
@@ -63,7 +59,7 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
         settings.ping_timeout,
         stop.clone(),
     ));
-    tasks.spawn(control::server::serve(
+    tasks.spawn(control::serve(
         control_listener,
         exec.clone(),
         monitor.clone(),
@@ -85,11 +81,11 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     });
     let app = http::app(front.clone());
 
-    out.print(&format!(
+    out.print(format!(
         "pagewire listening on http://{local} (control socket {})",
         settings.control.display()
     ));
-    console::spawn_console(exec.clone(), out.clone(), stop.clone());
+    let _console = console::spawn_console(exec.clone(), out.clone(), stop.clone());
 
     let server = axum::serve(
         listener,
@@ -116,7 +112,8 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     }
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
-    out.flush();
+    let _ = printer.await;
+    out.flush(Duration::from_secs(1)).await;
     Ok(())
 }
 

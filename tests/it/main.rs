@@ -1,1 +1,8 @@
-fn main() {}
+//! pagewire's integration tests: one binary, one module per area. Each test
+//! starts the real daemon on port 0 and talks to it like a user would.
+
+mod cli;
+mod http;
+mod page;
+mod support;
+mod ws;

@@ -37,7 +37,9 @@ impl Page {
     /// Connects to the daemon's `/ws` with its own Origin, reads `hello`.
     pub async fn open(d: &Daemon) -> Page {
         let origin = format!("http://{}", d.addr);
-        Page::open_with_origin(d, Some(&origin)).await.expect("upgrade accepted")
+        Page::open_with_origin(d, Some(&origin))
+            .await
+            .expect("upgrade accepted")
     }
 
     /// Connects with the given Origin header (or none), reads `hello`.
@@ -173,7 +175,10 @@ pub fn wait_for_count(d: &Daemon, n: usize) -> Vec<String> {
         if l.len() == n {
             return l;
         }
-        assert!(std::time::Instant::now() < deadline, "expected {n} connections, listing: {l:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {n} connections, listing: {l:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -13,16 +13,26 @@ async fn write_by_index_name_and_star() {
     let mut b = Page::with_names(&d, &["clock"]).await;
 
     let out = d.cli(&["ws", "write", "status", "VPN up"]);
-    out.assert_exit_code(0).assert_stdout_contains("sent to 1 connection");
+    out.assert_exit_code(0)
+        .assert_stdout_contains("sent to 1 connection");
     let f = a.recv().await;
-    assert_eq!((f["type"].as_str(), f["name"].as_str(), f["text"].as_str()), (Some("write"), Some("status"), Some("VPN up")));
+    assert_eq!(
+        (f["type"].as_str(), f["name"].as_str(), f["text"].as_str()),
+        (Some("write"), Some("status"), Some("VPN up"))
+    );
 
-    d.cli(&["ws", "write", &b.index.to_string(), "by index"]).assert_exit_code(0);
+    d.cli(&["ws", "write", &b.index.to_string(), "by index"])
+        .assert_exit_code(0);
     let f = b.recv().await;
     assert_eq!(f["text"], "by index");
-    assert!(f.get("name").is_none(), "a write by index names no element: {f}");
+    assert!(
+        f.get("name").is_none(),
+        "a write by index names no element: {f}"
+    );
 
-    d.cli(&["ws", "write", "*", "<b>all</b>"]).assert_exit_code(0).assert_stdout_contains("sent to 2 connections");
+    d.cli(&["ws", "write", "*", "<b>all</b>"])
+        .assert_exit_code(0)
+        .assert_stdout_contains("sent to 2 connections");
     assert_eq!(a.recv().await["text"], "<b>all</b>");
     assert_eq!(b.recv().await["text"], "<b>all</b>");
 }
@@ -36,25 +46,39 @@ async fn one_name_on_three_connections_and_two_names_on_one() {
     }
     let mut two = Page::with_names(&d, &["left", "right"]).await;
 
-    d.cli(&["ws", "write", "status", "x"]).assert_stdout_contains("sent to 3 connections");
+    d.cli(&["ws", "write", "status", "x"])
+        .assert_stdout_contains("sent to 3 connections");
     for t in &mut tabs {
         assert_eq!(t.recv().await["text"], "x");
     }
-    d.cli(&["ws", "write", "right", "R"]).assert_stdout_contains("sent to 1 connection");
-    d.cli(&["ws", "write", "left", "L"]).assert_stdout_contains("sent to 1 connection");
+    d.cli(&["ws", "write", "right", "R"])
+        .assert_stdout_contains("sent to 1 connection");
+    d.cli(&["ws", "write", "left", "L"])
+        .assert_stdout_contains("sent to 1 connection");
     let r = two.recv().await;
-    assert_eq!((r["name"].as_str(), r["text"].as_str()), (Some("right"), Some("R")));
+    assert_eq!(
+        (r["name"].as_str(), r["text"].as_str()),
+        (Some("right"), Some("R"))
+    );
     let l = two.recv().await;
-    assert_eq!((l["name"].as_str(), l["text"].as_str()), (Some("left"), Some("L")));
+    assert_eq!(
+        (l["name"].as_str(), l["text"].as_str()),
+        (Some("left"), Some("L"))
+    );
 }
 
 #[tokio::test]
 async fn exec_sends_function_and_argument() {
     let d = Daemon::start::<&str>(&[]);
     let mut p = Page::with_names(&d, &["status"]).await;
-    d.cli(&["ws", "exec", "status", "setLevel", "42"]).assert_exit_code(0).assert_stdout_contains("sent to 1 connection");
+    d.cli(&["ws", "exec", "status", "setLevel", "42"])
+        .assert_exit_code(0)
+        .assert_stdout_contains("sent to 1 connection");
     let f = p.recv().await;
-    assert_eq!((f["type"].as_str(), f["func"].as_str(), f["arg"].as_str()), (Some("exec"), Some("setLevel"), Some("42")));
+    assert_eq!(
+        (f["type"].as_str(), f["func"].as_str(), f["arg"].as_str()),
+        (Some("exec"), Some("setLevel"), Some("42"))
+    );
 }
 
 #[tokio::test]
@@ -63,17 +87,22 @@ async fn close_one_then_all() {
     let a = Page::with_names(&d, &["a"]).await;
     let b = Page::with_names(&d, &["b"]).await;
     let c = Page::with_names(&d, &["c"]).await;
-    d.cli(&["ws", "close", &a.index.to_string()]).assert_exit_code(0).assert_stdout_contains("closed 1 connection");
+    d.cli(&["ws", "close", &a.index.to_string()])
+        .assert_exit_code(0)
+        .assert_stdout_contains("closed 1 connection");
     let closed = a.closed().await;
     assert_eq!(closed.code, Some(1000));
     assert_eq!(closed.reason, "closed by operator");
     assert_eq!(listing(&d).len(), 2);
 
-    d.cli(&["ws", "close"]).assert_exit_code(0).assert_stdout_contains("closed 2 connections");
+    d.cli(&["ws", "close"])
+        .assert_exit_code(0)
+        .assert_stdout_contains("closed 2 connections");
     assert_eq!(b.closed().await.code, Some(1000));
     assert_eq!(c.closed().await.code, Some(1000));
     wait_for_count(&d, 0);
-    d.cli(&["ws"]).assert_stdout_contains("no WebSocket connections");
+    d.cli(&["ws"])
+        .assert_stdout_contains("no WebSocket connections");
 }
 
 #[tokio::test]
@@ -86,7 +115,14 @@ async fn listing_shows_every_field() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     let line = &lines[0];
     assert!(line.starts_with(&format!("{} ", p.index)), "{line}");
-    for want in ["names=status,clock", "remote=127.0.0.1:", "age=", "in=2msg/", "out=", "page=http://"] {
+    for want in [
+        "names=status,clock",
+        "remote=127.0.0.1:",
+        "age=",
+        "in=2msg/",
+        "out=",
+        "page=http://",
+    ] {
         assert!(line.contains(want), "{want} missing in {line}");
     }
     assert!(line.ends_with("/test.html"), "{line}");
@@ -103,20 +139,23 @@ async fn indexes_are_never_reused() {
     assert!(b.index > first, "new index {} after {}", b.index, first);
     // The stale index is an error, not the new page.
     let out = d.cli(&["ws", "write", &first.to_string(), "stale"]);
-    out.assert_exit_code(1).assert_stderr_contains(&format!("no connection with index {first}"));
+    out.assert_exit_code(1)
+        .assert_stderr_contains(&format!("no connection with index {first}"));
 }
 
 #[tokio::test]
 async fn write_with_nobody_listening_goes_to_the_console() {
     let d = Daemon::start::<&str>(&[]);
     let out = d.cli(&["ws", "write", "status", "console text 123"]);
-    out.assert_exit_code(0).assert_stdout_contains("printed on the console");
+    out.assert_exit_code(0)
+        .assert_stdout_contains("printed on the console");
     d.wait_for_stdout(|l| l == "console text 123");
 
     // With a page connected but not under that name, the same.
     let _p = Page::with_names(&d, &["other"]).await;
     let out = d.cli(&["ws", "write", "status", "second text"]);
-    out.assert_exit_code(0).assert_stdout_contains("no connection named 'status'");
+    out.assert_exit_code(0)
+        .assert_stdout_contains("no connection named 'status'");
     d.wait_for_stdout(|l| l == "second text");
 }
 
@@ -128,7 +167,10 @@ async fn a_page_may_only_register() {
     attacker.send("ws write status \"pwned\"").await;
     let e = attacker.recv().await;
     assert_eq!(e["type"], "error", "{e}");
-    assert!(e["message"].as_str().unwrap_or("").contains("operator"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("operator"),
+        "{e}"
+    );
     for line in ["ws close", "ws", "set notify status", "ws exec * alert 1"] {
         attacker.send(line).await;
         assert_eq!(attacker.recv().await["type"], "error", "{line}");
@@ -142,7 +184,9 @@ async fn a_page_may_only_register() {
 #[tokio::test]
 async fn register_from_a_non_page_door_is_an_error() {
     let d = Daemon::start::<&str>(&[]);
-    d.cli(&["ws", "register", "status"]).assert_exit_code(1).assert_stderr_contains("only a page can register");
+    d.cli(&["ws", "register", "status"])
+        .assert_exit_code(1)
+        .assert_stderr_contains("only a page can register");
 }
 
 #[tokio::test]
@@ -152,14 +196,27 @@ async fn bad_commands_are_one_line_errors() {
         (&["ws", "bogus"][..], "unknown subcommand"),
         (&["ws", "write", "status"][..], "missing TEXT"),
         (&["ws", "write", "0", "x"][..], "positive"),
-        (&["ws", "write", "99999999999999999999999", "x"][..], "too large"),
-        (&["frobnicate"][..], "unknown command"),
-        (&["ws", "close", "4242"][..], "no connection with index 4242"),
+        (
+            &["ws", "write", "99999999999999999999999", "x"][..],
+            "too large",
+        ),
+        (
+            &["ws", "close", "4242"][..],
+            "no connection with index 4242",
+        ),
     ] {
         let out = d.cli(args);
         out.assert_exit_code(1).assert_stderr_contains(want);
-        assert_eq!(out.stderr.trim().lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.trim().lines().count(),
+            1,
+            "{args:?}: {}",
+            out.stderr
+        );
     }
+    // A word the CLI does not know is the CLI's usage error (2), not the
+    // daemon's (1).
+    d.cli(&["frobnicate"]).assert_exit_code(2);
 }
 
 #[tokio::test]
@@ -175,7 +232,8 @@ async fn hostile_frames_get_their_close_codes_and_others_are_unharmed() {
     p.send_raw(Message::text("x".repeat(70 * 1024))).await;
     assert_eq!(p.closed().await.code, Some(1009));
 
-    d.cli(&["ws", "write", "status", "still here"]).assert_exit_code(0);
+    d.cli(&["ws", "write", "status", "still here"])
+        .assert_exit_code(0);
     assert_eq!(good.recv().await["text"], "still here");
     wait_for_count(&d, 1);
 }
@@ -184,7 +242,9 @@ async fn hostile_frames_get_their_close_codes_and_others_are_unharmed() {
 async fn invalid_utf8_closes_with_1007() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let d = Daemon::start::<&str>(&[]);
-    let mut s = tokio::net::TcpStream::connect(d.addr).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(d.addr)
+        .await
+        .expect("connect");
     let req = format!(
         "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -192,22 +252,31 @@ async fn invalid_utf8_closes_with_1007() {
     );
     s.write_all(req.as_bytes()).await.expect("write");
     // A masked text frame holding 0xff (never valid UTF-8), mask 0.
-    s.write_all(&[0x81, 0x81, 0, 0, 0, 0, 0xff]).await.expect("write");
+    s.write_all(&[0x81, 0x81, 0, 0, 0, 0, 0xff])
+        .await
+        .expect("write");
     let mut got = Vec::new();
     let _ = tokio::time::timeout(crate::support::TIMEOUT, s.read_to_end(&mut got)).await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
     // The close frame: 0x88, length, then the code 1007 (0x03ef).
-    let close = got.windows(4).position(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xef);
+    let close = got
+        .windows(4)
+        .position(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xef);
     assert!(close.is_some(), "no close 1007 in {got:?}");
 }
 
 #[tokio::test]
 async fn foreign_origin_cannot_open_a_websocket() {
     let d = Daemon::start::<&str>(&[]);
-    let err = Page::open_with_origin(&d, Some("http://evil.example")).await.err().expect("refused");
+    let err = Page::open_with_origin(&d, Some("http://evil.example"))
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("403"), "{err}");
     // No Origin at all (a script, not a browser) is fine.
-    Page::open_with_origin(&d, None).await.expect("no origin accepted");
+    Page::open_with_origin(&d, None)
+        .await
+        .expect("no origin accepted");
     d.wait_for_stdout(|l| l.contains("refused WebSocket") && l.contains("evil.example"));
 }
