@@ -27,8 +27,6 @@ use crate::monitor::Monitor;
 
 /// Close code for a page whose outgoing queue overflowed.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
-/// Close code for a page that registered more names than allowed.
-pub const CLOSE_TOO_MANY_NAMES: u16 = 4002;
 
 /// Limits the hub enforces.
 #[derive(Clone, Copy, Debug)]

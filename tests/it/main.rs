@@ -4,5 +4,6 @@
 mod cli;
 mod http;
 mod page;
+mod reliability;
 mod support;
 mod ws;
