@@ -295,8 +295,7 @@ impl Actions {
             _ => {}
         }
 
-        let run = inner.next_run.fetch_add(1, Relaxed);
-        {
+        let run = {
             let mut running = inner.running();
             if running.len() >= inner.max_running {
                 drop(running);
@@ -307,6 +306,8 @@ impl Actions {
                 ));
                 return Err(ActionError::Busy(inner.max_running));
             }
+            // Numbered under the lock so that refused runs leave no gaps.
+            let run = inner.next_run.fetch_add(1, Relaxed);
             running.insert(
                 run,
                 Entry {
@@ -317,7 +318,8 @@ impl Actions {
                     started: Instant::now(),
                 },
             );
-        }
+            run
+        };
         // From here on, returning early frees the place again.
         let slot = Slot {
             inner: inner.clone(),

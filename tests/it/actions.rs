@@ -559,3 +559,48 @@ args = ["hello"]
         "run: no connection with index 999; 'ws' lists the current ones"
     );
 }
+
+#[tokio::test]
+async fn a_page_without_the_token_streams_a_run_to_itself_through_shell() {
+    let d = Daemon::start(
+        r#"
+token = "s3cret"
+
+[actions.hello]
+program = "echo"
+args = ["hello"]
+"#,
+    )
+    .await;
+    let mut page = d.page().await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let shell = |cmd: String| {
+        let cmd = percent_encoding::utf8_percent_encode(&cmd, percent_encoding::NON_ALPHANUMERIC);
+        client
+            .get(format!("http://{}/shell?cmd={cmd}", d.addr))
+            .send()
+    };
+
+    let answer = shell(format!("run --to {} hello", page.index))
+        .await
+        .expect("GET /shell");
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.expect("text");
+    assert!(
+        text.contains(&format!("output to connection {}", page.index)),
+        "{text}"
+    );
+    let frames = page.until(|f| is_type(f, "done")).await;
+    assert!(frames.iter().any(|f| is_line(f, "hello")), "{frames:?}");
+
+    // A page's rights reach one connection by index, never a name or all.
+    let answer = shell("run --to * hello".into()).await.expect("GET /shell");
+    assert_eq!(answer.status(), 401);
+    let answer = shell("run hello".into()).await.expect("GET /shell");
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.expect("text");
+    assert!(text.contains("to the Monitor only"), "{text}");
+}
