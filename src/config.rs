@@ -119,6 +119,8 @@ pub struct LimitsConfig {
     pub max_connections_per_ip: usize,
     /// Most names one connection may register.
     pub max_names_per_connection: usize,
+    /// Most actions running at once; `run` is refused beyond it.
+    pub max_running_actions: usize,
 }
 
 impl Default for LimitsConfig {
@@ -131,6 +133,7 @@ impl Default for LimitsConfig {
             max_connections: hub.max_connections,
             max_connections_per_ip: hub.max_connections_per_ip,
             max_names_per_connection: hub.max_names_per_connection,
+            max_running_actions: crate::actions::DEFAULT_MAX_RUNNING,
         }
     }
 }
@@ -187,9 +190,43 @@ pub struct ActionConfig {
     pub env: BTreeMap<String, String>,
     /// Seconds before it is killed (default 60).
     pub timeout_secs: Option<u64>,
-    /// Whether a page may append arguments of its own (default false).
+    /// Whether `run NAME ARG...` may append arguments (default false). The
+    /// name says who it is mostly about: with it, a page chooses arguments.
     #[serde(default)]
     pub page_args: bool,
+}
+
+impl ActionConfig {
+    /// Checks one `[actions.NAME]` table and makes its relative paths
+    /// relative to the configuration file's directory `base`, as `root`
+    /// and `control` are, so that the daemon's own working directory does
+    /// not matter. A bare program name is left for PATH.
+    fn resolve(mut self, name: &str, base: Option<&Path>) -> anyhow::Result<ActionConfig> {
+        if name.is_empty()
+            || name.len() > crate::command::MAX_NAME_BYTES
+            || name.starts_with('-')
+            || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            bail!(
+                "invalid action name {name:?}: names are 1 to {} bytes without whitespace \
+                 or control characters and do not start with '-'",
+                crate::command::MAX_NAME_BYTES
+            );
+        }
+        if self.program.is_empty() {
+            bail!("actions.{name}: program must not be empty");
+        }
+        if self.timeout_secs == Some(0) {
+            bail!("actions.{name}: timeout_secs must be positive");
+        }
+        if self.program.contains('/') {
+            self.program = relative_to(base, PathBuf::from(&self.program))
+                .to_string_lossy()
+                .into_owned();
+        }
+        self.cwd = self.cwd.map(|p| relative_to(base, p));
+        Ok(self)
+    }
 }
 
 /// Everything `serve` needs, resolved.
@@ -223,6 +260,8 @@ pub struct Settings {
     pub page_commands: Vec<String>,
     /// Configured actions.
     pub actions: BTreeMap<String, ActionConfig>,
+    /// Most actions running at once.
+    pub max_running_actions: usize,
 }
 
 fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
@@ -303,6 +342,15 @@ impl Settings {
             },
             ..ConnLimits::default()
         };
+        if l.max_running_actions == 0 {
+            bail!("limits.max_running_actions must be at least 1");
+        }
+        let max_running_actions = l.max_running_actions;
+        let mut actions = BTreeMap::new();
+        for (name, action) in file.actions {
+            let action = action.resolve(&name, base)?;
+            actions.insert(name, action);
+        }
         let hb = &file.heartbeat;
         if hb.interval_secs == 0 || hb.timeout_secs <= hb.interval_secs {
             bail!("heartbeat: interval_secs must be positive and timeout_secs larger than it");
@@ -338,7 +386,8 @@ impl Settings {
             ping_interval: Duration::from_secs(hb.interval_secs),
             ping_timeout: Duration::from_secs(hb.timeout_secs),
             page_commands: file.pages.allow,
-            actions: file.actions,
+            actions,
+            max_running_actions,
         })
     }
 
@@ -385,6 +434,48 @@ mod tests {
         assert_eq!(file.limits.outbox_bytes, 65536);
         assert_eq!(file.actions["uptime"].program, "uptime");
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn actions_resolve_relative_to_the_file() {
+        let text = r#"
+            [actions.build]
+            program = "./scripts/build.sh"
+            cwd = "work"
+            [actions.up]
+            program = "uptime"
+        "#;
+        let file: FileConfig = toml::from_str(text).expect("parses");
+        let base = Path::new("/etc/pagewire");
+        let mut actions = file.actions.into_iter();
+        let (name, build) = actions.next().expect("build");
+        let build = build.resolve(&name, Some(base)).expect("valid");
+        assert_eq!(build.program, "/etc/pagewire/./scripts/build.sh");
+        assert_eq!(build.cwd.as_deref(), Some(Path::new("/etc/pagewire/work")));
+        let (name, up) = actions.next().expect("up");
+        assert_eq!(
+            up.resolve(&name, Some(base)).expect("valid").program,
+            "uptime"
+        );
+    }
+
+    #[test]
+    fn bad_actions_are_refused() {
+        let action = |program: &str, timeout_secs| ActionConfig {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: None,
+            env: BTreeMap::new(),
+            timeout_secs,
+            page_args: false,
+        };
+        for name in ["", "--to", "-x", "two words", "tab\there"] {
+            let e = action("true", None).resolve(name, None);
+            assert!(e.is_err(), "{name:?}");
+        }
+        assert!(action("", None).resolve("a", None).is_err());
+        assert!(action("true", Some(0)).resolve("a", None).is_err());
+        assert!(action("true", Some(1)).resolve("a", None).is_ok());
     }
 
     #[test]

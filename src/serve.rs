@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actions::Actions;
 use crate::command::Target;
 use crate::config::{ServeArgs, Settings};
 use crate::console::{self, ConsoleOut};
@@ -20,6 +21,9 @@ use crate::hub::{CloseReason, Hub};
 use crate::monitor::{self, Monitor};
 use crate::ws::frame;
 use crate::{control, shutdown};
+
+/// How long shutdown waits for killed actions to report their end.
+const ACTIONS_GRACE: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for pages to receive their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -43,6 +47,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         hub.clone(),
         out.clone(),
         PageRights::new(settings.page_commands.clone()),
+        Actions::new(settings.actions.clone(), settings.max_running_actions),
     );
     let tasks = TaskTracker::new();
 
@@ -94,8 +99,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(stop.clone().cancelled_owned());
     server.await.context("HTTP server failed")?;
 
-    // Stop: pages hear 1001 and reconnect to the next daemon by themselves.
+    // Stop: runs are killed first, so that their pages still get the done
+    // frame; then pages hear 1001 and reconnect to the next daemon.
     monitor.emit("shutting down");
+    exec.actions().shutdown(ACTIONS_GRACE).await;
     let _ = hub.close(
         &Target::All,
         CloseReason {

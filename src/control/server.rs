@@ -210,6 +210,7 @@ mod tests {
                 crate::hub::Hub::new(Default::default(), monitor.clone()),
                 crate::console::ConsoleOut::capture().0,
                 Default::default(),
+                crate::actions::Actions::default(),
             ),
             monitor.clone(),
             shutdown.clone(),

@@ -400,6 +400,12 @@ impl Hub {
         self.len() == 0
     }
 
+    /// Whether connection `id` is still in the table (not closed or
+    /// closing).
+    pub fn is_live(&self, id: u64) -> bool {
+        self.table().conns.contains_key(&id)
+    }
+
     /// Number of distinct registered names.
     pub fn name_count(&self) -> usize {
         self.table().names.len()
