@@ -280,3 +280,36 @@ async fn foreign_origin_cannot_open_a_websocket() {
         .expect("no origin accepted");
     d.wait_for_stdout(|l| l.contains("refused WebSocket") && l.contains("evil.example"));
 }
+
+#[tokio::test]
+async fn notify_sends_monitor_lines_to_pages_until_off() {
+    let d = Daemon::start::<&str>(&[]);
+    let mut p = Page::with_names(&d, &["status"]).await;
+    d.cli(&["set", "notify", "status"])
+        .assert_exit_code(0)
+        .assert_stdout_contains("notify on");
+    // The next Monitor event: another page opening.
+    let other = Page::open(&d).await;
+    let opened = format!("ws {} opened", other.index);
+    loop {
+        let f = p.recv_type("write").await;
+        assert_eq!(f["name"], "status", "{f}");
+        if f["text"].as_str().unwrap_or("").contains(&opened) {
+            break;
+        }
+    }
+    d.cli(&["set", "notify", "off"])
+        .assert_exit_code(0)
+        .assert_stdout_contains("notify off");
+    let ghost = Page::open(&d).await;
+    let ghost_opened = format!("ws {} opened", ghost.index);
+    d.cli(&["ws", "write", "status", "END"]).assert_exit_code(0);
+    loop {
+        let f = p.recv_type("write").await;
+        let text = f["text"].as_str().unwrap_or("").to_string();
+        assert!(!text.contains(&ghost_opened), "notify still on: {text}");
+        if text == "END" {
+            break;
+        }
+    }
+}
