@@ -22,21 +22,25 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Flags of `pagewire serve`.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port)
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
+    pub listen: Option<SocketAddr>,
     /// Serve this directory instead of the built-in demo site
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Read settings from this TOML file (flags win over it)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,
+    /// else /tmp/pagewire-UID.sock]
+    #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL")]
+    pub control: Option<PathBuf>,
     /// Who may connect: local (loopback), private, public, or acl
     #[arg(long, value_enum, value_name = "MODE")]
     pub access: Option<AccessMode>,
     /// Admit this address range too; in acl mode, only these (repeatable)
-    #[arg(long, value_name = "CIDR")]
-    pub allow: Vec<String>,
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<IpNet>,
     /// Bearer token required for operator commands over HTTP
     #[arg(
         long,
@@ -115,6 +119,8 @@ pub struct LimitsConfig {
     pub max_connections_per_ip: usize,
     /// Most names one connection may register.
     pub max_names_per_connection: usize,
+    /// Most actions running at once; `run` is refused beyond it.
+    pub max_running_actions: usize,
 }
 
 impl Default for LimitsConfig {
@@ -127,6 +133,7 @@ impl Default for LimitsConfig {
             max_connections: hub.max_connections,
             max_connections_per_ip: hub.max_connections_per_ip,
             max_names_per_connection: hub.max_names_per_connection,
+            max_running_actions: crate::actions::DEFAULT_MAX_RUNNING,
         }
     }
 }
@@ -183,9 +190,43 @@ pub struct ActionConfig {
     pub env: BTreeMap<String, String>,
     /// Seconds before it is killed (default 60).
     pub timeout_secs: Option<u64>,
-    /// Whether a page may append arguments of its own (default false).
+    /// Whether `run NAME ARG...` may append arguments (default false). The
+    /// name says who it is mostly about: with it, a page chooses arguments.
     #[serde(default)]
     pub page_args: bool,
+}
+
+impl ActionConfig {
+    /// Checks one `[actions.NAME]` table and makes its relative paths
+    /// relative to the configuration file's directory `base`, as `root`
+    /// and `control` are, so that the daemon's own working directory does
+    /// not matter. A bare program name is left for PATH.
+    fn resolve(mut self, name: &str, base: Option<&Path>) -> anyhow::Result<ActionConfig> {
+        if name.is_empty()
+            || name.len() > crate::command::MAX_NAME_BYTES
+            || name.starts_with('-')
+            || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            bail!(
+                "invalid action name {name:?}: names are 1 to {} bytes without whitespace \
+                 or control characters and do not start with '-'",
+                crate::command::MAX_NAME_BYTES
+            );
+        }
+        if self.program.is_empty() {
+            bail!("actions.{name}: program must not be empty");
+        }
+        if self.timeout_secs == Some(0) {
+            bail!("actions.{name}: timeout_secs must be positive");
+        }
+        if self.program.contains('/') {
+            self.program = relative_to(base, PathBuf::from(&self.program))
+                .to_string_lossy()
+                .into_owned();
+        }
+        self.cwd = self.cwd.map(|p| relative_to(base, p));
+        Ok(self)
+    }
 }
 
 /// Everything `serve` needs, resolved.
@@ -219,6 +260,8 @@ pub struct Settings {
     pub page_commands: Vec<String>,
     /// Configured actions.
     pub actions: BTreeMap<String, ActionConfig>,
+    /// Most actions running at once.
+    pub max_running_actions: usize,
 }
 
 fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
@@ -230,8 +273,7 @@ fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
 
 impl Settings {
     /// Merges flags over the configuration file (if any) over defaults.
-    /// `control` is the already-resolved control socket flag.
-    pub fn resolve(args: &ServeArgs, control: Option<PathBuf>) -> anyhow::Result<Settings> {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         let (file, base) = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -243,15 +285,15 @@ impl Settings {
             None => (FileConfig::default(), None),
         };
         let base = base.as_deref();
-        let allow_text: Vec<&String> = if args.allow.is_empty() {
-            file.allow.iter().collect()
+        let allow = if args.allow.is_empty() {
+            file.allow
+                .iter()
+                .map(|a| parse_cidr(a))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("config: {e}"))?
         } else {
-            args.allow.iter().collect()
+            args.allow.clone()
         };
-        let mut allow = Vec::new();
-        for a in allow_text {
-            allow.push(parse_cidr(a)?);
-        }
         let mode = args.access.or(file.access).unwrap_or_default();
         if mode == AccessMode::Acl && allow.is_empty() {
             bail!("access mode acl needs at least one --allow CIDR");
@@ -300,6 +342,15 @@ impl Settings {
             },
             ..ConnLimits::default()
         };
+        if l.max_running_actions == 0 {
+            bail!("limits.max_running_actions must be at least 1");
+        }
+        let max_running_actions = l.max_running_actions;
+        let mut actions = BTreeMap::new();
+        for (name, action) in file.actions {
+            let action = action.resolve(&name, base)?;
+            actions.insert(name, action);
+        }
         let hb = &file.heartbeat;
         if hb.interval_secs == 0 || hb.timeout_secs <= hb.interval_secs {
             bail!("heartbeat: interval_secs must be positive and timeout_secs larger than it");
@@ -314,13 +365,15 @@ impl Settings {
             }
         }
         Ok(Settings {
-            listen: args
-                .listen
-                .clone()
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            listen: match (args.listen, file.listen) {
+                (Some(addr), _) => addr.to_string(),
+                (None, Some(text)) => text,
+                (None, None) => DEFAULT_LISTEN.into(),
+            },
             root,
-            control: control
+            control: args
+                .control
+                .clone()
                 .or(file.control.map(|p| relative_to(base, p)))
                 .unwrap_or_else(crate::control::default_path),
             addresses: AddressPolicy { mode, allow },
@@ -333,7 +386,8 @@ impl Settings {
             ping_interval: Duration::from_secs(hb.interval_secs),
             ping_timeout: Duration::from_secs(hb.timeout_secs),
             page_commands: file.pages.allow,
-            actions: file.actions,
+            actions,
+            max_running_actions,
         })
     }
 
@@ -380,6 +434,48 @@ mod tests {
         assert_eq!(file.limits.outbox_bytes, 65536);
         assert_eq!(file.actions["uptime"].program, "uptime");
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn actions_resolve_relative_to_the_file() {
+        let text = r#"
+            [actions.build]
+            program = "./scripts/build.sh"
+            cwd = "work"
+            [actions.up]
+            program = "uptime"
+        "#;
+        let file: FileConfig = toml::from_str(text).expect("parses");
+        let base = Path::new("/etc/pagewire");
+        let mut actions = file.actions.into_iter();
+        let (name, build) = actions.next().expect("build");
+        let build = build.resolve(&name, Some(base)).expect("valid");
+        assert_eq!(build.program, "/etc/pagewire/./scripts/build.sh");
+        assert_eq!(build.cwd.as_deref(), Some(Path::new("/etc/pagewire/work")));
+        let (name, up) = actions.next().expect("up");
+        assert_eq!(
+            up.resolve(&name, Some(base)).expect("valid").program,
+            "uptime"
+        );
+    }
+
+    #[test]
+    fn bad_actions_are_refused() {
+        let action = |program: &str, timeout_secs| ActionConfig {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: None,
+            env: BTreeMap::new(),
+            timeout_secs,
+            page_args: false,
+        };
+        for name in ["", "--to", "-x", "two words", "tab\there"] {
+            let e = action("true", None).resolve(name, None);
+            assert!(e.is_err(), "{name:?}");
+        }
+        assert!(action("", None).resolve("a", None).is_err());
+        assert!(action("true", Some(0)).resolve("a", None).is_err());
+        assert!(action("true", Some(1)).resolve("a", None).is_ok());
     }
 
     #[test]

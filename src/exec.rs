@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::actions::{Actions, Output, Requester, RunningAction};
 use crate::command::{self, Command, Target};
 use crate::console::ConsoleOut;
 use crate::hub::{CloseReason, ConnInfo, Hub};
@@ -154,6 +155,7 @@ struct Inner {
     page_rights: PageRights,
     notify: watch::Sender<Option<String>>,
     counters: CommandCounters,
+    actions: Actions,
 }
 
 /// Runs command lines; cheap to clone, one per door.
@@ -163,8 +165,9 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor over `hub`, printing console output through `console`.
-    pub fn new(hub: Hub, console: ConsoleOut, page_rights: PageRights) -> Self {
+    /// An executor over `hub`, printing console output through `console`,
+    /// running the configured `actions`.
+    pub fn new(hub: Hub, console: ConsoleOut, page_rights: PageRights, actions: Actions) -> Self {
         let (notify, _) = watch::channel(None);
         Executor {
             inner: Arc::new(Inner {
@@ -173,8 +176,14 @@ impl Executor {
                 page_rights,
                 notify,
                 counters: CommandCounters::default(),
+                actions,
             }),
         }
+    }
+
+    /// The configured actions and their runs.
+    pub fn actions(&self) -> &Actions {
+        &self.inner.actions
     }
 
     /// The hub commands run against.
@@ -235,7 +244,14 @@ impl Executor {
         }
         let hub = &self.inner.hub;
         match cmd {
-            Command::List => Reply::ok(render_list(&hub.list())),
+            Command::List => {
+                let mut out = render_list(&hub.list());
+                for run in self.inner.actions.running() {
+                    out.push('\n');
+                    out.push_str(&render_run(&run));
+                }
+                Reply::ok(out)
+            }
             Command::Register { name } => match door {
                 Door::Page(id) => match hub.register(id, &name) {
                     Ok(()) => Reply::ok(format!("registered '{name}' on connection {id}")),
@@ -286,8 +302,16 @@ impl Executor {
                 self.inner.notify.send_replace(name);
                 Reply::ok(out)
             }
-            Command::Run { action, .. } => {
-                Reply::err(format!("run: no action named '{action}' is configured"))
+            Command::Run { action, args, to } => {
+                let output = match run_output(door, operator, to) {
+                    Ok(output) => output,
+                    Err(reply) => return reply,
+                };
+                let requester = Requester { door, output };
+                match self.inner.actions.start(&action, args, requester, hub) {
+                    Ok(started) => Reply::ok(started),
+                    Err(e) => Reply::err(e),
+                }
             }
             Command::Help { topic } => match command::help_text(topic.as_deref()) {
                 Ok(text) => Reply::ok(text),
@@ -336,6 +360,47 @@ impl Executor {
             }
         }
     }
+}
+
+/// Where the output of `run` goes, from the door, its rights and `--to`.
+/// A page's own runs stream to it; `--to` needs operator rights, except
+/// that a caller with a page's rights over HTTP, who has no connection of
+/// its own, may name one connection by index (a page passes the index of
+/// its `hello` frame).
+fn run_output(door: Door, operator: bool, to: Option<Target>) -> Result<Output, Reply> {
+    match (door, to) {
+        (Door::Page(id), None) => Ok(Output::Page(id)),
+        (Door::Page(id), Some(Target::Index(i))) if i == id => Ok(Output::Page(id)),
+        (Door::Page(_), Some(_)) => Err(Reply::denied(
+            "run: a page's action output goes to the page itself; --to TARGET needs \
+             operator rights",
+        )),
+        (_, None) => Ok(Output::Monitor),
+        (_, Some(target)) if operator => Ok(Output::To(target)),
+        (_, Some(Target::Index(i))) => Ok(Output::To(Target::Index(i))),
+        (_, Some(_)) => Err(Reply::denied(
+            "run: without operator rights --to takes one connection index, not a name or * \
+             (send Authorization: Bearer TOKEN)",
+        )),
+    }
+}
+
+/// One `ws` listing line for a running action. It starts with `action`,
+/// never a digit, so that clients counting connection lines (those that
+/// start with an index) are not misled.
+pub fn render_run(run: &RunningAction) -> String {
+    let from = match run.door {
+        Door::Page(id) => format!("page:{id}"),
+        other => other.label().to_string(),
+    };
+    let pid = run.pid.map_or_else(|| "-".to_string(), |p| p.to_string());
+    format!(
+        "action {} run={} pid={pid} from={from} to={} age={}",
+        run.action,
+        run.run,
+        run.output,
+        render_age(run.age)
+    )
 }
 
 /// The element a frame names: only when the operator addressed pages by
@@ -399,6 +464,45 @@ fn render_age(age: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_output_follows_rights() {
+        let idx = Target::Index;
+        let named = || Target::Name("status".into());
+        let http = Door::Http { operator: false };
+        assert_eq!(run_output(Door::Page(3), false, None), Ok(Output::Page(3)));
+        assert_eq!(
+            run_output(Door::Page(3), false, Some(idx(3))),
+            Ok(Output::Page(3))
+        );
+        assert!(run_output(Door::Page(3), false, Some(idx(4))).is_err());
+        assert!(run_output(Door::Page(3), false, Some(Target::All)).is_err());
+        assert_eq!(run_output(Door::Console, true, None), Ok(Output::Monitor));
+        assert_eq!(
+            run_output(Door::Control, true, Some(named())),
+            Ok(Output::To(named()))
+        );
+        assert_eq!(run_output(http, false, None), Ok(Output::Monitor));
+        assert_eq!(
+            run_output(http, false, Some(idx(5))),
+            Ok(Output::To(idx(5)))
+        );
+        let denied = run_output(http, false, Some(named())).expect_err("denied");
+        assert!(denied.denied);
+    }
+
+    #[test]
+    fn running_actions_never_start_with_a_digit() {
+        let line = render_run(&RunningAction {
+            run: 2,
+            action: "build".into(),
+            pid: Some(1234),
+            door: Door::Page(7),
+            output: Output::Page(7),
+            age: Duration::from_secs(4),
+        });
+        assert_eq!(line, "action build run=2 pid=1234 from=page:7 to=7 age=4s");
+    }
 
     #[test]
     fn ages_read_naturally() {

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actions::Actions;
 use crate::command::Target;
 use crate::config::{ServeArgs, Settings};
 use crate::console::{self, ConsoleOut};
@@ -21,12 +22,15 @@ use crate::monitor::{self, Monitor};
 use crate::ws::frame;
 use crate::{control, shutdown};
 
+/// How long shutdown waits for killed actions to report their end.
+const ACTIONS_GRACE: Duration = Duration::from_secs(2);
+
 /// How long shutdown waits for pages to receive their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGINT/SIGTERM (or the console's end).
-pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let settings = Settings::resolve(&args, control_path)?;
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(&args)?;
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
@@ -35,22 +39,19 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     let control_listener = control::bind(&settings.control)?;
     let _socket_guard = control::SocketGuard::new(&settings.control);
 
-    let stop = shutdown::on_signals();
     let monitor = Monitor::new();
-    let out = ConsoleOut::new();
+    let stop = shutdown::on_signals(monitor.clone())?;
+    let out = ConsoleOut::stdout();
     let hub = Hub::new(settings.hub, monitor.clone());
     let exec = Executor::new(
         hub.clone(),
         out.clone(),
         PageRights::new(settings.page_commands.clone()),
+        Actions::new(settings.actions.clone(), settings.max_running_actions),
     );
     let tasks = TaskTracker::new();
 
-    tasks.spawn(console::print_monitor(
-        monitor.clone(),
-        out.clone(),
-        stop.clone(),
-    ));
+    let printer = console::spawn_monitor_printer(&monitor, out.clone(), stop.clone());
     tasks.spawn(monitor::notify_pages(
         monitor.clone(),
         hub.clone(),
@@ -63,7 +64,7 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
         settings.ping_timeout,
         stop.clone(),
     ));
-    tasks.spawn(control::server::serve(
+    tasks.spawn(control::serve(
         control_listener,
         exec.clone(),
         monitor.clone(),
@@ -85,11 +86,11 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     });
     let app = http::app(front.clone());
 
-    out.print(&format!(
+    out.print(format!(
         "pagewire listening on http://{local} (control socket {})",
         settings.control.display()
     ));
-    console::spawn_console(exec.clone(), out.clone(), stop.clone());
+    let _console = console::spawn_console(exec.clone(), out.clone(), stop.clone());
 
     let server = axum::serve(
         listener,
@@ -98,8 +99,10 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     .with_graceful_shutdown(stop.clone().cancelled_owned());
     server.await.context("HTTP server failed")?;
 
-    // Stop: pages hear 1001 and reconnect to the next daemon by themselves.
+    // Stop: runs are killed first, so that their pages still get the done
+    // frame; then pages hear 1001 and reconnect to the next daemon.
     monitor.emit("shutting down");
+    exec.actions().shutdown(ACTIONS_GRACE).await;
     let _ = hub.close(
         &Target::All,
         CloseReason {
@@ -116,7 +119,8 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     }
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
-    out.flush();
+    let _ = printer.await;
+    out.flush(Duration::from_secs(1)).await;
     Ok(())
 }
 

@@ -97,6 +97,35 @@ pub(super) async fn metrics(State(front): State<Shared>) -> impl IntoResponse {
         "Bytes written to pages.",
         c.bytes_out.load(Relaxed),
     );
+    let actions = front.exec.actions();
+    metric(
+        &mut out,
+        "pagewire_actions_running",
+        "gauge",
+        "Actions running now.",
+        actions.running_count() as u64,
+    );
+    metric(
+        &mut out,
+        "pagewire_actions_started_total",
+        "counter",
+        "Actions started.",
+        actions.started_total(),
+    );
+    metric(
+        &mut out,
+        "pagewire_actions_finished_total",
+        "counter",
+        "Actions ended (exited or killed).",
+        actions.finished_total(),
+    );
+    metric(
+        &mut out,
+        "pagewire_actions_refused_total",
+        "counter",
+        "Runs refused because max_running_actions were running.",
+        actions.refused_total(),
+    );
     let _ = writeln!(out, "# HELP pagewire_commands_total Command lines run, by door and result.\n# TYPE pagewire_commands_total counter");
     for (door, ok, n) in front.exec.counters().snapshot() {
         let result = if ok { "ok" } else { "error" };

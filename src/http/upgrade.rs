@@ -16,7 +16,7 @@ use crate::ws::{conn, handshake};
 /// Longest page description kept for the listing.
 const MAX_PAGE_LEN: usize = 512;
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -27,8 +27,6 @@ use crate::monitor::Monitor;
 
 /// Close code for a page whose outgoing queue overflowed.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
-/// Close code for a page that registered more names than allowed.
-pub const CLOSE_TOO_MANY_NAMES: u16 = 4002;
 
 /// Limits the hub enforces.
 #[derive(Clone, Copy, Debug)]
@@ -400,6 +398,12 @@ impl Hub {
     /// Whether no connection is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether connection `id` is still in the table (not closed or
+    /// closing).
+    pub fn is_live(&self, id: u64) -> bool {
+        self.table().conns.contains_key(&id)
     }
 
     /// Number of distinct registered names.
