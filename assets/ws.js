@@ -133,9 +133,10 @@
           frame.stream === 'stderr' ? 'ws-line ws-stderr' : 'ws-line');
         break;
       case 'done':
-        var status = frame.status == null ? 'killed' : 'exit status ' + frame.status;
-        appendLine(target(frame),
-          frame.message ? str(frame.message) : str(frame.action) + ': ' + status,
+        // "deploy: exited with 0": the message does not name the action.
+        var outcome = frame.message ? str(frame.message) :
+          frame.status == null ? 'killed' : 'exited with ' + frame.status;
+        appendLine(target(frame), (frame.action ? frame.action + ': ' : '') + outcome,
           frame.status === 0 ? 'ws-done' : 'ws-done ws-failed');
         break;
       case 'error':

@@ -230,7 +230,7 @@ test('action output lines and the final status are appended as text', async () =
   const frames = [
     { type: 'line', action: 'build', stream: 'stdout', text: '<b>compiling</b>' },
     { type: 'line', action: 'build', stream: 'stderr', text: 'warning: unused' },
-    { type: 'done', action: 'build', status: 0, message: 'build exited with status 0' },
+    { type: 'done', action: 'build', status: 0, message: 'exited with 0' },
     { type: 'line', action: 'build', stream: 'stdout', name: 'other', text: 'to other' },
     { type: 'done', action: 'build', status: null, name: 'other' },
   ];
@@ -242,7 +242,7 @@ test('action output lines and the final status are appended as text', async () =
   assert.deepEqual(await lines('status'), [
     ['ws-line', '<b>compiling</b>'],
     ['ws-line ws-stderr', 'warning: unused'],
-    ['ws-done', 'build exited with status 0'],
+    ['ws-done', 'build: exited with 0'],
   ]);
   assert.deepEqual(await lines('other'), [
     ['ws-line', 'to other'],
@@ -278,4 +278,28 @@ test('close codes: a slow-consumer close (4001) reconnects, too many names (4002
   const info = await page.evaluate(() => wsInfo());
   assert.deepEqual(info.lastClose, { code: 4002, reason: 'too many names' });
   assert.equal(info.retryIn, null, 'no reconnect is planned');
+});
+
+test('set notify status sends Monitor lines to the status element until set notify off', async () => {
+  const { page } = await openRegistered(context, daemon, ['status']);
+  await daemon.ok('ws', 'write', 'status', 'quiet');
+  await textIs(page, 'status', 'quiet');
+
+  try {
+    await daemon.ok('set', 'notify', 'status');
+    // Any command run is a Monitor event, e.g. this listing.
+    await until('a Monitor line on the page', async () => {
+      await daemon.ok('ws');
+      return /^\d\d:\d\d:\d\d\.\d{3} /.test(await page.textContent('#status'));
+    });
+  } finally {
+    await daemon.ok('set', 'notify', 'off');
+  }
+
+  await daemon.ok('ws', 'write', 'status', 'quiet again');
+  await textIs(page, 'status', 'quiet again');
+  await holds('the element staying quiet while events happen', async () => {
+    await daemon.ok('ws');
+    return (await page.textContent('#status')) === 'quiet again';
+  }, 1000);
 });

@@ -17,11 +17,17 @@ class Daemon {
   /**
    * @param {object} [opts]
    * @param {string|null} [opts.root] directory to serve; null for the demo site
+   * @param {string} [opts.config] TOML text of a configuration file to use
    */
   constructor(opts = {}) {
     this.root = opts.root === undefined ? null : opts.root;
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pagewire-test-'));
     this.control = path.join(this.dir, 'ctl.sock');
+    this.config = null;
+    if (opts.config) {
+      this.config = path.join(this.dir, 'pagewire.toml');
+      fs.writeFileSync(this.config, opts.config);
+    }
     this.port = 0;
     this.url = null;
     this.proc = null;
@@ -46,6 +52,7 @@ class Daemon {
   spawnOnce() {
     const args = ['serve', '--listen', `127.0.0.1:${this.port}`, '--control', this.control];
     if (this.root) args.push('--root', this.root);
+    if (this.config) args.push('--config', this.config);
     const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     return new Promise((resolve, reject) => {
