@@ -6,7 +6,8 @@
  *                      and register element #status; on an open socket,
  *                      register one more element. Every registered name is
  *                      registered again after a reconnect.
- *   wsInit(0)          close (code 1000) for good; no reconnect.
+ *   wsInit(0)          close (code 1000); no reconnect until the page calls
+ *                      wsInit('name') again.
  *   wsSend(line)       send one command line, e.g. wsSend('run build');
  *                      returns false when the socket is not open.
  *   wsState()          'connecting' | 'open' | 'closed'
@@ -19,11 +20,16 @@
  *                                          (after ws.js has handled it)
  *
  * Every registered element carries data-ws-state="connecting|open|closed"
- * for styling. Server text only ever lands in textContent, never as HTML.
+ * for styling. Server text only ever lands in textContent, never as HTML:
+ * `write` replaces the element's text; an action's output lines are
+ * appended as <div class="ws-line"> (plus "ws-stderr"), its end as
+ * <div class="ws-done"> (plus "ws-failed" unless it exited with 0).
  * Frames follow docs/PROTOCOL.md; unknown types and fields are ignored.
- * A dropped connection is retried with exponential backoff and jitter
- * (250 ms doubling up to 10 s); a close by the operator (1000), by
- * wsInit(0), or for too many names (4002) is final.
+ *
+ * A dropped connection is retried with exponential backoff: the ceiling
+ * starts at 250 ms and doubles up to 10 s, and each wait is a random time
+ * between half the ceiling and the ceiling. A close by the operator
+ * (1000), by wsInit(0), or for too many names (4002) is final.
  */
 (function () {
   'use strict';
