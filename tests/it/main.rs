@@ -4,5 +4,6 @@
 mod cli;
 mod http;
 mod page;
+mod secure;
 mod support;
 mod ws;
