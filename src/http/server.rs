@@ -39,9 +39,8 @@ use tower::ServiceExt as _;
 use super::access;
 use crate::monitor::Monitor;
 
-/// Largest request head (request line and headers) read into memory; a
-/// larger one gets 431. Bodies are not affected: they are streamed and
-/// limited per route.
+/// Largest request head (request line and headers); a larger one gets 431
+/// and the connection is closed. Bodies are limited per route instead.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// First pause after an accept error that is not about one connection
@@ -235,7 +234,7 @@ fn http1_builder(options: &ServerOptions) -> http1::Builder {
         // sends nothing is dropped after this long.
         .header_read_timeout(options.handshake_timeout)
         .keep_alive(true)
-        .max_buf_size(MAX_REQUEST_HEAD);
+        .max_header_size(MAX_REQUEST_HEAD);
     b
 }
 

@@ -947,6 +947,13 @@ async fn command_bodies_over_the_limit_get_413() {
         .expect("request");
     assert_eq!(resp.status(), 413);
     d.wait_for_stdout(|l| l.contains("refused command from") && l.contains("too large"));
+    // A request head over 64 KiB is refused before any handler runs.
+    let mut s = TcpStream::connect(d.addr).await.expect("connect");
+    let huge = format!("X-Filler: {}\r\n", "y".repeat(70 * 1024));
+    let resp = exchange(&mut s, &get(&d, "/healthz", &huge))
+        .await
+        .expect("a response");
+    assert_eq!(resp.status, 431);
     // Nothing was sent, and the daemon goes on.
     d.cli(&["ws", "write", "status", "small"])
         .assert_exit_code(0);
