@@ -960,6 +960,53 @@ async fn command_bodies_over_the_limit_get_413() {
     assert_eq!(page.recv().await["text"], "small");
 }
 
+#[tokio::test]
+async fn running_out_of_file_descriptors_is_survived() {
+    // The daemon with a small descriptor limit, so that accept fails with
+    // EMFILE after a few dozen connections.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let control = dir.path().join("ctl.sock");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -n 32 && exec \"$0\" \"$@\""])
+        .arg(crate::support::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--control"])
+        .arg(&control)
+        .stdin(std::process::Stdio::null());
+    let daemon = crate::support::Process::spawn(cmd);
+    let ready = daemon.wait_for_stdout(|l| l.starts_with("pagewire listening on http://"));
+    let addr: SocketAddr = ready["pagewire listening on http://".len()..]
+        .split(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("address in the ready line");
+
+    // The kernel completes these handshakes whether or not the daemon can
+    // accept them.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    daemon.wait_for_stdout(|l| l.contains("accept failed") && l.contains("retrying in"));
+    drop(held);
+
+    // Once descriptors are free again, it serves as before.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let resp = exchange(&mut s, &req).await;
+        if resp.as_ref().is_some_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not serving again: {resp:?}\n{}",
+            daemon.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // ---------------------------------------------------------------------
 // Shutdown
 // ---------------------------------------------------------------------
@@ -1005,6 +1052,8 @@ async fn sigterm_closes_pages_with_1001_finishes_requests_and_exits_0() {
     );
 
     let control = d.control_path().to_path_buf();
+    // The daemon may have exited by now; it stays our unreaped child, so
+    // the second SIGTERM that stop() sends still finds it.
     let out = d.stop();
     out.assert_exit_code(0);
     assert!(!control.exists(), "the control socket is removed");
