@@ -1108,26 +1108,26 @@ async fn metrics_count_connections_traffic_and_commands() {
         .starts_with("text/plain; version=0.0.4"));
     let text = resp.text().await.expect("body");
     let m = parse_metrics(&text);
-    let get = |k: &str| {
+    let value = |k: &str| {
         *m.get(k)
             .unwrap_or_else(|| panic!("metric {k} missing:\n{text}"))
     };
-    assert_eq!(get("pagewire_connections"), 1.0);
-    assert_eq!(get("pagewire_names"), 1.0);
+    assert_eq!(value("pagewire_connections"), 1.0);
+    assert_eq!(value("pagewire_names"), 1.0);
     assert!(
-        get("pagewire_tcp_connections") >= 2.0,
+        value("pagewire_tcp_connections") >= 2.0,
         "the page and this request"
     );
-    assert_eq!(get("pagewire_connections_opened_total"), 1.0);
-    assert_eq!(get("pagewire_messages_in_total"), 2.0);
+    assert_eq!(value("pagewire_connections_opened_total"), 1.0);
+    assert_eq!(value("pagewire_messages_in_total"), 2.0);
     assert_eq!(
-        get("pagewire_bytes_in_total"),
+        value("pagewire_bytes_in_total"),
         ("ws register status".len() + "ws close".len()) as f64
     );
     // hello, the register reply, the error, the write.
-    assert!(get("pagewire_frames_out_total") >= 4.0, "{text}");
-    assert!(get("pagewire_bytes_out_total") > 0.0, "{text}");
-    assert_eq!(get("pagewire_slow_consumer_disconnects_total"), 0.0);
+    assert!(value("pagewire_frames_out_total") >= 4.0, "{text}");
+    assert!(value("pagewire_bytes_out_total") > 0.0, "{text}");
+    assert_eq!(value("pagewire_slow_consumer_disconnects_total"), 0.0);
     for (door, result, n) in [
         ("page", "ok", 1.0),
         ("page", "error", 1.0),
@@ -1137,7 +1137,7 @@ async fn metrics_count_connections_traffic_and_commands() {
         ("http", "error", 1.0),
     ] {
         assert_eq!(
-            get(&format!(
+            value(&format!(
                 "pagewire_commands_total{{door=\"{door}\",result=\"{result}\"}}"
             )),
             n,
