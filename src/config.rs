@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::http::access::{AccessMode, AddressPolicy};
+use crate::http::server::ServerOptions;
 use crate::hub::{HubLimits, OutboxLimits};
 use crate::ws::conn::ConnLimits;
 use crate::ws::frame::Limits;
@@ -121,7 +122,22 @@ pub struct LimitsConfig {
     pub max_names_per_connection: usize,
     /// Most actions running at once; `run` is refused beyond it.
     pub max_running_actions: usize,
+    /// Seconds a new client has to complete its TLS handshake and send a
+    /// request head (and an idle keep-alive connection stays open).
+    pub handshake_timeout_secs: u64,
+    /// Most open TCP connections (HTTP and WebSocket) in all; default
+    /// `max_connections` plus room for plain HTTP.
+    pub max_tcp_connections: Option<usize>,
+    /// Most open TCP connections from one address; default
+    /// `max_connections_per_ip` plus room for plain HTTP.
+    pub max_tcp_connections_per_ip: Option<usize>,
 }
+
+/// TCP connections allowed beyond the WebSocket limit in all, for requests
+/// that are not WebSockets, when `max_tcp_connections` is not set.
+const HTTP_HEADROOM: usize = 1024;
+/// Likewise per address (a browser opens up to six per host).
+const HTTP_HEADROOM_PER_IP: usize = 64;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -134,6 +150,9 @@ impl Default for LimitsConfig {
             max_connections_per_ip: hub.max_connections_per_ip,
             max_names_per_connection: hub.max_names_per_connection,
             max_running_actions: crate::actions::DEFAULT_MAX_RUNNING,
+            handshake_timeout_secs: ServerOptions::default().handshake_timeout.as_secs(),
+            max_tcp_connections: None,
+            max_tcp_connections_per_ip: None,
         }
     }
 }
@@ -252,6 +271,8 @@ pub struct Settings {
     pub hub: HubLimits,
     /// Connection limits.
     pub conn: ConnLimits,
+    /// The accept loop: handshake timeout, TCP connection limits.
+    pub server: ServerOptions,
     /// Ping interval.
     pub ping_interval: Duration,
     /// Silence after which a page is dropped.
@@ -351,6 +372,23 @@ impl Settings {
             let action = action.resolve(&name, base)?;
             actions.insert(name, action);
         }
+        if l.handshake_timeout_secs == 0 {
+            bail!("limits.handshake_timeout_secs must be at least 1");
+        }
+        let server = ServerOptions {
+            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+            max_connections: l
+                .max_tcp_connections
+                .unwrap_or(l.max_connections.saturating_add(HTTP_HEADROOM)),
+            max_connections_per_ip: l.max_tcp_connections_per_ip.unwrap_or(
+                l.max_connections_per_ip
+                    .saturating_add(HTTP_HEADROOM_PER_IP),
+            ),
+            ..ServerOptions::default()
+        };
+        if server.max_connections == 0 || server.max_connections_per_ip == 0 {
+            bail!("limits.max_tcp_connections and max_tcp_connections_per_ip must be at least 1");
+        }
         let hb = &file.heartbeat;
         if hb.interval_secs == 0 || hb.timeout_secs <= hb.interval_secs {
             bail!("heartbeat: interval_secs must be positive and timeout_secs larger than it");
@@ -383,6 +421,7 @@ impl Settings {
             tls,
             hub,
             conn,
+            server,
             ping_interval: Duration::from_secs(hb.interval_secs),
             ping_timeout: Duration::from_secs(hb.timeout_secs),
             page_commands: file.pages.allow,

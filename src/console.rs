@@ -487,9 +487,11 @@ pub fn spawn_monitor_printer(
     let mut lines = monitor.subscribe();
     tokio::spawn(async move {
         loop {
+            // Lines first: everything emitted before the stop is printed.
             let line = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                biased;
                 line = lines.recv() => line,
+                _ = shutdown.cancelled() => return,
             };
             match line {
                 Ok(line) => out.print(line.to_string()),

@@ -1,7 +1,6 @@
 //! `pagewire serve`: wires the hub, the doors and the background tasks
 //! together, runs until a stop signal, then shuts down in order.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +30,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Runs the daemon until SIGINT/SIGTERM (or the console's end).
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(&args)?;
+    // Certificate problems are reported before anything starts listening.
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(http::server::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
@@ -51,7 +55,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let tasks = TaskTracker::new();
 
-    let printer = console::spawn_monitor_printer(&monitor, out.clone(), stop.clone());
+    // The printer outlives the stop signal, so that what shutdown reports
+    // is printed too; it is stopped last.
+    let printer_stop = CancellationToken::new();
+    let printer = console::spawn_monitor_printer(&monitor, out.clone(), printer_stop.clone());
     tasks.spawn(monitor::notify_pages(
         monitor.clone(),
         hub.clone(),
@@ -80,24 +87,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         token: Token::new(settings.token.clone()),
         root: settings.root.clone(),
-        scheme: "http",
+        scheme: if tls.is_some() { "https" } else { "http" },
         conn_limits: settings.conn,
         tasks: TaskTracker::new(),
+        server: Arc::default(),
     });
     let app = http::app(front.clone());
 
     out.print(format!(
-        "pagewire listening on http://{local} (control socket {})",
+        "pagewire listening on {}://{local} (control socket {})",
+        front.scheme,
         settings.control.display()
     ));
     let _console = console::spawn_console(exec.clone(), out.clone(), stop.clone());
 
-    let server = axum::serve(
+    let server = tokio::spawn(http::server::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned());
-    server.await.context("HTTP server failed")?;
+        app,
+        tls,
+        settings.server,
+        front.server.clone(),
+        monitor.clone(),
+        stop.clone(),
+    ));
+    stop.cancelled().await;
 
     // Stop: runs are killed first, so that their pages still get the done
     // frame; then pages hear 1001 and reconnect to the next daemon.
@@ -117,8 +130,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     {
         monitor.emit("some pages did not finish closing in time");
     }
+    // In-flight HTTP requests drained meanwhile; the server bounds that
+    // wait itself.
+    if let Err(e) = server.await {
+        monitor.emit(format_args!("HTTP server task failed: {e}"));
+    }
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
+    printer_stop.cancel();
     let _ = printer.await;
     out.flush(Duration::from_secs(1)).await;
     Ok(())

@@ -69,6 +69,28 @@ pub(super) async fn metrics(State(front): State<Shared>) -> impl IntoResponse {
         "HTTP requests refused by the access mode.",
         c.refused_http.load(Relaxed),
     );
+    let server = &front.server;
+    metric(
+        &mut out,
+        "pagewire_tcp_connections",
+        "gauge",
+        "Open TCP connections, HTTP and WebSocket alike.",
+        server.open.load(Relaxed) as u64,
+    );
+    metric(
+        &mut out,
+        "pagewire_tcp_refused_total",
+        "counter",
+        "TCP connections refused at accept by a connection limit.",
+        server.refused.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "pagewire_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed or timed out.",
+        server.tls_failures.load(Relaxed),
+    );
     metric(
         &mut out,
         "pagewire_messages_in_total",

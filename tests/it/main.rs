@@ -6,5 +6,6 @@ mod cli;
 mod http;
 mod page;
 mod reliability;
+mod secure;
 mod support;
 mod ws;

@@ -55,11 +55,40 @@ impl Page {
                 .insert("origin", HeaderValue::from_str(o).expect("origin"));
         }
         let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Page::hello(ws).await)
+    }
+
+    /// Like [`Page::open_with_origin`], from the local address `source`
+    /// (any 127.x.y.z works on Linux without configuration), so that tests
+    /// can act as several clients.
+    pub async fn open_from(
+        d: &Daemon,
+        source: std::net::IpAddr,
+        origin: Option<&str>,
+    ) -> Result<Page, tokio_tungstenite::tungstenite::Error> {
+        let mut req = format!("ws://{}/ws?page=/test.html", d.addr)
+            .into_client_request()
+            .expect("request");
+        if let Some(o) = origin {
+            req.headers_mut()
+                .insert("origin", HeaderValue::from_str(o).expect("origin"));
+        }
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(d.addr).await?;
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await?;
+        Ok(Page::hello(ws).await)
+    }
+
+    /// Reads the `hello` frame of a new connection.
+    async fn hello(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Page {
         let mut page = Page { ws, index: 0 };
         let hello = page.recv().await;
         assert_eq!(hello["type"], "hello", "first frame: {hello}");
         page.index = hello["index"].as_u64().expect("index");
-        Ok(page)
+        page
     }
 
     /// Opens a page and registers `names`, each confirmed by a reply.

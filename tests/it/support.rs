@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 /// How long any single wait may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The text before the address in the daemon's ready line.
-const READY_PREFIX: &str = "pagewire listening on http://";
+/// The text before the URL in the daemon's ready line.
+const READY_PREFIX: &str = "pagewire listening on ";
 /// The text between the address and the control socket path.
 const READY_CONTROL: &str = " (control socket ";
 
@@ -381,6 +381,8 @@ impl Drop for Process {
 pub struct Daemon {
     /// The HTTP address it reported in its ready line.
     pub addr: SocketAddr,
+    /// `http` or `https`, as its ready line said.
+    pub scheme: &'static str,
     /// Its control socket.
     pub control: PathBuf,
     process: Process,
@@ -433,7 +435,12 @@ impl DaemonBuilder {
             Some((_, line)) => line,
             None => panic!("the daemon did not get ready\n{}", process.snapshot()),
         };
-        let addr = ready[READY_PREFIX.len()..]
+        let url = &ready[READY_PREFIX.len()..];
+        let (scheme, rest) = match url.strip_prefix("https://") {
+            Some(rest) => ("https", rest),
+            None => ("http", url.strip_prefix("http://").unwrap_or(url)),
+        };
+        let addr = rest
             .split(READY_CONTROL)
             .next()
             .and_then(|a| a.parse().ok())
@@ -445,6 +452,7 @@ impl DaemonBuilder {
         );
         Daemon {
             addr,
+            scheme,
             control,
             process,
         }
@@ -489,9 +497,10 @@ impl Daemon {
         DaemonBuilder::default()
     }
 
-    /// `http://ADDR` followed by `path` (which starts with `/`).
+    /// `http://ADDR` (or `https://`) followed by `path` (which starts
+    /// with `/`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Runs `pagewire --control SOCKET ARGS` and waits for it to exit.
