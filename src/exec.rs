@@ -203,12 +203,23 @@ impl Executor {
 
     /// Parses and runs `line` on behalf of `door`.
     pub async fn run_line(&self, line: &str, door: Door) -> Reply {
-        let reply = match command::parse(line) {
-            Ok(cmd) => self.run(cmd, door).await,
-            Err(e) => Reply::err(e),
+        let (reply, reported) = match command::parse(line) {
+            // A page's registration has its own Monitor line ("ws 7
+            // registered 'status'"); a second one per page would double
+            // what thousands of pages opening cost the Monitor.
+            Ok(cmd @ Command::Register { .. }) => {
+                let reply = self.run(cmd, door).await;
+                let reported = reply.ok && matches!(door, Door::Page(_));
+                (reply, reported)
+            }
+            Ok(cmd) => (self.run(cmd, door).await, false),
+            Err(e) => (Reply::err(e), false),
         };
         let slot = &self.inner.counters.counts[door.slot()][usize::from(reply.ok)];
         slot.fetch_add(1, Relaxed);
+        if reported {
+            return reply;
+        }
         let first = reply.output.lines().next().unwrap_or("");
         let more = if reply.output.lines().nth(1).is_some() {
             " ..."
