@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::backplane::{self, Backplane, Listing, Message, Outcome};
 use crate::command::{self, Command, Target};
 use crate::console::ConsoleOut;
-use crate::hub::{CloseReason, ConnInfo, Hub};
-use crate::protocol::ServerFrame;
+use crate::hub::Hub;
 
 /// Where a command line came from; decides what it may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +154,7 @@ struct Inner {
     page_rights: PageRights,
     notify: watch::Sender<Option<String>>,
     counters: CommandCounters,
+    backplane: Arc<dyn Backplane>,
 }
 
 /// Runs command lines; cheap to clone, one per door.
@@ -163,16 +164,28 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor over `hub`, printing console output through `console`.
+    /// An executor over `hub` alone, printing console output through
+    /// `console`.
     pub fn new(hub: Hub, console: ConsoleOut, page_rights: PageRights) -> Self {
+        Self::with_backplane(backplane::Local::shared(hub), console, page_rights)
+    }
+
+    /// An executor whose `ws` commands reach the connections of `backplane`
+    /// (a cluster's, with `--redis`).
+    pub fn with_backplane(
+        backplane: Arc<dyn Backplane>,
+        console: ConsoleOut,
+        page_rights: PageRights,
+    ) -> Self {
         let (notify, _) = watch::channel(None);
         Executor {
             inner: Arc::new(Inner {
-                hub,
+                hub: backplane.hub().clone(),
                 console,
                 page_rights,
                 notify,
                 counters: CommandCounters::default(),
+                backplane,
             }),
         }
     }
@@ -235,7 +248,7 @@ impl Executor {
         }
         let hub = &self.inner.hub;
         match cmd {
-            Command::List => Reply::ok(render_list(&hub.list())),
+            Command::List => Reply::ok(render_list(&self.inner.backplane.list().await)),
             Command::Register { name } => match door {
                 Door::Page(id) => match hub.register(id, &name) {
                     Ok(()) => Reply::ok(format!("registered '{name}' on connection {id}")),
@@ -247,35 +260,29 @@ impl Executor {
                 ),
             },
             Command::Write { target, text } => {
-                let frame = ServerFrame::Write {
-                    name: target_name(&target),
-                    text: &text,
-                };
-                self.deliver(&target, &frame.encode(), "ws write", |why| {
-                    self.inner.console.print(&text);
+                let msg = Message::Write { text };
+                self.send(&target, &msg, "ws write", |why| {
+                    if let Message::Write { text } = &msg {
+                        self.inner.console.print(text);
+                    }
                     format!("{why}; printed on the console")
                 })
+                .await
             }
             Command::Exec { target, func, arg } => {
-                let frame = ServerFrame::Exec {
-                    name: target_name(&target),
-                    func: &func,
-                    arg: &arg,
-                };
-                self.deliver(&target, &frame.encode(), "ws exec", |why| {
+                let msg = Message::Exec { func, arg };
+                self.send(&target, &msg, "ws exec", |why| {
                     format!("{why}; nothing sent")
                 })
+                .await
             }
-            Command::Close { target } => {
-                let reason = CloseReason {
-                    code: 1000,
-                    reason: "closed by operator",
-                };
-                match hub.close(&target, reason) {
-                    Ok(n) => Reply::ok(format!("closed {}", plural(n, "connection"))),
-                    Err(e) => Reply::err(format!("ws close: {e}")),
-                }
-            }
+            Command::Close { target } => match self.inner.backplane.close(&target).await {
+                Ok(o) => Reply::ok(with_notes(
+                    format!("closed {}", plural(o.reached, "connection")),
+                    &o,
+                )),
+                Err(e) => Reply::err(format!("ws close: {e}")),
+            },
             Command::Notify { name } => {
                 let out = match &name {
                     Some(n) => {
@@ -307,45 +314,42 @@ impl Executor {
         list.join(" and ")
     }
 
-    /// Delivers `frame` and words the outcome; `nobody` words the case where
-    /// nothing matched (and may act on it, as `ws write` prints on the
-    /// console).
-    fn deliver(
+    /// Sends `msg` through the backplane and words the outcome; `nobody`
+    /// words the case where nothing matched (and may act on it, as `ws
+    /// write` prints on this daemon's console).
+    async fn send(
         &self,
         target: &Target,
-        frame: &bytes::Bytes,
+        msg: &Message,
         what: &str,
         nobody: impl FnOnce(&str) -> String,
     ) -> Reply {
-        let hub = &self.inner.hub;
-        match hub.deliver(target, frame) {
+        match self.inner.backplane.send(target, msg).await {
             Err(e) => Reply::err(format!("{what}: {e}")),
-            Ok(d) if d.reached == 0 && d.dropped == 0 => {
+            Ok(o) if o.reached == 0 && o.dropped == 0 => {
                 let why = match target {
-                    Target::Name(n) if !hub.is_empty() => format!("no connection named '{n}'"),
+                    Target::Name(n) if o.live > 0 => format!("no connection named '{n}'"),
                     _ => "no WebSocket connections".to_string(),
                 };
-                Reply::ok(nobody(&why))
+                Reply::ok(with_notes(nobody(&why), &o))
             }
-            Ok(d) => {
-                let mut out = format!("sent to {}", plural(d.reached, "connection"));
-                if d.dropped > 0 {
-                    let _ = write!(out, " ({} closed as slow consumers)", d.dropped);
+            Ok(o) => {
+                let mut out = format!("sent to {}", plural(o.reached, "connection"));
+                if o.dropped > 0 {
+                    let _ = write!(out, " ({} closed as slow consumers)", o.dropped);
                 }
-                Reply::ok(out)
+                Reply::ok(with_notes(out, &o))
             }
         }
     }
 }
 
-/// The element a frame names: only when the operator addressed pages by
-/// name, since a frame for an index or `*` is shared by pages whose first
-/// element differs.
-fn target_name(target: &Target) -> Option<&str> {
-    match target {
-        Target::Name(n) => Some(n),
-        _ => None,
+/// Appends what the backplane could not reach, one `note:` line each.
+fn with_notes(mut out: String, o: &Outcome) -> String {
+    for note in &o.notes {
+        let _ = write!(out, "\nnote: {note}");
     }
+    out
 }
 
 fn plural(n: usize, noun: &str) -> String {
@@ -356,13 +360,16 @@ fn plural(n: usize, noun: &str) -> String {
     }
 }
 
-/// Renders the `ws` listing: one line per connection, the index first.
-pub fn render_list(conns: &[ConnInfo]) -> String {
-    if conns.is_empty() {
-        return "no WebSocket connections".into();
-    }
+/// Renders the `ws` listing: one line per connection, the index first, and
+/// in a cluster the node that holds it last; then a `note:` line for each
+/// node that could not be asked.
+pub fn render_list(listing: &Listing) -> String {
     let mut out = String::new();
-    for c in conns {
+    if listing.conns.is_empty() {
+        out.push_str("no WebSocket connections\n");
+    }
+    for listed in &listing.conns {
+        let c = &listed.info;
         let names = if c.names.is_empty() {
             "-".to_string()
         } else {
@@ -382,6 +389,13 @@ pub fn render_list(conns: &[ConnInfo]) -> String {
             c.bytes_out,
             page
         );
+        if let Some(node) = &listed.node {
+            out.truncate(out.trim_end().len());
+            let _ = writeln!(out, " node={node}");
+        }
+    }
+    for note in &listing.notes {
+        let _ = writeln!(out, "note: {note}");
     }
     out.truncate(out.trim_end().len());
     out

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backplane::{self, Backplane};
 use crate::command::Target;
 use crate::config::{ServeArgs, Settings};
 use crate::console::{self, ConsoleOut};
@@ -38,15 +39,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let monitor = Monitor::new();
     let stop = shutdown::on_signals(monitor.clone())?;
     let out = ConsoleOut::stdout();
-    let hub = Hub::new(settings.hub, monitor.clone());
-    let exec = Executor::new(
-        hub.clone(),
+    let tasks = TaskTracker::new();
+    // The printer starts first so that joining a cluster is on the console.
+    let printer = console::spawn_monitor_printer(&monitor, out.clone(), stop.clone());
+
+    let (hub, backplane) = match &settings.redis {
+        None => {
+            let hub = Hub::new(settings.hub, monitor.clone());
+            (hub.clone(), backplane::Local::shared(hub))
+        }
+        Some(url) => {
+            let listen = format!("http://{local}");
+            let joining =
+                backplane::redis::connect(url, &settings.cluster, &listen, &monitor).await?;
+            let hub = Hub::with_index_source(settings.hub, monitor.clone(), joining.indexes());
+            let cluster = joining.start(hub.clone(), stop.clone(), &tasks).await?;
+            (hub, cluster as Arc<dyn Backplane>)
+        }
+    };
+    let exec = Executor::with_backplane(
+        backplane.clone(),
         out.clone(),
         PageRights::new(settings.page_commands.clone()),
     );
-    let tasks = TaskTracker::new();
-
-    let printer = console::spawn_monitor_printer(&monitor, out.clone(), stop.clone());
     tasks.spawn(monitor::notify_pages(
         monitor.clone(),
         hub.clone(),
@@ -94,8 +109,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(stop.clone().cancelled_owned());
     server.await.context("HTTP server failed")?;
 
-    // Stop: pages hear 1001 and reconnect to the next daemon by themselves.
+    // Stop: other nodes stop waiting for this one, and pages hear 1001 and
+    // reconnect to the next daemon by themselves.
     monitor.emit("shutting down");
+    backplane.leave().await;
     let _ = hub.close(
         &Target::All,
         CloseReason {

@@ -2,6 +2,7 @@
 //! starts the real daemon on port 0 and talks to it like a user would.
 
 mod cli;
+mod cluster;
 mod http;
 mod page;
 mod support;
