@@ -535,14 +535,13 @@ impl Node {
             .arg(&leases)
             .cmd("PUBLISH")
             .arg(&self.keys.cluster)
-            .arg(payload)
-            .ignore();
+            .arg(payload);
         let published = tokio::time::timeout_at(
             deadline,
-            pipe.query_async::<(Vec<Option<String>>,)>(&mut conn),
+            pipe.query_async::<(Vec<Option<String>>, usize)>(&mut conn),
         )
         .await;
-        let (held,) = match published {
+        let (held, subscribers) = match published {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 self.failed(&e);
@@ -575,7 +574,17 @@ impl Node {
                     .await;
             });
         }
+        // PUBLISH counts the connections that heard the request, this
+        // node's own among them: once that many others have answered,
+        // nobody else can, such as a node that crashed but whose lease has
+        // not expired yet.
+        let hearers = subscribers.saturating_sub(1);
+        let mut heard_all = false;
         while !waiting.is_empty() {
+            if g.answers.len() >= hearers {
+                heard_all = true;
+                break;
+            }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(reply)) => {
                     waiting.retain(|n| *n != reply.node);
@@ -585,10 +594,14 @@ impl Node {
             }
         }
         for node in waiting {
-            g.notes.push(format!(
-                "node {node} did not answer within {}",
-                human(self.reply_timeout)
-            ));
+            g.notes.push(if heard_all {
+                format!("node {node} is not listening on Redis (down, or reconnecting)")
+            } else {
+                format!(
+                    "node {node} did not answer within {}",
+                    human(self.reply_timeout)
+                )
+            });
         }
         g
     }

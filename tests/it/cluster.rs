@@ -294,6 +294,19 @@ async fn a_killed_node_vanishes_once_its_lease_expires() {
 }
 
 #[tokio::test]
+async fn a_stopped_node_leaves_at_once() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let on_b = Page::with_names(&b.d, &["status"]).await;
+    let line = format!("{} ", on_b.index);
+    wait_for_listing(&a, |out| out.starts_with(&line));
+    b.d.stop().assert_exit_code(0);
+    // B deleted its lease on the way out: A neither lists nor waits for it.
+    let out = ok(&a, &[]);
+    assert_eq!(out.stdout.trim(), "no WebSocket connections", "{out}");
+}
+
+#[tokio::test]
 async fn without_redis_at_start_the_node_refuses_to_start() {
     let redis = Redis::start();
     let url = redis.url();
