@@ -260,11 +260,9 @@ impl Executor {
                 ),
             },
             Command::Write { target, text } => {
-                let msg = Message::Write { text };
+                let msg = Message::Write { text: text.clone() };
                 self.send(&target, &msg, "ws write", |why| {
-                    if let Message::Write { text } = &msg {
-                        self.inner.console.print(text);
-                    }
+                    self.inner.console.print(&text);
                     format!("{why}; printed on the console")
                 })
                 .await
@@ -376,7 +374,7 @@ pub fn render_list(listing: &Listing) -> String {
             c.names.join(",")
         };
         let page = if c.page.is_empty() { "-" } else { &c.page };
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
             c.id,
@@ -390,9 +388,9 @@ pub fn render_list(listing: &Listing) -> String {
             page
         );
         if let Some(node) = &listed.node {
-            out.truncate(out.trim_end().len());
-            let _ = writeln!(out, " node={node}");
+            let _ = write!(out, " node={node}");
         }
+        out.push('\n');
     }
     for note in &listing.notes {
         let _ = writeln!(out, "note: {note}");
@@ -413,6 +411,46 @@ fn render_age(age: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_listings_name_the_node_last_and_add_notes() {
+        use crate::backplane::Listed;
+        use crate::hub::ConnInfo;
+        let info = ConnInfo {
+            id: 7,
+            names: vec!["status".into()],
+            remote: "127.0.0.1:5000".parse().expect("address"),
+            page: "/x.html".into(),
+            age: Duration::from_secs(3),
+            msgs_in: 1,
+            bytes_in: 2,
+            msgs_out: 3,
+            bytes_out: 4,
+        };
+        let mut listing = Listing {
+            conns: vec![Listed {
+                info: info.clone(),
+                node: None,
+            }],
+            notes: Vec::new(),
+        };
+        let alone =
+            "7 names=status remote=127.0.0.1:5000 age=3s in=1msg/2B out=3msg/4B page=/x.html";
+        assert_eq!(render_list(&listing), alone);
+        listing.conns[0].node = Some("web1-42-abc".into());
+        listing
+            .notes
+            .push("node web2 did not answer within 1s".into());
+        assert_eq!(
+            render_list(&listing),
+            format!("{alone} node=web1-42-abc\nnote: node web2 did not answer within 1s")
+        );
+        listing.conns.clear();
+        assert_eq!(
+            render_list(&listing),
+            "no WebSocket connections\nnote: node web2 did not answer within 1s"
+        );
+    }
 
     #[test]
     fn ages_read_naturally() {
