@@ -102,6 +102,9 @@ pub struct FileConfig {
     /// Configured actions, by name.
     #[serde(default)]
     pub actions: BTreeMap<String, ActionConfig>,
+    /// Cluster settings, used with `redis`.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// `[limits]`.
@@ -193,6 +196,51 @@ impl Default for PagesConfig {
     }
 }
 
+/// `[cluster]`: how a node takes part in a cluster (`--redis`).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Prefix of every Redis key and channel: daemons with the same Redis
+    /// and prefix form one cluster.
+    pub prefix: String,
+    /// Seconds a node's lease lives unless refreshed (every third of it); a
+    /// node that dies leaves every listing this long after.
+    pub lease_secs: u64,
+    /// Milliseconds a command waits for the other nodes to answer.
+    pub reply_timeout_ms: u64,
+    /// Indexes a node takes from Redis at a time.
+    pub index_block: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            prefix: "pagewire".into(),
+            lease_secs: 10,
+            reply_timeout_ms: 1000,
+            index_block: 64,
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
+            bail!("cluster.prefix must be a non-empty word without blanks");
+        }
+        if !(1..=3600).contains(&self.lease_secs) {
+            bail!("cluster.lease_secs must be between 1 and 3600");
+        }
+        if !(10..=60_000).contains(&self.reply_timeout_ms) {
+            bail!("cluster.reply_timeout_ms must be between 10 and 60000");
+        }
+        if !(1..=1_000_000).contains(&self.index_block) {
+            bail!("cluster.index_block must be between 1 and 1000000");
+        }
+        Ok(())
+    }
+}
+
 /// `[actions.NAME]`: a program a page may run with `run NAME`.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -265,6 +313,8 @@ pub struct Settings {
     pub token: Option<String>,
     /// Redis URL for a cluster.
     pub redis: Option<String>,
+    /// How this node takes part in the cluster.
+    pub cluster: ClusterConfig,
     /// TLS certificate and key.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Hub limits.
@@ -393,6 +443,7 @@ impl Settings {
         if hb.interval_secs == 0 || hb.timeout_secs <= hb.interval_secs {
             bail!("heartbeat: interval_secs must be positive and timeout_secs larger than it");
         }
+        file.cluster.check()?;
         let root = args
             .root
             .clone()
@@ -418,6 +469,7 @@ impl Settings {
             origins,
             token: args.token.clone().or(file.token).filter(|t| !t.is_empty()),
             redis: args.redis.clone().or(file.redis),
+            cluster: file.cluster,
             tls,
             hub,
             conn,
@@ -472,6 +524,11 @@ mod tests {
         assert_eq!(file.access, Some(AccessMode::Private));
         assert_eq!(file.limits.outbox_bytes, 65536);
         assert_eq!(file.actions["uptime"].program, "uptime");
+        assert_eq!(file.cluster, ClusterConfig::default());
+        let file: FileConfig =
+            toml::from_str("[cluster]\nlease_secs = 2\nindex_block = 8").expect("parses");
+        assert_eq!((file.cluster.lease_secs, file.cluster.index_block), (2, 8));
+        assert!(file.cluster.check().is_ok());
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
     }
 

@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::actions::{Actions, Output, Requester, RunningAction};
+use crate::backplane::{self, Backplane, Listing, Message, Outcome};
 use crate::command::{self, Command, Target};
 use crate::console::ConsoleOut;
-use crate::hub::{CloseReason, ConnInfo, Hub};
-use crate::protocol::ServerFrame;
+use crate::hub::Hub;
 
 /// Where a command line came from; decides what it may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +156,7 @@ struct Inner {
     notify: watch::Sender<Option<String>>,
     counters: CommandCounters,
     actions: Actions,
+    backplane: Arc<dyn Backplane>,
 }
 
 /// Runs command lines; cheap to clone, one per door.
@@ -165,18 +166,30 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor over `hub`, printing console output through `console`,
-    /// running the configured `actions`.
+    /// An executor over `hub` alone, printing console output through
+    /// `console`, running the configured `actions`.
     pub fn new(hub: Hub, console: ConsoleOut, page_rights: PageRights, actions: Actions) -> Self {
+        Self::with_backplane(backplane::Local::shared(hub), console, page_rights, actions)
+    }
+
+    /// An executor whose `ws` commands reach the connections of `backplane`
+    /// (a cluster's, with `--redis`).
+    pub fn with_backplane(
+        backplane: Arc<dyn Backplane>,
+        console: ConsoleOut,
+        page_rights: PageRights,
+        actions: Actions,
+    ) -> Self {
         let (notify, _) = watch::channel(None);
         Executor {
             inner: Arc::new(Inner {
-                hub,
+                hub: backplane.hub().clone(),
                 console,
                 page_rights,
                 notify,
                 counters: CommandCounters::default(),
                 actions,
+                backplane,
             }),
         }
     }
@@ -256,7 +269,7 @@ impl Executor {
         let hub = &self.inner.hub;
         match cmd {
             Command::List => {
-                let mut out = render_list(&hub.list());
+                let mut out = render_list(&self.inner.backplane.list().await);
                 for run in self.inner.actions.running() {
                     out.push('\n');
                     out.push_str(&render_run(&run));
@@ -274,35 +287,27 @@ impl Executor {
                 ),
             },
             Command::Write { target, text } => {
-                let frame = ServerFrame::Write {
-                    name: target_name(&target),
-                    text: &text,
-                };
-                self.deliver(&target, &frame.encode(), "ws write", |why| {
+                let msg = Message::Write { text: text.clone() };
+                self.send(&target, &msg, "ws write", |why| {
                     self.inner.console.print(&text);
                     format!("{why}; printed on the console")
                 })
+                .await
             }
             Command::Exec { target, func, arg } => {
-                let frame = ServerFrame::Exec {
-                    name: target_name(&target),
-                    func: &func,
-                    arg: &arg,
-                };
-                self.deliver(&target, &frame.encode(), "ws exec", |why| {
+                let msg = Message::Exec { func, arg };
+                self.send(&target, &msg, "ws exec", |why| {
                     format!("{why}; nothing sent")
                 })
+                .await
             }
-            Command::Close { target } => {
-                let reason = CloseReason {
-                    code: 1000,
-                    reason: "closed by operator",
-                };
-                match hub.close(&target, reason) {
-                    Ok(n) => Reply::ok(format!("closed {}", plural(n, "connection"))),
-                    Err(e) => Reply::err(format!("ws close: {e}")),
-                }
-            }
+            Command::Close { target } => match self.inner.backplane.close(&target).await {
+                Ok(o) => Reply::ok(with_notes(
+                    format!("closed {}", plural(o.reached, "connection")),
+                    &o,
+                )),
+                Err(e) => Reply::err(format!("ws close: {e}")),
+            },
             Command::Notify { name } => {
                 let out = match &name {
                     Some(n) => {
@@ -342,32 +347,31 @@ impl Executor {
         list.join(" and ")
     }
 
-    /// Delivers `frame` and words the outcome; `nobody` words the case where
-    /// nothing matched (and may act on it, as `ws write` prints on the
-    /// console).
-    fn deliver(
+    /// Sends `msg` through the backplane and words the outcome; `nobody`
+    /// words the case where nothing matched (and may act on it, as `ws
+    /// write` prints on this daemon's console).
+    async fn send(
         &self,
         target: &Target,
-        frame: &bytes::Bytes,
+        msg: &Message,
         what: &str,
         nobody: impl FnOnce(&str) -> String,
     ) -> Reply {
-        let hub = &self.inner.hub;
-        match hub.deliver(target, frame) {
+        match self.inner.backplane.send(target, msg).await {
             Err(e) => Reply::err(format!("{what}: {e}")),
-            Ok(d) if d.reached == 0 && d.dropped == 0 => {
+            Ok(o) if o.reached == 0 && o.dropped == 0 => {
                 let why = match target {
-                    Target::Name(n) if !hub.is_empty() => format!("no connection named '{n}'"),
+                    Target::Name(n) if o.live > 0 => format!("no connection named '{n}'"),
                     _ => "no WebSocket connections".to_string(),
                 };
-                Reply::ok(nobody(&why))
+                Reply::ok(with_notes(nobody(&why), &o))
             }
-            Ok(d) => {
-                let mut out = format!("sent to {}", plural(d.reached, "connection"));
-                if d.dropped > 0 {
-                    let _ = write!(out, " ({} closed as slow consumers)", d.dropped);
+            Ok(o) => {
+                let mut out = format!("sent to {}", plural(o.reached, "connection"));
+                if o.dropped > 0 {
+                    let _ = write!(out, " ({} closed as slow consumers)", o.dropped);
                 }
-                Reply::ok(out)
+                Reply::ok(with_notes(out, &o))
             }
         }
     }
@@ -414,14 +418,12 @@ pub fn render_run(run: &RunningAction) -> String {
     )
 }
 
-/// The element a frame names: only when the operator addressed pages by
-/// name, since a frame for an index or `*` is shared by pages whose first
-/// element differs.
-fn target_name(target: &Target) -> Option<&str> {
-    match target {
-        Target::Name(n) => Some(n),
-        _ => None,
+/// Appends what the backplane could not reach, one `note:` line each.
+fn with_notes(mut out: String, o: &Outcome) -> String {
+    for note in &o.notes {
+        let _ = write!(out, "\nnote: {note}");
     }
+    out
 }
 
 fn plural(n: usize, noun: &str) -> String {
@@ -432,20 +434,23 @@ fn plural(n: usize, noun: &str) -> String {
     }
 }
 
-/// Renders the `ws` listing: one line per connection, the index first.
-pub fn render_list(conns: &[ConnInfo]) -> String {
-    if conns.is_empty() {
-        return "no WebSocket connections".into();
-    }
+/// Renders the `ws` listing: one line per connection, the index first, and
+/// in a cluster the node that holds it last; then a `note:` line for each
+/// node that could not be asked.
+pub fn render_list(listing: &Listing) -> String {
     let mut out = String::new();
-    for c in conns {
+    if listing.conns.is_empty() {
+        out.push_str("no WebSocket connections\n");
+    }
+    for listed in &listing.conns {
+        let c = &listed.info;
         let names = if c.names.is_empty() {
             "-".to_string()
         } else {
             c.names.join(",")
         };
         let page = if c.page.is_empty() { "-" } else { &c.page };
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
             c.id,
@@ -458,6 +463,13 @@ pub fn render_list(conns: &[ConnInfo]) -> String {
             c.bytes_out,
             page
         );
+        if let Some(node) = &listed.node {
+            let _ = write!(out, " node={node}");
+        }
+        out.push('\n');
+    }
+    for note in &listing.notes {
+        let _ = writeln!(out, "note: {note}");
     }
     out.truncate(out.trim_end().len());
     out
@@ -513,6 +525,46 @@ mod tests {
             age: Duration::from_secs(4),
         });
         assert_eq!(line, "action build run=2 pid=1234 from=page:7 to=7 age=4s");
+    }
+
+    #[test]
+    fn cluster_listings_name_the_node_last_and_add_notes() {
+        use crate::backplane::Listed;
+        use crate::hub::ConnInfo;
+        let info = ConnInfo {
+            id: 7,
+            names: vec!["status".into()],
+            remote: "127.0.0.1:5000".parse().expect("address"),
+            page: "/x.html".into(),
+            age: Duration::from_secs(3),
+            msgs_in: 1,
+            bytes_in: 2,
+            msgs_out: 3,
+            bytes_out: 4,
+        };
+        let mut listing = Listing {
+            conns: vec![Listed {
+                info: info.clone(),
+                node: None,
+            }],
+            notes: Vec::new(),
+        };
+        let alone =
+            "7 names=status remote=127.0.0.1:5000 age=3s in=1msg/2B out=3msg/4B page=/x.html";
+        assert_eq!(render_list(&listing), alone);
+        listing.conns[0].node = Some("web1-42-abc".into());
+        listing
+            .notes
+            .push("node web2 did not answer within 1s".into());
+        assert_eq!(
+            render_list(&listing),
+            format!("{alone} node=web1-42-abc\nnote: node web2 did not answer within 1s")
+        );
+        listing.conns.clear();
+        assert_eq!(
+            render_list(&listing),
+            "no WebSocket connections\nnote: node web2 did not answer within 1s"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actions::Actions;
+use crate::backplane::{self, Backplane};
 use crate::command::Target;
 use crate::config::{ServeArgs, Settings};
 use crate::console::{self, ConsoleOut};
@@ -46,19 +47,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let monitor = Monitor::new();
     let stop = shutdown::on_signals(monitor.clone())?;
     let out = ConsoleOut::stdout();
-    let hub = Hub::new(settings.hub, monitor.clone());
-    let exec = Executor::new(
-        hub.clone(),
+    let tasks = TaskTracker::new();
+    // The printer starts first so that joining a cluster is on the console,
+    // and outlives the stop signal, so that what shutdown reports is
+    // printed too; it is stopped last.
+    let printer_stop = CancellationToken::new();
+    let printer = console::spawn_monitor_printer(&monitor, out.clone(), printer_stop.clone());
+
+    let (hub, backplane) = match &settings.redis {
+        None => {
+            let hub = Hub::new(settings.hub, monitor.clone());
+            (hub.clone(), backplane::Local::shared(hub))
+        }
+        Some(url) => {
+            let listen = format!("http://{local}");
+            let joining =
+                backplane::redis::connect(url, &settings.cluster, &listen, &monitor).await?;
+            let hub = Hub::with_index_source(settings.hub, monitor.clone(), joining.indexes());
+            let cluster = joining.start(hub.clone(), stop.clone(), &tasks).await?;
+            (hub, cluster as Arc<dyn Backplane>)
+        }
+    };
+    let exec = Executor::with_backplane(
+        backplane.clone(),
         out.clone(),
         PageRights::new(settings.page_commands.clone()),
         Actions::new(settings.actions.clone(), settings.max_running_actions),
     );
-    let tasks = TaskTracker::new();
-
-    // The printer outlives the stop signal, so that what shutdown reports
-    // is printed too; it is stopped last.
-    let printer_stop = CancellationToken::new();
-    let printer = console::spawn_monitor_printer(&monitor, out.clone(), printer_stop.clone());
     tasks.spawn(monitor::notify_pages(
         monitor.clone(),
         hub.clone(),
@@ -116,6 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // frame; then pages hear 1001 and reconnect to the next daemon.
     monitor.emit("shutting down");
     exec.actions().shutdown(ACTIONS_GRACE).await;
+    backplane.leave().await;
     let _ = hub.close(
         &Target::All,
         CloseReason {

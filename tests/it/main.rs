@@ -3,6 +3,7 @@
 
 mod actions;
 mod cli;
+mod cluster;
 mod http;
 mod page;
 mod reliability;

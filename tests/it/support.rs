@@ -13,7 +13,7 @@
 //!   [`Daemon::cli_spawn`] starts a long-running one (`monitor`).
 //! - [`run_cli`] runs the CLI with exactly the given arguments (no daemon).
 //! - [`Process`] is any child whose output is collected line by line; it is
-//!   killed when dropped.
+//!   killed when dropped, or on demand with [`Daemon::kill`] (SIGKILL).
 
 #![allow(dead_code)] // Not every test module uses everything here.
 
@@ -352,6 +352,14 @@ impl Process {
         self.wait_exit()
     }
 
+    /// Kills the process with SIGKILL (no chance to clean up, as in a
+    /// crash) and returns what it did.
+    #[track_caller]
+    pub fn kill(mut self) -> Output {
+        let _ = self.child.kill();
+        self.wait_exit()
+    }
+
     fn wait_status(&mut self, timeout: Duration) -> Option<ExitStatus> {
         // std offers no wait with a deadline; poll the exit at a short,
         // fixed interval until the deadline.
@@ -527,6 +535,13 @@ impl Daemon {
     #[track_caller]
     pub fn wait_for_stdout(&self, pred: impl Fn(&str) -> bool) -> String {
         self.process.wait_for_stdout(pred)
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and returns what it
+    /// did.
+    #[track_caller]
+    pub fn kill(self) -> Output {
+        self.process.kill()
     }
 
     /// Stops the daemon with SIGTERM and returns what it did.
