@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::http::access::{AccessMode, AddressPolicy};
+use crate::http::server::ServerOptions;
 use crate::hub::{HubLimits, OutboxLimits};
 use crate::ws::conn::ConnLimits;
 use crate::ws::frame::Limits;
@@ -22,21 +23,25 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Flags of `pagewire serve`.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port)
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
+    pub listen: Option<SocketAddr>,
     /// Serve this directory instead of the built-in demo site
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Read settings from this TOML file (flags win over it)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,
+    /// else /tmp/pagewire-UID.sock]
+    #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL")]
+    pub control: Option<PathBuf>,
     /// Who may connect: local (loopback), private, public, or acl
     #[arg(long, value_enum, value_name = "MODE")]
     pub access: Option<AccessMode>,
     /// Admit this address range too; in acl mode, only these (repeatable)
-    #[arg(long, value_name = "CIDR")]
-    pub allow: Vec<String>,
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<IpNet>,
     /// Bearer token required for operator commands over HTTP
     #[arg(
         long,
@@ -97,6 +102,9 @@ pub struct FileConfig {
     /// Configured actions, by name.
     #[serde(default)]
     pub actions: BTreeMap<String, ActionConfig>,
+    /// Cluster settings, used with `redis`.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// `[limits]`.
@@ -115,7 +123,24 @@ pub struct LimitsConfig {
     pub max_connections_per_ip: usize,
     /// Most names one connection may register.
     pub max_names_per_connection: usize,
+    /// Most actions running at once; `run` is refused beyond it.
+    pub max_running_actions: usize,
+    /// Seconds a new client has to complete its TLS handshake and send a
+    /// request head (and an idle keep-alive connection stays open).
+    pub handshake_timeout_secs: u64,
+    /// Most open TCP connections (HTTP and WebSocket) in all; default
+    /// `max_connections` plus room for plain HTTP.
+    pub max_tcp_connections: Option<usize>,
+    /// Most open TCP connections from one address; default
+    /// `max_connections_per_ip` plus room for plain HTTP.
+    pub max_tcp_connections_per_ip: Option<usize>,
 }
+
+/// TCP connections allowed beyond the WebSocket limit in all, for requests
+/// that are not WebSockets, when `max_tcp_connections` is not set.
+const HTTP_HEADROOM: usize = 1024;
+/// Likewise per address (a browser opens up to six per host).
+const HTTP_HEADROOM_PER_IP: usize = 64;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -127,6 +152,10 @@ impl Default for LimitsConfig {
             max_connections: hub.max_connections,
             max_connections_per_ip: hub.max_connections_per_ip,
             max_names_per_connection: hub.max_names_per_connection,
+            max_running_actions: crate::actions::DEFAULT_MAX_RUNNING,
+            handshake_timeout_secs: ServerOptions::default().handshake_timeout.as_secs(),
+            max_tcp_connections: None,
+            max_tcp_connections_per_ip: None,
         }
     }
 }
@@ -167,6 +196,51 @@ impl Default for PagesConfig {
     }
 }
 
+/// `[cluster]`: how a node takes part in a cluster (`--redis`).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Prefix of every Redis key and channel: daemons with the same Redis
+    /// and prefix form one cluster.
+    pub prefix: String,
+    /// Seconds a node's lease lives unless refreshed (every third of it); a
+    /// node that dies leaves every listing this long after.
+    pub lease_secs: u64,
+    /// Milliseconds a command waits for the other nodes to answer.
+    pub reply_timeout_ms: u64,
+    /// Indexes a node takes from Redis at a time.
+    pub index_block: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            prefix: "pagewire".into(),
+            lease_secs: 10,
+            reply_timeout_ms: 1000,
+            index_block: 64,
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
+            bail!("cluster.prefix must be a non-empty word without blanks");
+        }
+        if !(1..=3600).contains(&self.lease_secs) {
+            bail!("cluster.lease_secs must be between 1 and 3600");
+        }
+        if !(10..=60_000).contains(&self.reply_timeout_ms) {
+            bail!("cluster.reply_timeout_ms must be between 10 and 60000");
+        }
+        if !(1..=1_000_000).contains(&self.index_block) {
+            bail!("cluster.index_block must be between 1 and 1000000");
+        }
+        Ok(())
+    }
+}
+
 /// `[actions.NAME]`: a program a page may run with `run NAME`.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -183,9 +257,43 @@ pub struct ActionConfig {
     pub env: BTreeMap<String, String>,
     /// Seconds before it is killed (default 60).
     pub timeout_secs: Option<u64>,
-    /// Whether a page may append arguments of its own (default false).
+    /// Whether `run NAME ARG...` may append arguments (default false). The
+    /// name says who it is mostly about: with it, a page chooses arguments.
     #[serde(default)]
     pub page_args: bool,
+}
+
+impl ActionConfig {
+    /// Checks one `[actions.NAME]` table and makes its relative paths
+    /// relative to the configuration file's directory `base`, as `root`
+    /// and `control` are, so that the daemon's own working directory does
+    /// not matter. A bare program name is left for PATH.
+    fn resolve(mut self, name: &str, base: Option<&Path>) -> anyhow::Result<ActionConfig> {
+        if name.is_empty()
+            || name.len() > crate::command::MAX_NAME_BYTES
+            || name.starts_with('-')
+            || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            bail!(
+                "invalid action name {name:?}: names are 1 to {} bytes without whitespace \
+                 or control characters and do not start with '-'",
+                crate::command::MAX_NAME_BYTES
+            );
+        }
+        if self.program.is_empty() {
+            bail!("actions.{name}: program must not be empty");
+        }
+        if self.timeout_secs == Some(0) {
+            bail!("actions.{name}: timeout_secs must be positive");
+        }
+        if self.program.contains('/') {
+            self.program = relative_to(base, PathBuf::from(&self.program))
+                .to_string_lossy()
+                .into_owned();
+        }
+        self.cwd = self.cwd.map(|p| relative_to(base, p));
+        Ok(self)
+    }
 }
 
 /// Everything `serve` needs, resolved.
@@ -205,12 +313,16 @@ pub struct Settings {
     pub token: Option<String>,
     /// Redis URL for a cluster.
     pub redis: Option<String>,
+    /// How this node takes part in the cluster.
+    pub cluster: ClusterConfig,
     /// TLS certificate and key.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Hub limits.
     pub hub: HubLimits,
     /// Connection limits.
     pub conn: ConnLimits,
+    /// The accept loop: handshake timeout, TCP connection limits.
+    pub server: ServerOptions,
     /// Ping interval.
     pub ping_interval: Duration,
     /// Silence after which a page is dropped.
@@ -219,6 +331,8 @@ pub struct Settings {
     pub page_commands: Vec<String>,
     /// Configured actions.
     pub actions: BTreeMap<String, ActionConfig>,
+    /// Most actions running at once.
+    pub max_running_actions: usize,
 }
 
 fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
@@ -230,8 +344,7 @@ fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
 
 impl Settings {
     /// Merges flags over the configuration file (if any) over defaults.
-    /// `control` is the already-resolved control socket flag.
-    pub fn resolve(args: &ServeArgs, control: Option<PathBuf>) -> anyhow::Result<Settings> {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         let (file, base) = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -243,15 +356,15 @@ impl Settings {
             None => (FileConfig::default(), None),
         };
         let base = base.as_deref();
-        let allow_text: Vec<&String> = if args.allow.is_empty() {
-            file.allow.iter().collect()
+        let allow = if args.allow.is_empty() {
+            file.allow
+                .iter()
+                .map(|a| parse_cidr(a))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("config: {e}"))?
         } else {
-            args.allow.iter().collect()
+            args.allow.clone()
         };
-        let mut allow = Vec::new();
-        for a in allow_text {
-            allow.push(parse_cidr(a)?);
-        }
         let mode = args.access.or(file.access).unwrap_or_default();
         if mode == AccessMode::Acl && allow.is_empty() {
             bail!("access mode acl needs at least one --allow CIDR");
@@ -300,10 +413,37 @@ impl Settings {
             },
             ..ConnLimits::default()
         };
+        if l.max_running_actions == 0 {
+            bail!("limits.max_running_actions must be at least 1");
+        }
+        let max_running_actions = l.max_running_actions;
+        let mut actions = BTreeMap::new();
+        for (name, action) in file.actions {
+            let action = action.resolve(&name, base)?;
+            actions.insert(name, action);
+        }
+        if l.handshake_timeout_secs == 0 {
+            bail!("limits.handshake_timeout_secs must be at least 1");
+        }
+        let server = ServerOptions {
+            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+            max_connections: l
+                .max_tcp_connections
+                .unwrap_or(l.max_connections.saturating_add(HTTP_HEADROOM)),
+            max_connections_per_ip: l.max_tcp_connections_per_ip.unwrap_or(
+                l.max_connections_per_ip
+                    .saturating_add(HTTP_HEADROOM_PER_IP),
+            ),
+            ..ServerOptions::default()
+        };
+        if server.max_connections == 0 || server.max_connections_per_ip == 0 {
+            bail!("limits.max_tcp_connections and max_tcp_connections_per_ip must be at least 1");
+        }
         let hb = &file.heartbeat;
         if hb.interval_secs == 0 || hb.timeout_secs <= hb.interval_secs {
             bail!("heartbeat: interval_secs must be positive and timeout_secs larger than it");
         }
+        file.cluster.check()?;
         let root = args
             .root
             .clone()
@@ -314,26 +454,31 @@ impl Settings {
             }
         }
         Ok(Settings {
-            listen: args
-                .listen
-                .clone()
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            listen: match (args.listen, file.listen) {
+                (Some(addr), _) => addr.to_string(),
+                (None, Some(text)) => text,
+                (None, None) => DEFAULT_LISTEN.into(),
+            },
             root,
-            control: control
+            control: args
+                .control
+                .clone()
                 .or(file.control.map(|p| relative_to(base, p)))
                 .unwrap_or_else(crate::control::default_path),
             addresses: AddressPolicy { mode, allow },
             origins,
             token: args.token.clone().or(file.token).filter(|t| !t.is_empty()),
             redis: args.redis.clone().or(file.redis),
+            cluster: file.cluster,
             tls,
             hub,
             conn,
+            server,
             ping_interval: Duration::from_secs(hb.interval_secs),
             ping_timeout: Duration::from_secs(hb.timeout_secs),
             page_commands: file.pages.allow,
-            actions: file.actions,
+            actions,
+            max_running_actions,
         })
     }
 
@@ -379,7 +524,54 @@ mod tests {
         assert_eq!(file.access, Some(AccessMode::Private));
         assert_eq!(file.limits.outbox_bytes, 65536);
         assert_eq!(file.actions["uptime"].program, "uptime");
+        assert_eq!(file.cluster, ClusterConfig::default());
+        let file: FileConfig =
+            toml::from_str("[cluster]\nlease_secs = 2\nindex_block = 8").expect("parses");
+        assert_eq!((file.cluster.lease_secs, file.cluster.index_block), (2, 8));
+        assert!(file.cluster.check().is_ok());
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn actions_resolve_relative_to_the_file() {
+        let text = r#"
+            [actions.build]
+            program = "./scripts/build.sh"
+            cwd = "work"
+            [actions.up]
+            program = "uptime"
+        "#;
+        let file: FileConfig = toml::from_str(text).expect("parses");
+        let base = Path::new("/etc/pagewire");
+        let mut actions = file.actions.into_iter();
+        let (name, build) = actions.next().expect("build");
+        let build = build.resolve(&name, Some(base)).expect("valid");
+        assert_eq!(build.program, "/etc/pagewire/./scripts/build.sh");
+        assert_eq!(build.cwd.as_deref(), Some(Path::new("/etc/pagewire/work")));
+        let (name, up) = actions.next().expect("up");
+        assert_eq!(
+            up.resolve(&name, Some(base)).expect("valid").program,
+            "uptime"
+        );
+    }
+
+    #[test]
+    fn bad_actions_are_refused() {
+        let action = |program: &str, timeout_secs| ActionConfig {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: None,
+            env: BTreeMap::new(),
+            timeout_secs,
+            page_args: false,
+        };
+        for name in ["", "--to", "-x", "two words", "tab\there"] {
+            let e = action("true", None).resolve(name, None);
+            assert!(e.is_err(), "{name:?}");
+        }
+        assert!(action("", None).resolve("a", None).is_err());
+        assert!(action("true", Some(0)).resolve("a", None).is_err());
+        assert!(action("true", Some(1)).resolve("a", None).is_ok());
     }
 
     #[test]

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::actions::{Actions, Output, Requester, RunningAction};
+use crate::backplane::{self, Backplane, Listing, Message, Outcome};
 use crate::command::{self, Command, Target};
 use crate::console::ConsoleOut;
-use crate::hub::{CloseReason, ConnInfo, Hub};
-use crate::protocol::ServerFrame;
+use crate::hub::Hub;
 
 /// Where a command line came from; decides what it may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +155,8 @@ struct Inner {
     page_rights: PageRights,
     notify: watch::Sender<Option<String>>,
     counters: CommandCounters,
+    actions: Actions,
+    backplane: Arc<dyn Backplane>,
 }
 
 /// Runs command lines; cheap to clone, one per door.
@@ -163,18 +166,37 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor over `hub`, printing console output through `console`.
-    pub fn new(hub: Hub, console: ConsoleOut, page_rights: PageRights) -> Self {
+    /// An executor over `hub` alone, printing console output through
+    /// `console`, running the configured `actions`.
+    pub fn new(hub: Hub, console: ConsoleOut, page_rights: PageRights, actions: Actions) -> Self {
+        Self::with_backplane(backplane::Local::shared(hub), console, page_rights, actions)
+    }
+
+    /// An executor whose `ws` commands reach the connections of `backplane`
+    /// (a cluster's, with `--redis`).
+    pub fn with_backplane(
+        backplane: Arc<dyn Backplane>,
+        console: ConsoleOut,
+        page_rights: PageRights,
+        actions: Actions,
+    ) -> Self {
         let (notify, _) = watch::channel(None);
         Executor {
             inner: Arc::new(Inner {
-                hub,
+                hub: backplane.hub().clone(),
                 console,
                 page_rights,
                 notify,
                 counters: CommandCounters::default(),
+                actions,
+                backplane,
             }),
         }
+    }
+
+    /// The configured actions and their runs.
+    pub fn actions(&self) -> &Actions {
+        &self.inner.actions
     }
 
     /// The hub commands run against.
@@ -194,12 +216,23 @@ impl Executor {
 
     /// Parses and runs `line` on behalf of `door`.
     pub async fn run_line(&self, line: &str, door: Door) -> Reply {
-        let reply = match command::parse(line) {
-            Ok(cmd) => self.run(cmd, door).await,
-            Err(e) => Reply::err(e),
+        let (reply, reported) = match command::parse(line) {
+            // A page's registration has its own Monitor line ("ws 7
+            // registered 'status'"); a second one per page would double
+            // what thousands of pages opening cost the Monitor.
+            Ok(cmd @ Command::Register { .. }) => {
+                let reply = self.run(cmd, door).await;
+                let reported = reply.ok && matches!(door, Door::Page(_));
+                (reply, reported)
+            }
+            Ok(cmd) => (self.run(cmd, door).await, false),
+            Err(e) => (Reply::err(e), false),
         };
         let slot = &self.inner.counters.counts[door.slot()][usize::from(reply.ok)];
         slot.fetch_add(1, Relaxed);
+        if reported {
+            return reply;
+        }
         let first = reply.output.lines().next().unwrap_or("");
         let more = if reply.output.lines().nth(1).is_some() {
             " ..."
@@ -235,7 +268,14 @@ impl Executor {
         }
         let hub = &self.inner.hub;
         match cmd {
-            Command::List => Reply::ok(render_list(&hub.list())),
+            Command::List => {
+                let mut out = render_list(&self.inner.backplane.list().await);
+                for run in self.inner.actions.running() {
+                    out.push('\n');
+                    out.push_str(&render_run(&run));
+                }
+                Reply::ok(out)
+            }
             Command::Register { name } => match door {
                 Door::Page(id) => match hub.register(id, &name) {
                     Ok(()) => Reply::ok(format!("registered '{name}' on connection {id}")),
@@ -247,35 +287,27 @@ impl Executor {
                 ),
             },
             Command::Write { target, text } => {
-                let frame = ServerFrame::Write {
-                    name: target_name(&target),
-                    text: &text,
-                };
-                self.deliver(&target, &frame.encode(), "ws write", |why| {
+                let msg = Message::Write { text: text.clone() };
+                self.send(&target, &msg, "ws write", |why| {
                     self.inner.console.print(&text);
                     format!("{why}; printed on the console")
                 })
+                .await
             }
             Command::Exec { target, func, arg } => {
-                let frame = ServerFrame::Exec {
-                    name: target_name(&target),
-                    func: &func,
-                    arg: &arg,
-                };
-                self.deliver(&target, &frame.encode(), "ws exec", |why| {
+                let msg = Message::Exec { func, arg };
+                self.send(&target, &msg, "ws exec", |why| {
                     format!("{why}; nothing sent")
                 })
+                .await
             }
-            Command::Close { target } => {
-                let reason = CloseReason {
-                    code: 1000,
-                    reason: "closed by operator",
-                };
-                match hub.close(&target, reason) {
-                    Ok(n) => Reply::ok(format!("closed {}", plural(n, "connection"))),
-                    Err(e) => Reply::err(format!("ws close: {e}")),
-                }
-            }
+            Command::Close { target } => match self.inner.backplane.close(&target).await {
+                Ok(o) => Reply::ok(with_notes(
+                    format!("closed {}", plural(o.reached, "connection")),
+                    &o,
+                )),
+                Err(e) => Reply::err(format!("ws close: {e}")),
+            },
             Command::Notify { name } => {
                 let out = match &name {
                     Some(n) => {
@@ -286,8 +318,16 @@ impl Executor {
                 self.inner.notify.send_replace(name);
                 Reply::ok(out)
             }
-            Command::Run { action, .. } => {
-                Reply::err(format!("run: no action named '{action}' is configured"))
+            Command::Run { action, args, to } => {
+                let output = match run_output(door, operator, to) {
+                    Ok(output) => output,
+                    Err(reply) => return reply,
+                };
+                let requester = Requester { door, output };
+                match self.inner.actions.start(&action, args, requester, hub) {
+                    Ok(started) => Reply::ok(started),
+                    Err(e) => Reply::err(e),
+                }
             }
             Command::Help { topic } => match command::help_text(topic.as_deref()) {
                 Ok(text) => Reply::ok(text),
@@ -307,45 +347,83 @@ impl Executor {
         list.join(" and ")
     }
 
-    /// Delivers `frame` and words the outcome; `nobody` words the case where
-    /// nothing matched (and may act on it, as `ws write` prints on the
-    /// console).
-    fn deliver(
+    /// Sends `msg` through the backplane and words the outcome; `nobody`
+    /// words the case where nothing matched (and may act on it, as `ws
+    /// write` prints on this daemon's console).
+    async fn send(
         &self,
         target: &Target,
-        frame: &bytes::Bytes,
+        msg: &Message,
         what: &str,
         nobody: impl FnOnce(&str) -> String,
     ) -> Reply {
-        let hub = &self.inner.hub;
-        match hub.deliver(target, frame) {
+        match self.inner.backplane.send(target, msg).await {
             Err(e) => Reply::err(format!("{what}: {e}")),
-            Ok(d) if d.reached == 0 && d.dropped == 0 => {
+            Ok(o) if o.reached == 0 && o.dropped == 0 => {
                 let why = match target {
-                    Target::Name(n) if !hub.is_empty() => format!("no connection named '{n}'"),
+                    Target::Name(n) if o.live > 0 => format!("no connection named '{n}'"),
                     _ => "no WebSocket connections".to_string(),
                 };
-                Reply::ok(nobody(&why))
+                Reply::ok(with_notes(nobody(&why), &o))
             }
-            Ok(d) => {
-                let mut out = format!("sent to {}", plural(d.reached, "connection"));
-                if d.dropped > 0 {
-                    let _ = write!(out, " ({} closed as slow consumers)", d.dropped);
+            Ok(o) => {
+                let mut out = format!("sent to {}", plural(o.reached, "connection"));
+                if o.dropped > 0 {
+                    let _ = write!(out, " ({} closed as slow consumers)", o.dropped);
                 }
-                Reply::ok(out)
+                Reply::ok(with_notes(out, &o))
             }
         }
     }
 }
 
-/// The element a frame names: only when the operator addressed pages by
-/// name, since a frame for an index or `*` is shared by pages whose first
-/// element differs.
-fn target_name(target: &Target) -> Option<&str> {
-    match target {
-        Target::Name(n) => Some(n),
-        _ => None,
+/// Where the output of `run` goes, from the door, its rights and `--to`.
+/// A page's own runs stream to it; `--to` needs operator rights, except
+/// that a caller with a page's rights over HTTP, who has no connection of
+/// its own, may name one connection by index (a page passes the index of
+/// its `hello` frame).
+fn run_output(door: Door, operator: bool, to: Option<Target>) -> Result<Output, Reply> {
+    match (door, to) {
+        (Door::Page(id), None) => Ok(Output::Page(id)),
+        (Door::Page(id), Some(Target::Index(i))) if i == id => Ok(Output::Page(id)),
+        (Door::Page(_), Some(_)) => Err(Reply::denied(
+            "run: a page's action output goes to the page itself; --to TARGET needs \
+             operator rights",
+        )),
+        (_, None) => Ok(Output::Monitor),
+        (_, Some(target)) if operator => Ok(Output::To(target)),
+        (_, Some(Target::Index(i))) => Ok(Output::To(Target::Index(i))),
+        (_, Some(_)) => Err(Reply::denied(
+            "run: without operator rights --to takes one connection index, not a name or * \
+             (send Authorization: Bearer TOKEN)",
+        )),
     }
+}
+
+/// One `ws` listing line for a running action. It starts with `action`,
+/// never a digit, so that clients counting connection lines (those that
+/// start with an index) are not misled.
+pub fn render_run(run: &RunningAction) -> String {
+    let from = match run.door {
+        Door::Page(id) => format!("page:{id}"),
+        other => other.label().to_string(),
+    };
+    let pid = run.pid.map_or_else(|| "-".to_string(), |p| p.to_string());
+    format!(
+        "action {} run={} pid={pid} from={from} to={} age={}",
+        run.action,
+        run.run,
+        run.output,
+        render_age(run.age)
+    )
+}
+
+/// Appends what the backplane could not reach, one `note:` line each.
+fn with_notes(mut out: String, o: &Outcome) -> String {
+    for note in &o.notes {
+        let _ = write!(out, "\nnote: {note}");
+    }
+    out
 }
 
 fn plural(n: usize, noun: &str) -> String {
@@ -356,20 +434,23 @@ fn plural(n: usize, noun: &str) -> String {
     }
 }
 
-/// Renders the `ws` listing: one line per connection, the index first.
-pub fn render_list(conns: &[ConnInfo]) -> String {
-    if conns.is_empty() {
-        return "no WebSocket connections".into();
-    }
+/// Renders the `ws` listing: one line per connection, the index first, and
+/// in a cluster the node that holds it last; then a `note:` line for each
+/// node that could not be asked.
+pub fn render_list(listing: &Listing) -> String {
     let mut out = String::new();
-    for c in conns {
+    if listing.conns.is_empty() {
+        out.push_str("no WebSocket connections\n");
+    }
+    for listed in &listing.conns {
+        let c = &listed.info;
         let names = if c.names.is_empty() {
             "-".to_string()
         } else {
             c.names.join(",")
         };
         let page = if c.page.is_empty() { "-" } else { &c.page };
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
             c.id,
@@ -382,6 +463,13 @@ pub fn render_list(conns: &[ConnInfo]) -> String {
             c.bytes_out,
             page
         );
+        if let Some(node) = &listed.node {
+            let _ = write!(out, " node={node}");
+        }
+        out.push('\n');
+    }
+    for note in &listing.notes {
+        let _ = writeln!(out, "note: {note}");
     }
     out.truncate(out.trim_end().len());
     out
@@ -399,6 +487,85 @@ fn render_age(age: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_output_follows_rights() {
+        let idx = Target::Index;
+        let named = || Target::Name("status".into());
+        let http = Door::Http { operator: false };
+        assert_eq!(run_output(Door::Page(3), false, None), Ok(Output::Page(3)));
+        assert_eq!(
+            run_output(Door::Page(3), false, Some(idx(3))),
+            Ok(Output::Page(3))
+        );
+        assert!(run_output(Door::Page(3), false, Some(idx(4))).is_err());
+        assert!(run_output(Door::Page(3), false, Some(Target::All)).is_err());
+        assert_eq!(run_output(Door::Console, true, None), Ok(Output::Monitor));
+        assert_eq!(
+            run_output(Door::Control, true, Some(named())),
+            Ok(Output::To(named()))
+        );
+        assert_eq!(run_output(http, false, None), Ok(Output::Monitor));
+        assert_eq!(
+            run_output(http, false, Some(idx(5))),
+            Ok(Output::To(idx(5)))
+        );
+        let denied = run_output(http, false, Some(named())).expect_err("denied");
+        assert!(denied.denied);
+    }
+
+    #[test]
+    fn running_actions_never_start_with_a_digit() {
+        let line = render_run(&RunningAction {
+            run: 2,
+            action: "build".into(),
+            pid: Some(1234),
+            door: Door::Page(7),
+            output: Output::Page(7),
+            age: Duration::from_secs(4),
+        });
+        assert_eq!(line, "action build run=2 pid=1234 from=page:7 to=7 age=4s");
+    }
+
+    #[test]
+    fn cluster_listings_name_the_node_last_and_add_notes() {
+        use crate::backplane::Listed;
+        use crate::hub::ConnInfo;
+        let info = ConnInfo {
+            id: 7,
+            names: vec!["status".into()],
+            remote: "127.0.0.1:5000".parse().expect("address"),
+            page: "/x.html".into(),
+            age: Duration::from_secs(3),
+            msgs_in: 1,
+            bytes_in: 2,
+            msgs_out: 3,
+            bytes_out: 4,
+        };
+        let mut listing = Listing {
+            conns: vec![Listed {
+                info: info.clone(),
+                node: None,
+            }],
+            notes: Vec::new(),
+        };
+        let alone =
+            "7 names=status remote=127.0.0.1:5000 age=3s in=1msg/2B out=3msg/4B page=/x.html";
+        assert_eq!(render_list(&listing), alone);
+        listing.conns[0].node = Some("web1-42-abc".into());
+        listing
+            .notes
+            .push("node web2 did not answer within 1s".into());
+        assert_eq!(
+            render_list(&listing),
+            format!("{alone} node=web1-42-abc\nnote: node web2 did not answer within 1s")
+        );
+        listing.conns.clear();
+        assert_eq!(
+            render_list(&listing),
+            "no WebSocket connections\nnote: node web2 did not answer within 1s"
+        );
+    }
 
     #[test]
     fn ages_read_naturally() {

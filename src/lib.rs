@@ -1,5 +1,8 @@
 //! pagewire: serve web pages and keep a live, addressable WebSocket to each.
 
+pub mod actions;
+pub mod backplane;
+pub mod cli;
 pub mod command;
 pub mod config;
 pub mod console;

@@ -1,7 +1,6 @@
 //! `pagewire serve`: wires the hub, the doors and the background tasks
 //! together, runs until a stop signal, then shuts down in order.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actions::Actions;
+use crate::backplane::{self, Backplane};
 use crate::command::Target;
 use crate::config::{ServeArgs, Settings};
 use crate::console::{self, ConsoleOut};
@@ -21,12 +22,20 @@ use crate::monitor::{self, Monitor};
 use crate::ws::frame;
 use crate::{control, shutdown};
 
+/// How long shutdown waits for killed actions to report their end.
+const ACTIONS_GRACE: Duration = Duration::from_secs(2);
+
 /// How long shutdown waits for pages to receive their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGINT/SIGTERM (or the console's end).
-pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let settings = Settings::resolve(&args, control_path)?;
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(&args)?;
+    // Certificate problems are reported before anything starts listening.
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(http::server::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let addr = settings.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
@@ -35,22 +44,36 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     let control_listener = control::bind(&settings.control)?;
     let _socket_guard = control::SocketGuard::new(&settings.control);
 
-    let stop = shutdown::on_signals();
     let monitor = Monitor::new();
-    let out = ConsoleOut::new();
-    let hub = Hub::new(settings.hub, monitor.clone());
-    let exec = Executor::new(
-        hub.clone(),
+    let stop = shutdown::on_signals(monitor.clone())?;
+    let out = ConsoleOut::stdout();
+    let tasks = TaskTracker::new();
+    // The printer starts first so that joining a cluster is on the console,
+    // and outlives the stop signal, so that what shutdown reports is
+    // printed too; it is stopped last.
+    let printer_stop = CancellationToken::new();
+    let printer = console::spawn_monitor_printer(&monitor, out.clone(), printer_stop.clone());
+
+    let (hub, backplane) = match &settings.redis {
+        None => {
+            let hub = Hub::new(settings.hub, monitor.clone());
+            (hub.clone(), backplane::Local::shared(hub))
+        }
+        Some(url) => {
+            let listen = format!("http://{local}");
+            let joining =
+                backplane::redis::connect(url, &settings.cluster, &listen, &monitor).await?;
+            let hub = Hub::with_index_source(settings.hub, monitor.clone(), joining.indexes());
+            let cluster = joining.start(hub.clone(), stop.clone(), &tasks).await?;
+            (hub, cluster as Arc<dyn Backplane>)
+        }
+    };
+    let exec = Executor::with_backplane(
+        backplane.clone(),
         out.clone(),
         PageRights::new(settings.page_commands.clone()),
+        Actions::new(settings.actions.clone(), settings.max_running_actions),
     );
-    let tasks = TaskTracker::new();
-
-    tasks.spawn(console::print_monitor(
-        monitor.clone(),
-        out.clone(),
-        stop.clone(),
-    ));
     tasks.spawn(monitor::notify_pages(
         monitor.clone(),
         hub.clone(),
@@ -63,7 +86,7 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
         settings.ping_timeout,
         stop.clone(),
     ));
-    tasks.spawn(control::server::serve(
+    tasks.spawn(control::serve(
         control_listener,
         exec.clone(),
         monitor.clone(),
@@ -79,27 +102,36 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
         },
         token: Token::new(settings.token.clone()),
         root: settings.root.clone(),
-        scheme: "http",
+        scheme: if tls.is_some() { "https" } else { "http" },
         conn_limits: settings.conn,
         tasks: TaskTracker::new(),
+        server: Arc::default(),
     });
     let app = http::app(front.clone());
 
-    out.print(&format!(
-        "pagewire listening on http://{local} (control socket {})",
+    out.print(format!(
+        "pagewire listening on {}://{local} (control socket {})",
+        front.scheme,
         settings.control.display()
     ));
-    console::spawn_console(exec.clone(), out.clone(), stop.clone());
+    let _console = console::spawn_console(exec.clone(), out.clone(), stop.clone());
 
-    let server = axum::serve(
+    let server = tokio::spawn(http::server::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned());
-    server.await.context("HTTP server failed")?;
+        app,
+        tls,
+        settings.server,
+        front.server.clone(),
+        monitor.clone(),
+        stop.clone(),
+    ));
+    stop.cancelled().await;
 
-    // Stop: pages hear 1001 and reconnect to the next daemon by themselves.
+    // Stop: runs are killed first, so that their pages still get the done
+    // frame; then pages hear 1001 and reconnect to the next daemon.
     monitor.emit("shutting down");
+    exec.actions().shutdown(ACTIONS_GRACE).await;
+    backplane.leave().await;
     let _ = hub.close(
         &Target::All,
         CloseReason {
@@ -114,9 +146,16 @@ pub async fn run(args: ServeArgs, control_path: Option<std::path::PathBuf>) -> a
     {
         monitor.emit("some pages did not finish closing in time");
     }
+    // In-flight HTTP requests drained meanwhile; the server bounds that
+    // wait itself.
+    if let Err(e) = server.await {
+        monitor.emit(format_args!("HTTP server task failed: {e}"));
+    }
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
-    out.flush();
+    printer_stop.cancel();
+    let _ = printer.await;
+    out.flush(Duration::from_secs(1)).await;
     Ok(())
 }
 

@@ -107,17 +107,22 @@ pub(super) static SET_NOTIFY: CommandDef = CommandDef {
     extra_hint: None,
 };
 
-/// `run ACTION [ARG...]`: start a configured action.
+/// `run [--to TARGET] ACTION [ARG...]`: start a configured action.
 pub(super) static RUN: CommandDef = CommandDef {
     name: "run",
-    usage: "run ACTION [ARG...]",
-    summary: "run a configured action and stream its output to the page",
+    usage: "run [--to TARGET] ACTION [ARG...]",
+    summary: "run a configured action and stream its output",
     help: "Runs ACTION, a program and its arguments named in the configuration file;\n\
            pages can run configured actions only, never a shell command line. The\n\
-           program's output lines stream back to the element of the page that started\n\
-           it, followed by its exit status. ARG words are passed on only where the\n\
-           action's configuration accepts them.",
-    example: "run vpn-up",
+           program's output lines stream, as they come, to the element of the page\n\
+           that ran it, followed by its exit status; every line also goes to the\n\
+           Monitor. ARG words are passed to the program as arguments (never to a\n\
+           shell), and only where the action's configuration accepts them.\n\
+           --to TARGET (before ACTION) sends the output to those connections instead;\n\
+           it needs operator rights, except that a caller with a page's rights over\n\
+           HTTP may name one connection by its index. Without --to, a run from the\n\
+           console, the CLI or HTTP shows its output on the Monitor only.",
+    example: "run --to status vpn-up",
     extra_hint: None,
 };
 
@@ -178,11 +183,17 @@ pub fn help_text(topic: Option<&str>) -> Result<String, ParseError> {
     Ok(details(def))
 }
 
+/// Usages up to this many characters line their summaries up; a longer
+/// one is not padded, so that one long usage does not push every summary
+/// past the edge of an 80-column console.
+const MAX_ALIGNED_USAGE: usize = 26;
+
 /// One line per command, aligned, then how to read TARGET.
 fn overview() -> String {
     let width = COMMANDS
         .iter()
         .map(|def| def.usage.chars().count())
+        .filter(|&n| n <= MAX_ALIGNED_USAGE)
         .max()
         .unwrap_or(0);
     let mut text = String::new();

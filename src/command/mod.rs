@@ -74,12 +74,16 @@ pub enum Command {
         /// The element name, or `None` for `off`.
         name: Option<String>,
     },
-    /// `run ACTION [ARG...]`: start a configured action.
+    /// `run [--to TARGET] ACTION [ARG...]`: start a configured action.
     Run {
-        /// The action's name in the configuration (never empty).
+        /// The action's name in the configuration (never empty, never
+        /// starting with `-`).
         action: String,
         /// The remaining tokens, as given.
         args: Vec<String>,
+        /// Where the output goes (`--to TARGET`); `None` leaves it to the
+        /// door: the page that ran it, or the Monitor.
+        to: Option<Target>,
     },
     /// `help [COMMAND]`: usage text.
     Help {
@@ -221,6 +225,16 @@ pub enum ParseError {
         /// A reminder shown after the usage, e.g. to quote text.
         hint: Option<&'static str>,
     },
+    /// A word starting with `-` where the command takes no such option.
+    #[error("{command}: unknown option '{}'; usage: {usage}", Shown(.option))]
+    UnknownOption {
+        /// The command.
+        command: &'static str,
+        /// The word given.
+        option: String,
+        /// The command's usage.
+        usage: &'static str,
+    },
     /// A TARGET of only zeros.
     #[error("index must be a positive integer, not 0")]
     IndexZero,
@@ -329,10 +343,25 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "set" => parse_set(words),
         "run" => {
             let mut args = Args::new(&defs::RUN, words);
-            let action = args.non_empty("ACTION")?;
+            let mut action = args.non_empty("ACTION")?;
+            let mut to = None;
+            // Options come before ACTION only: everything after it belongs
+            // to the action, so `run build --to 3` passes `--to 3` on.
+            if action == "--to" {
+                to = Some(args.target()?);
+                action = args.non_empty("ACTION")?;
+            }
+            if action.starts_with('-') {
+                return Err(ParseError::UnknownOption {
+                    command: defs::RUN.name,
+                    option: action,
+                    usage: defs::RUN.usage,
+                });
+            }
             Ok(Command::Run {
                 action,
                 args: args.rest(),
+                to,
             })
         }
         "help" => {

@@ -45,6 +45,15 @@ fn run(action: &str, args: &[&str]) -> Command {
     Command::Run {
         action: action.to_string(),
         args: args.iter().map(|a| a.to_string()).collect(),
+        to: None,
+    }
+}
+
+fn run_to(target: Target, action: &str, args: &[&str]) -> Command {
+    Command::Run {
+        action: action.to_string(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        to: Some(target),
     }
 }
 
@@ -101,6 +110,13 @@ fn accepted() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "run vpn-up" => Ok(run("vpn-up", &[])),
         "run backup /home \"two words\" \"\"" => Ok(run("backup", &["/home", "two words", ""])),
         "run 1 2 3" => Ok(run("1", &["2", "3"])),
+        "run --to 3 build" => Ok(run_to(idx(3), "build", &[])),
+        "run --to status build -j4" => Ok(run_to(name("status"), "build", &["-j4"])),
+        "run --to * build" => Ok(run_to(Target::All, "build", &[])),
+        "run build --to 3" => Ok(run("build", &["--to", "3"])),
+        "run ok \"; rm -rf /\"" => Ok(run("ok", &["; rm -rf /"])),
+        "run ok; rm -rf /" => Ok(run("ok;", &["rm", "-rf", "/"])),
+        "run sh -c \"x\"" => Ok(run("sh", &["-c", "x"])),
         "help" => Ok(help(None)),
         "help ws" => Ok(help(Some("ws"))),
         "help ws write" => Ok(help(Some("ws write"))),
@@ -167,8 +183,15 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "set notify off now" => Err("set notify: unexpected extra argument 'now'; usage: set notify NAME|off"),
         "set notify 5" => Err("invalid name '5': names must not be all digits, which would read as an index"),
         "set notify *" => Err("invalid name '*': names must not be '*', which means every connection"),
-        "run" => Err("run: missing ACTION; usage: run ACTION [ARG...]"),
-        "run \"\"" => Err("run: ACTION must not be empty; usage: run ACTION [ARG...]"),
+        "run" => Err("run: missing ACTION; usage: run [--to TARGET] ACTION [ARG...]"),
+        "run \"\"" => Err("run: ACTION must not be empty; usage: run [--to TARGET] ACTION [ARG...]"),
+        "run --to" => Err("run: missing TARGET; usage: run [--to TARGET] ACTION [ARG...]"),
+        "run --to 3" => Err("run: missing ACTION; usage: run [--to TARGET] ACTION [ARG...]"),
+        "run --to 0 build" => Err("index must be a positive integer, not 0"),
+        "run --to \"a b\" build" => Err("invalid name 'a b': names must not contain whitespace or control characters"),
+        "run --to 3 --to 4 build" => Err("run: unknown option '--to'; usage: run [--to TARGET] ACTION [ARG...]"),
+        "run -x build" => Err("run: unknown option '-x'; usage: run [--to TARGET] ACTION [ARG...]"),
+        "run --help" => Err("run: unknown option '--help'; usage: run [--to TARGET] ACTION [ARG...]"),
         "help bogus" => Err("help: unknown topic 'bogus'; known topics: ws, ws register, ws write, ws exec, ws close, set notify, run, help"),
         "help ws write now" => Err("help: unknown topic 'ws write now'; known topics: ws, ws register, ws write, ws exec, ws close, set notify, run, help"),
     }
@@ -336,6 +359,10 @@ fn cli_argv_round_trips() {
         (&["ws", "exec", "3", "f", "a b"], exec(idx(3), "f", "a b")),
         (&["ws", "register", "статус"], register("статус")),
         (&["run", "x", "", " "], run("x", &["", " "])),
+        (
+            &["run", "--to", "status", "x", "a b"],
+            run_to(name("status"), "x", &["a b"]),
+        ),
         (&["help", "ws", "write"], help(Some("ws write"))),
     ];
     for (argv, want) in cases {

@@ -40,7 +40,7 @@ pub enum ClientError {
     /// The connection broke while talking.
     #[error("lost the connection to the daemon: {0}")]
     Io(#[from] io::Error),
-    /// The daemon closed the connection without answering.
+    /// The daemon closed the connection without answering (it stopped?).
     #[error("the daemon closed the connection without answering")]
     Closed,
     /// The daemon sent something this client does not understand.
@@ -128,13 +128,18 @@ impl Client {
     }
 
     async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
-        self.writer.write_all(&request.to_json_line()).await?;
-        Ok(())
+        self.writer
+            .write_all(&request.to_json_line())
+            .await
+            .map_err(closed_or_io)
     }
 
     /// The next answer line, or `None` when the daemon closed the connection.
     async fn next_answer(&mut self) -> Result<Option<Answer>, ClientError> {
-        match read_line_limited(&mut self.reader, &mut self.buf, MAX_ANSWER_LINE).await? {
+        let read = read_line_limited(&mut self.reader, &mut self.buf, MAX_ANSWER_LINE)
+            .await
+            .map_err(closed_or_io)?;
+        match read {
             LineRead::Eof => Ok(None),
             LineRead::TooLong => Err(ClientError::Protocol(format!(
                 "an answer longer than {MAX_ANSWER_LINE} bytes"
@@ -143,6 +148,14 @@ impl Client {
                 .map(Some)
                 .map_err(|e| ClientError::Protocol(e.to_string())),
         }
+    }
+}
+
+/// A daemon that went away (it stopped, or dropped us) is [`ClientError::Closed`].
+fn closed_or_io(e: io::Error) -> ClientError {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => ClientError::Closed,
+        _ => ClientError::Io(e),
     }
 }
 

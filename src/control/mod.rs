@@ -66,6 +66,10 @@ struct RawRequest<'a> {
 impl Request {
     /// Parses one request line (without its newline).
     pub fn from_json(bytes: &[u8]) -> Result<Request, String> {
+        // serde would also take a struct from an array; only objects are requests.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err("expected a JSON object".into());
+        }
         let raw: RawRequest<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         match (raw.cmd, raw.monitor) {
             (Some(cmd), false) => Ok(Request::Command(cmd.into_owned())),
@@ -317,8 +321,12 @@ pub fn remove(path: &Path) -> io::Result<()> {
 #[derive(Debug)]
 pub struct SocketGuard {
     path: PathBuf,
-    identity: Option<(u64, u64)>,
+    identity: Option<FileIdentity>,
 }
+
+/// Device, inode and change time: inode numbers alone are reused at once
+/// on some file systems when a file is deleted and another created.
+type FileIdentity = (u64, u64, i64, i64);
 
 impl SocketGuard {
     /// Guards the socket file now at `path`.
@@ -345,10 +353,10 @@ impl Drop for SocketGuard {
     }
 }
 
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
+fn file_identity(path: &Path) -> Option<FileIdentity> {
     std::fs::symlink_metadata(path)
         .ok()
-        .map(|m| (m.dev(), m.ino()))
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 /// The control socket path used when `--control` is not given:
@@ -385,10 +393,11 @@ fn default_path_from(
 /// belongs to the process's user; elsewhere the home directory's owner is
 /// the best guess.
 pub fn current_uid() -> Option<u32> {
-    std::fs::metadata("/proc/self")
-        .or_else(|_| std::fs::metadata(std::env::var_os("HOME").unwrap_or_default()))
-        .ok()
-        .map(|m| m.uid())
+    let meta = std::fs::metadata("/proc/self").ok().or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        std::fs::metadata(home).ok()
+    })?;
+    Some(meta.uid())
 }
 
 #[cfg(test)]

@@ -206,7 +206,12 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(
             listener,
-            Executor {},
+            Executor::new(
+                crate::hub::Hub::new(Default::default(), monitor.clone()),
+                crate::console::ConsoleOut::capture().0,
+                Default::default(),
+                crate::actions::Actions::default(),
+            ),
             monitor.clone(),
             shutdown.clone(),
         ));
@@ -314,28 +319,22 @@ mod tests {
     async fn watch_ends_when_the_daemon_stops() {
         let f = start().await;
         let path = f.path.clone();
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
         let watcher = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let result = crate::control::watch(&path, |line| {
-                seen.push(line.to_owned());
+            crate::control::watch(&path, |line| {
+                let _ = seen_tx.send(line.to_owned());
                 std::ops::ControlFlow::Continue(())
             })
-            .await;
-            (result, seen)
+            .await
         });
-        // Wait until the watcher is attached: its own line proves it.
-        let mut probe = f.monitor.subscribe();
-        loop {
-            let line = probe.recv().await.expect("monitor line");
-            if line.ends_with("monitor watcher attached") {
-                break;
-            }
-        }
+        let first = seen.recv().await.unwrap_or_default();
+        assert!(first.ends_with("monitor watcher attached"), "{first}");
         f.monitor.emit("hello");
+        let next = seen.recv().await.unwrap_or_default();
+        assert!(next.ends_with(" hello"), "{next}");
         f.shutdown.cancel();
-        let (result, seen) = watcher.await.expect("watcher task");
+        let result = watcher.await.expect("watcher task");
         assert!(result.is_ok(), "{result:?}");
-        assert!(seen.iter().any(|l| l.ends_with(" hello")), "{seen:?}");
         f.task.await.expect("serve ends");
     }
 

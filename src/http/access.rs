@@ -34,7 +34,7 @@ pub struct AddressPolicy {
 
 /// Normalises an IPv4-mapped IPv6 address to IPv4, so that `::ffff:127.0.0.1`
 /// is treated as the loopback address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::access::{is_loopback, Credentials};
-use super::Shared;
+use super::{Shared, MAX_BODY_BYTES};
 use crate::exec::{Door, Reply};
 
 #[derive(Serialize)]
@@ -65,6 +66,32 @@ fn door(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Door, R
     Ok(Door::Http { operator })
 }
 
+/// The request body, or why it could not be read: one over
+/// [`MAX_BODY_BYTES`] gets 413, and the Monitor records it.
+fn body_of(
+    front: &Shared,
+    peer: SocketAddr,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Refusal> {
+    body.map_err(|e| {
+        let status = e.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "command body too large ({} KiB at most)",
+                MAX_BODY_BYTES / 1024
+            )
+        } else {
+            e.body_text()
+        };
+        front
+            .exec
+            .hub()
+            .monitor()
+            .emit(format_args!("refused command from {peer}: {message}"));
+        Refusal { status, message }
+    })
+}
+
 fn status_of(reply: &Reply) -> StatusCode {
     match (reply.ok, reply.denied) {
         (true, _) => StatusCode::OK,
@@ -95,13 +122,17 @@ pub(super) async fn api_command(
     State(front): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let json = |status: StatusCode, ok: bool, output: &str| {
         (status, Json(JsonReply { ok, output })).into_response()
     };
     let door = match door(&front, peer, &headers) {
         Ok(d) => d,
+        Err(r) => return json(r.status, false, &r.message),
+    };
+    let body = match body_of(&front, peer, body) {
+        Ok(b) => b,
         Err(r) => return json(r.status, false, &r.message),
     };
     let line = match command_line(&headers, &body) {
@@ -117,7 +148,7 @@ pub(super) async fn shell(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let text = |status: StatusCode, output: &str| {
         let mut body = output.to_string();
@@ -131,6 +162,10 @@ pub(super) async fn shell(
     };
     let door = match door(&front, peer, &headers) {
         Ok(d) => d,
+        Err(r) => return text(r.status, &r.message),
+    };
+    let body = match body_of(&front, peer, body) {
+        Ok(b) => b,
         Err(r) => return text(r.status, &r.message),
     };
     let line = match query.get("cmd") {

@@ -69,6 +69,28 @@ pub(super) async fn metrics(State(front): State<Shared>) -> impl IntoResponse {
         "HTTP requests refused by the access mode.",
         c.refused_http.load(Relaxed),
     );
+    let server = &front.server;
+    metric(
+        &mut out,
+        "pagewire_tcp_connections",
+        "gauge",
+        "Open TCP connections, HTTP and WebSocket alike.",
+        server.open.load(Relaxed) as u64,
+    );
+    metric(
+        &mut out,
+        "pagewire_tcp_refused_total",
+        "counter",
+        "TCP connections refused at accept by a connection limit.",
+        server.refused.load(Relaxed),
+    );
+    metric(
+        &mut out,
+        "pagewire_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed or timed out.",
+        server.tls_failures.load(Relaxed),
+    );
     metric(
         &mut out,
         "pagewire_messages_in_total",
@@ -96,6 +118,35 @@ pub(super) async fn metrics(State(front): State<Shared>) -> impl IntoResponse {
         "counter",
         "Bytes written to pages.",
         c.bytes_out.load(Relaxed),
+    );
+    let actions = front.exec.actions();
+    metric(
+        &mut out,
+        "pagewire_actions_running",
+        "gauge",
+        "Actions running now.",
+        actions.running_count() as u64,
+    );
+    metric(
+        &mut out,
+        "pagewire_actions_started_total",
+        "counter",
+        "Actions started.",
+        actions.started_total(),
+    );
+    metric(
+        &mut out,
+        "pagewire_actions_finished_total",
+        "counter",
+        "Actions ended (exited or killed).",
+        actions.finished_total(),
+    );
+    metric(
+        &mut out,
+        "pagewire_actions_refused_total",
+        "counter",
+        "Runs refused because max_running_actions were running.",
+        actions.refused_total(),
     );
     let _ = writeln!(out, "# HELP pagewire_commands_total Command lines run, by door and result.\n# TYPE pagewire_commands_total counter");
     for (door, ok, n) in front.exec.counters().snapshot() {

@@ -10,6 +10,7 @@ pub mod assets;
 mod commands;
 mod files;
 mod metrics;
+pub mod server;
 mod upgrade;
 
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ pub struct Front {
     pub conn_limits: ConnLimits,
     /// Tracks every WebSocket task so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// The accept loop's counters.
+    pub server: Arc<server::ServerStats>,
 }
 
 type Shared = Arc<Front>;

@@ -10,13 +10,14 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::server::ConnSlot;
 use super::Shared;
 use crate::ws::{conn, handshake};
 
 /// Longest page description kept for the listing.
 const MAX_PAGE_LEN: usize = 512;
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -89,9 +90,13 @@ pub(super) async fn upgrade(
         handshake::accept_key(header_str(headers, header::SEC_WEBSOCKET_KEY).unwrap_or(""));
     let page = page_of(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The connection's place in the accept limits stays taken for as long
+    // as the WebSocket lives, not just until the HTTP exchange ends.
+    let slot = req.extensions_mut().remove::<ConnSlot>();
     let exec = front.exec.clone();
     let limits = front.conn_limits;
     front.tasks.spawn(async move {
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {

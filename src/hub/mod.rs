@@ -4,8 +4,9 @@
 //! The table sits behind one `std::sync::Mutex` that is never held across an
 //! `.await`; tasks to wake are collected under the lock and woken after it is
 //! released, so a delivery never runs another task's code while it holds the
-//! table. Indexes come from a counter and are never reused while the daemon
-//! runs, so a stale index cannot reach a newer page.
+//! table. Indexes come from a counter, or from an [`IndexSource`] such as
+//! the cluster's blocks, and are never reused, so a stale index cannot reach
+//! a newer page.
 
 mod outbox;
 
@@ -27,8 +28,6 @@ use crate::monitor::Monitor;
 
 /// Close code for a page whose outgoing queue overflowed.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
-/// Close code for a page that registered more names than allowed.
-pub const CLOSE_TOO_MANY_NAMES: u16 = 4002;
 
 /// Limits the hub enforces.
 #[derive(Clone, Copy, Debug)]
@@ -189,6 +188,30 @@ pub enum OpenError {
         /// The limit.
         max: usize,
     },
+    /// The index source has no index to give right now.
+    #[error("no connection index available right now; try again shortly")]
+    NoIndex,
+}
+
+/// Where connection indexes come from when they must be unique beyond this
+/// daemon (a cluster). Asked once per opened connection, so it must answer
+/// from memory, without I/O.
+pub trait IndexSource: Send + Sync {
+    /// A fresh index, never handed out before anywhere; `None` when none can
+    /// be given now (the connection is then refused).
+    fn next_index(&self) -> Option<u64>;
+
+    /// Whether an index could be given now, checked before a handshake so
+    /// that a page is refused with an answer rather than a dropped socket.
+    fn available(&self) -> bool {
+        true
+    }
+}
+
+/// The hub's index source: its own counter unless one is plugged in.
+enum Indexes {
+    Counter(AtomicU64),
+    Source(Arc<dyn IndexSource>),
 }
 
 /// Why a target could not be resolved.
@@ -246,7 +269,7 @@ impl Table {
 }
 
 struct Shared {
-    next_id: AtomicU64,
+    indexes: Indexes,
     table: Mutex<Table>,
     limits: HubLimits,
     epoch: Instant,
@@ -270,11 +293,24 @@ pub struct Delivered {
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty hub that numbers connections from 1 with its own counter.
     pub fn new(limits: HubLimits, monitor: Monitor) -> Self {
+        Self::with_indexes(limits, monitor, Indexes::Counter(AtomicU64::new(1)))
+    }
+
+    /// An empty hub whose indexes come from `source`.
+    pub fn with_index_source(
+        limits: HubLimits,
+        monitor: Monitor,
+        source: Arc<dyn IndexSource>,
+    ) -> Self {
+        Self::with_indexes(limits, monitor, Indexes::Source(source))
+    }
+
+    fn with_indexes(limits: HubLimits, monitor: Monitor, indexes: Indexes) -> Self {
         Hub {
             shared: Arc::new(Shared {
-                next_id: AtomicU64::new(1),
+                indexes,
                 table: Mutex::new(Table::default()),
                 limits,
                 epoch: Instant::now(),
@@ -311,6 +347,12 @@ impl Hub {
 
     /// Checks the connection limits for `ip` before a handshake completes.
     pub fn admit(&self, ip: IpAddr) -> Result<(), OpenError> {
+        if let Indexes::Source(source) = &self.shared.indexes {
+            if !source.available() {
+                self.shared.counters.refused.fetch_add(1, Relaxed);
+                return Err(OpenError::NoIndex);
+            }
+        }
         let t = self.table();
         self.check_limits(&t, ip)
     }
@@ -331,12 +373,27 @@ impl Hub {
 
     /// Adds a connection with a fresh index.
     pub fn open(&self, remote: SocketAddr, page: &str) -> Result<Arc<Conn>, OpenError> {
+        // A plugged-in source is asked before the table is locked, since it
+        // may wake its refill task; an index it gives to a connection refused
+        // below is simply never used, which keeps indexes unique.
+        let mut id = match &self.shared.indexes {
+            Indexes::Counter(_) => 0,
+            Indexes::Source(source) => match source.next_index() {
+                Some(id) => id,
+                None => {
+                    self.shared.counters.refused.fetch_add(1, Relaxed);
+                    return Err(OpenError::NoIndex);
+                }
+            },
+        };
         let mut t = self.table();
         if let Err(e) = self.check_limits(&t, remote.ip()) {
             self.shared.counters.refused.fetch_add(1, Relaxed);
             return Err(e);
         }
-        let id = self.shared.next_id.fetch_add(1, Relaxed);
+        if let Indexes::Counter(next) = &self.shared.indexes {
+            id = next.fetch_add(1, Relaxed);
+        }
         let conn = Arc::new(Conn {
             id,
             remote,
@@ -400,6 +457,12 @@ impl Hub {
     /// Whether no connection is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether connection `id` is still in the table (not closed or
+    /// closing).
+    pub fn is_live(&self, id: u64) -> bool {
+        self.table().conns.contains_key(&id)
     }
 
     /// Number of distinct registered names.
@@ -579,5 +642,46 @@ impl fmt::Debug for Hub {
         f.debug_struct("Hub")
             .field("connections", &self.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out the indexes it holds, then none.
+    struct Fixed(Mutex<Vec<u64>>);
+
+    impl IndexSource for Fixed {
+        fn next_index(&self) -> Option<u64> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        }
+
+        fn available(&self) -> bool {
+            !self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        }
+    }
+
+    #[test]
+    fn indexes_come_from_a_plugged_in_source() {
+        let source = Arc::new(Fixed(Mutex::new(vec![900, 70])));
+        let hub = Hub::with_index_source(HubLimits::default(), Monitor::new(), source);
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(70));
+        assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(900));
+        assert_eq!(hub.admit(remote.ip()), Err(OpenError::NoIndex));
+        assert_eq!(
+            hub.open(remote, "").map(|c| c.id()),
+            Err(OpenError::NoIndex)
+        );
+        assert_eq!(hub.len(), 2);
+    }
+
+    #[test]
+    fn the_default_counter_starts_at_one() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(1));
+        assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(2));
     }
 }

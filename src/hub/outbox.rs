@@ -146,11 +146,6 @@ impl Outbox {
         let mut s = self.lock();
         s.pending_bytes = s.pending_bytes.saturating_sub(n);
     }
-
-    /// Bytes queued or in flight.
-    pub fn pending_bytes(&self) -> usize {
-        self.lock().pending_bytes
-    }
 }
 
 #[cfg(test)]
@@ -214,7 +209,6 @@ mod tests {
             o.push(Bytes::from_static(b"123456"), l),
             Pushed::Queued(_)
         ));
-        assert_eq!(o.pending_bytes(), 6);
     }
 
     #[test]

@@ -350,13 +350,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                             code: frame::close_code::UNSUPPORTED,
                             reason: "binary frames are not accepted",
                         }),
-                        Some(Message::Ping(payload)) => {
-                            if !self.close_sent {
-                                let pong = frame::encode_frame(OpCode::Pong, payload);
-                                hub.send_to(self.conn.id(), &pong);
-                            }
+                        Some(Message::Ping(payload)) if !self.close_sent => {
+                            let pong = frame::encode_frame(OpCode::Pong, payload);
+                            hub.send_to(self.conn.id(), &pong);
                         }
-                        Some(Message::Pong(_)) => {}
+                        Some(Message::Ping(_) | Message::Pong(_)) => {}
                         Some(Message::Close(close)) => {
                             self.close_received = true;
                             let code = close.map_or(1000, |c| c.code);

@@ -1,0 +1,606 @@
+//! Actions against the real daemon: output streams while the program runs,
+//! limits kill or refuse, and pages can run configured actions only.
+//!
+//! Every wait is on a condition (a frame, a line of the daemon's output, a
+//! process leaving /proc) with a deadline, never a fixed sleep.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any one expected event may take.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A running `pagewire serve` with its own temporary directory.
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: String,
+    /// The daemon's standard output (Monitor lines), line by line.
+    stdout: mpsc::UnboundedReceiver<String>,
+}
+
+impl Daemon {
+    /// Starts the daemon with `config` as its configuration file; `@DIR@`
+    /// in it stands for the temporary directory.
+    async fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("pagewire.toml");
+        let config = config.replace("@DIR@", &dir.path().display().to_string());
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pagewire"))
+            .arg("--control")
+            .arg(dir.path().join("ctl.sock"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_path)
+            .env_remove("PAGEWIRE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pagewire");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, mut stdout) = mpsc::unbounded_channel();
+        // Read on a thread of its own, always: a daemon whose stdout pipe
+        // fills would stall on its next Monitor line.
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let prefix = "pagewire listening on http://";
+        let first = tokio::time::timeout(DEADLINE, async {
+            loop {
+                match stdout.recv().await {
+                    Some(line) if line.starts_with(prefix) => return line,
+                    Some(_) => continue,
+                    None => panic!("pagewire exited before listening"),
+                }
+            }
+        })
+        .await
+        .expect("pagewire starts listening");
+        let addr = first[prefix.len()..]
+            .split_whitespace()
+            .next()
+            .expect("an address")
+            .to_string();
+        Daemon {
+            child,
+            dir,
+            addr,
+            stdout,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Waits for a line of the daemon's output that contains `want`.
+    async fn stdout_line(&mut self, want: &str) -> String {
+        let found = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = self.stdout.recv().await {
+                if line.contains(want) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("pagewire exited before printing {want:?}"),
+            Err(_) => panic!("pagewire did not print {want:?} in time"),
+        }
+    }
+
+    /// Opens a WebSocket like a page does and reads its `hello`.
+    async fn page(&self) -> Page {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr))
+            .await
+            .expect("WebSocket upgrade");
+        let mut page = Page { ws, index: 0 };
+        let hello = page.next().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        page.index = hello["index"].as_u64().expect("an index");
+        page
+    }
+
+    /// Runs a command line over `POST /api/command` as the operator.
+    async fn command(&self, line: &str) -> (bool, String) {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let answer: Value = client
+            .post(format!("http://{}/api/command", self.addr))
+            .body(line.to_string())
+            .send()
+            .await
+            .expect("POST /api/command")
+            .json()
+            .await
+            .expect("a JSON answer");
+        (
+            answer["ok"].as_bool().expect("ok"),
+            answer["output"].as_str().expect("output").to_string(),
+        )
+    }
+
+    async fn metrics(&self) -> String {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        client
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+impl Drop for Daemon {
+    /// Stops the daemon as an operator would (SIGTERM), so that it kills
+    /// its running actions; SIGKILL only if it does not stop in time.
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A page's WebSocket, seen from the page.
+struct Page {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    index: u64,
+}
+
+impl Page {
+    async fn send(&mut self, line: &str) {
+        self.ws
+            .send(Message::text(line))
+            .await
+            .expect("send a command line");
+    }
+
+    /// The next JSON frame from the server.
+    async fn next(&mut self) -> Value {
+        let frame = tokio::time::timeout(DEADLINE, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        return serde_json::from_str::<Value>(text.as_str()).expect("JSON frame")
+                    }
+                    Some(Ok(Message::Close(c))) => panic!("connection closed: {c:?}"),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => panic!("WebSocket error: {e}"),
+                    None => panic!("connection ended"),
+                }
+            }
+        })
+        .await;
+        frame.expect("a frame in time")
+    }
+
+    /// Reads frames up to and including the first that `want` accepts.
+    async fn until(&mut self, want: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let frame = self.next().await;
+            let done = want(&frame);
+            seen.push(frame);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+fn is_type(frame: &Value, kind: &str) -> bool {
+    frame["type"] == kind
+}
+
+fn is_line(frame: &Value, text: &str) -> bool {
+    is_type(frame, "line") && frame["text"] == text
+}
+
+/// Whether process `pid` has left (or is only a zombie waiting for a
+/// parent that may never reap it).
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Pids of live processes in process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After "(comm)": state, ppid, pgrp.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo failed");
+}
+
+/// Opens the fifo for writing (which waits for its reader) and writes a
+/// line, off the async threads.
+async fn release(fifo: PathBuf) {
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(fifo)
+            .expect("open fifo");
+        f.write_all(b"go\n").expect("write fifo");
+    });
+    tokio::time::timeout(DEADLINE, writer)
+        .await
+        .expect("the action opens the fifo")
+        .expect("writer thread");
+}
+
+const STEP_ACTION: &str = r#"
+[actions.step]
+program = "sh"
+args = ["-c", "echo one; read x < \"$FIFO\"; echo two >&2; echo three"]
+env = { FIFO = "@DIR@/fifo" }
+"#;
+
+#[tokio::test]
+async fn lines_reach_the_page_while_the_action_still_runs() {
+    let mut d = Daemon::start(STEP_ACTION).await;
+    mkfifo(&d.path("fifo"));
+    let mut page = d.page().await;
+    page.send("run step").await;
+    // Line one arrives while the program is blocked on the fifo, which
+    // only this test can release: so it was streamed, not gathered.
+    let seen = page.until(|f| is_line(f, "one")).await;
+    assert!(
+        seen.iter().all(|f| !is_type(f, "done")),
+        "ended early: {seen:?}"
+    );
+    let one = seen.last().expect("line one");
+    assert_eq!(one["action"], "step");
+    assert_eq!(one["stream"], "stdout");
+    assert!(one.get("name").is_none(), "{one}");
+    d.stdout_line("action step[1] stdout: one").await;
+
+    release(d.path("fifo")).await;
+    let rest = page.until(|f| is_type(f, "done")).await;
+    let all: Vec<&Value> = seen.iter().chain(&rest).collect();
+    let reply = all
+        .iter()
+        .find(|f| is_type(f, "reply"))
+        .expect("a reply to run");
+    assert!(
+        reply["output"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("started action 'step' (run 1, pid ")),
+        "{reply}"
+    );
+    let two = rest.iter().find(|f| is_line(f, "two")).expect("line two");
+    assert_eq!(two["stream"], "stderr");
+    assert!(rest.iter().any(|f| is_line(f, "three")), "{rest:?}");
+    let done = rest.last().expect("done");
+    assert_eq!(done["status"], 0, "{done}");
+    assert_eq!(done["message"], "exited with 0");
+    assert_eq!(done["action"], "step");
+    d.stdout_line("action step[1] done: exited with 0").await;
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_action_and_tells_the_page() {
+    let d = Daemon::start(
+        r#"
+[actions.slow]
+program = "sleep"
+args = ["30"]
+timeout_secs = 1
+"#,
+    )
+    .await;
+    let mut page = d.page().await;
+    let start = Instant::now();
+    page.send("run slow").await;
+    let frames = page.until(|f| is_type(f, "done")).await;
+    let done = frames.last().expect("done");
+    assert!(done["status"].is_null(), "{done}");
+    assert_eq!(done["message"], "killed after 1s timeout");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn pages_run_configured_actions_only_and_never_a_shell() {
+    let d = Daemon::start(
+        r#"
+[actions.ok]
+program = "true"
+
+[actions.say]
+program = "echo"
+page_args = true
+"#,
+    )
+    .await;
+    let mut page = d.page().await;
+    let cases = [
+        (
+            "run sh -c 'touch @DIR@/pwned'",
+            "run: no action named 'sh' is configured; configured: ok, say",
+        ),
+        (
+            "run ok; touch @DIR@/pwned",
+            "run: no action named 'ok;' is configured; configured: ok, say",
+        ),
+        (
+            "run ok \"; touch @DIR@/pwned\"",
+            "run: action 'ok' takes no arguments (its configuration would need \
+             page_args = true); nothing was run",
+        ),
+        (
+            "run --to * ok",
+            "run: a page's action output goes to the page itself; --to TARGET needs \
+             operator rights",
+        ),
+        (
+            "ws write * hi",
+            "'ws write' needs operator rights; pages may only use 'ws register' and 'run'",
+        ),
+    ];
+    let dir = d.dir.path().display().to_string();
+    for (line, want) in cases {
+        page.send(&line.replace("@DIR@", &dir)).await;
+        let frame = page.next().await;
+        assert_eq!(frame["type"], "error", "{line}: {frame}");
+        assert_eq!(frame["message"], want, "{line}");
+    }
+    // Arguments a page may pass reach the program as they are: no shell
+    // expands, splits or runs them.
+    let tricky = format!("$(touch {dir}/pwned); `id` > x && rm -rf /");
+    page.send(&format!("run say \"{tricky}\" '*'")).await;
+    let frames = page.until(|f| is_type(f, "done")).await;
+    let want = format!("{tricky} '*'");
+    assert!(frames.iter().any(|f| is_line(f, &want)), "{frames:?}");
+    assert!(!d.path("pwned").exists());
+}
+
+#[tokio::test]
+async fn the_action_dies_with_its_page() {
+    let mut d = Daemon::start(
+        r#"
+[actions.hold]
+program = "sh"
+args = ["-c", "echo $$; sleep 30; echo never"]
+"#,
+    )
+    .await;
+    let mut page = d.page().await;
+    page.send("run hold").await;
+    let frames = page.until(|f| is_type(f, "line")).await;
+    let pid: u32 = frames
+        .last()
+        .and_then(|f| f["text"].as_str())
+        .and_then(|t| t.parse().ok())
+        .expect("the shell's pid");
+    // The shell and the sleep it started share the group the daemon made.
+    wait_for("the sleep to start", || group_members(pid).len() >= 2).await;
+    assert!(!is_gone(pid));
+
+    page.ws.close(None).await.expect("close");
+    drop(page);
+    d.stdout_line("action hold[1] done: killed: its page went away")
+        .await;
+    wait_for("the shell to die", || is_gone(pid)).await;
+    wait_for("its group to die", || group_members(pid).is_empty()).await;
+}
+
+#[tokio::test]
+async fn the_cap_refuses_extra_runs_and_ws_lists_running_ones() {
+    let mut d = Daemon::start(
+        r#"
+[limits]
+max_running_actions = 2
+
+[actions.hold]
+program = "sh"
+args = ["-c", "echo up; sleep 30"]
+"#,
+    )
+    .await;
+    let mut page = d.page().await;
+    for _ in 0..2 {
+        page.send("run hold").await;
+        page.until(|f| is_line(f, "up")).await;
+    }
+    page.send("run hold").await;
+    let refused = page.until(|f| is_type(f, "error")).await;
+    assert_eq!(
+        refused.last().expect("error")["message"],
+        "run: 2 actions are running already, the most allowed \
+         (limits.max_running_actions); try again when one ends"
+    );
+
+    let (ok, listing) = d.command("ws").await;
+    assert!(ok, "{listing}");
+    let lines: Vec<&str> = listing.lines().collect();
+    let conns: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(conns.len(), 1, "{listing}");
+    assert!(
+        conns[0].starts_with(&format!("{} ", page.index)),
+        "{listing}"
+    );
+    let runs: Vec<&&str> = lines.iter().filter(|l| l.starts_with("action ")).collect();
+    assert_eq!(runs.len(), 2, "{listing}");
+    for run in runs {
+        assert!(run.starts_with("action hold run="), "{run}");
+        assert!(
+            run.contains(&format!(" from=page:{} to={} ", page.index, page.index)),
+            "{run}"
+        );
+    }
+    let metrics = d.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l == "pagewire_actions_running 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "pagewire_actions_refused_total 1"),
+        "{metrics}"
+    );
+
+    // Closing the page frees both places.
+    page.ws.close(None).await.expect("close");
+    drop(page);
+    d.stdout_line("done: killed: its page went away").await;
+    d.stdout_line("done: killed: its page went away").await;
+    let mut page = d.page().await;
+    page.send("run hold").await;
+    page.until(|f| is_line(f, "up")).await;
+}
+
+#[tokio::test]
+async fn the_operator_sends_output_to_pages_by_name_or_to_the_monitor() {
+    let mut d = Daemon::start(
+        r#"
+[actions.hello]
+program = "echo"
+args = ["hello"]
+"#,
+    )
+    .await;
+    let mut watcher = d.page().await;
+    watcher.send("ws register status").await;
+    watcher.until(|f| is_type(f, "reply")).await;
+
+    let (ok, out) = d.command("run --to status hello").await;
+    assert!(ok, "{out}");
+    assert!(
+        out.ends_with("output to connections named 'status'"),
+        "{out}"
+    );
+    let frames = watcher.until(|f| is_type(f, "done")).await;
+    let line = frames
+        .iter()
+        .find(|f| is_line(f, "hello"))
+        .expect("the line");
+    assert_eq!(line["name"], "status");
+    assert_eq!(frames.last().expect("done")["name"], "status");
+
+    let (ok, out) = d.command("run hello").await;
+    assert!(ok, "{out}");
+    assert!(out.contains("to the Monitor only"), "{out}");
+    d.stdout_line("action hello[2] stdout: hello").await;
+
+    let (ok, out) = d.command("run --to 999 hello").await;
+    assert!(!ok);
+    assert_eq!(
+        out,
+        "run: no connection with index 999; 'ws' lists the current ones"
+    );
+}
+
+#[tokio::test]
+async fn a_page_without_the_token_streams_a_run_to_itself_through_shell() {
+    let d = Daemon::start(
+        r#"
+token = "s3cret"
+
+[actions.hello]
+program = "echo"
+args = ["hello"]
+"#,
+    )
+    .await;
+    let mut page = d.page().await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let shell = |cmd: String| {
+        let cmd = percent_encoding::utf8_percent_encode(&cmd, percent_encoding::NON_ALPHANUMERIC);
+        client
+            .get(format!("http://{}/shell?cmd={cmd}", d.addr))
+            .send()
+    };
+
+    let answer = shell(format!("run --to {} hello", page.index))
+        .await
+        .expect("GET /shell");
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.expect("text");
+    assert!(
+        text.contains(&format!("output to connection {}", page.index)),
+        "{text}"
+    );
+    let frames = page.until(|f| is_type(f, "done")).await;
+    assert!(frames.iter().any(|f| is_line(f, "hello")), "{frames:?}");
+
+    // A page's rights reach one connection by index, never a name or all.
+    let answer = shell("run --to * hello".into()).await.expect("GET /shell");
+    assert_eq!(answer.status(), 401);
+    let answer = shell("run hello".into()).await.expect("GET /shell");
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.expect("text");
+    assert!(text.contains("to the Monitor only"), "{text}");
+}

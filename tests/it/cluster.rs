@@ -1,0 +1,357 @@
+//! Clusters: two or three real daemons sharing one connection table through
+//! a real `redis-server` of their own, started on a free port in a
+//! temporary directory and stopped when the test ends.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::page::{listing, Page};
+use crate::support::{Daemon, Output, TIMEOUT};
+
+/// A private `redis-server`, without persistence, killed on drop.
+struct Redis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+            l.local_addr().expect("its address").port()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut redis = Redis {
+            port,
+            dir,
+            child: None,
+        };
+        redis.run();
+        redis
+    }
+
+    /// Starts the server (again) on the same port and waits for PONG.
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}); the cluster tests need it: \
+                     apt-get install redis-server (scripts/test.sh does)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.pong() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server never answered PING"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pong(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("+PONG")
+    }
+
+    /// Kills the server, as an outage would.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster's configuration file: a short lease so that a dead node
+/// vanishes quickly, and small index blocks so that refills happen.
+fn config(dir: &Path) -> PathBuf {
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, "[cluster]\nlease_secs = 2\nindex_block = 4\n").expect("config");
+    path
+}
+
+/// One node: a daemon joined to `redis`, and the id it printed.
+struct Node {
+    d: Daemon,
+    id: String,
+}
+
+fn node(redis: &Redis) -> Node {
+    let d = Daemon::builder()
+        .args(&["--redis", &redis.url(), "--config"])
+        .arg(config(redis.dir.path()))
+        .start();
+    let line = d.wait_for_stdout(|l| l.contains("cluster: joined as node "));
+    let id = line
+        .split("joined as node ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no node id in {line:?}"))
+        .to_string();
+    Node { d, id }
+}
+
+/// Runs `ws ...` on a node and checks it succeeded.
+fn ok(n: &Node, args: &[&str]) -> Output {
+    let mut argv = vec!["ws"];
+    argv.extend_from_slice(args);
+    let out = n.d.cli(&argv);
+    out.assert_exit_code(0);
+    out
+}
+
+/// Polls `ws` on `n` until `pred` holds for its output; panics with the
+/// last output after [`TIMEOUT`].
+fn wait_for_listing(n: &Node, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let out = ok(n, &[]);
+        if pred(&out.stdout) {
+            return out.stdout;
+        }
+        assert!(Instant::now() < deadline, "listing never matched\n{out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn indexes_are_unique_and_every_node_lists_every_page() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    let mut pages = Vec::new();
+    // More pages than one block of indexes, so that refills happen too.
+    for (n, count) in [(&a, 5), (&b, 6), (&c, 2)] {
+        for _ in 0..count {
+            pages.push((n.id.clone(), Page::open(&n.d).await));
+        }
+    }
+    let mut indexes: Vec<u64> = pages.iter().map(|(_, p)| p.index).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), pages.len(), "indexes repeat: {indexes:?}");
+
+    for n in [&a, &b, &c] {
+        let lines = listing(&n.d);
+        assert_eq!(lines.len(), pages.len(), "{lines:?}");
+        let listed: Vec<u64> = lines
+            .iter()
+            .map(|l| {
+                l.split(' ')
+                    .next()
+                    .and_then(|i| i.parse().ok())
+                    .expect("index")
+            })
+            .collect();
+        assert_eq!(listed, indexes, "sorted by index on {}", n.id);
+        for (owner, page) in &pages {
+            let line = lines
+                .iter()
+                .find(|l| l.starts_with(&format!("{} ", page.index)))
+                .expect("listed");
+            assert!(line.ends_with(&format!(" node={owner}")), "{line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn write_and_exec_by_name_index_and_star_reach_every_node() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    let mut on_a = Page::with_names(&a.d, &["clock"]).await;
+    let mut on_b = Page::with_names(&b.d, &["status"]).await;
+    let mut on_c = Page::with_names(&c.d, &["status"]).await;
+
+    ok(&a, &["write", "status", "VPN up"]).assert_stdout_contains("sent to 2 connections");
+    for p in [&mut on_b, &mut on_c] {
+        let f = p.recv().await;
+        assert_eq!(
+            (f["name"].as_str(), f["text"].as_str()),
+            (Some("status"), Some("VPN up"))
+        );
+    }
+
+    ok(&a, &["write", &on_c.index.to_string(), "just C"])
+        .assert_stdout_contains("sent to 1 connection");
+    let f = on_c.recv().await;
+    assert_eq!(f["text"], "just C");
+    assert!(
+        f.get("name").is_none(),
+        "a write by index names no element: {f}"
+    );
+
+    ok(&b, &["write", "*", "everyone"]).assert_stdout_contains("sent to 3 connections");
+    for p in [&mut on_a, &mut on_b, &mut on_c] {
+        assert_eq!(p.recv().await["text"], "everyone");
+    }
+
+    ok(&c, &["exec", "clock", "tick", "42"]).assert_stdout_contains("sent to 1 connection");
+    let f = on_a.recv().await;
+    assert_eq!(
+        (f["type"].as_str(), f["func"].as_str(), f["arg"].as_str()),
+        (Some("exec"), Some("tick"), Some("42"))
+    );
+    // B and C got nothing more: the next thing they see is this write.
+    ok(&a, &["write", "status", "last"]).assert_stdout_contains("sent to 2 connections");
+    assert_eq!(on_b.recv().await["text"], "last");
+    assert_eq!(on_c.recv().await["text"], "last");
+}
+
+#[tokio::test]
+async fn close_by_index_and_star_on_other_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let first = Page::with_names(&b.d, &["x"]).await;
+    let second = Page::with_names(&b.d, &["y"]).await;
+    let mine = Page::with_names(&a.d, &["z"]).await;
+
+    ok(&a, &["close", &first.index.to_string()]).assert_stdout_contains("closed 1 connection");
+    let closed = first.closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (Some(1000), "closed by operator")
+    );
+    wait_for_listing(&a, |out| {
+        out.lines().filter(|l| l.contains(" node=")).count() == 2
+    });
+
+    ok(&a, &["close"]).assert_stdout_contains("closed 2 connections");
+    assert_eq!(second.closed().await.code, Some(1000));
+    assert_eq!(mine.closed().await.code, Some(1000));
+    wait_for_listing(&b, |out| out.starts_with("no WebSocket connections"));
+}
+
+#[tokio::test]
+async fn unknown_index_fails_and_an_unregistered_name_prints_where_it_ran() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let _page = Page::with_names(&a.d, &["status"]).await;
+
+    a.d.cli(&["ws", "write", "999999", "x"])
+        .assert_exit_code(1)
+        .assert_stderr_contains("no connection with index 999999");
+    a.d.cli(&["ws", "close", "999999"])
+        .assert_exit_code(1)
+        .assert_stderr_contains("no connection with index 999999");
+
+    ok(&b, &["write", "nobody", "only on B 123"])
+        .assert_stdout_contains("no connection named 'nobody'; printed on the console");
+    b.d.wait_for_stdout(|l| l == "only on B 123");
+    // A answered B's request before B replied, so it has had its chance.
+    assert!(
+        !a.d.process()
+            .stdout_lines()
+            .iter()
+            .any(|l| l == "only on B 123"),
+        "printed on the wrong console"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_node_vanishes_once_its_lease_expires() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let on_b = Page::with_names(&b.d, &["status"]).await;
+    let line = format!("{} ", on_b.index);
+    wait_for_listing(&a, |out| out.starts_with(&line));
+
+    b.d.kill();
+    // Until the lease expires A waits for B and says so; then B is gone
+    // without a trace: no connection, no note.
+    let out = wait_for_listing(&a, |out| !out.contains(" node=") && !out.contains("note:"));
+    assert_eq!(out.trim(), "no WebSocket connections", "{out}");
+    ok(&a, &["write", "status", "anyone?"])
+        .assert_stdout_contains("no WebSocket connections; printed on the console");
+}
+
+#[tokio::test]
+async fn a_stopped_node_leaves_at_once() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let on_b = Page::with_names(&b.d, &["status"]).await;
+    let line = format!("{} ", on_b.index);
+    wait_for_listing(&a, |out| out.starts_with(&line));
+    b.d.stop().assert_exit_code(0);
+    // B deleted its lease on the way out: A neither lists nor waits for it.
+    let out = ok(&a, &[]);
+    assert_eq!(out.stdout.trim(), "no WebSocket connections", "{out}");
+}
+
+#[tokio::test]
+async fn without_redis_at_start_the_node_refuses_to_start() {
+    let redis = Redis::start();
+    let url = redis.url();
+    drop(redis);
+    let out = Daemon::builder()
+        .args(&["--redis", &url])
+        .spawn()
+        .wait_exit();
+    out.assert_exit_code(1)
+        .assert_stderr_contains("cannot reach Redis at 127.0.0.1:")
+        .assert_stderr_contains("run without --redis");
+}
+
+#[tokio::test]
+async fn a_redis_outage_keeps_local_delivery_and_heals() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut on_a = Page::with_names(&a.d, &["status"]).await;
+    let on_b = Page::with_names(&b.d, &["status"]).await;
+
+    redis.kill();
+    a.d.wait_for_stdout(|l| l.contains("cluster: lost"));
+    let out = ok(&a, &["write", "status", "still here"]);
+    out.assert_stdout_contains("sent to 1 connection")
+        .assert_stdout_contains("note: Redis at 127.0.0.1:");
+    assert_eq!(on_a.recv().await["text"], "still here");
+    // The listing is what is reachable, with the same note.
+    let out = ok(&a, &[]);
+    out.assert_stdout_contains(&format!("{} ", on_a.index))
+        .assert_stdout_contains("note: Redis at");
+
+    // Redis comes back empty; both nodes rejoin and see each other again,
+    // and a new page gets an index above every earlier one.
+    redis.run();
+    let both = |out: &str| {
+        out.contains(&format!(" node={}", a.id))
+            && out.contains(&format!(" node={}", b.id))
+            && !out.contains("note:")
+    };
+    wait_for_listing(&a, both);
+    wait_for_listing(&b, both);
+    let newer = Page::open(&b.d).await;
+    assert!(
+        newer.index > on_a.index.max(on_b.index),
+        "index {} reused after Redis lost its data",
+        newer.index
+    );
+}

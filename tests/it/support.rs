@@ -1,0 +1,557 @@
+//! What the integration tests share: start the real `pagewire`
+//! binary, talk to it, and wait for what it prints.
+//!
+//! Nothing here sleeps for a fixed time: every wait is for a line or an
+//! exit, bounded by [`TIMEOUT`], and a failed wait panics with the command,
+//! its exit status and everything it printed so far.
+//!
+//! - [`Daemon::start`] runs `pagewire serve` on port 0 with its control
+//!   socket in a fresh temporary directory and returns once the ready line
+//!   is printed; [`Daemon::builder`] adds flags, environment or a chosen
+//!   control socket, and can spawn a daemon expected to fail.
+//! - [`Daemon::cli`] runs a CLI command against it and returns [`Output`];
+//!   [`Daemon::cli_spawn`] starts a long-running one (`monitor`).
+//! - [`run_cli`] runs the CLI with exactly the given arguments (no daemon).
+//! - [`Process`] is any child whose output is collected line by line; it is
+//!   killed when dropped, or on demand with [`Daemon::kill`] (SIGKILL).
+
+#![allow(dead_code)] // Not every test module uses everything here.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The text before the URL in the daemon's ready line.
+const READY_PREFIX: &str = "pagewire listening on ";
+/// The text between the address and the control socket path.
+const READY_CONTROL: &str = " (control socket ";
+
+/// Environment variables that would change the binary's defaults; every
+/// process started here runs without them unless a test sets them.
+const ISOLATED_ENV: &[&str] = &["PAGEWIRE_CONTROL", "PAGEWIRE_TOKEN", "RUST_LOG"];
+
+/// The `pagewire` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pagewire")
+}
+
+/// A `pagewire` command with a clean environment and no stdin.
+pub fn command<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(bin());
+    cmd.args(args).stdin(Stdio::null());
+    for var in ISOLATED_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs the CLI with exactly `args` and waits for it to exit.
+pub fn run_cli<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Process::spawn(command(args)).wait_exit()
+}
+
+/// What a finished process did.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// The command line, for messages.
+    pub command: String,
+    /// Its exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Everything it wrote on stdout.
+    pub stdout: String,
+    /// Everything it wrote on stderr.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Panics (showing everything) unless the process exited with `code`.
+    #[track_caller]
+    pub fn assert_exit_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, Some(code), "unexpected exit code\n{self}");
+        self
+    }
+
+    /// Panics (showing everything) unless stdout contains `needle`.
+    #[track_caller]
+    pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{self}"
+        );
+        self
+    }
+
+    /// Panics (showing everything) unless stderr contains `needle`.
+    #[track_caller]
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{self}"
+        );
+        self
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "command: {}\nexit code: {:?}\n--- stdout ---\n{}--- stderr ---\n{}--- end ---",
+            self.command, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Lines read so far from one output stream of a child.
+#[derive(Default)]
+struct Stream {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// A stream shared between its reader thread and the test.
+#[derive(Clone, Default)]
+struct Shared(Arc<SharedInner>);
+
+#[derive(Default)]
+struct SharedInner {
+    stream: Mutex<Stream>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Stream> {
+        // A panic in another test thread must not hide this test's output.
+        self.0.stream.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a change, at most `left`.
+    fn wait<'a>(&self, guard: MutexGuard<'a, Stream>, left: Duration) -> MutexGuard<'a, Stream> {
+        self.0
+            .changed
+            .wait_timeout(guard, left)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|e| e.into_inner().0)
+    }
+
+    fn collect(self, source: impl Read + Send + 'static) {
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(source);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        let line = line.trim_end_matches(['\n', '\r']).to_owned();
+                        self.lock().lines.push(line);
+                        self.0.changed.notify_all();
+                    }
+                }
+            }
+            self.lock().closed = true;
+            self.0.changed.notify_all();
+        });
+    }
+
+    /// Waits for a line after index `from` matching `pred`.
+    fn wait_for(
+        &self,
+        from: usize,
+        pred: &dyn Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<(usize, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut stream = self.lock();
+        let mut next = from;
+        loop {
+            while next < stream.lines.len() {
+                if pred(&stream.lines[next]) {
+                    return Some((next, stream.lines[next].clone()));
+                }
+                next += 1;
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if stream.closed {
+                return None;
+            }
+            stream = self.wait(stream, left);
+        }
+    }
+
+    /// Waits until the stream is closed (the child exited), bounded.
+    fn wait_closed(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut stream = self.lock();
+        while !stream.closed {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            stream = self.wait(stream, left);
+        }
+    }
+
+    fn text(&self) -> String {
+        let stream = self.lock();
+        stream.lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+}
+
+/// A running child whose stdout and stderr are collected line by line.
+/// Killed (if still running) when dropped.
+pub struct Process {
+    child: Child,
+    command: String,
+    stdout: Shared,
+    stderr: Shared,
+    /// Lines of stdout already returned by [`Process::next_stdout`].
+    consumed: usize,
+    /// A temporary directory the process uses, removed after it ends.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Process {
+    /// Starts `cmd` with piped stdout and stderr.
+    #[track_caller]
+    pub fn spawn(mut cmd: Command) -> Process {
+        let command = format!("{cmd:?}");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
+        let stdout = Shared::default();
+        let stderr = Shared::default();
+        if let Some(out) = child.stdout.take() {
+            stdout.clone().collect(out);
+        }
+        if let Some(err) = child.stderr.take() {
+            stderr.clone().collect(err);
+        }
+        Process {
+            child,
+            command,
+            stdout,
+            stderr,
+            consumed: 0,
+            dir: None,
+        }
+    }
+
+    /// Starts `cmd` with `input` on its stdin (then closed), and piped
+    /// stdout and stderr.
+    #[track_caller]
+    pub fn spawn_with_input(mut cmd: Command, input: &str) -> Process {
+        cmd.stdin(Stdio::piped());
+        let mut process = Process::spawn(cmd);
+        if let Some(mut stdin) = process.child.stdin.take() {
+            let input = input.to_owned();
+            // A thread, so a child that does not read cannot block the test.
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+            });
+        }
+        process
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a stdout line matching `pred` (searching every line so
+    /// far) and returns it; panics with all output after [`TIMEOUT`] or if
+    /// the process exits first.
+    #[track_caller]
+    pub fn wait_for_stdout(&self, pred: impl Fn(&str) -> bool) -> String {
+        match self.stdout.wait_for(0, &pred, TIMEOUT) {
+            Some((_, line)) => line,
+            None => panic!("no matching stdout line\n{}", self.snapshot()),
+        }
+    }
+
+    /// Like [`Process::wait_for_stdout`], but only among lines after the
+    /// last one this returned: for reading a stream in order.
+    #[track_caller]
+    pub fn next_stdout(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        match self.stdout.wait_for(self.consumed, &pred, TIMEOUT) {
+            Some((index, line)) => {
+                self.consumed = index + 1;
+                line
+            }
+            None => panic!("no matching stdout line\n{}", self.snapshot()),
+        }
+    }
+
+    /// Waits for a stderr line matching `pred`; panics as above.
+    #[track_caller]
+    pub fn wait_for_stderr(&self, pred: impl Fn(&str) -> bool) -> String {
+        match self.stderr.wait_for(0, &pred, TIMEOUT) {
+            Some((_, line)) => line,
+            None => panic!("no matching stderr line\n{}", self.snapshot()),
+        }
+    }
+
+    /// Every stdout line so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().lines.clone()
+    }
+
+    /// The output so far, with the command, for failure messages.
+    pub fn snapshot(&self) -> Output {
+        Output {
+            command: self.command.clone(),
+            code: None,
+            stdout: self.stdout.text(),
+            stderr: self.stderr.text(),
+        }
+    }
+
+    /// Waits (at most [`TIMEOUT`]) for the process to exit by itself and
+    /// returns what it did; kills it and panics if it does not.
+    #[track_caller]
+    pub fn wait_exit(mut self) -> Output {
+        let status = self.wait_status(TIMEOUT);
+        let Some(status) = status else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("did not exit within {TIMEOUT:?}\n{}", self.snapshot());
+        };
+        // The pipes close at exit; wait for the readers to drain them.
+        self.stdout.wait_closed(TIMEOUT);
+        self.stderr.wait_closed(TIMEOUT);
+        Output {
+            code: status.code(),
+            ..self.snapshot()
+        }
+    }
+
+    /// Sends SIGTERM (through `kill(1)`, so the tests need no libc) and
+    /// waits for the process to exit.
+    #[track_caller]
+    pub fn terminate(self) -> Output {
+        let pid = self.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "cannot send SIGTERM\n{}",
+            self.snapshot()
+        );
+        self.wait_exit()
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up, as in a
+    /// crash) and returns what it did.
+    #[track_caller]
+    pub fn kill(mut self) -> Output {
+        let _ = self.child.kill();
+        self.wait_exit()
+    }
+
+    fn wait_status(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        // std offers no wait with a deadline; poll the exit at a short,
+        // fixed interval until the deadline.
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `pagewire serve`, stopped when dropped.
+pub struct Daemon {
+    /// The HTTP address it reported in its ready line.
+    pub addr: SocketAddr,
+    /// `http` or `https`, as its ready line said.
+    pub scheme: &'static str,
+    /// Its control socket.
+    pub control: PathBuf,
+    process: Process,
+}
+
+/// How to start a daemon; see [`Daemon::builder`].
+#[derive(Default)]
+pub struct DaemonBuilder {
+    args: Vec<OsString>,
+    control: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl DaemonBuilder {
+    /// Adds one argument after `serve --listen 127.0.0.1:0 --control PATH`.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds several arguments.
+    pub fn args<S: AsRef<OsStr>>(mut self, args: &[S]) -> Self {
+        self.args.extend(args.iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Uses this control socket instead of one in a fresh temporary directory.
+    pub fn control(mut self, path: impl Into<PathBuf>) -> Self {
+        self.control = Some(path.into());
+        self
+    }
+
+    /// Sets an environment variable for the daemon.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Starts the daemon and waits for its ready line; panics with its
+    /// output if it does not come.
+    #[track_caller]
+    pub fn start(self) -> Daemon {
+        let (mut process, control, dir) = self.launch();
+        process.dir = dir;
+        let ready = match process
+            .stdout
+            .wait_for(0, &|l| l.starts_with(READY_PREFIX), TIMEOUT)
+        {
+            Some((_, line)) => line,
+            None => panic!("the daemon did not get ready\n{}", process.snapshot()),
+        };
+        let url = &ready[READY_PREFIX.len()..];
+        let (scheme, rest) = match url.strip_prefix("https://") {
+            Some(rest) => ("https", rest),
+            None => ("http", url.strip_prefix("http://").unwrap_or(url)),
+        };
+        let addr = rest
+            .split(READY_CONTROL)
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable ready line {ready:?}\n{}", process.snapshot()));
+        let want = format!("{READY_CONTROL}{})", control.display());
+        assert!(
+            ready.ends_with(&want),
+            "ready line {ready:?} should end with {want:?}"
+        );
+        Daemon {
+            addr,
+            scheme,
+            control,
+            process,
+        }
+    }
+
+    /// Starts the daemon without waiting for it: for daemons expected to
+    /// fail, followed by [`Process::wait_exit`].
+    #[track_caller]
+    pub fn spawn(self) -> Process {
+        let (mut process, _, dir) = self.launch();
+        process.dir = dir;
+        process
+    }
+
+    fn launch(self) -> (Process, PathBuf, Option<tempfile::TempDir>) {
+        let (control, dir) = match self.control {
+            Some(path) => (path, None),
+            None => {
+                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+                (dir.path().join("ctl.sock"), Some(dir))
+            }
+        };
+        let mut cmd = command(["serve", "--listen", "127.0.0.1:0", "--control"]);
+        cmd.arg(&control).args(&self.args);
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        (Process::spawn(cmd), control, dir)
+    }
+}
+
+impl Daemon {
+    /// Starts `pagewire serve --listen 127.0.0.1:0 --control DIR/ctl.sock ARGS`
+    /// and waits until it is ready.
+    #[track_caller]
+    pub fn start<S: AsRef<OsStr>>(args: &[S]) -> Daemon {
+        Daemon::builder().args(args).start()
+    }
+
+    /// A builder for a daemon with more settings.
+    pub fn builder() -> DaemonBuilder {
+        DaemonBuilder::default()
+    }
+
+    /// `http://ADDR` (or `https://`) followed by `path` (which starts
+    /// with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.addr)
+    }
+
+    /// Runs `pagewire --control SOCKET ARGS` and waits for it to exit.
+    #[track_caller]
+    pub fn cli<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        self.cli_spawn(args).wait_exit()
+    }
+
+    /// Starts `pagewire --control SOCKET ARGS` without waiting (`monitor`).
+    #[track_caller]
+    pub fn cli_spawn<S: AsRef<OsStr>>(&self, args: &[S]) -> Process {
+        let mut cmd = command([OsStr::new("--control"), self.control.as_os_str()]);
+        cmd.args(args);
+        Process::spawn(cmd)
+    }
+
+    /// The daemon's own process (its output so far, waits on it).
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// Waits for a daemon stdout line matching `pred`; see
+    /// [`Process::wait_for_stdout`].
+    #[track_caller]
+    pub fn wait_for_stdout(&self, pred: impl Fn(&str) -> bool) -> String {
+        self.process.wait_for_stdout(pred)
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and returns what it
+    /// did.
+    #[track_caller]
+    pub fn kill(self) -> Output {
+        self.process.kill()
+    }
+
+    /// Stops the daemon with SIGTERM and returns what it did.
+    #[track_caller]
+    pub fn stop(self) -> Output {
+        self.process.terminate()
+    }
+
+    /// The path of the control socket, for tests that look at the file.
+    pub fn control_path(&self) -> &Path {
+        &self.control
+    }
+}
