@@ -286,10 +286,15 @@ fn real_main() -> anyhow::Result<i32> {
     };
 
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.bench_dir.join("results").join(stamp.to_string()));
+    // The smoke run keeps nothing unless it fails.
+    let scratch_out = args.smoke && args.out.is_none();
+    let out = match &args.out {
+        Some(dir) => dir.clone(),
+        None if args.smoke => {
+            std::env::temp_dir().join(format!("pw-bench-smoke-{}", std::process::id()))
+        }
+        None => args.bench_dir.join("results").join(stamp.to_string()),
+    };
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let runs_path = out.join("runs.jsonl");
     let mut runs_file = File::create(&runs_path)?;
@@ -365,7 +370,17 @@ fn real_main() -> anyhow::Result<i32> {
     println!("{table}");
     if args.smoke {
         let ok = failures == 0 && !runs.is_empty() && runs.iter().all(|r| r.clean);
-        eprintln!("smoke: {}", if ok { "ok" } else { "FAILED" });
+        if ok && scratch_out {
+            let _ = fs::remove_dir_all(&out);
+        }
+        eprintln!(
+            "smoke: {}",
+            if ok {
+                "ok".to_string()
+            } else {
+                format!("FAILED (server logs in {})", out.join("logs").display())
+            }
+        );
         return Ok(if ok { 0 } else { 1 });
     }
     Ok(if failures == 0 { 0 } else { 1 })
