@@ -98,12 +98,17 @@ where
         version: PROTOCOL_VERSION,
     };
     exec.hub().send_to(conn.id(), &hello.encode());
+    // `pre` may share the HTTP layer's whole read buffer even when it holds
+    // no bytes: copy what it holds and let the buffer go now, not when the
+    // connection ends.
+    let carry = pre.to_vec();
+    drop(pre);
     let mut d = Driver {
         io,
         conn: conn.clone(),
         exec: exec.clone(),
         limits,
-        carry: pre.to_vec(),
+        carry,
         assembler: MessageAssembler::new(&limits.frames),
         out: VecDeque::new(),
         out_offset: 0,
