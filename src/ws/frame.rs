@@ -45,6 +45,8 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 pub const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 /// Longest header of a server frame: two bytes and a 64-bit length, no mask.
 pub const MAX_HEADER_LEN: usize = 10;
+/// Longest header of a client frame: a server header plus the masking key.
+pub const MAX_CLIENT_HEADER_LEN: usize = MAX_HEADER_LEN + 4;
 
 /// A server Ping with no payload, ready to write.
 pub const EMPTY_PING: [u8; 2] = [FIN_BIT | 0x9, 0];
@@ -382,6 +384,34 @@ pub fn next_frame<'a>(
     Ok(Some((frame, consumed)))
 }
 
+/// The whole length (header, mask and payload) of the client frame that
+/// `buf` starts with, as its header declares it; `None` until the header
+/// has arrived.
+///
+/// Checks nothing: it lets a reader that holds an incomplete frame (one
+/// [`parse_frame`] has already let through) reserve room for the rest of it
+/// once, instead of growing its buffer again and again.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let (declared, payload_start, _) = header_parts(buf)?;
+    usize::try_from(declared).ok()?.checked_add(payload_start)
+}
+
+/// The declared payload length, the payload's offset and the masking key
+/// (if the mask bit is set) of the frame header at the start of `buf`;
+/// `None` until the whole header has arrived. Checks nothing.
+fn header_parts(buf: &[u8]) -> Option<(u64, usize, Option<[u8; 4]>)> {
+    let b1 = *buf.get(1)?;
+    let (declared, mask_at) = match b1 & LEN_BITS {
+        LEN_16 => (u64::from(u16::from_be_bytes(read_array(buf, 2)?)), 4),
+        LEN_64 => (u64::from_be_bytes(read_array(buf, 2)?), 10),
+        n => (u64::from(n), 2),
+    };
+    if b1 & MASK_BIT == 0 {
+        return Some((declared, mask_at, None));
+    }
+    Some((declared, mask_at + 4, Some(read_array(buf, mask_at)?)))
+}
+
 /// The `N` bytes of `buf` from `at`, or `None` if they have not all arrived.
 fn read_array<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
     buf.get(at..at.checked_add(N)?)?.try_into().ok()
@@ -450,6 +480,17 @@ pub enum Message<'a> {
     Close(Option<CloseFrame<'a>>),
 }
 
+/// How far [`MessageAssembler::check_arriving`] has got through the text
+/// of a frame that is still arriving.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Arriving {
+    /// Payload bytes checked so far.
+    checked: usize,
+    /// The text's validator; `None` before the first call, and for a frame
+    /// that is not text.
+    utf8: Option<Utf8Validator>,
+}
+
 /// Turns client frames into messages: enforces the fragmentation rules and
 /// the message limit, and checks text as UTF-8 fragment by fragment.
 ///
@@ -487,6 +528,55 @@ impl MessageAssembler {
     /// Whether a fragmented message has started and not yet finished.
     pub fn in_progress(&self) -> bool {
         self.partial.is_some()
+    }
+
+    /// Checks the text that has arrived so far of an incomplete frame at
+    /// the start of `buf` (one [`parse_frame`] returned `Ok(None)` for), so
+    /// that invalid UTF-8 is refused as soon as it arrives, not once the
+    /// whole frame is in: a peer streaming a large bad frame is stopped
+    /// early, and RFC 6455 (section 8.1) asks for no less.
+    ///
+    /// `progress` carries what earlier calls checked of the same frame;
+    /// start each frame with `Arriving::default()`. Leaves `buf` as it is
+    /// (still masked), so [`parse_frame`] can take the frame when complete.
+    /// Frames that are not text, and errors other than bad UTF-8, are left
+    /// to [`parse_frame`] and [`push`](Self::push).
+    pub fn check_arriving(&self, buf: &[u8], progress: &mut Arriving) -> Result<(), ProtocolError> {
+        let Some(&b0) = buf.first() else {
+            return Ok(());
+        };
+        let Some((declared, payload_start, Some(key))) = header_parts(buf) else {
+            return Ok(());
+        };
+        if progress.utf8.is_none() {
+            progress.utf8 = match (OpCode::from_bits(b0 & OPCODE_BITS), &self.partial) {
+                (Some(OpCode::Text), None) => Some(Utf8Validator::new()),
+                (Some(OpCode::Continuation), Some(partial)) => partial.utf8,
+                _ => None,
+            };
+        }
+        let Some(utf8) = progress.utf8.as_mut() else {
+            return Ok(());
+        };
+        let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+        let end = payload_start.saturating_add(declared).min(buf.len());
+        let from = payload_start.saturating_add(progress.checked);
+        let arrived = buf.get(from..end).unwrap_or_default();
+        // Unmasked a piece at a time in a copy: the buffer stays masked.
+        let mut piece = [0u8; 64];
+        for chunk in arrived.chunks(piece.len()) {
+            let piece = piece.get_mut(..chunk.len()).unwrap_or_default();
+            piece.copy_from_slice(chunk);
+            // The key as it stands at this byte of the payload.
+            let mut at = [0u8; 4];
+            for (i, k) in at.iter_mut().enumerate() {
+                *k = key[(progress.checked + i) % 4];
+            }
+            apply_mask(piece, at);
+            utf8.feed(piece)?;
+            progress.checked += chunk.len();
+        }
+        Ok(())
     }
 
     /// Drops any message in progress and its buffer.
