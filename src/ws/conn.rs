@@ -595,3 +595,199 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
         self.hub.close_one(self.conn.id(), reason);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubLimits;
+    use crate::monitor::Monitor;
+    use tokio::io::{duplex, AsyncReadExt, DuplexStream};
+
+    const KEY: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+    /// A masked client frame with first byte `b0`.
+    fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![b0];
+        if payload.len() <= 125 {
+            out.push(0x80 | payload.len() as u8);
+        } else if let Ok(n) = u16::try_from(payload.len()) {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&n.to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&KEY);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        frame::apply_mask(&mut out[start..], KEY);
+        out
+    }
+
+    /// Reads one (unmasked) server frame: its first byte and payload. A
+    /// driver that never answers fails the test instead of hanging it.
+    async fn read_frame(io: &mut DuplexStream) -> (u8, Vec<u8>) {
+        tokio::time::timeout(Duration::from_secs(10), read_frame_now(io))
+            .await
+            .expect("no frame within 10 s")
+    }
+
+    async fn read_frame_now(io: &mut DuplexStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        io.read_exact(&mut head).await.expect("frame header");
+        let len = match head[1] & 0x7F {
+            126 => u64::from(io.read_u16().await.expect("length")),
+            127 => io.read_u64().await.expect("length"),
+            n => u64::from(n),
+        };
+        let mut payload = vec![0; usize::try_from(len).expect("length")];
+        io.read_exact(&mut payload).await.expect("payload");
+        (head[0], payload)
+    }
+
+    /// Reads the server's close frame, returns its code, and checks that
+    /// the server then ends the connection.
+    async fn read_close(io: &mut DuplexStream) -> u16 {
+        let (b0, payload) = read_frame(io).await;
+        assert_eq!(b0, 0x88, "expected a close frame");
+        let code = u16::from_be_bytes([payload[0], payload[1]]);
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.expect("read to the end");
+        assert!(rest.is_empty(), "bytes after the close frame");
+        code
+    }
+
+    fn limits(max: usize) -> ConnLimits {
+        ConnLimits {
+            frames: Limits {
+                max_frame: max,
+                max_message: max,
+            },
+            ..ConnLimits::default()
+        }
+    }
+
+    /// An echo connection over an in-memory stream whose buffer is small,
+    /// so large frames reach the driver in many reads.
+    fn echo(pre: &[u8], max: usize) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let conn = hub.open(([127, 0, 0, 1], 1).into(), "test").expect("open");
+        let (client, server) = duplex(4096);
+        let pre = Bytes::copy_from_slice(pre);
+        let task = tokio::spawn(drive(server, pre, conn, hub, EchoHandler, limits(max)));
+        (client, task)
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 253) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn echoes_messages_and_completes_the_close_handshake() {
+        // A text frame and half a binary one arrive with the handshake.
+        let big = pattern(200_000);
+        let binary = masked(0x82, &big);
+        let mut pre = masked(0x81, "héllo".as_bytes());
+        pre.extend_from_slice(&binary[..1000]);
+        let (mut client, task) = echo(&pre, 1 << 20);
+        client.write_all(&binary[1000..]).await.expect("write");
+        // A fragmented text message with a ping between its fragments.
+        client
+            .write_all(&masked(0x01, b"frag"))
+            .await
+            .expect("write");
+        client
+            .write_all(&masked(0x89, b"ping!"))
+            .await
+            .expect("write");
+        client
+            .write_all(&masked(0x80, b"ments"))
+            .await
+            .expect("write");
+
+        assert_eq!(read_frame(&mut client).await, (0x81, "héllo".into()));
+        assert_eq!(read_frame(&mut client).await, (0x82, big));
+        assert_eq!(read_frame(&mut client).await, (0x8A, b"ping!".to_vec()));
+        assert_eq!(read_frame(&mut client).await, (0x81, b"fragments".to_vec()));
+
+        client
+            .write_all(&masked(0x88, &4001u16.to_be_bytes()))
+            .await
+            .expect("write");
+        // The peer's code is echoed.
+        assert_eq!(read_close(&mut client).await, 4001);
+        task.await.expect("task");
+    }
+
+    #[tokio::test]
+    async fn bad_utf8_fails_before_its_frame_is_complete() {
+        let (mut client, task) = echo(&[], 1 << 20);
+        let frame = masked(0x81, &[b'a', b'b', 0xFF, b'c', b'd', b'e', b'f', b'g']);
+        // The header promises 8 bytes; only the first 4 are sent.
+        client.write_all(&frame[..6 + 4]).await.expect("write");
+        assert_eq!(read_close(&mut client).await, 1007);
+        task.await.expect("task");
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_refused_from_its_header() {
+        let (mut client, task) = echo(&[], 1000);
+        let frame = masked(0x82, &[0; 1001]);
+        client.write_all(&frame[..8]).await.expect("write");
+        assert_eq!(read_close(&mut client).await, 1009);
+        task.await.expect("task");
+    }
+
+    /// Polls the driver once; true if it is still running.
+    async fn step<S, H>(d: &mut Driver<S, H>) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        H: MessageHandler,
+    {
+        poll_fn(|cx| Poll::Ready(d.poll_step(cx).is_pending())).await
+    }
+
+    #[tokio::test]
+    async fn idle_connections_hold_no_buffers() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let conn = hub.open(([127, 0, 0, 1], 1).into(), "test").expect("open");
+        let (mut client, server) = duplex(1 << 20);
+        let limits = limits(1 << 20);
+        let mut d = Driver {
+            io: server,
+            conn,
+            hub,
+            handler: EchoHandler,
+            limits,
+            carry: Vec::new(),
+            arriving: Arriving::default(),
+            assembler: MessageAssembler::new(&limits.frames),
+            out: VecDeque::new(),
+            out_offset: 0,
+            close_sent: false,
+            close_received: false,
+            read_done: false,
+            deadline: None,
+            reason: None,
+        };
+
+        // Half of a 300 KiB frame: room for all of it is reserved at once.
+        let frame = masked(0x82, &pattern(300_000));
+        client.write_all(&frame[..150_000]).await.expect("write");
+        assert!(step(&mut d).await);
+        assert_eq!(d.carry.len(), 150_000);
+        assert_eq!(d.carry.capacity(), frame.len());
+
+        // The rest, and a small frame: echoed, and nothing is kept.
+        client.write_all(&frame[150_000..]).await.expect("write");
+        client.write_all(&masked(0x81, b"x")).await.expect("write");
+        assert!(step(&mut d).await);
+        assert!(step(&mut d).await);
+        assert_eq!(d.carry.capacity(), 0);
+        assert_eq!(d.out.capacity(), 0);
+        assert!(!d.assembler.in_progress());
+        let (_, echoed) = read_frame(&mut client).await;
+        assert_eq!(echoed.len(), 300_000);
+        assert_eq!(read_frame(&mut client).await, (0x81, b"x".to_vec()));
+    }
+}

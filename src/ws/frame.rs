@@ -1738,6 +1738,91 @@ mod tests {
         assert_eq!(validator.finish(), Ok(()));
     }
 
+    #[test]
+    fn frame_len_reads_the_header_only() {
+        for len in [0, 5, 125, 126, 65535, 65536, 100_000] {
+            let frame = masked(0x82, &pattern(len));
+            let header = frame.len() - len;
+            for cut in 0..header {
+                assert_eq!(frame_len(&frame[..cut]), None, "length {len}, cut {cut}");
+            }
+            assert_eq!(
+                frame_len(&frame[..header]),
+                Some(frame.len()),
+                "length {len}"
+            );
+        }
+        // No mask: no key to count.
+        assert_eq!(frame_len(&[0x81, 5]), Some(7));
+        // A length that overflows with its header is not a length.
+        let mut huge = vec![0x82, 0xFF];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        huge.extend_from_slice(&KEY);
+        assert_eq!(frame_len(&huge), None);
+    }
+
+    /// Feeds `frame` to `check_arriving` cut into pieces of `step` bytes and
+    /// returns the length of the prefix at which it failed, if it did.
+    fn arriving_fails_at(assembler: &MessageAssembler, frame: &[u8], step: usize) -> Option<usize> {
+        let mut progress = Arriving::default();
+        let mut end = 0;
+        while end < frame.len() {
+            end = (end + step).min(frame.len());
+            let before = frame[..end].to_vec();
+            let result = assembler.check_arriving(&before, &mut progress);
+            assert_eq!(before, frame[..end], "the buffer was changed");
+            if result.is_err() {
+                assert_eq!(result, Err(ProtocolError::InvalidUtf8));
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn arriving_text_fails_at_the_first_bad_piece() {
+        let fresh = MessageAssembler::default();
+        let mut bad = "κόσμε".repeat(20).into_bytes();
+        let good = bad.clone();
+        bad[100] = 0xFF;
+        for step in [1, 3, 7, 64, 1000] {
+            let frame = masked(0x81, &bad);
+            let header = frame.len() - bad.len();
+            let failed = arriving_fails_at(&fresh, &frame, step).expect("bad text found");
+            // Not before byte 100 arrived, and within the piece that brought it.
+            assert!(
+                failed > header + 100 && failed <= header + 101 + step,
+                "step {step}"
+            );
+            assert_eq!(arriving_fails_at(&fresh, &masked(0x81, &good), step), None);
+            // Binary is not text; a text frame never ends in this check.
+            assert_eq!(arriving_fails_at(&fresh, &masked(0x82, &bad), step), None);
+            assert_eq!(
+                arriving_fails_at(&fresh, &masked(0x81, &good[..1]), step),
+                None
+            );
+        }
+        // A continuation carries on from the message's first fragment: a
+        // character split between them is accepted, a broken one is not.
+        let euro = "€".as_bytes();
+        let mut text = MessageAssembler::default();
+        let mut first = masked(0x01, &euro[..1]);
+        let (frame, _) = next_frame(&mut first, &Limits::default())
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(text.push(frame), Ok(None));
+        assert_eq!(arriving_fails_at(&text, &masked(0x80, &euro[1..]), 1), None);
+        assert!(arriving_fails_at(&text, &masked(0x80, b"ab"), 1).is_some());
+        // ...unless that message is binary.
+        let mut binary = MessageAssembler::default();
+        let mut first = masked(0x02, &euro[..1]);
+        let (frame, _) = next_frame(&mut first, &Limits::default())
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(binary.push(frame), Ok(None));
+        assert_eq!(arriving_fails_at(&binary, &masked(0x80, b"ab"), 1), None);
+    }
+
     /// A small deterministic generator, so the fuzz test below is
     /// reproducible without a dependency.
     struct XorShift(u64);
