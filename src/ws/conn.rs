@@ -440,7 +440,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
         let mut carry = std::mem::take(&mut self.carry);
         // Room for the rest of the frame at once, so a large frame that
         // arrives in many reads is not copied over and over as it grows.
-        carry.reserve_exact(self.carry_room(&carry, fresh.len()) - carry.len());
+        carry.reserve_exact(
+            self.carry_room(&carry, fresh.len())
+                .saturating_sub(carry.len()),
+        );
         carry.extend_from_slice(fresh);
         let used = self.handle_bytes(&mut carry, lines);
         if !self.can_read() || used >= carry.len() {

@@ -534,7 +534,7 @@ impl MessageAssembler {
     /// the start of `buf` (one [`parse_frame`] returned `Ok(None)` for), so
     /// that invalid UTF-8 is refused as soon as it arrives, not once the
     /// whole frame is in: a peer streaming a large bad frame is stopped
-    /// early, and RFC 6455 (section 8.1) asks for no less.
+    /// early (Autobahn's cases 6.4.3 and 6.4.4 expect it).
     ///
     /// `progress` carries what earlier calls checked of the same frame;
     /// start each frame with `Arriving::default()`. Leaves `buf` as it is
@@ -1759,6 +1759,30 @@ mod tests {
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         huge.extend_from_slice(&KEY);
         assert_eq!(frame_len(&huge), None);
+    }
+
+    #[test]
+    fn control_frames_are_not_held_to_the_message_limit() {
+        // Control frames have their own limit (125 bytes) whatever the
+        // message limit says: a ping must be answered even where messages
+        // are kept very small. (Found while fuzzing the `frames` target,
+        // whose first version assumed otherwise.)
+        let limits = Limits {
+            max_frame: 2040,
+            max_message: 0,
+        };
+        let mut stream = concat(&[
+            masked(0x8A, &[0xFF; 68]),
+            masked(0x89, &[1; 125]),
+            masked(0x88, &[0x03, 0xE8]),
+        ]);
+        let messages = run(&mut stream, &limits).expect("valid");
+        assert!(
+            matches!(messages[..], [Message::Pong(p), Message::Ping(q), Message::Close(_)]
+            if p.len() == 68 && q.len() == 125)
+        );
+        let mut text = masked(0x81, b"a");
+        assert_eq!(run(&mut text, &limits), Err((0, ProtocolError::TooBig)));
     }
 
     /// Feeds `frame` to `check_arriving` cut into pieces of `step` bytes and
