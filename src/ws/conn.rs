@@ -106,7 +106,7 @@ pub trait MessageHandler: Send {
 /// pagewire's pages: a text message is a command line, run by the executor
 /// with the page's rights and answered with a `reply` or an `error` frame;
 /// binary messages are refused with 1003.
-pub struct PageHandler {
+struct PageHandler {
     exec: Executor,
     id: u64,
 }
