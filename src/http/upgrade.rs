@@ -105,7 +105,7 @@ pub(super) async fn upgrade(
                 return;
             }
         };
-        let conn = match hub.open(peer, &page) {
+        let conn = match conn::open_page(&hub, peer, &page) {
             Ok(c) => c,
             Err(e) => {
                 hub.monitor()
