@@ -456,6 +456,9 @@ impl Hub {
         if entry.names.len() >= max {
             return Err(RegisterError::TooManyNames(max));
         }
+        // Most pages register one name: room for exactly that, not the
+        // default four.
+        entry.names.reserve_exact(1);
         entry.names.push(name.into());
         let conn = entry.conn.clone();
         t.names.entry(name.into()).or_default().push(conn);

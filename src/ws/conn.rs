@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, Sleep};
 
 use super::frame::{self, Arriving, Limits, Message, MessageAssembler, OpCode, ProtocolError};
@@ -88,7 +88,7 @@ pub enum Action {
 ///
 /// `on_text` and `on_binary` are called from inside the read loop, in the
 /// order the messages arrived, and must not block.
-pub trait MessageHandler: Send {
+pub trait MessageHandler: Send + Unpin {
     /// A complete text message (valid UTF-8).
     fn on_text(&mut self, text: Cow<'_, str>) -> Action;
 
@@ -96,8 +96,9 @@ pub trait MessageHandler: Send {
     fn on_binary(&mut self, data: Cow<'_, [u8]>) -> Action;
 
     /// Runs a line that `on_text` or `on_binary` answered with
-    /// [`Action::Run`]. Lines run one at a time, in order.
-    fn run(&mut self, line: String) -> impl Future<Output = ()> + Send {
+    /// [`Action::Run`]. Lines run one at a time, in order. The future owns
+    /// what it needs, so the connection can keep it apart from itself.
+    fn run(&mut self, line: String) -> impl Future<Output = ()> + Send + 'static {
         // Only handlers that return Action::Run need to say what it means.
         drop(line);
         async {}
@@ -124,19 +125,22 @@ impl MessageHandler for PageHandler {
         })
     }
 
-    async fn run(&mut self, line: String) {
-        let reply = self.exec.run_line(&line, Door::Page(self.id)).await;
-        let frame = if reply.ok {
-            ServerFrame::Reply {
-                ok: true,
-                output: &reply.output,
-            }
-        } else {
-            ServerFrame::Error {
-                message: &reply.output,
-            }
-        };
-        self.exec.hub().send_to(self.id, &frame.encode());
+    fn run(&mut self, line: String) -> impl Future<Output = ()> + Send + 'static {
+        let (exec, id) = (self.exec.clone(), self.id);
+        async move {
+            let reply = exec.run_line(&line, Door::Page(id)).await;
+            let frame = if reply.ok {
+                ServerFrame::Reply {
+                    ok: true,
+                    output: &reply.output,
+                }
+            } else {
+                ServerFrame::Error {
+                    message: &reply.output,
+                }
+            };
+            exec.hub().send_to(id, &frame.encode());
+        }
     }
 }
 
@@ -206,31 +210,42 @@ pub fn open_page(hub: &Hub, remote: SocketAddr, page: &str) -> Result<Arc<Conn>,
 /// Serves one page's upgraded connection (opened with [`open_page`]) until
 /// it closes, running the command lines it sends. `pre` holds bytes the
 /// HTTP layer read past the handshake.
-pub async fn run<S>(io: S, pre: Bytes, conn: Arc<Conn>, exec: Executor, limits: ConnLimits)
+pub fn run<S>(
+    io: S,
+    pre: Bytes,
+    conn: Arc<Conn>,
+    exec: Executor,
+    limits: ConnLimits,
+) -> impl Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let hub = exec.hub().clone();
     let handler = PageHandler {
         exec,
         id: conn.id(),
     };
-    drive(io, pre, conn, hub, handler, limits).await;
+    drive(io, pre, conn, hub, handler, limits)
 }
 
 /// Serves one upgraded connection until it closes, handing each complete
 /// message to `handler`. `conn` must be open in `hub`: frames for the peer
 /// (the handler's, pongs, the close) go through its outbox. `pre` holds
 /// bytes read past the handshake.
-pub async fn drive<S, H>(
+///
+/// The returned future is the connection's whole state for as long as it
+/// lives, once per page: it is built here, outside any `async fn`, so the
+/// arguments are not kept a second time beside the driver made of them.
+pub fn drive<S, H>(
     io: S,
     pre: Bytes,
     conn: Arc<Conn>,
     hub: Hub,
     handler: H,
     limits: ConnLimits,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
     H: MessageHandler,
 {
     // `pre` may share the HTTP layer's whole read buffer even when it holds
@@ -238,10 +253,10 @@ pub async fn drive<S, H>(
     // connection ends.
     let carry = pre.to_vec();
     drop(pre);
-    let mut d = Driver {
+    let driver = Driver {
         io,
-        conn: conn.clone(),
-        hub: hub.clone(),
+        conn,
+        hub,
         handler,
         limits,
         carry,
@@ -255,21 +270,81 @@ pub async fn drive<S, H>(
         deadline: None,
         reason: None,
     };
-    let why = loop {
-        match poll_fn(|cx| d.poll_step(cx)).await {
-            Step::Lines(lines) => {
-                for line in lines {
-                    // Boxed so the idle task does not carry the handler's
-                    // future (the executor's, for a page) in its own state.
-                    Box::pin(d.handler.run(line)).await;
+    Connection {
+        driver,
+        phase: Phase::Serving,
+    }
+}
+
+/// The future a connection's task runs: the driver plus where the
+/// connection is in its life. Written by hand rather than as an `async fn`
+/// because it is the one thing every idle page keeps: an `async fn` would
+/// hold the driver twice (as argument and as local) and a timer throughout.
+struct Connection<S, H> {
+    driver: Driver<S, H>,
+    phase: Phase,
+}
+
+/// A line the handler is running.
+type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+enum Phase {
+    /// Reading and writing.
+    Serving,
+    /// Running the lines the page sent, one at a time; reading waits.
+    Running(Running, std::vec::IntoIter<String>),
+    /// Over: shutting the socket's write side down, for at most a second.
+    ShuttingDown(Pin<Box<Sleep>>),
+    /// Finished.
+    Done,
+}
+
+impl<S, H> Future for Connection<S, H>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: MessageHandler,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let d = &mut this.driver;
+        loop {
+            match &mut this.phase {
+                Phase::Serving => match d.poll_step(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Step::Lines(lines)) => {
+                        let mut lines = lines.into_iter();
+                        if let Some(line) = lines.next() {
+                            this.phase = Phase::Running(Box::pin(d.handler.run(line)), lines);
+                        }
+                    }
+                    Poll::Ready(Step::Done(why)) => {
+                        d.hub.gone(&d.conn, &why);
+                        this.phase = Phase::ShuttingDown(Box::pin(sleep(Duration::from_secs(1))));
+                    }
+                },
+                Phase::Running(running, lines) => {
+                    if running.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    match lines.next() {
+                        Some(line) => *running = Box::pin(d.handler.run(line)),
+                        None => this.phase = Phase::Serving,
+                    }
                 }
+                // Best effort: the peer may already be gone.
+                Phase::ShuttingDown(deadline) => {
+                    let shut = Pin::new(&mut d.io).poll_shutdown(cx).is_ready();
+                    if !shut && deadline.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.phase = Phase::Done;
+                }
+                Phase::Done => return Poll::Ready(()),
             }
-            Step::Done(why) => break why,
         }
-    };
-    hub.gone(&conn, &why);
-    // Best effort: the peer may already be gone.
-    let _ = tokio::time::timeout(Duration::from_secs(1), d.io.shutdown()).await;
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
@@ -617,7 +692,8 @@ mod tests {
     use super::*;
     use crate::hub::HubLimits;
     use crate::monitor::Monitor;
-    use tokio::io::{duplex, AsyncReadExt, DuplexStream};
+    use std::future::poll_fn;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     const KEY: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 
