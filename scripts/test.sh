@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every pagewire test on a fresh Debian machine: installs what the tests
 # need (Debian packages, npm packages from committed lockfiles), checks
-# formatting and lints, then runs the Rust tests, the browser tests and the
-# benchmark smoke run. Exits non-zero on the first failure.
+# formatting and lints, then runs the Rust tests, the browser tests, the
+# benchmark smoke run, the Autobahn conformance cases and a bounded fuzzing
+# run. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,5 +41,11 @@ if [ -x bench/run.sh ]; then
   step "benchmark smoke run"
   bench/run.sh --smoke
 fi
+
+step "WebSocket conformance (Autobahn cases against the echo harness)"
+scripts/autobahn.sh
+
+step "fuzzing (cargo fuzz, ${FUZZ_SECONDS:-60}s per target)"
+scripts/fuzz.sh
 
 step "all tests passed"

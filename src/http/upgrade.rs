@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -95,8 +96,8 @@ pub(super) async fn upgrade(
     let slot = req.extensions_mut().remove::<ConnSlot>();
     let exec = front.exec.clone();
     let limits = front.conn_limits;
+    let tasks = front.tasks.clone();
     front.tasks.spawn(async move {
-        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -105,7 +106,7 @@ pub(super) async fn upgrade(
                 return;
             }
         };
-        let conn = match hub.open(peer, &page) {
+        let conn = match conn::open_page(&hub, peer, &page) {
             Ok(c) => c,
             Err(e) => {
                 hub.monitor()
@@ -113,19 +114,19 @@ pub(super) async fn upgrade(
                 return;
             }
         };
-        // A plain TCP stream is driven directly; anything else (TLS) through
+        // The connection gets a task of its own, holding only its own
+        // state: this one, with the handshake's leftovers, ends here. A
+        // plain TCP stream is driven directly; anything else (TLS) through
         // hyper's upgraded wrapper.
+        let release = move |()| drop(slot);
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => conn::run(parts.io.into_inner(), parts.read_buf, conn, exec, limits).await,
+            Ok(parts) => {
+                let io = parts.io.into_inner();
+                tasks.spawn(conn::run(io, parts.read_buf, conn, exec, limits).map(release));
+            }
             Err(upgraded) => {
-                conn::run(
-                    TokioIo::new(upgraded),
-                    Default::default(),
-                    conn,
-                    exec,
-                    limits,
-                )
-                .await
+                let io = TokioIo::new(upgraded);
+                tasks.spawn(conn::run(io, Bytes::new(), conn, exec, limits).map(release));
             }
         }
     });

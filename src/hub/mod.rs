@@ -373,6 +373,18 @@ impl Hub {
 
     /// Adds a connection with a fresh index.
     pub fn open(&self, remote: SocketAddr, page: &str) -> Result<Arc<Conn>, OpenError> {
+        self.open_greeted(remote, page, |_| None)
+    }
+
+    /// [`Hub::open`], with a first frame (made from the new index) queued
+    /// before the connection can be found: nothing delivered to it, not
+    /// even a Monitor line about its own opening, can overtake it.
+    pub fn open_greeted(
+        &self,
+        remote: SocketAddr,
+        page: &str,
+        greeting: impl FnOnce(u64) -> Option<Bytes>,
+    ) -> Result<Arc<Conn>, OpenError> {
         // A plugged-in source is asked before the table is locked, since it
         // may wake its refill task; an index it gives to a connection refused
         // below is simply never used, which keeps indexes unique.
@@ -404,6 +416,10 @@ impl Hub {
             outbox: Outbox::default(),
             totals: self.shared.counters.clone(),
         });
+        if let Some(first) = greeting(id) {
+            // A fresh outbox is empty and open, so this always queues.
+            let _ = conn.outbox.push(first, self.shared.limits.outbox);
+        }
         t.conns.insert(
             id,
             Entry {
@@ -440,6 +456,9 @@ impl Hub {
         if entry.names.len() >= max {
             return Err(RegisterError::TooManyNames(max));
         }
+        // Most pages register one name: room for exactly that, not the
+        // default four.
+        entry.names.reserve_exact(1);
         entry.names.push(name.into());
         let conn = entry.conn.clone();
         t.names.entry(name.into()).or_default().push(conn);

@@ -1,28 +1,35 @@
-//! One page's connection after the upgrade: reads command lines, writes
-//! queued frames, answers pings, and closes cleanly.
+//! One connection after the upgrade: reads messages, writes queued frames,
+//! answers pings, and closes cleanly.
 //!
-//! The task owns no buffer while its page is idle. Reads go into a scratch
+//! The task owns no buffer while its peer is idle. Reads go into a scratch
 //! buffer that belongs to the worker thread, not the connection; only the
 //! bytes of a frame that arrived in part are kept (`carry`). Writes take the
 //! shared `Bytes` of queued frames and hand them to the socket with one
 //! vectored write, without copying them.
+//!
+//! What a complete message means is up to a [`MessageHandler`]: for a page
+//! ([`run`]) a text message is a command line for the executor; the
+//! conformance harness (`examples/autobahn-echo.rs`) drives the same task
+//! with [`EchoHandler`], which sends every message back.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, Sleep};
 
-use super::frame::{self, Limits, Message, MessageAssembler, OpCode};
+use super::frame::{self, Arriving, Limits, Message, MessageAssembler, OpCode, ProtocolError};
 use crate::exec::{Door, Executor};
-use crate::hub::{CloseReason, Conn, Next};
+use crate::hub::{CloseReason, Conn, Hub, Next, OpenError};
 use crate::protocol::{ServerFrame, PROTOCOL_VERSION};
 
 /// Limits of one WebSocket connection.
@@ -49,27 +56,128 @@ const MAX_IOVECS: usize = 64;
 /// Reads per wake-up before yielding, so one busy page cannot hold a worker.
 const MAX_READS_PER_POLL: usize = 8;
 
+/// Size of each worker thread's read scratch buffer. It does not bound what
+/// a peer may send: a frame larger than one read grows in `carry`, up to
+/// the frame limit, so large limits cost memory only while such a frame is
+/// arriving.
+const SCRATCH_LEN: usize = 64 * 1024;
+
 thread_local! {
-    /// Read scratch space, one per worker thread, sized for the largest
-    /// frame a page may send plus its header.
+    /// Read scratch space, one per worker thread.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What the connection does next with a message its peer sent.
+#[derive(Debug)]
+pub enum Action {
+    /// Nothing more.
+    Ignore,
+    /// Queue this encoded frame for the peer, after what is queued already
+    /// (so it keeps its place among pongs and other replies).
+    Send(Bytes),
+    /// Hand this line to [`MessageHandler::run`] once the bytes read so far
+    /// have been handled; reading waits until it has run.
+    Run(String),
+    /// Refuse the message: close the connection with this code and reason.
+    Close(CloseReason),
+}
+
+/// What a connection does with the complete data messages its peer sends.
+/// Control frames (ping, pong, close) and every protocol rule are handled
+/// by the connection itself.
+///
+/// `on_text` and `on_binary` are called from inside the read loop, in the
+/// order the messages arrived, and must not block.
+pub trait MessageHandler: Send + Unpin {
+    /// A complete text message (valid UTF-8).
+    fn on_text(&mut self, text: Cow<'_, str>) -> Action;
+
+    /// A complete binary message.
+    fn on_binary(&mut self, data: Cow<'_, [u8]>) -> Action;
+
+    /// Runs a line that `on_text` or `on_binary` answered with
+    /// [`Action::Run`]. Lines run one at a time, in order. The future owns
+    /// what it needs, so the connection can keep it apart from itself.
+    fn run(&mut self, line: String) -> impl Future<Output = ()> + Send + 'static {
+        // Only handlers that return Action::Run need to say what it means.
+        drop(line);
+        async {}
+    }
+}
+
+/// pagewire's pages: a text message is a command line, run by the executor
+/// with the page's rights and answered with a `reply` or an `error` frame;
+/// binary messages are refused with 1003.
+struct PageHandler {
+    exec: Executor,
+    id: u64,
+}
+
+impl MessageHandler for PageHandler {
+    fn on_text(&mut self, text: Cow<'_, str>) -> Action {
+        Action::Run(text.into_owned())
+    }
+
+    fn on_binary(&mut self, _data: Cow<'_, [u8]>) -> Action {
+        Action::Close(CloseReason {
+            code: frame::close_code::UNSUPPORTED,
+            reason: "binary frames are not accepted",
+        })
+    }
+
+    fn run(&mut self, line: String) -> impl Future<Output = ()> + Send + 'static {
+        let (exec, id) = (self.exec.clone(), self.id);
+        async move {
+            let reply = exec.run_line(&line, Door::Page(id)).await;
+            let frame = if reply.ok {
+                ServerFrame::Reply {
+                    ok: true,
+                    output: &reply.output,
+                }
+            } else {
+                ServerFrame::Error {
+                    message: &reply.output,
+                }
+            };
+            exec.hub().send_to(id, &frame.encode());
+        }
+    }
+}
+
+/// Sends every text and binary message back to its sender as it came, in
+/// one frame. It is what a conformance suite talks to: the transport under
+/// test is the very one pages use.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EchoHandler;
+
+impl MessageHandler for EchoHandler {
+    fn on_text(&mut self, text: Cow<'_, str>) -> Action {
+        Action::Send(frame::encode_frame(OpCode::Text, text.as_bytes()))
+    }
+
+    fn on_binary(&mut self, data: Cow<'_, [u8]>) -> Action {
+        Action::Send(frame::encode_frame(OpCode::Binary, &data))
+    }
 }
 
 /// What the connection's poll loop asks its async caller to do.
 enum Step {
-    /// Run these command lines (in order) for the page.
+    /// Hand these lines (in order) to the handler's `run`.
     Lines(Vec<String>),
     /// The connection is over.
     Done(CloseReason),
 }
 
-struct Driver<S> {
+struct Driver<S, H> {
     io: S,
     conn: Arc<Conn>,
-    exec: Executor,
+    hub: Hub,
+    handler: H,
     limits: ConnLimits,
     /// An incomplete frame's bytes, kept until the rest arrives.
     carry: Vec<u8>,
+    /// How much of the text in `carry` has been checked as UTF-8.
+    arriving: Arriving,
     assembler: MessageAssembler,
     /// Frames taken from the outbox and not yet fully written.
     out: VecDeque<Bytes>,
@@ -87,23 +195,72 @@ struct Driver<S> {
     reason: Option<CloseReason>,
 }
 
-/// Serves one upgraded connection until it closes. `pre` holds bytes the
+/// Adds a page's connection to the hub with its `hello` frame queued
+/// first, so the page learns its index before anything else.
+pub fn open_page(hub: &Hub, remote: SocketAddr, page: &str) -> Result<Arc<Conn>, OpenError> {
+    hub.open_greeted(remote, page, |index| {
+        let hello = ServerFrame::Hello {
+            index,
+            version: PROTOCOL_VERSION,
+        };
+        Some(hello.encode())
+    })
+}
+
+/// Serves one page's upgraded connection (opened with [`open_page`]) until
+/// it closes, running the command lines it sends. `pre` holds bytes the
 /// HTTP layer read past the handshake.
-pub async fn run<S>(io: S, pre: Bytes, conn: Arc<Conn>, exec: Executor, limits: ConnLimits)
+pub fn run<S>(
+    io: S,
+    pre: Bytes,
+    conn: Arc<Conn>,
+    exec: Executor,
+    limits: ConnLimits,
+) -> impl Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let hello = ServerFrame::Hello {
-        index: conn.id(),
-        version: PROTOCOL_VERSION,
+    let hub = exec.hub().clone();
+    let handler = PageHandler {
+        exec,
+        id: conn.id(),
     };
-    exec.hub().send_to(conn.id(), &hello.encode());
-    let mut d = Driver {
+    drive(io, pre, conn, hub, handler, limits)
+}
+
+/// Serves one upgraded connection until it closes, handing each complete
+/// message to `handler`. `conn` must be open in `hub`: frames for the peer
+/// (the handler's, pongs, the close) go through its outbox. `pre` holds
+/// bytes read past the handshake.
+///
+/// The returned future is the connection's whole state for as long as it
+/// lives, once per page: it is built here, outside any `async fn`, so the
+/// arguments are not kept a second time beside the driver made of them.
+pub fn drive<S, H>(
+    io: S,
+    pre: Bytes,
+    conn: Arc<Conn>,
+    hub: Hub,
+    handler: H,
+    limits: ConnLimits,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: MessageHandler,
+{
+    // `pre` may share the HTTP layer's whole read buffer even when it holds
+    // no bytes: copy what it holds and let the buffer go now, not when the
+    // connection ends.
+    let carry = pre.to_vec();
+    drop(pre);
+    let driver = Driver {
         io,
-        conn: conn.clone(),
-        exec: exec.clone(),
+        conn,
+        hub,
+        handler,
         limits,
-        carry: pre.to_vec(),
+        carry,
+        arriving: Arriving::default(),
         assembler: MessageAssembler::new(&limits.frames),
         out: VecDeque::new(),
         out_offset: 0,
@@ -113,35 +270,84 @@ where
         deadline: None,
         reason: None,
     };
-    let why = loop {
-        match poll_fn(|cx| d.poll_step(cx)).await {
-            Step::Lines(lines) => {
-                for line in lines {
-                    // Boxed so the idle task does not carry the executor's
-                    // future in its own state.
-                    let reply = Box::pin(exec.run_line(&line, Door::Page(conn.id()))).await;
-                    let frame = if reply.ok {
-                        ServerFrame::Reply {
-                            ok: true,
-                            output: &reply.output,
-                        }
-                    } else {
-                        ServerFrame::Error {
-                            message: &reply.output,
-                        }
-                    };
-                    exec.hub().send_to(conn.id(), &frame.encode());
-                }
-            }
-            Step::Done(why) => break why,
-        }
-    };
-    exec.hub().gone(&conn, &why);
-    // Best effort: the peer may already be gone.
-    let _ = tokio::time::timeout(Duration::from_secs(1), d.io.shutdown()).await;
+    Connection {
+        driver,
+        phase: Phase::Serving,
+    }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+/// The future a connection's task runs: the driver plus where the
+/// connection is in its life. Written by hand rather than as an `async fn`
+/// because it is the one thing every idle page keeps: an `async fn` would
+/// hold the driver twice (as argument and as local) and a timer throughout.
+struct Connection<S, H> {
+    driver: Driver<S, H>,
+    phase: Phase,
+}
+
+/// A line the handler is running.
+type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+enum Phase {
+    /// Reading and writing.
+    Serving,
+    /// Running the lines the page sent, one at a time; reading waits.
+    Running(Running, std::vec::IntoIter<String>),
+    /// Over: shutting the socket's write side down, for at most a second.
+    ShuttingDown(Pin<Box<Sleep>>),
+    /// Finished.
+    Done,
+}
+
+impl<S, H> Future for Connection<S, H>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: MessageHandler,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let d = &mut this.driver;
+        loop {
+            match &mut this.phase {
+                Phase::Serving => match d.poll_step(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Step::Lines(lines)) => {
+                        let mut lines = lines.into_iter();
+                        if let Some(line) = lines.next() {
+                            this.phase = Phase::Running(Box::pin(d.handler.run(line)), lines);
+                        }
+                    }
+                    Poll::Ready(Step::Done(why)) => {
+                        d.hub.gone(&d.conn, &why);
+                        this.phase = Phase::ShuttingDown(Box::pin(sleep(Duration::from_secs(1))));
+                    }
+                },
+                Phase::Running(running, lines) => {
+                    if running.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    match lines.next() {
+                        Some(line) => *running = Box::pin(d.handler.run(line)),
+                        None => this.phase = Phase::Serving,
+                    }
+                }
+                // Best effort: the peer may already be gone.
+                Phase::ShuttingDown(deadline) => {
+                    let shut = Pin::new(&mut d.io).poll_shutdown(cx).is_ready();
+                    if !shut && deadline.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.phase = Phase::Done;
+                }
+                Phase::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
     fn finish(&mut self, reason: CloseReason) -> Poll<Step> {
         Poll::Ready(Step::Done(self.reason.take().unwrap_or(reason)))
     }
@@ -243,7 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.conn.written(frames, written);
     }
 
-    /// Reads and handles what the page sent. Returns `Some` when the
+    /// Reads and handles what the peer sent. Returns `Some` when the
     /// connection ends.
     fn poll_read(&mut self, cx: &mut Context<'_>, lines: &mut Vec<String>) -> Option<Poll<Step>> {
         // After the peer's close frame nothing more is read: what follows
@@ -252,18 +458,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return None;
         }
         // Bytes the HTTP layer read past the handshake come first.
-        if !self.carry.is_empty() && !self.close_received {
-            let mut carry = std::mem::take(&mut self.carry);
-            let used = self.handle_bytes(&mut carry, lines);
-            carry.drain(..used);
-            self.carry = carry;
+        if !self.carry.is_empty() {
+            self.take_bytes(&mut [], lines);
+            if self.close_received || !lines.is_empty() {
+                return None;
+            }
         }
         for _ in 0..MAX_READS_PER_POLL {
             let read = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                let size = self.limits.frames.max_frame + frame::MAX_HEADER_LEN + 4;
-                if scratch.len() < size {
-                    scratch.resize(size, 0);
+                if scratch.len() < SCRATCH_LEN {
+                    scratch.resize(SCRATCH_LEN, 0);
                 }
                 let mut buf = ReadBuf::new(&mut scratch[..]);
                 match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
@@ -271,8 +476,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     Poll::Ready(Err(_)) => Poll::Ready(0),
                     Poll::Ready(Ok(())) => {
                         let n = buf.filled().len();
-                        if n > 0 {
-                            self.take_bytes(&mut scratch[..n], lines);
+                        if let Some(fresh) = scratch.get_mut(..n).filter(|f| !f.is_empty()) {
+                            self.take_bytes(fresh, lines);
                         }
                         Poll::Ready(n)
                     }
@@ -291,7 +496,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     return None;
                 }
                 Poll::Ready(_) => {
-                    if self.close_received || !lines.is_empty() {
+                    if self.close_received || self.read_done || !lines.is_empty() {
                         return None;
                     }
                 }
@@ -302,29 +507,84 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         None
     }
 
-    /// Handles freshly read bytes, keeping an incomplete frame in `carry`.
+    /// Handles freshly read bytes after any kept in `carry`, and keeps what
+    /// is left: the start of a frame that has not fully arrived.
     fn take_bytes(&mut self, fresh: &mut [u8], lines: &mut Vec<String>) {
         if self.carry.is_empty() {
+            // The common case: whole frames straight from the scratch
+            // buffer, no copy.
             let used = self.handle_bytes(fresh, lines);
-            if let Some(rest) = fresh.get(used..) {
-                self.carry.extend_from_slice(rest);
+            if let Some(rest) = fresh.get(used..).filter(|r| !r.is_empty()) {
+                if self.can_read() {
+                    let mut carry = Vec::with_capacity(self.carry_room(rest, 0));
+                    carry.extend_from_slice(rest);
+                    self.carry = carry;
+                    self.arriving = Arriving::default();
+                    self.check_arriving();
+                }
             }
-        } else {
-            let mut carry = std::mem::take(&mut self.carry);
-            carry.extend_from_slice(fresh);
-            let used = carry.len().min(self.handle_bytes(&mut carry, lines));
-            carry.drain(..used);
-            if carry.is_empty() {
-                carry = Vec::new();
-            }
-            self.carry = carry;
+            return;
         }
+        let mut carry = std::mem::take(&mut self.carry);
+        // Room for the rest of the frame at once, so a large frame that
+        // arrives in many reads is not copied over and over as it grows.
+        carry.reserve_exact(
+            self.carry_room(&carry, fresh.len())
+                .saturating_sub(carry.len()),
+        );
+        carry.extend_from_slice(fresh);
+        let used = self.handle_bytes(&mut carry, lines);
+        if !self.can_read() || used >= carry.len() {
+            // Nothing left to keep: give the memory back.
+            return;
+        }
+        if used > 0 {
+            carry.drain(..used);
+            self.arriving = Arriving::default();
+            if carry.capacity() > SCRATCH_LEN && carry.capacity() / 4 > carry.len() {
+                // A large frame went through; keep only what the rest needs.
+                carry.shrink_to_fit();
+            }
+        }
+        self.carry = carry;
+        self.check_arriving();
+    }
+
+    /// Fails the connection as soon as the text of the frame still
+    /// arriving in `carry` is proven not to be UTF-8.
+    fn check_arriving(&mut self) {
+        if let Err(e) = self
+            .assembler
+            .check_arriving(&self.carry, &mut self.arriving)
+        {
+            self.carry = Vec::new();
+            self.fail(e);
+        }
+    }
+
+    /// Whether frames are still to be read (no close received, no error).
+    fn can_read(&self) -> bool {
+        !self.close_received && !self.read_done
+    }
+
+    /// The capacity to give a buffer holding `kept` (the start of one frame)
+    /// plus `more` bytes: all of that frame, when its header says how long
+    /// it is. The frame limit was checked when its header was parsed; it
+    /// is applied again so the header alone can never size a buffer.
+    fn carry_room(&self, kept: &[u8], more: usize) -> usize {
+        let have = kept.len().saturating_add(more);
+        let most = self
+            .limits
+            .frames
+            .max_frame
+            .saturating_add(frame::MAX_CLIENT_HEADER_LEN);
+        frame::frame_len(kept).map_or(have, |len| len.min(most).max(have))
     }
 
     /// Parses and handles whole frames from `buf`; returns the bytes used.
     fn handle_bytes(&mut self, buf: &mut [u8], lines: &mut Vec<String>) -> usize {
         let mut used = 0;
-        while !self.close_received {
+        while self.can_read() {
             let Some(rest) = buf.get_mut(used..) else {
                 break;
             };
@@ -336,44 +596,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Ok(None) => break,
                 Ok(Some((message, n))) => {
                     used += n;
-                    let hub = self.exec.hub();
-                    hub.seen(&self.conn);
-                    match message {
-                        None => {}
-                        Some(Message::Text(text)) => {
-                            self.conn.received(text.len());
-                            if !self.close_sent {
-                                lines.push(text.into_owned());
-                            }
-                        }
-                        Some(Message::Binary(_)) => self.protocol_close(CloseReason {
-                            code: frame::close_code::UNSUPPORTED,
-                            reason: "binary frames are not accepted",
-                        }),
-                        Some(Message::Ping(payload)) if !self.close_sent => {
-                            let pong = frame::encode_frame(OpCode::Pong, payload);
-                            hub.send_to(self.conn.id(), &pong);
-                        }
-                        Some(Message::Ping(_) | Message::Pong(_)) => {}
-                        Some(Message::Close(close)) => {
-                            self.close_received = true;
-                            let code = close.map_or(1000, |c| c.code);
-                            // Echo the page's code, as RFC 6455 asks.
-                            self.close_with(CloseReason {
-                                code: if code == 1005 { 1000 } else { code },
-                                reason: "closed by page",
-                            });
-                        }
+                    self.hub.seen(&self.conn);
+                    if let Some(message) = message {
+                        self.on_message(message, lines);
                     }
                 }
                 Err(e) => {
-                    self.protocol_close(CloseReason {
-                        code: e.close_code(),
-                        reason: e.reason(),
-                    });
-                    // Nothing after a broken frame can be trusted.
+                    self.fail(e);
                     used = buf.len();
-                    self.read_done = true;
                     break;
                 }
             }
@@ -381,8 +611,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         used
     }
 
+    /// Handles one message or control frame.
+    fn on_message(&mut self, message: Message<'_>, lines: &mut Vec<String>) {
+        // Once our close frame is queued, data and pings mean nothing: the
+        // peer is only waiting for the close handshake to complete.
+        let open = !self.close_sent;
+        match message {
+            Message::Text(text) => {
+                self.conn.received(text.len());
+                if open {
+                    let action = self.handler.on_text(text);
+                    self.act(action, lines);
+                }
+            }
+            Message::Binary(data) => {
+                self.conn.received(data.len());
+                if open {
+                    let action = self.handler.on_binary(data);
+                    self.act(action, lines);
+                }
+            }
+            Message::Ping(payload) if open => {
+                let pong = frame::encode_frame(OpCode::Pong, payload);
+                self.hub.send_to(self.conn.id(), &pong);
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(close) => {
+                self.close_received = true;
+                let code = close.map_or(1000, |c| c.code);
+                // Echo the peer's code, as RFC 6455 asks.
+                self.close_with(CloseReason {
+                    code: if code == 1005 { 1000 } else { code },
+                    reason: "closed by page",
+                });
+            }
+        }
+    }
+
+    /// Carries out what the handler decided for a message.
+    fn act(&mut self, action: Action, lines: &mut Vec<String>) {
+        match action {
+            Action::Ignore => {}
+            Action::Send(frame) => {
+                self.hub.send_to(self.conn.id(), &frame);
+            }
+            Action::Run(line) => lines.push(line),
+            Action::Close(reason) => self.protocol_close(reason),
+        }
+    }
+
+    /// Closes the connection for a protocol error and stops reading:
+    /// nothing after a broken frame can be trusted.
+    fn fail(&mut self, e: ProtocolError) {
+        self.protocol_close(CloseReason {
+            code: e.close_code(),
+            reason: e.reason(),
+        });
+        self.read_done = true;
+    }
+
     fn protocol_close(&mut self, reason: CloseReason) {
-        self.exec.hub().monitor().emit(format_args!(
+        self.hub.monitor().emit(format_args!(
             "ws {} protocol error: {} (close {})",
             self.conn.id(),
             reason.reason,
@@ -394,6 +683,203 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Starts closing this connection (it leaves the listing at once).
     fn close_with(&mut self, reason: CloseReason) {
         self.reason.get_or_insert(reason.clone());
-        self.exec.hub().close_one(self.conn.id(), reason);
+        self.hub.close_one(self.conn.id(), reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubLimits;
+    use crate::monitor::Monitor;
+    use std::future::poll_fn;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const KEY: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+    /// A masked client frame with first byte `b0`.
+    fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![b0];
+        if payload.len() <= 125 {
+            out.push(0x80 | payload.len() as u8);
+        } else if let Ok(n) = u16::try_from(payload.len()) {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&n.to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&KEY);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        frame::apply_mask(&mut out[start..], KEY);
+        out
+    }
+
+    /// Reads one (unmasked) server frame: its first byte and payload. A
+    /// driver that never answers fails the test instead of hanging it.
+    async fn read_frame(io: &mut DuplexStream) -> (u8, Vec<u8>) {
+        tokio::time::timeout(Duration::from_secs(10), read_frame_now(io))
+            .await
+            .expect("no frame within 10 s")
+    }
+
+    async fn read_frame_now(io: &mut DuplexStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        io.read_exact(&mut head).await.expect("frame header");
+        let len = match head[1] & 0x7F {
+            126 => u64::from(io.read_u16().await.expect("length")),
+            127 => io.read_u64().await.expect("length"),
+            n => u64::from(n),
+        };
+        let mut payload = vec![0; usize::try_from(len).expect("length")];
+        io.read_exact(&mut payload).await.expect("payload");
+        (head[0], payload)
+    }
+
+    /// Reads the server's close frame, returns its code, and checks that
+    /// the server then ends the connection.
+    async fn read_close(io: &mut DuplexStream) -> u16 {
+        let (b0, payload) = read_frame(io).await;
+        assert_eq!(b0, 0x88, "expected a close frame");
+        let code = u16::from_be_bytes([payload[0], payload[1]]);
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.expect("read to the end");
+        assert!(rest.is_empty(), "bytes after the close frame");
+        code
+    }
+
+    fn limits(max: usize) -> ConnLimits {
+        ConnLimits {
+            frames: Limits {
+                max_frame: max,
+                max_message: max,
+            },
+            ..ConnLimits::default()
+        }
+    }
+
+    /// An echo connection over an in-memory stream whose buffer is small,
+    /// so large frames reach the driver in many reads.
+    fn echo(pre: &[u8], max: usize) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let conn = hub.open(([127, 0, 0, 1], 1).into(), "test").expect("open");
+        let (client, server) = duplex(4096);
+        let pre = Bytes::copy_from_slice(pre);
+        let task = tokio::spawn(drive(server, pre, conn, hub, EchoHandler, limits(max)));
+        (client, task)
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 253) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn echoes_messages_and_completes_the_close_handshake() {
+        // A text frame and half a binary one arrive with the handshake.
+        let big = pattern(200_000);
+        let binary = masked(0x82, &big);
+        let mut pre = masked(0x81, "héllo".as_bytes());
+        pre.extend_from_slice(&binary[..1000]);
+        let (mut client, task) = echo(&pre, 1 << 20);
+        client.write_all(&binary[1000..]).await.expect("write");
+        // A fragmented text message with a ping between its fragments.
+        client
+            .write_all(&masked(0x01, b"frag"))
+            .await
+            .expect("write");
+        client
+            .write_all(&masked(0x89, b"ping!"))
+            .await
+            .expect("write");
+        client
+            .write_all(&masked(0x80, b"ments"))
+            .await
+            .expect("write");
+
+        assert_eq!(read_frame(&mut client).await, (0x81, "héllo".into()));
+        assert_eq!(read_frame(&mut client).await, (0x82, big));
+        assert_eq!(read_frame(&mut client).await, (0x8A, b"ping!".to_vec()));
+        assert_eq!(read_frame(&mut client).await, (0x81, b"fragments".to_vec()));
+
+        client
+            .write_all(&masked(0x88, &4001u16.to_be_bytes()))
+            .await
+            .expect("write");
+        // The peer's code is echoed.
+        assert_eq!(read_close(&mut client).await, 4001);
+        task.await.expect("task");
+    }
+
+    #[tokio::test]
+    async fn bad_utf8_fails_before_its_frame_is_complete() {
+        let (mut client, task) = echo(&[], 1 << 20);
+        let frame = masked(0x81, &[b'a', b'b', 0xFF, b'c', b'd', b'e', b'f', b'g']);
+        // The header promises 8 bytes; only the first 4 are sent.
+        client.write_all(&frame[..6 + 4]).await.expect("write");
+        assert_eq!(read_close(&mut client).await, 1007);
+        task.await.expect("task");
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_refused_from_its_header() {
+        let (mut client, task) = echo(&[], 1000);
+        let frame = masked(0x82, &[0; 1001]);
+        client.write_all(&frame[..8]).await.expect("write");
+        assert_eq!(read_close(&mut client).await, 1009);
+        task.await.expect("task");
+    }
+
+    /// Polls the driver once; true if it is still running.
+    async fn step<S, H>(d: &mut Driver<S, H>) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        H: MessageHandler,
+    {
+        poll_fn(|cx| Poll::Ready(d.poll_step(cx).is_pending())).await
+    }
+
+    #[tokio::test]
+    async fn idle_connections_hold_no_buffers() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let conn = hub.open(([127, 0, 0, 1], 1).into(), "test").expect("open");
+        let (mut client, server) = duplex(1 << 20);
+        let limits = limits(1 << 20);
+        let mut d = Driver {
+            io: server,
+            conn,
+            hub,
+            handler: EchoHandler,
+            limits,
+            carry: Vec::new(),
+            arriving: Arriving::default(),
+            assembler: MessageAssembler::new(&limits.frames),
+            out: VecDeque::new(),
+            out_offset: 0,
+            close_sent: false,
+            close_received: false,
+            read_done: false,
+            deadline: None,
+            reason: None,
+        };
+
+        // Half of a 300 KiB frame: room for all of it is reserved at once.
+        let frame = masked(0x82, &pattern(300_000));
+        client.write_all(&frame[..150_000]).await.expect("write");
+        assert!(step(&mut d).await);
+        assert_eq!(d.carry.len(), 150_000);
+        assert_eq!(d.carry.capacity(), frame.len());
+
+        // The rest, and a small frame: echoed, and nothing is kept.
+        client.write_all(&frame[150_000..]).await.expect("write");
+        client.write_all(&masked(0x81, b"x")).await.expect("write");
+        assert!(step(&mut d).await);
+        assert!(step(&mut d).await);
+        assert_eq!(d.carry.capacity(), 0);
+        assert_eq!(d.out.capacity(), 0);
+        assert!(!d.assembler.in_progress());
+        let (_, echoed) = read_frame(&mut client).await;
+        assert_eq!(echoed.len(), 300_000);
+        assert_eq!(read_frame(&mut client).await, (0x81, b"x".to_vec()));
     }
 }

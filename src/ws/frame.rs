@@ -45,6 +45,8 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 pub const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 /// Longest header of a server frame: two bytes and a 64-bit length, no mask.
 pub const MAX_HEADER_LEN: usize = 10;
+/// Longest header of a client frame: a server header plus the masking key.
+pub const MAX_CLIENT_HEADER_LEN: usize = MAX_HEADER_LEN + 4;
 
 /// A server Ping with no payload, ready to write.
 pub const EMPTY_PING: [u8; 2] = [FIN_BIT | 0x9, 0];
@@ -382,6 +384,34 @@ pub fn next_frame<'a>(
     Ok(Some((frame, consumed)))
 }
 
+/// The whole length (header, mask and payload) of the client frame that
+/// `buf` starts with, as its header declares it; `None` until the header
+/// has arrived.
+///
+/// Checks nothing: it lets a reader that holds an incomplete frame (one
+/// [`parse_frame`] has already let through) reserve room for the rest of it
+/// once, instead of growing its buffer again and again.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let (declared, payload_start, _) = header_parts(buf)?;
+    usize::try_from(declared).ok()?.checked_add(payload_start)
+}
+
+/// The declared payload length, the payload's offset and the masking key
+/// (if the mask bit is set) of the frame header at the start of `buf`;
+/// `None` until the whole header has arrived. Checks nothing.
+fn header_parts(buf: &[u8]) -> Option<(u64, usize, Option<[u8; 4]>)> {
+    let b1 = *buf.get(1)?;
+    let (declared, mask_at) = match b1 & LEN_BITS {
+        LEN_16 => (u64::from(u16::from_be_bytes(read_array(buf, 2)?)), 4),
+        LEN_64 => (u64::from_be_bytes(read_array(buf, 2)?), 10),
+        n => (u64::from(n), 2),
+    };
+    if b1 & MASK_BIT == 0 {
+        return Some((declared, mask_at, None));
+    }
+    Some((declared, mask_at + 4, Some(read_array(buf, mask_at)?)))
+}
+
 /// The `N` bytes of `buf` from `at`, or `None` if they have not all arrived.
 fn read_array<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
     buf.get(at..at.checked_add(N)?)?.try_into().ok()
@@ -450,6 +480,17 @@ pub enum Message<'a> {
     Close(Option<CloseFrame<'a>>),
 }
 
+/// How far [`MessageAssembler::check_arriving`] has got through the text
+/// of a frame that is still arriving.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Arriving {
+    /// Payload bytes checked so far.
+    checked: usize,
+    /// The text's validator; `None` before the first call, and for a frame
+    /// that is not text.
+    utf8: Option<Utf8Validator>,
+}
+
 /// Turns client frames into messages: enforces the fragmentation rules and
 /// the message limit, and checks text as UTF-8 fragment by fragment.
 ///
@@ -487,6 +528,55 @@ impl MessageAssembler {
     /// Whether a fragmented message has started and not yet finished.
     pub fn in_progress(&self) -> bool {
         self.partial.is_some()
+    }
+
+    /// Checks the text that has arrived so far of an incomplete frame at
+    /// the start of `buf` (one [`parse_frame`] returned `Ok(None)` for), so
+    /// that invalid UTF-8 is refused as soon as it arrives, not once the
+    /// whole frame is in: a peer streaming a large bad frame is stopped
+    /// early (Autobahn's cases 6.4.3 and 6.4.4 expect it).
+    ///
+    /// `progress` carries what earlier calls checked of the same frame;
+    /// start each frame with `Arriving::default()`. Leaves `buf` as it is
+    /// (still masked), so [`parse_frame`] can take the frame when complete.
+    /// Frames that are not text, and errors other than bad UTF-8, are left
+    /// to [`parse_frame`] and [`push`](Self::push).
+    pub fn check_arriving(&self, buf: &[u8], progress: &mut Arriving) -> Result<(), ProtocolError> {
+        let Some(&b0) = buf.first() else {
+            return Ok(());
+        };
+        let Some((declared, payload_start, Some(key))) = header_parts(buf) else {
+            return Ok(());
+        };
+        if progress.utf8.is_none() {
+            progress.utf8 = match (OpCode::from_bits(b0 & OPCODE_BITS), &self.partial) {
+                (Some(OpCode::Text), None) => Some(Utf8Validator::new()),
+                (Some(OpCode::Continuation), Some(partial)) => partial.utf8,
+                _ => None,
+            };
+        }
+        let Some(utf8) = progress.utf8.as_mut() else {
+            return Ok(());
+        };
+        let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+        let end = payload_start.saturating_add(declared).min(buf.len());
+        let from = payload_start.saturating_add(progress.checked);
+        let arrived = buf.get(from..end).unwrap_or_default();
+        // Unmasked a piece at a time in a copy: the buffer stays masked.
+        let mut piece = [0u8; 64];
+        for chunk in arrived.chunks(piece.len()) {
+            let piece = piece.get_mut(..chunk.len()).unwrap_or_default();
+            piece.copy_from_slice(chunk);
+            // The key as it stands at this byte of the payload.
+            let mut at = [0u8; 4];
+            for (i, k) in at.iter_mut().enumerate() {
+                *k = key[(progress.checked + i) % 4];
+            }
+            apply_mask(piece, at);
+            utf8.feed(piece)?;
+            progress.checked += chunk.len();
+        }
+        Ok(())
     }
 
     /// Drops any message in progress and its buffer.
@@ -1646,6 +1736,115 @@ mod tests {
         assert_eq!(validator.finish(), Err(ProtocolError::InvalidUtf8));
         assert_eq!(validator.feed(&[0x98, 0x80, b'z']), Ok(()));
         assert_eq!(validator.finish(), Ok(()));
+    }
+
+    #[test]
+    fn frame_len_reads_the_header_only() {
+        for len in [0, 5, 125, 126, 65535, 65536, 100_000] {
+            let frame = masked(0x82, &pattern(len));
+            let header = frame.len() - len;
+            for cut in 0..header {
+                assert_eq!(frame_len(&frame[..cut]), None, "length {len}, cut {cut}");
+            }
+            assert_eq!(
+                frame_len(&frame[..header]),
+                Some(frame.len()),
+                "length {len}"
+            );
+        }
+        // No mask: no key to count.
+        assert_eq!(frame_len(&[0x81, 5]), Some(7));
+        // A length that overflows with its header is not a length.
+        let mut huge = vec![0x82, 0xFF];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        huge.extend_from_slice(&KEY);
+        assert_eq!(frame_len(&huge), None);
+    }
+
+    #[test]
+    fn control_frames_are_not_held_to_the_message_limit() {
+        // Control frames have their own limit (125 bytes) whatever the
+        // message limit says: a ping must be answered even where messages
+        // are kept very small. (Found while fuzzing the `frames` target,
+        // whose first version assumed otherwise.)
+        let limits = Limits {
+            max_frame: 2040,
+            max_message: 0,
+        };
+        let mut stream = concat(&[
+            masked(0x8A, &[0xFF; 68]),
+            masked(0x89, &[1; 125]),
+            masked(0x88, &[0x03, 0xE8]),
+        ]);
+        let messages = run(&mut stream, &limits).expect("valid");
+        assert!(
+            matches!(messages[..], [Message::Pong(p), Message::Ping(q), Message::Close(_)]
+            if p.len() == 68 && q.len() == 125)
+        );
+        let mut text = masked(0x81, b"a");
+        assert_eq!(run(&mut text, &limits), Err((0, ProtocolError::TooBig)));
+    }
+
+    /// Feeds `frame` to `check_arriving` cut into pieces of `step` bytes and
+    /// returns the length of the prefix at which it failed, if it did.
+    fn arriving_fails_at(assembler: &MessageAssembler, frame: &[u8], step: usize) -> Option<usize> {
+        let mut progress = Arriving::default();
+        let mut end = 0;
+        while end < frame.len() {
+            end = (end + step).min(frame.len());
+            let before = frame[..end].to_vec();
+            let result = assembler.check_arriving(&before, &mut progress);
+            assert_eq!(before, frame[..end], "the buffer was changed");
+            if result.is_err() {
+                assert_eq!(result, Err(ProtocolError::InvalidUtf8));
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn arriving_text_fails_at_the_first_bad_piece() {
+        let fresh = MessageAssembler::default();
+        let mut bad = "κόσμε".repeat(20).into_bytes();
+        let good = bad.clone();
+        bad[100] = 0xFF;
+        for step in [1, 3, 7, 64, 1000] {
+            let frame = masked(0x81, &bad);
+            let header = frame.len() - bad.len();
+            let failed = arriving_fails_at(&fresh, &frame, step).expect("bad text found");
+            // Not before byte 100 arrived, and within the piece that brought it.
+            assert!(
+                failed > header + 100 && failed <= header + 101 + step,
+                "step {step}"
+            );
+            assert_eq!(arriving_fails_at(&fresh, &masked(0x81, &good), step), None);
+            // Binary is not text; a text frame never ends in this check.
+            assert_eq!(arriving_fails_at(&fresh, &masked(0x82, &bad), step), None);
+            assert_eq!(
+                arriving_fails_at(&fresh, &masked(0x81, &good[..1]), step),
+                None
+            );
+        }
+        // A continuation carries on from the message's first fragment: a
+        // character split between them is accepted, a broken one is not.
+        let euro = "€".as_bytes();
+        let mut text = MessageAssembler::default();
+        let mut first = masked(0x01, &euro[..1]);
+        let (frame, _) = next_frame(&mut first, &Limits::default())
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(text.push(frame), Ok(None));
+        assert_eq!(arriving_fails_at(&text, &masked(0x80, &euro[1..]), 1), None);
+        assert!(arriving_fails_at(&text, &masked(0x80, b"ab"), 1).is_some());
+        // ...unless that message is binary.
+        let mut binary = MessageAssembler::default();
+        let mut first = masked(0x02, &euro[..1]);
+        let (frame, _) = next_frame(&mut first, &Limits::default())
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(binary.push(frame), Ok(None));
+        assert_eq!(arriving_fails_at(&binary, &masked(0x80, b"ab"), 1), None);
     }
 
     /// A small deterministic generator, so the fuzz test below is

@@ -107,6 +107,9 @@ async fn a_stalled_page_is_closed_and_the_others_get_everything() {
     d.wait_for_stdout(|l| l.contains("slow consumer"));
     wait_for_count(&d, READERS);
     let rss_after = rss_kib(pid);
+    eprintln!(
+        "stalled page: RSS {rss_before} KiB before, {rss_after} KiB after {MESSAGES} broadcasts"
+    );
     // 10,000 messages of 1 KB went out; the stalled page may hold at most
     // its 256 KiB queue, so memory must not have grown by the messages.
     assert!(
@@ -197,6 +200,10 @@ async fn churn_returns_to_the_starting_level() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (fds_after, rss_after) = (open_fds(pid), rss_kib(pid));
+    eprintln!(
+        "churn: fds {fds_before} -> {fds_after}, RSS {rss_before} KiB -> {rss_after} KiB after {} connections",
+        ROUNDS * PER_ROUND
+    );
     assert!(fds_after <= fds_before, "fds {fds_before} -> {fds_after}");
     assert!(
         rss_after < rss_before + 8 * 1024,

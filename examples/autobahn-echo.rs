@@ -1,0 +1,185 @@
+//! An echo server on pagewire's own WebSocket transport, for conformance
+//! suites such as Autobahn|Testsuite (see `scripts/autobahn.sh`).
+//!
+//! ```text
+//! cargo run --release --example autobahn-echo -- 127.0.0.1:9001
+//! ```
+//!
+//! After the opening handshake (checked by `ws::handshake`, the module the
+//! daemon uses) each connection is driven by `ws::conn::drive`, the task
+//! that serves pages, with its frame parser, message assembler, outbox and
+//! vectored writer. Only what a message means differs: `EchoHandler` sends
+//! every text and binary message back. The limits are raised for the suite,
+//! which sends messages of up to 16 MiB; the daemon's stay at 64 KiB.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use pagewire::hub::{Hub, HubLimits, OutboxLimits};
+use pagewire::monitor::Monitor;
+use pagewire::ws::conn::{self, ConnLimits, EchoHandler};
+use pagewire::ws::frame::Limits;
+use pagewire::ws::handshake;
+
+/// Largest frame and message accepted: four times the suite's largest.
+const MAX_MESSAGE: usize = 64 << 20;
+/// Largest request head read before the upgrade.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let hub = Hub::new(
+        HubLimits {
+            // An echo of the largest message must fit in the outgoing queue.
+            outbox: OutboxLimits {
+                max_bytes: 4 * MAX_MESSAGE,
+                max_frames: 1 << 16,
+            },
+            ..HubLimits::default()
+        },
+        Monitor::new(),
+    );
+    let limits = ConnLimits {
+        frames: Limits {
+            max_frame: MAX_MESSAGE,
+            max_message: MAX_MESSAGE,
+        },
+        ..ConnLimits::default()
+    };
+    println!("listening on {}", listener.local_addr()?);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors and the like: wait, do not exit.
+            Err(e) => {
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(stream, peer, hub, limits).await {
+                eprintln!("{peer}: {e:#}");
+            }
+        });
+    }
+}
+
+/// Answers one client's opening handshake, then echoes until it closes.
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    hub: Hub,
+    limits: ConnLimits,
+) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let (head, pre) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream))
+        .await
+        .context("request head timed out")??;
+    let request = Request::parse(&head).context("malformed request head")?;
+    if let Err(e) = handshake::validate_request(
+        request.method,
+        request.header("sec-websocket-version").as_deref(),
+        request.header("sec-websocket-key").as_deref(),
+        request.header("upgrade").as_deref(),
+        request.header("connection").as_deref(),
+    ) {
+        let status = e.status();
+        let extra = if status == 426 {
+            format!(
+                "Sec-WebSocket-Version: {}\r\n",
+                handshake::SUPPORTED_VERSION
+            )
+        } else {
+            String::new()
+        };
+        let body = format!("{e}\n");
+        let response = format!(
+            "HTTP/1.1 {status} {}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            if status == 426 { "Upgrade Required" } else { "Bad Request" },
+            body.len(),
+        );
+        stream.write_all(response.as_bytes()).await?;
+        return Ok(());
+    }
+    let accept = handshake::accept_key(&request.header("sec-websocket-key").unwrap_or_default());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nServer: pagewire-autobahn-echo\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await?;
+    let conn = hub.open(peer, request.target)?;
+    conn::drive(stream, pre, conn, hub, EchoHandler, limits).await;
+    Ok(())
+}
+
+/// Reads up to the blank line that ends the request head. Returns the head
+/// and whatever the client sent after it (the first frames, perhaps).
+async fn read_head(stream: &mut TcpStream) -> anyhow::Result<(String, Bytes)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "connection closed during the handshake");
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = Bytes::copy_from_slice(buf.get(end + 4..).unwrap_or_default());
+            buf.truncate(end);
+            return Ok((String::from_utf8(buf)?, rest));
+        }
+        anyhow::ensure!(buf.len() <= MAX_HEAD, "request head over {MAX_HEAD} bytes");
+    }
+}
+
+/// The parts of an HTTP/1.1 request head the handshake needs.
+struct Request<'a> {
+    method: &'a str,
+    target: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Request<'a> {
+    fn parse(head: &'a str) -> Option<Request<'a>> {
+        let mut lines = head.split("\r\n");
+        let mut start = lines.next()?.split(' ');
+        let (method, target, version) = (start.next()?, start.next()?, start.next()?);
+        if !version.starts_with("HTTP/1.") || start.next().is_some() {
+            return None;
+        }
+        let mut headers = Vec::new();
+        for line in lines {
+            let (name, value) = line.split_once(':')?;
+            headers.push((name.trim(), value.trim()));
+        }
+        Some(Request {
+            method,
+            target,
+            headers,
+        })
+    }
+
+    /// A header's value, the values of a repeated header joined with commas
+    /// as HTTP allows for list headers; `None` when absent.
+    fn header(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
+}

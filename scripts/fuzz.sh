@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing with cargo fuzz (libFuzzer, AddressSanitizer,
+# debug assertions): runs each target in fuzz/fuzz_targets for FUZZ_SECONDS
+# (default 60), starting from the committed seeds in fuzz/seeds/TARGET, and
+# fails on the first crash, hang or failed assertion. The corpus it grows
+# and any crashing input are kept under test-output/fuzz/.
+#
+#   scripts/fuzz.sh                  every target
+#   FUZZ_SECONDS=600 scripts/fuzz.sh page frames
+#
+# cargo fuzz passes the compiler flags libFuzzer needs (-Zsanitizer and the
+# coverage passes), which only a nightly compiler accepts. The machines have
+# the stable toolchain alone, so RUSTC_BOOTSTRAP=1 lets it accept them; the
+# flags are the same ones, so the build is the same.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARGO_FUZZ_VERSION=0.13.2
+seconds=${FUZZ_SECONDS:-60}
+if (($#)); then
+  targets=("$@")
+else
+  targets=()
+  for f in fuzz/fuzz_targets/*.rs; do
+    t=${f##*/}
+    targets+=("${t%.rs}")
+  done
+fi
+out=test-output/fuzz
+
+step() { printf '\n==> %s\n' "$*"; }
+
+export RUSTC_BOOTSTRAP=1
+
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+  step "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi
+
+step "building the fuzz targets"
+(cd fuzz && cargo fuzz build)
+
+failed=()
+for t in "${targets[@]}"; do
+  step "fuzzing $t for ${seconds}s"
+  corpus=$out/corpus/$t
+  artifacts=$out/artifacts/$t
+  log=$out/$t.log
+  mkdir -p "$corpus" "$artifacts"
+  # The first directory is the one libFuzzer adds new inputs to: the
+  # committed seeds are only read.
+  if (cd fuzz && cargo fuzz run "$t" "../$corpus" "seeds/$t" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
+    -artifact_prefix="../$artifacts/" -print_final_stats=1) >"$log" 2>&1; then
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+    echo "$t: ${runs:-?} runs, ${cov:-cov: ?} (coverage points), corpus $(find "$corpus" -type f | wc -l) inputs"
+  else
+    failed+=("$t")
+    grep -E -A12 'panicked|ERROR: |SUMMARY' "$log" | head -40 || tail -40 "$log"
+    echo "$t: FAILED; input saved in $artifacts/, full log $log" >&2
+    echo "replay: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $t ../$artifacts/<file>)" >&2
+  fi
+done
+
+if ((${#failed[@]})); then
+  echo "fuzzing found crashes in: ${failed[*]}" >&2
+  exit 1
+fi
+echo "fuzzing: ${#targets[@]} targets, ${seconds}s each, no crash"
