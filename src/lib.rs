@@ -15,3 +15,6 @@ pub mod protocol;
 pub mod serve;
 pub mod shutdown;
 pub mod ws;
+
+#[cfg(test)]
+mod testutil;

@@ -136,6 +136,7 @@ fn quote_into(line: &mut String, arg: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::XorShift;
 
     /// One line per case: the input line, then the tokens or the error text.
     const CASES: &[(&str, Result<&[&str], &str>)] = &[
@@ -260,24 +261,6 @@ mod tests {
             let args = argv(args);
             let line = quote(&args);
             assert_eq!(tokenize(&line), Ok(args.clone()), "line {line:?}");
-        }
-    }
-
-    /// A small xorshift generator, so the random round trip below needs no
-    /// extra crate and every run tries the same argument vectors.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            // `n` is tiny, so the bias of a plain modulo does not matter.
-            (self.next() % n as u64) as usize
         }
     }
 

@@ -253,23 +253,7 @@ where
     // connection ends.
     let carry = pre.to_vec();
     drop(pre);
-    let driver = Driver {
-        io,
-        conn,
-        hub,
-        handler,
-        limits,
-        carry,
-        arriving: Arriving::default(),
-        assembler: MessageAssembler::new(&limits.frames),
-        out: VecDeque::new(),
-        out_offset: 0,
-        close_sent: false,
-        close_received: false,
-        read_done: false,
-        deadline: None,
-        reason: None,
-    };
+    let driver = Driver::new(io, carry, conn, hub, handler, limits);
     Connection {
         driver,
         phase: Phase::Serving,
@@ -348,6 +332,33 @@ where
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
+    fn new(
+        io: S,
+        carry: Vec<u8>,
+        conn: Arc<Conn>,
+        hub: Hub,
+        handler: H,
+        limits: ConnLimits,
+    ) -> Self {
+        Driver {
+            io,
+            conn,
+            hub,
+            handler,
+            limits,
+            carry,
+            arriving: Arriving::default(),
+            assembler: MessageAssembler::new(&limits.frames),
+            out: VecDeque::new(),
+            out_offset: 0,
+            close_sent: false,
+            close_received: false,
+            read_done: false,
+            deadline: None,
+            reason: None,
+        }
+    }
+
     fn finish(&mut self, reason: CloseReason) -> Poll<Step> {
         Poll::Ready(Step::Done(self.reason.take().unwrap_or(reason)))
     }
@@ -699,21 +710,7 @@ mod tests {
 
     /// A masked client frame with first byte `b0`.
     fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![b0];
-        if payload.len() <= 125 {
-            out.push(0x80 | payload.len() as u8);
-        } else if let Ok(n) = u16::try_from(payload.len()) {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&n.to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
-        out.extend_from_slice(&KEY);
-        let start = out.len();
-        out.extend_from_slice(payload);
-        frame::apply_mask(&mut out[start..], KEY);
-        out
+        crate::testutil::masked(KEY, b0, payload)
     }
 
     /// Reads one (unmasked) server frame: its first byte and payload. A
@@ -845,23 +842,7 @@ mod tests {
         let conn = hub.open(([127, 0, 0, 1], 1).into(), "test").expect("open");
         let (mut client, server) = duplex(1 << 20);
         let limits = limits(1 << 20);
-        let mut d = Driver {
-            io: server,
-            conn,
-            hub,
-            handler: EchoHandler,
-            limits,
-            carry: Vec::new(),
-            arriving: Arriving::default(),
-            assembler: MessageAssembler::new(&limits.frames),
-            out: VecDeque::new(),
-            out_offset: 0,
-            close_sent: false,
-            close_received: false,
-            read_done: false,
-            deadline: None,
-            reason: None,
-        };
+        let mut d = Driver::new(server, Vec::new(), conn, hub, EchoHandler, limits);
 
         // Half of a 300 KiB frame: room for all of it is reserved at once.
         let frame = masked(0x82, &pattern(300_000));

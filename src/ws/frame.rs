@@ -901,27 +901,14 @@ fn truncate_at_char_boundary(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::XorShift;
 
     const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
     const FIN: u8 = 0x80;
 
     /// A masked client frame with first byte `b0` and the shortest length.
     fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![b0];
-        if payload.len() <= 125 {
-            out.push(0x80 | payload.len() as u8);
-        } else if let Ok(n) = u16::try_from(payload.len()) {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&n.to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-        }
-        out.extend_from_slice(&KEY);
-        let start = out.len();
-        out.extend_from_slice(payload);
-        apply_mask(&mut out[start..], KEY);
-        out
+        crate::testutil::masked(KEY, b0, payload)
     }
 
     /// Bytes with no pattern the mask could hide.
@@ -1845,19 +1832,6 @@ mod tests {
             .expect("complete");
         assert_eq!(binary.push(frame), Ok(None));
         assert_eq!(arriving_fails_at(&binary, &masked(0x80, b"ab"), 1), None);
-    }
-
-    /// A small deterministic generator, so the fuzz test below is
-    /// reproducible without a dependency.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
     }
 
     #[test]
