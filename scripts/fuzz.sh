@@ -40,27 +40,48 @@ fi
 step "building the fuzz targets"
 (cd fuzz && cargo fuzz build)
 
-failed=()
-for t in "${targets[@]}"; do
-  step "fuzzing $t for ${seconds}s"
-  corpus=$out/corpus/$t
-  artifacts=$out/artifacts/$t
-  log=$out/$t.log
+# One target's bounded run; prints its summary, or the crash and how to
+# replay it, and fails on a crash.
+fuzz_one() {
+  local t=$1
+  local corpus=$out/corpus/$t artifacts=$out/artifacts/$t log=$out/$t.log
   mkdir -p "$corpus" "$artifacts"
   # The first directory is the one libFuzzer adds new inputs to: the
   # committed seeds are only read.
   if (cd fuzz && cargo fuzz run "$t" "../$corpus" "seeds/$t" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
     -artifact_prefix="../$artifacts/" -print_final_stats=1) >"$log" 2>&1; then
+    local runs cov
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
     echo "$t: ${runs:-?} runs, ${cov:-cov: ?} (coverage points), corpus $(find "$corpus" -type f | wc -l) inputs"
   else
-    failed+=("$t")
     grep -E -A12 'panicked|ERROR: |SUMMARY' "$log" | head -40 || tail -40 "$log"
-    echo "$t: FAILED; input saved in $artifacts/, full log $log" >&2
-    echo "replay: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $t ../$artifacts/<file>)" >&2
+    echo "$t: FAILED; input saved in $artifacts/, full log $log"
+    echo "replay: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $t ../$artifacts/<file>)"
+    return 1
   fi
+}
+
+# As many targets at once as there are cores: each run is one process on
+# one core, so the wall time is the bound per target, not their sum.
+parallel=$(nproc)
+failed=()
+mkdir -p "$out"
+for ((i = 0; i < ${#targets[@]}; i += parallel)); do
+  batch=("${targets[@]:i:parallel}")
+  step "fuzzing ${batch[*]} for ${seconds}s"
+  pids=()
+  for t in "${batch[@]}"; do
+    fuzz_one "$t" >"$out/$t.summary" 2>&1 &
+    pids+=("$!")
+  done
+  for j in "${!batch[@]}"; do
+    if ! wait "${pids[$j]}"; then
+      failed+=("${batch[$j]}")
+    fi
+    cat "$out/${batch[$j]}.summary"
+  done
 done
 
 if ((${#failed[@]})); then

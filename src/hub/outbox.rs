@@ -5,6 +5,7 @@
 //! An idle outbox owns no allocation (an empty `VecDeque` does not allocate).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::Waker;
 
@@ -51,8 +52,6 @@ impl Default for OutboxLimits {
 #[derive(Default)]
 struct State {
     frames: VecDeque<Bytes>,
-    /// Bytes queued or taken by the writer but not yet written.
-    pending_bytes: usize,
     /// Set once: frames after it are refused; the writer sends the close
     /// frame after the queue drains (or at once, dropping the queue, when
     /// `discard` says the peer is not reading anyway).
@@ -65,6 +64,10 @@ struct State {
 #[derive(Default)]
 pub struct Outbox {
     state: Mutex<State>,
+    /// Bytes queued or taken by the writer but not yet written. Outside the
+    /// lock: the writer subtracts after every write without taking it, and
+    /// pushes (under the lock) read it to enforce the limit.
+    pending_bytes: AtomicUsize,
 }
 
 /// What the writer should do next.
@@ -91,7 +94,8 @@ impl Outbox {
         if s.closing.is_some() {
             return Pushed::Closed;
         }
-        if s.pending_bytes + frame.len() > limits.max_bytes || s.frames.len() >= limits.max_frames {
+        let pending = self.pending_bytes.load(Ordering::Relaxed);
+        if pending + frame.len() > limits.max_bytes || s.frames.len() >= limits.max_frames {
             s.frames = VecDeque::new();
             s.closing = Some(CloseReason {
                 code: crate::hub::CLOSE_SLOW_CONSUMER,
@@ -100,7 +104,7 @@ impl Outbox {
             s.discard = true;
             return Pushed::Overflow(s.waker.take());
         }
-        s.pending_bytes += frame.len();
+        self.pending_bytes.fetch_add(frame.len(), Ordering::Relaxed);
         s.frames.push_back(frame);
         Pushed::Queued(s.waker.take())
     }
@@ -143,8 +147,14 @@ impl Outbox {
 
     /// Called by the writer after `n` bytes reached the socket.
     pub fn written(&self, n: usize) {
-        let mut s = self.lock();
-        s.pending_bytes = s.pending_bytes.saturating_sub(n);
+        // Bytes written were counted by the push that queued them, except
+        // the close frame the writer adds itself: never let it take the
+        // count below zero.
+        let _ = self
+            .pending_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(n))
+            });
     }
 }
 

@@ -429,7 +429,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
                 slices[count] = IoSlice::new(bytes);
                 count += 1;
             }
-            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+            // One frame (the common case: one broadcast) is a plain write;
+            // several go out in one vectored write.
+            let io = Pin::new(&mut self.io);
+            let written = match &slices[..count] {
+                [one] => io.poll_write(cx, one),
+                many => io.poll_write_vectored(cx, many),
+            };
+            match written {
                 Poll::Pending => return None,
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     return Some(self.finish(CloseReason {
