@@ -502,15 +502,10 @@ impl Node {
                 .query_async::<Vec<String>>(&mut conn),
         )
         .await;
-        let others: Vec<String> = match members {
-            Ok(Ok(m)) => m.into_iter().filter(|m| **m != *self.id).collect(),
-            Ok(Err(e)) => {
-                self.failed(&e);
-                g.notes.push(self.redis_failed(&e));
-                return g;
-            }
-            Err(_) => {
-                g.notes.push(self.redis_slow());
+        let others: Vec<String> = match self.answered(members) {
+            Ok(m) => m.into_iter().filter(|m| **m != *self.id).collect(),
+            Err(note) => {
+                g.notes.push(note);
                 return g;
             }
         };
@@ -541,15 +536,10 @@ impl Node {
             pipe.query_async::<(Vec<Option<String>>, usize)>(&mut conn),
         )
         .await;
-        let (held, subscribers) = match published {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                self.failed(&e);
-                g.notes.push(self.redis_failed(&e));
-                return g;
-            }
-            Err(_) => {
-                g.notes.push(self.redis_slow());
+        let (held, subscribers) = match self.answered(published) {
+            Ok(v) => v,
+            Err(note) => {
+                g.notes.push(note);
                 return g;
             }
         };
@@ -606,19 +596,27 @@ impl Node {
         g
     }
 
-    fn redis_failed(&self, e: &RedisError) -> String {
-        format!(
-            "Redis at {} failed ({e}): other nodes were not asked",
-            self.server
-        )
-    }
-
-    fn redis_slow(&self) -> String {
-        format!(
-            "Redis at {} did not answer within {}: other nodes were not asked",
-            self.server,
-            human(self.reply_timeout)
-        )
+    /// What a Redis round trip of the fan-out gave: its value, or the note
+    /// to add when Redis failed (the failure is also recorded) or was slow.
+    fn answered<T>(
+        &self,
+        r: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, String> {
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.failed(&e);
+                Err(format!(
+                    "Redis at {} failed ({e}): other nodes were not asked",
+                    self.server
+                ))
+            }
+            Err(_) => Err(format!(
+                "Redis at {} did not answer within {}: other nodes were not asked",
+                self.server,
+                human(self.reply_timeout)
+            )),
+        }
     }
 
     /// Sends or closes on the local hub, then on the other nodes unless an

@@ -1,11 +1,11 @@
 'use strict';
 // A page runs a configured action and its output streams back into it.
 
-const { test, before, after, afterEach } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 
-const { Daemon, SITE } = require('./lib/daemon');
-const { launch } = require('./lib/browser');
+const { SITE } = require('./lib/daemon');
+const { browserSuite } = require('./lib/suite');
 const { POLL, openRegistered } = require('./lib/pages');
 
 // /bin/sh is the program; the daemon starts it directly, with these arguments.
@@ -22,23 +22,9 @@ args = ["-c", "echo fine"]
 let daemon;
 let context;
 
-before(async () => {
-  daemon = await new Daemon({ root: SITE, config: CONFIG }).start();
-  context = await launch();
-});
-
-after(async () => {
-  if (context) await context.close();
-  if (daemon) await daemon.dispose();
-});
-
-afterEach(async () => {
-  const errors = [];
-  for (const page of context.pages()) {
-    errors.push(...page.errors);
-    await page.close();
-  }
-  assert.deepEqual(errors, [], 'uncaught errors on a page');
+browserSuite({ root: SITE, config: CONFIG }, (d, c) => {
+  daemon = d;
+  context = c;
 });
 
 /** The lines appended to element `id`: [className, text] each. */

@@ -1,13 +1,13 @@
 'use strict';
 // The built-in demo site, as `pagewire serve` shows it with no --root.
 
-const { test, before, after, beforeEach, afterEach } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const { Daemon, REPO } = require('./lib/daemon');
-const { launch } = require('./lib/browser');
+const { REPO } = require('./lib/daemon');
+const { browserSuite } = require('./lib/suite');
 const { until } = require('./lib/wait');
 const { POLL, registered, listed, textIs } = require('./lib/pages');
 
@@ -16,28 +16,10 @@ const OUTPUT = process.env.PAGEWIRE_TEST_OUTPUT || path.join(REPO, 'test-output'
 let daemon;
 let context;
 
-before(async () => {
-  daemon = await new Daemon().start();
-  context = await launch();
-});
-
-after(async () => {
-  if (context) await context.close();
-  if (daemon) await daemon.dispose();
-});
-
-beforeEach(async () => {
-  await until('no connections left', async () => (await daemon.connections()).length === 0);
-});
-
-afterEach(async () => {
-  const errors = [];
-  for (const page of context.pages()) {
-    errors.push(...page.errors);
-    await page.close();
-  }
-  assert.deepEqual(errors, [], 'uncaught errors on a page');
-});
+browserSuite({}, (d, c) => {
+  daemon = d;
+  context = c;
+}, { clean: true });
 
 /** Opens the demo page and presses "Open WebSocket". */
 async function openDemo() {

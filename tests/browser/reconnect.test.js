@@ -2,33 +2,19 @@
 // A page outlives its daemon: when the daemon goes away and comes back on
 // the same port, ws.js reconnects and registers its names again.
 
-const { test, before, after, afterEach } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 
-const { Daemon, SITE } = require('./lib/daemon');
-const { launch } = require('./lib/browser');
+const { SITE } = require('./lib/daemon');
+const { browserSuite } = require('./lib/suite');
 const { POLL, openRegistered, registered, textIs } = require('./lib/pages');
 
 let daemon;
 let context;
 
-before(async () => {
-  daemon = await new Daemon({ root: SITE }).start();
-  context = await launch();
-});
-
-after(async () => {
-  if (context) await context.close();
-  if (daemon) await daemon.dispose();
-});
-
-afterEach(async () => {
-  const errors = [];
-  for (const page of context.pages()) {
-    errors.push(...page.errors);
-    await page.close();
-  }
-  assert.deepEqual(errors, [], 'uncaught errors on a page');
+browserSuite({ root: SITE }, (d, c) => {
+  daemon = d;
+  context = c;
 });
 
 // Stops the daemon with `signal`, checks the page notices and keeps

@@ -1,40 +1,21 @@
 'use strict';
 // ws.js against the real daemon, on the test pages of site/.
 
-const { test, before, after, beforeEach, afterEach } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 
-const { Daemon, SITE } = require('./lib/daemon');
-const { launch } = require('./lib/browser');
+const { SITE } = require('./lib/daemon');
+const { browserSuite } = require('./lib/suite');
 const { until, holds } = require('./lib/wait');
 const { POLL, listed, registered, openRegistered, textIs } = require('./lib/pages');
 
 let daemon;
 let context;
 
-before(async () => {
-  daemon = await new Daemon({ root: SITE }).start();
-  context = await launch();
-});
-
-after(async () => {
-  if (context) await context.close();
-  if (daemon) await daemon.dispose();
-});
-
-// Every test starts with no page connected, so `*` and counts are its own.
-beforeEach(async () => {
-  await until('no connections left', async () => (await daemon.connections()).length === 0);
-});
-
-afterEach(async () => {
-  const errors = [];
-  for (const page of context.pages()) {
-    errors.push(...page.errors);
-    await page.close();
-  }
-  assert.deepEqual(errors, [], 'uncaught errors on a page');
-});
+browserSuite({ root: SITE }, (d, c) => {
+  daemon = d;
+  context = c;
+}, { clean: true });
 
 test('ws write shows text as text, never as HTML', async () => {
   const { page } = await openRegistered(context, daemon, ['status']);

@@ -753,28 +753,25 @@ async fn https_and_wss_with_a_test_certificate() {
 async fn unusable_certificates_stop_the_start_with_a_clear_error() {
     let cert = TestCert::new();
     let other = TestCert::new();
-    let out = Daemon::builder()
-        .args(&[
-            "--tls-cert",
-            &cert.path("cert.pem"),
-            "--tls-key",
-            &other.path("key.pem"),
-        ])
-        .spawn()
-        .wait_exit();
-    assert_ne!(out.code, Some(0), "{out}");
-    out.assert_stderr_contains("certificate and key");
-    let out = Daemon::builder()
-        .args(&[
-            "--tls-cert",
-            &cert.path("missing.pem"),
-            "--tls-key",
-            &cert.path("key.pem"),
-        ])
-        .spawn()
-        .wait_exit();
-    assert_ne!(out.code, Some(0), "{out}");
-    out.assert_stderr_contains("missing.pem");
+    for (cert_file, key_file, says) in [
+        (
+            cert.path("cert.pem"),
+            other.path("key.pem"),
+            "certificate and key",
+        ),
+        (
+            cert.path("missing.pem"),
+            cert.path("key.pem"),
+            "missing.pem",
+        ),
+    ] {
+        let out = Daemon::builder()
+            .args(&["--tls-cert", &cert_file, "--tls-key", &key_file])
+            .spawn()
+            .wait_exit();
+        assert_ne!(out.code, Some(0), "{out}");
+        out.assert_stderr_contains(says);
+    }
 }
 
 // ---------------------------------------------------------------------
