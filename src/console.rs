@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -493,15 +494,49 @@ pub fn spawn_monitor_printer(
                 line = lines.recv() => line,
                 _ = shutdown.cancelled() => return,
             };
-            match line {
-                Ok(line) => out.print(line.to_string()),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    out.print(crate::control::client::missed_note(missed));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            let mut text = String::new();
+            if !add_line(&mut text, line) {
+                return;
             }
+            // Lines emitted meanwhile go out with this one: under a burst of
+            // events (thousands of pages connecting) the printer thread is
+            // woken, and standard output written, once per batch, not per line.
+            while text.len() < PRINT_BATCH {
+                match lines.try_recv() {
+                    Ok(line) => {
+                        add_line(&mut text, Ok(line));
+                    }
+                    Err(TryRecvError::Lagged(missed)) => {
+                        add_line(&mut text, Err(RecvError::Lagged(missed)));
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+            out.print(text);
         }
     })
+}
+
+/// Most bytes of Monitor lines handed to the printer at once.
+const PRINT_BATCH: usize = 64 * 1024;
+
+/// Appends a Monitor line (or the note of lines missed) to `text`; false
+/// when the Monitor is gone.
+fn add_line(text: &mut String, line: Result<Arc<str>, RecvError>) -> bool {
+    if matches!(line, Err(RecvError::Closed)) {
+        return false;
+    }
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    match line {
+        Ok(line) => text.push_str(&line),
+        Err(RecvError::Lagged(missed)) => {
+            text.push_str(&crate::control::client::missed_note(missed));
+        }
+        Err(RecvError::Closed) => {}
+    }
+    true
 }
 
 #[cfg(test)]
