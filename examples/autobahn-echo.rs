@@ -25,6 +25,7 @@ use pagewire::monitor::Monitor;
 use pagewire::ws::conn::{self, ConnLimits, EchoHandler};
 use pagewire::ws::frame::Limits;
 use pagewire::ws::handshake;
+use pagewire::ws::socket::SharedTcp;
 
 /// Largest frame and message accepted: four times the suite's largest.
 const MAX_MESSAGE: usize = 64 << 20;
@@ -122,6 +123,8 @@ async fn serve(
     );
     stream.write_all(response.as_bytes()).await?;
     let conn = hub.open(peer, request.target)?;
+    // As for a page: replies may go straight to the socket.
+    let stream = SharedTcp::attach(stream, &conn);
     conn::drive(stream, pre, conn, hub, EchoHandler, limits).await;
     Ok(())
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use super::server::ConnSlot;
 use super::Shared;
+use crate::ws::socket::SharedTcp;
 use crate::ws::{conn, handshake};
 
 /// Longest page description kept for the listing.
@@ -117,11 +118,12 @@ pub(super) async fn upgrade(
         // The connection gets a task of its own, holding only its own
         // state: this one, with the handshake's leftovers, ends here. A
         // plain TCP stream is driven directly; anything else (TLS) through
-        // hyper's upgraded wrapper.
+        // hyper's upgraded wrapper. Deliveries may write to a plain TCP
+        // socket directly.
         let release = move |()| drop(slot);
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                let io = parts.io.into_inner();
+                let io = SharedTcp::attach(parts.io.into_inner(), &conn);
                 tasks.spawn(conn::run(io, parts.read_buf, conn, exec, limits).map(release));
             }
             Err(upgraded) => {

@@ -8,9 +8,9 @@
 //! the cluster's blocks, and are never reused, so a stale index cannot reach
 //! a newer page.
 
-mod outbox;
+pub mod outbox;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -19,6 +19,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::net::TcpStream;
 
 pub use outbox::{CloseReason, Next, OutboxLimits};
 use outbox::{Outbox, Pushed};
@@ -96,10 +97,14 @@ impl Conn {
         self.outbox.next(waker)
     }
 
-    /// Records that `n` bytes, completing `frames` frames, reached the
-    /// socket.
+    /// Records that `n` queued bytes, completing `frames` frames, reached
+    /// the socket.
     pub fn written(&self, frames: u64, n: usize) {
         self.outbox.written(n);
+        self.count_out(frames, n);
+    }
+
+    fn count_out(&self, frames: u64, n: usize) {
         for (mine, all, v) in [
             (&self.stats.msgs_out, &self.totals.msgs_out, frames),
             (&self.stats.bytes_out, &self.totals.bytes_out, n as u64),
@@ -123,6 +128,30 @@ impl Conn {
     /// Whether this connection is closing.
     pub fn is_closing(&self) -> bool {
         self.outbox.is_closing()
+    }
+
+    /// Lets deliveries write to `socket` themselves (a flush, see
+    /// [`outbox`]) instead of waking the connection's task. The task must
+    /// call [`Conn::detach_socket`] before it lets the socket go.
+    pub fn attach_socket(&self, socket: Arc<TcpStream>) {
+        self.outbox.attach(socket);
+    }
+
+    /// Ends flushes to the socket given to [`Conn::attach_socket`].
+    pub fn detach_socket(&self) {
+        self.outbox.detach();
+    }
+
+    /// Writes what is queued to the socket, unless the task is writing;
+    /// wakes the task for whatever the socket would not take.
+    fn flush(&self) {
+        let flushed = self.outbox.flush();
+        if flushed.bytes > 0 {
+            self.count_out(flushed.frames, flushed.bytes);
+        }
+        if let Some(w) = flushed.wake {
+            w.wake();
+        }
     }
 }
 
@@ -271,6 +300,10 @@ impl Table {
 struct Shared {
     indexes: Indexes,
     table: Mutex<Table>,
+    /// Held while a delivery queues its frame; see [`Hub::deliver`].
+    delivering: Mutex<()>,
+    /// Connections a delivery left for the flushing task.
+    flushes: Mutex<FlushQueue>,
     limits: HubLimits,
     epoch: Instant,
     counters: Arc<Counters>,
@@ -286,7 +319,7 @@ pub struct Hub {
 /// Outcome of a delivery: how many connections got the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
-    /// Connections the frame was queued for.
+    /// Connections the frame was written or queued for.
     pub reached: usize,
     /// Connections that matched but were closed as slow consumers instead.
     pub dropped: usize,
@@ -312,6 +345,8 @@ impl Hub {
             shared: Arc::new(Shared {
                 indexes,
                 table: Mutex::new(Table::default()),
+                delivering: Mutex::new(()),
+                flushes: Mutex::default(),
                 limits,
                 epoch: Instant::now(),
                 counters: Arc::default(),
@@ -418,7 +453,7 @@ impl Hub {
         });
         if let Some(first) = greeting(id) {
             // A fresh outbox is empty and open, so this always queues.
-            let _ = conn.outbox.push(first, self.shared.limits.outbox);
+            let _ = conn.outbox.push(&first, self.shared.limits.outbox);
         }
         t.conns.insert(
             id,
@@ -539,32 +574,61 @@ impl Hub {
         Ok(())
     }
 
-    /// Queues the same encoded `frame` for every connection `target` selects.
-    /// A connection whose queue is full is closed as a slow consumer instead.
+    /// Queues the same encoded `frame` for every connection `target`
+    /// selects. A connection whose queue is full is closed as a slow
+    /// consumer instead.
+    ///
+    /// Connections whose socket the hub may write are flushed after the
+    /// queueing (see [`outbox`]): at once for a few, by the flushing task
+    /// for more, so the caller is answered without waiting for thousands
+    /// of writes, and broadcasts that come faster than the sockets take them
+    /// go out together, several frames per write. The task of such a
+    /// connection is not woken at all unless its socket is full.
+    ///
+    /// The table is locked only to find the targets, so that connecting
+    /// and registering go on during a large fan-out; the queueing of
+    /// deliveries takes turns, so every page gets them in the same order.
     pub fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
         let limits = self.shared.limits.outbox;
+        let turn = self
+            .shared
+            .delivering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut targets = Vec::new();
+        self.each_target(&self.table(), target, |c| targets.push(c.clone()))?;
         let mut wake = Vec::new();
+        let mut to_flush = Vec::new();
         let mut overflowed = Vec::new();
         let mut reached = 0;
-        let mut t = self.table();
-        self.each_target(&t, target, |c| match c.outbox.push(frame.clone(), limits) {
-            Pushed::Queued(w) => {
-                reached += 1;
-                wake.extend(w);
+        for c in targets {
+            match c.outbox.push(frame, limits) {
+                Pushed::Queued(w) => {
+                    reached += 1;
+                    wake.extend(w);
+                }
+                Pushed::ToFlush => {
+                    reached += 1;
+                    to_flush.push(c);
+                }
+                Pushed::Overflow(w) => {
+                    overflowed.push(c.id);
+                    wake.extend(w);
+                }
+                Pushed::Closed => {}
             }
-            Pushed::Overflow(w) => {
-                overflowed.push(c.id);
-                wake.extend(w);
-            }
-            Pushed::Closed => {}
-        })?;
-        for id in &overflowed {
-            t.remove(*id);
         }
-        drop(t);
+        drop(turn);
+        if !overflowed.is_empty() {
+            // The task of an overflowed connection may have ended (and
+            // reported itself gone) already: count only those removed here.
+            let mut t = self.table();
+            overflowed.retain(|id| t.remove(*id).is_some());
+        }
         for w in wake {
             w.wake();
         }
+        self.flush(to_flush);
         let counters = &self.shared.counters;
         counters.frames_delivered.fetch_add(reached as u64, Relaxed);
         for id in &overflowed {
@@ -653,6 +717,69 @@ impl Hub {
         // fills its queue with pings too.
         let _ = self.deliver(&Target::All, ping);
         dead.len()
+    }
+}
+
+/// Deliveries to at most this many flushable connections flush them at
+/// once (a reply, a pong); larger ones hand them to the flushing task.
+const FLUSH_AT_ONCE_MAX: usize = 32;
+
+/// Connections the flushing task writes to between two yields, so that
+/// during a large fan-out the worker still reads new requests (and queues
+/// the next broadcasts, which then share writes) every fraction of a
+/// millisecond.
+const FLUSH_CHUNK: usize = 32;
+
+/// Connections waiting for a flush, in the order their deliveries came.
+#[derive(Default)]
+struct FlushQueue {
+    conns: VecDeque<Arc<Conn>>,
+    /// A flushing task is running and will take what is added.
+    running: bool,
+}
+
+impl Hub {
+    /// Flushes `conns`: at once if they are few or there is no runtime
+    /// (a test), else through the one flushing task, started if needed.
+    fn flush(&self, conns: Vec<Arc<Conn>>) {
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if conns.len() > FLUSH_AT_ONCE_MAX => runtime,
+            _ => return conns.iter().for_each(|c| c.flush()),
+        };
+        let mut queue = self.flush_queue();
+        queue.conns.extend(conns);
+        if !queue.running {
+            queue.running = true;
+            runtime.spawn(self.clone().flushing());
+        }
+    }
+
+    fn flush_queue(&self) -> MutexGuard<'_, FlushQueue> {
+        // Taking from or adding to a queue cannot leave it half-done.
+        self.shared
+            .flushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The flushing task: one for all deliveries, so connections are
+    /// written in the order their frames came, and it ends when nothing is
+    /// left to flush.
+    async fn flushing(self) {
+        let mut chunk = Vec::with_capacity(FLUSH_CHUNK);
+        loop {
+            {
+                let mut queue = self.flush_queue();
+                if queue.conns.is_empty() {
+                    queue.running = false;
+                    return;
+                }
+                let n = queue.conns.len().min(FLUSH_CHUNK);
+                chunk.extend(queue.conns.drain(..n));
+            }
+            chunk.drain(..).for_each(|c| c.flush());
+            tokio::task::yield_now().await;
+        }
     }
 }
 

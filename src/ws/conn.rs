@@ -29,6 +29,7 @@ use tokio::time::{sleep, Sleep};
 
 use super::frame::{self, Arriving, Limits, Message, MessageAssembler, OpCode, ProtocolError};
 use crate::exec::{Door, Executor};
+use crate::hub::outbox::{self, MAX_IOVECS};
 use crate::hub::{CloseReason, Conn, Hub, Next, OpenError};
 use crate::protocol::{ServerFrame, PROTOCOL_VERSION};
 
@@ -51,8 +52,6 @@ impl Default for ConnLimits {
     }
 }
 
-/// Most frames handed to one vectored write.
-const MAX_IOVECS: usize = 64;
 /// Reads per wake-up before yielding, so one busy page cannot hold a worker.
 const MAX_READS_PER_POLL: usize = 8;
 
@@ -179,10 +178,9 @@ struct Driver<S, H> {
     /// How much of the text in `carry` has been checked as UTF-8.
     arriving: Arriving,
     assembler: MessageAssembler,
-    /// Frames taken from the outbox and not yet fully written.
+    /// Frames taken from the outbox and not yet written (the first may be
+    /// what is left of one written in part).
     out: VecDeque<Bytes>,
-    /// Bytes of `out.front()` already written.
-    out_offset: usize,
     /// Our close frame has been queued (nothing more is read as commands).
     close_sent: bool,
     /// The peer's close frame has arrived.
@@ -331,6 +329,14 @@ where
     }
 }
 
+impl<S, H> Drop for Driver<S, H> {
+    fn drop(&mut self) {
+        // However the connection ends, deliveries stop writing to its socket
+        // before the socket can close.
+        self.conn.detach_socket();
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
     fn new(
         io: S,
@@ -350,7 +356,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
             arriving: Arriving::default(),
             assembler: MessageAssembler::new(&limits.frames),
             out: VecDeque::new(),
-            out_offset: 0,
             close_sent: false,
             close_received: false,
             read_done: false,
@@ -419,16 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
                 }
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (i, f) in self.out.iter().take(MAX_IOVECS).enumerate() {
-                let bytes = if i == 0 {
-                    f.get(self.out_offset..).unwrap_or(&[])
-                } else {
-                    f
-                };
-                slices[count] = IoSlice::new(bytes);
-                count += 1;
-            }
+            let (count, _) = outbox::io_slices(&self.out, &mut slices);
             // One frame (the common case: one broadcast) is a plain write;
             // several go out in one vectored write.
             let io = Pin::new(&mut self.io);
@@ -444,27 +440,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
                         reason: "connection lost",
                     }))
                 }
-                Poll::Ready(Ok(n)) => self.advance(n),
+                Poll::Ready(Ok(n)) => {
+                    let frames = outbox::consume(&mut self.out, n);
+                    self.conn.written(frames, n);
+                }
             }
         }
-    }
-
-    /// Drops the first `n` written bytes from `out`.
-    fn advance(&mut self, mut n: usize) {
-        let written = n;
-        let mut frames = 0;
-        while let Some(front) = self.out.front() {
-            let left = front.len() - self.out_offset;
-            if n < left {
-                self.out_offset += n;
-                break;
-            }
-            n -= left;
-            self.out_offset = 0;
-            self.out.pop_front();
-            frames += 1;
-        }
-        self.conn.written(frames, written);
     }
 
     /// Reads and handles what the peer sent. Returns `Some` when the

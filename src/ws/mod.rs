@@ -4,3 +4,4 @@
 pub mod conn;
 pub mod frame;
 pub mod handshake;
+pub mod socket;
