@@ -2,9 +2,11 @@
 //! delivery of encoded frames to them.
 //!
 //! The table sits behind one `std::sync::Mutex` that is never held across an
-//! `.await`; tasks to wake are collected under the lock and woken after it is
-//! released, so a delivery never runs another task's code while it holds the
-//! table. Indexes come from a counter, or from an [`IndexSource`] such as
+//! `.await`, nor while frames are queued or written: a delivery copies the
+//! list of its targets out and lets go. Tasks to wake are woken after every
+//! lock is released, so a delivery never runs another task's code while it
+//! holds one. A delivery queues without waking; the writing is done by a
+//! flush (see [`outbox`]) from the hub's flushing task. Indexes come from a counter, or from an [`IndexSource`] such as
 //! the cluster's blocks, and are never reused, so a stale index cannot reach
 //! a newer page.
 

@@ -88,8 +88,8 @@ struct State {
     /// `discard` says the peer is not reading anyway).
     closing: Option<CloseReason>,
     discard: bool,
-    /// The writer holds frames taken from here and is writing them: a push
-    /// must queue behind them, not write past them.
+    /// The task holds frames taken from here and is writing them: a flush
+    /// must not write past them.
     writing: bool,
     /// The socket, for flushes; `None` for TLS and other streams.
     socket: Option<Arc<TcpStream>>,
@@ -128,6 +128,7 @@ impl Outbox {
 
     /// Queues `frame` unless that would pass `limits`, in which case the
     /// connection starts closing as a slow consumer and its queue is dropped.
+    /// [`Pushed`] says who writes it: a flush or the task.
     pub fn push(&self, frame: &Bytes, limits: OutboxLimits) -> Pushed {
         let mut s = self.lock();
         if s.closing.is_some() {
@@ -160,13 +161,14 @@ impl Outbox {
     /// Writes what is queued to the socket, unless the task is writing or
     /// there is no socket (see the module doc).
     pub fn flush(&self) -> Flushed {
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
         let mut done = Flushed::default();
         s.flush_due = false;
         if s.writing || s.frames.is_empty() {
             return done;
         }
-        let Some(socket) = s.socket.clone() else {
+        let Some(socket) = s.socket.as_deref() else {
             // Detached since the push: the task writes it, if it still can.
             done.wake = s.waker.take();
             return done;
@@ -176,7 +178,7 @@ impl Outbox {
         // cost when a fan-out touches thousands. A send that would block
         // leaves tokio's readiness stale, which only costs the task one
         // failed write before it waits.
-        let socket = socket2::SockRef::from(&*socket);
+        let socket = socket2::SockRef::from(socket);
         loop {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let (count, offered) = io_slices(&s.frames, &mut slices);
@@ -204,13 +206,13 @@ impl Outbox {
         done
     }
 
-    /// Lets pushes write to `socket` directly (see the module doc).
+    /// Lets flushes write to `socket` (see the module doc).
     pub fn attach(&self, socket: Arc<TcpStream>) {
         self.lock().socket = Some(socket);
     }
 
-    /// Stops direct writes. The writer calls this before its end, so no
-    /// push touches a socket that is going away.
+    /// Ends flushes. The connection's task calls this when it ends, so the
+    /// socket closes when the task lets it go and nothing is written after.
     pub fn detach(&self) {
         self.lock().socket = None;
     }

@@ -5,7 +5,9 @@
 //! buffer that belongs to the worker thread, not the connection; only the
 //! bytes of a frame that arrived in part are kept (`carry`). Writes take the
 //! shared `Bytes` of queued frames and hand them to the socket with one
-//! vectored write, without copying them.
+//! vectored write, without copying them. On a plain TCP socket most frames
+//! never pass through the task: the hub writes them itself (a flush, see
+//! `hub::outbox`) and leaves the task only what the socket would not take.
 //!
 //! What a complete message means is up to a [`MessageHandler`]: for a page
 //! ([`run`]) a text message is a command line for the executor; the
