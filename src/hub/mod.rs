@@ -11,6 +11,7 @@
 //! a newer page.
 
 pub mod outbox;
+pub mod queue;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;

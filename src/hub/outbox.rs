@@ -2,7 +2,8 @@
 //! delivering side (any thread) and the connection's own task.
 //!
 //! Frames are `Bytes`: a broadcast pushes clones of one buffer, never copies.
-//! An idle outbox owns no allocation (an empty `VecDeque` does not allocate).
+//! An idle outbox owns no allocation, nor does one with a single frame
+//! queued ([`Frames`]).
 //!
 //! Two writers take frames from here, never at the same time:
 //!
@@ -19,7 +20,6 @@
 //!
 //! Either way frames reach the peer in push order.
 
-use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,8 @@ use std::task::Waker;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
+
+use super::queue::{Frames, MAX_IOVECS};
 
 /// Why a connection is being closed, and what its close frame says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +84,7 @@ impl Default for OutboxLimits {
 
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: Frames,
     /// Set once: frames after it are refused; the writer sends the close
     /// frame after the queue drains (or at once, dropping the queue, when
     /// `discard` says the peer is not reading anyway).
@@ -112,7 +114,7 @@ pub struct Outbox {
 /// What the writer should do next.
 pub enum Next {
     /// Write these frames (the whole queue, taken at once).
-    Frames(VecDeque<Bytes>),
+    Frames(Frames),
     /// Nothing queued; the connection is closing with this reason.
     Close(CloseReason),
     /// Nothing to do; the task's waker is stored.
@@ -136,7 +138,7 @@ impl Outbox {
         }
         let pending = self.pending_bytes.load(Ordering::Relaxed);
         if pending + frame.len() > limits.max_bytes || s.frames.len() >= limits.max_frames {
-            s.frames = VecDeque::new();
+            s.frames = Frames::default();
             s.closing = Some(CloseReason {
                 code: crate::hub::CLOSE_SLOW_CONSUMER,
                 reason: "slow consumer",
@@ -181,7 +183,7 @@ impl Outbox {
         let socket = socket2::SockRef::from(socket);
         loop {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let (count, offered) = io_slices(&s.frames, &mut slices);
+            let (count, offered) = s.frames.io_slices(&mut slices);
             let sent = match &slices[..count] {
                 [one] => socket.send(one),
                 many => socket.send_vectored(many),
@@ -190,17 +192,14 @@ impl Outbox {
             // writes what is left itself.
             let Ok(n) = sent else { break };
             done.bytes += n;
-            done.frames += consume(&mut s.frames, n);
+            done.frames += s.frames.consume(n);
             // A short write means the socket is full.
             if n < offered || s.frames.is_empty() {
                 break;
             }
         }
         self.written(done.bytes);
-        if s.frames.is_empty() {
-            // Give the queue's memory back while idle.
-            s.frames = VecDeque::new();
-        } else {
+        if !s.frames.is_empty() {
             done.wake = s.waker.take();
         }
         done
@@ -238,7 +237,7 @@ impl Outbox {
     pub fn next(&self, waker: &Waker) -> Next {
         let mut s = self.lock();
         if s.discard {
-            s.frames = VecDeque::new();
+            s.frames = Frames::default();
         }
         // Asking again means the writer wrote all it took.
         s.writing = !s.frames.is_empty();
@@ -266,40 +265,6 @@ impl Outbox {
                 Some(p.saturating_sub(n))
             });
     }
-}
-
-/// Most frames handed to one vectored write.
-pub const MAX_IOVECS: usize = 64;
-
-/// Fills `slices` with the first frames of `frames`; returns how many
-/// slices were filled and how many bytes they hold.
-pub fn io_slices<'a>(frames: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
-    let mut count = 0;
-    let mut bytes = 0;
-    for (slot, frame) in slices.iter_mut().zip(frames) {
-        *slot = IoSlice::new(frame);
-        count += 1;
-        bytes += frame.len();
-    }
-    (count, bytes)
-}
-
-/// Drops the first `n` written bytes from `frames` (the first frame left
-/// may have been written in part); returns how many whole frames went.
-pub fn consume(frames: &mut VecDeque<Bytes>, mut n: usize) -> u64 {
-    let mut whole = 0;
-    while let Some(front) = frames.front_mut() {
-        if n < front.len() {
-            if n > 0 {
-                *front = front.slice(n..);
-            }
-            break;
-        }
-        n -= front.len();
-        frames.pop_front();
-        whole += 1;
-    }
-    whole
 }
 
 #[cfg(test)]
@@ -445,7 +410,7 @@ mod tests {
             Pushed::Queued(None)
         ));
         assert_eq!(o.flush().bytes, 0);
-        assert!(matches!(o.next(&waker), Next::Frames(f) if f[0] == "second"));
+        assert!(matches!(o.next(&waker), Next::Frames(f) if f.iter().eq(["second"])));
         // All written: the next frame is for a flush again.
         assert!(matches!(o.next(&waker), Next::Idle));
         assert!(matches!(
@@ -490,22 +455,11 @@ mod tests {
         match o.next(&waker) {
             Next::Frames(f) => {
                 assert_eq!(f.len(), 1);
-                assert_eq!(f[0].len(), frame.len() - flushed.bytes);
+                assert!(f
+                    .iter()
+                    .all(|rest| rest.len() == frame.len() - flushed.bytes));
             }
             _ => panic!("the rest of the frame was not left for the task"),
         }
-    }
-
-    #[test]
-    fn consume_drops_whole_frames_and_cuts_the_first_one_left() {
-        let mut frames: VecDeque<Bytes> = ["abc", "de", "fgh"]
-            .into_iter()
-            .map(|f| Bytes::from_static(f.as_bytes()))
-            .collect();
-        assert_eq!(consume(&mut frames, 0), 0);
-        assert_eq!(consume(&mut frames, 4), 1);
-        assert_eq!(frames, ["e", "fgh"]);
-        assert_eq!(consume(&mut frames, 4), 2);
-        assert!(frames.is_empty());
     }
 }

@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -31,7 +30,7 @@ use tokio::time::{sleep, Sleep};
 
 use super::frame::{self, Arriving, Limits, Message, MessageAssembler, OpCode, ProtocolError};
 use crate::exec::{Door, Executor};
-use crate::hub::outbox::{self, MAX_IOVECS};
+use crate::hub::queue::{Frames, MAX_IOVECS};
 use crate::hub::{CloseReason, Conn, Hub, Next, OpenError};
 use crate::protocol::{ServerFrame, PROTOCOL_VERSION};
 
@@ -182,7 +181,7 @@ struct Driver<S, H> {
     assembler: MessageAssembler,
     /// Frames taken from the outbox and not yet written (the first may be
     /// what is left of one written in part).
-    out: VecDeque<Bytes>,
+    out: Frames,
     /// Our close frame has been queued (nothing more is read as commands).
     close_sent: bool,
     /// The peer's close frame has arrived.
@@ -357,7 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
             carry,
             arriving: Arriving::default(),
             assembler: MessageAssembler::new(&limits.frames),
-            out: VecDeque::new(),
+            out: Frames::default(),
             close_sent: false,
             close_received: false,
             read_done: false,
@@ -418,15 +417,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
                         self.reason.get_or_insert(reason);
                         self.deadline = Some(Box::pin(sleep(self.limits.close_timeout)));
                     }
-                    Next::Idle => {
-                        // Give back the queue's memory while idle.
-                        self.out = VecDeque::new();
-                        return None;
-                    }
+                    // `out` gave its memory back as it emptied.
+                    Next::Idle => return None,
                 }
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let (count, _) = outbox::io_slices(&self.out, &mut slices);
+            let (count, _) = self.out.io_slices(&mut slices);
             // One frame (the common case: one broadcast) is a plain write;
             // several go out in one vectored write.
             let io = Pin::new(&mut self.io);
@@ -443,7 +439,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
                     }))
                 }
                 Poll::Ready(Ok(n)) => {
-                    let frames = outbox::consume(&mut self.out, n);
+                    let frames = self.out.consume(n);
                     self.conn.written(frames, n);
                 }
             }
@@ -847,7 +843,7 @@ mod tests {
         assert!(step(&mut d).await);
         assert!(step(&mut d).await);
         assert_eq!(d.carry.capacity(), 0);
-        assert_eq!(d.out.capacity(), 0);
+        assert!(!d.out.owns_allocation());
         assert!(!d.assembler.in_progress());
         let (_, echoed) = read_frame(&mut client).await;
         assert_eq!(echoed.len(), 300_000);
