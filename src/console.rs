@@ -500,7 +500,10 @@ pub fn spawn_monitor_printer(
             }
             // Lines emitted meanwhile go out with this one: under a burst of
             // events (thousands of pages connecting) the printer thread is
-            // woken, and standard output written, once per batch, not per line.
+            // woken, and standard output written, once per batch, not per
+            // line. Letting the tasks that are ready run first (they are
+            // what emits the lines) makes the batch larger.
+            tokio::task::yield_now().await;
             while text.len() < PRINT_BATCH {
                 match lines.try_recv() {
                     Ok(line) => {

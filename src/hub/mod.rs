@@ -57,17 +57,14 @@ impl Default for HubLimits {
     }
 }
 
-/// Per-connection traffic counters, updated by the connection's own task.
+/// What a page sent, counted by the connection's own task. What it was
+/// sent is counted by its outbox.
 #[derive(Default, Debug)]
 pub struct Stats {
     /// Messages received from the page.
     pub msgs_in: AtomicU64,
     /// Payload bytes received from the page.
     pub bytes_in: AtomicU64,
-    /// Frames written to the page.
-    pub msgs_out: AtomicU64,
-    /// Bytes written to the page (frame headers included).
-    pub bytes_out: AtomicU64,
 }
 
 /// One live connection, shared by the table and the connection's task.
@@ -103,18 +100,8 @@ impl Conn {
     /// Records that `n` queued bytes, completing `frames` frames, reached
     /// the socket.
     pub fn written(&self, frames: u64, n: usize) {
-        self.outbox.written(n);
-        self.count_out(frames, n);
-    }
-
-    fn count_out(&self, frames: u64, n: usize) {
-        for (mine, all, v) in [
-            (&self.stats.msgs_out, &self.totals.msgs_out, frames),
-            (&self.stats.bytes_out, &self.totals.bytes_out, n as u64),
-        ] {
-            mine.fetch_add(v, Relaxed);
-            all.fetch_add(v, Relaxed);
-        }
+        self.outbox.written(frames, n);
+        self.totals.written(frames, n);
     }
 
     /// Records one message of `n` payload bytes from the page.
@@ -146,15 +133,14 @@ impl Conn {
     }
 
     /// Writes what is queued to the socket, unless the task is writing;
-    /// wakes the task for whatever the socket would not take.
-    fn flush(&self) {
+    /// wakes the task for whatever the socket would not take. Returns the
+    /// frames and bytes written, for the daemon's totals.
+    fn flush(&self) -> (u64, usize) {
         let flushed = self.outbox.flush();
-        if flushed.bytes > 0 {
-            self.count_out(flushed.frames, flushed.bytes);
-        }
         if let Some(w) = flushed.wake {
             w.wake();
         }
+        (flushed.frames, flushed.bytes)
     }
 }
 
@@ -204,6 +190,13 @@ pub struct Counters {
     pub bytes_out: AtomicU64,
     /// Frames queued for delivery, one per connection reached.
     pub frames_delivered: AtomicU64,
+}
+
+impl Counters {
+    fn written(&self, frames: u64, n: usize) {
+        self.msgs_out.fetch_add(frames, Relaxed);
+        self.bytes_out.fetch_add(n as u64, Relaxed);
+    }
 }
 
 /// Why a connection could not be opened.
@@ -534,6 +527,7 @@ impl Hub {
             .values()
             .map(|e| {
                 let c = &e.conn;
+                let (msgs_out, bytes_out) = c.outbox.written_so_far();
                 ConnInfo {
                     id: c.id,
                     names: e.names.iter().map(|n| n.to_string()).collect(),
@@ -542,8 +536,8 @@ impl Hub {
                     age: c.opened.elapsed(),
                     msgs_in: c.stats.msgs_in.load(Relaxed),
                     bytes_in: c.stats.bytes_in.load(Relaxed),
-                    msgs_out: c.stats.msgs_out.load(Relaxed),
-                    bytes_out: c.stats.bytes_out.load(Relaxed),
+                    msgs_out,
+                    bytes_out,
                 }
             })
             .collect()
@@ -747,7 +741,7 @@ impl Hub {
     fn flush(&self, conns: Vec<Arc<Conn>>) {
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(runtime) if conns.len() > FLUSH_AT_ONCE_MAX => runtime,
-            _ => return conns.iter().for_each(|c| c.flush()),
+            _ => return self.flush_now(&conns),
         };
         let mut queue = self.flush_queue();
         queue.conns.extend(conns);
@@ -755,6 +749,17 @@ impl Hub {
             queue.running = true;
             runtime.spawn(self.clone().flushing());
         }
+    }
+
+    /// Flushes `conns` here and now, and counts what went out.
+    fn flush_now(&self, conns: &[Arc<Conn>]) {
+        let (mut frames, mut bytes) = (0, 0);
+        for c in conns {
+            let (f, b) = c.flush();
+            frames += f;
+            bytes += b;
+        }
+        self.shared.counters.written(frames, bytes);
     }
 
     fn flush_queue(&self) -> MutexGuard<'_, FlushQueue> {
@@ -780,7 +785,8 @@ impl Hub {
                 let n = queue.conns.len().min(FLUSH_CHUNK);
                 chunk.extend(queue.conns.drain(..n));
             }
-            chunk.drain(..).for_each(|c| c.flush());
+            self.flush_now(&chunk);
+            chunk.clear();
             tokio::task::yield_now().await;
         }
     }
