@@ -92,7 +92,7 @@ async fn session(piece: usize, stream: &[u8]) {
     let rights = PageRights::new(COMMANDS.iter().map(|c| c.name.to_owned()).collect());
     let (console, _printed) = ConsoleOut::capture();
     let exec = Executor::new(hub.clone(), console, rights, Default::default());
-    let conn = conn::open_page(&hub, ([127, 0, 0, 1], 4000).into(), "/fuzz").expect("open");
+    let conn = conn::open_page(&hub, ([127, 0, 0, 1], 4000).into(), "/fuzz", &[]).expect("open");
     let (client, server) = duplex(16 * 1024);
     let task = tokio::spawn(conn::run(
         server,

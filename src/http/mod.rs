@@ -9,6 +9,7 @@ pub mod access;
 pub mod assets;
 mod commands;
 mod files;
+pub mod hold;
 mod metrics;
 pub mod server;
 mod upgrade;

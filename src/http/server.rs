@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use super::access;
+use super::hold::{HoldWrites, HoldableTcp};
 use crate::monitor::Monitor;
 
 /// Largest request head (request line and headers); a larger one gets 431
@@ -255,14 +256,15 @@ struct Server {
 impl Server {
     async fn serve_connection(&self, tcp: TcpStream, peer: SocketAddr, slot: ConnSlot) {
         let Some(acceptor) = &self.tls else {
-            return self.drive(TokioIo::new(tcp), peer, slot).await;
+            let (io, hold) = HoldableTcp::new(tcp);
+            return self.drive(TokioIo::new(io), peer, slot, Some(hold)).await;
         };
         let handshake = tokio::select! {
             _ = self.stop.cancelled() => return,
             r = tokio::time::timeout(self.options.handshake_timeout, acceptor.accept(tcp)) => r,
         };
         match handshake {
-            Ok(Ok(tls)) => self.drive(TokioIo::new(tls), peer, slot).await,
+            Ok(Ok(tls)) => self.drive(TokioIo::new(tls), peer, slot, None).await,
             Ok(Err(e)) => {
                 self.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
                 // Browsers abort handshakes with certificates they do not
@@ -281,8 +283,15 @@ impl Server {
 
     /// Runs hyper on one connection until it ends, is upgraded, or the
     /// daemon stops (then in-flight requests finish, idle ones close).
-    async fn drive<S>(&self, io: TokioIo<S>, peer: SocketAddr, slot: ConnSlot)
-    where
+    /// `hold` is handed to every request (a plain TCP stream; see
+    /// [`super::hold`]).
+    async fn drive<S>(
+        &self,
+        io: TokioIo<S>,
+        peer: SocketAddr,
+        slot: ConnSlot,
+        hold: Option<HoldWrites>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let app = self.app.clone();
@@ -291,6 +300,9 @@ impl Server {
             // WebSocket keeps for as long as it lives.
             req.extensions_mut().insert(ConnectInfo(peer));
             req.extensions_mut().insert(slot.clone());
+            if let Some(hold) = &hold {
+                req.extensions_mut().insert(hold.clone());
+            }
             app.clone().oneshot(req)
         });
         let mut conn = pin!(self.http.serve_connection(io, service).with_upgrades());

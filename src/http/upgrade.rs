@@ -9,8 +9,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use super::hold::{HoldWrites, HoldableTcp};
 use super::server::ConnSlot;
 use super::Shared;
 use crate::ws::socket::SharedTcp;
@@ -95,6 +95,11 @@ pub(super) async fn upgrade(
     // The connection's place in the accept limits stays taken for as long
     // as the WebSocket lives, not just until the HTTP exchange ends.
     let slot = req.extensions_mut().remove::<ConnSlot>();
+    // A plain TCP connection keeps the 101 back, for the page's task to
+    // send with its hello frame: one segment instead of two.
+    if let Some(hold) = req.extensions_mut().remove::<HoldWrites>() {
+        hold.hold();
+    }
     let exec = front.exec.clone();
     let limits = front.conn_limits;
     let tasks = front.tasks.clone();
@@ -107,26 +112,27 @@ pub(super) async fn upgrade(
                 return;
             }
         };
-        let conn = match conn::open_page(&hub, peer, &page) {
-            Ok(c) => c,
-            Err(e) => {
+        let open = |head: &[u8]| {
+            conn::open_page(&hub, peer, &page, head).map_err(|e| {
                 hub.monitor()
                     .emit(format_args!("refused WebSocket from {peer}: {e}"));
-                return;
-            }
+            })
         };
         // The connection gets a task of its own, holding only its own
         // state: this one, with the handshake's leftovers, ends here. A
-        // plain TCP stream is driven directly; anything else (TLS) through
-        // hyper's upgraded wrapper. Deliveries may write to a plain TCP
-        // socket directly.
+        // plain TCP stream is driven directly, and deliveries may write to
+        // it themselves; anything else (TLS) goes through hyper's upgraded
+        // wrapper.
         let release = move |()| drop(slot);
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<HoldableTcp>>() {
             Ok(parts) => {
-                let io = SharedTcp::attach(parts.io.into_inner(), &conn);
+                let (tcp, response) = parts.io.into_inner().into_parts();
+                let Ok(conn) = open(&response) else { return };
+                let io = SharedTcp::attach(tcp, &conn);
                 tasks.spawn(conn::run(io, parts.read_buf, conn, exec, limits).map(release));
             }
             Err(upgraded) => {
+                let Ok(conn) = open(&[]) else { return };
                 let io = TokioIo::new(upgraded);
                 tasks.spawn(conn::run(io, Bytes::new(), conn, exec, limits).map(release));
             }

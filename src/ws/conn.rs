@@ -195,14 +195,28 @@ struct Driver<S, H> {
 }
 
 /// Adds a page's connection to the hub with its `hello` frame queued
-/// first, so the page learns its index before anything else.
-pub fn open_page(hub: &Hub, remote: SocketAddr, page: &str) -> Result<Arc<Conn>, OpenError> {
+/// first, so the page learns its index before anything else. `response`
+/// is the HTTP 101 response if it was held back to go out in the same
+/// write (see `http::hold`), else empty.
+pub fn open_page(
+    hub: &Hub,
+    remote: SocketAddr,
+    page: &str,
+    response: &[u8],
+) -> Result<Arc<Conn>, OpenError> {
     hub.open_greeted(remote, page, |index| {
         let hello = ServerFrame::Hello {
             index,
             version: PROTOCOL_VERSION,
-        };
-        Some(hello.encode())
+        }
+        .encode();
+        if response.is_empty() {
+            return Some(hello);
+        }
+        let mut first = Vec::with_capacity(response.len() + hello.len());
+        first.extend_from_slice(response);
+        first.extend_from_slice(&hello);
+        Some(first.into())
     })
 }
 
