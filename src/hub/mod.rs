@@ -6,9 +6,11 @@
 //! list of its targets out and lets go. Tasks to wake are woken after every
 //! lock is released, so a delivery never runs another task's code while it
 //! holds one. A delivery queues without waking; the writing is done by a
-//! flush (see [`outbox`]) from the hub's flushing task. Indexes come from a counter, or from an [`IndexSource`] such as
-//! the cluster's blocks, and are never reused, so a stale index cannot reach
-//! a newer page.
+//! flush (see [`outbox`]) from the hub's flushing task.
+//!
+//! Indexes come from a counter, or from an [`IndexSource`] such as the
+//! cluster's blocks, and are never reused, so a stale index cannot reach a
+//! newer page.
 
 pub mod outbox;
 pub mod queue;
