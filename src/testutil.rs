@@ -1,5 +1,5 @@
-//! Helpers shared by the unit tests: a deterministic generator and masked
-//! client frames.
+//! Helpers shared by the unit tests: a deterministic generator, masked
+//! client frames, and connected sockets.
 
 /// A small xorshift generator, so randomized tests need no extra crate and
 /// every run tries the same inputs.
@@ -38,4 +38,15 @@ pub fn masked(key: [u8; 4], b0: u8, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(payload);
     crate::ws::frame::apply_mask(&mut out[start..], key);
     out
+}
+
+/// A connected TCP pair on loopback: the accepted (server) end, then the
+/// client's.
+pub async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    (accepted.expect("accept").0, client.expect("connect"))
 }

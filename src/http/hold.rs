@@ -122,13 +122,8 @@ mod tests {
 
     #[tokio::test]
     async fn writes_pass_until_held_then_are_kept_in_order() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let mut client = client.expect("connect");
-        let (mut io, hold) = HoldableTcp::new(accepted.expect("accept").0);
+        let (server, mut client) = crate::testutil::tcp_pair().await;
+        let (mut io, hold) = HoldableTcp::new(server);
         io.write_all(b"sent ").await.expect("write");
         hold.hold();
         io.write_all(b"held ").await.expect("write");

@@ -374,15 +374,8 @@ mod tests {
 
     /// A connected pair: the server's end (for the outbox) and the client's.
     async fn socket_pair() -> (Arc<TcpStream>, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (server, _) = accepted.expect("accept");
-        // Readiness is known once the runtime has seen the socket writable.
-        server.writable().await.expect("writable");
-        (Arc::new(server), client.expect("connect"))
+        let (server, client) = crate::testutil::tcp_pair().await;
+        (Arc::new(server), client)
     }
 
     #[tokio::test]

@@ -43,8 +43,9 @@ impl Frames {
     }
 
     /// Whether the queue holds memory of its own (beyond the frames, which
-    /// it shares).
-    pub fn owns_allocation(&self) -> bool {
+    /// it shares). For tests of the "no buffer while idle" promise.
+    #[cfg(test)]
+    pub(crate) fn owns_allocation(&self) -> bool {
         self.rest.capacity() > 0
     }
 
