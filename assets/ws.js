@@ -14,10 +14,33 @@
  *   wsInfo()           a snapshot: { state, index, names, attempts,
  *                      retryIn, lastClose: { code, reason } | null }
  *   wsQuote(text)      text as one double-quoted token of a command line.
+ *   wsExpose(name, fn) let `ws exec TARGET name ARG` call fn(ARG), whatever
+ *                      the page's globals; fn must be a function the page
+ *                      wrote (else a TypeError). wsExpose(name, null)
+ *                      takes it back.
  *
  *   wsInit.onstate = function (state) {}   called on every state change
  *   wsInit.onframe = function (frame) {}   called with every server frame
  *                                          (after ws.js has handled it)
+ *   wsInit.exposedOnly = true              `ws exec` reaches wsExpose'd
+ *                                          functions only, no globals
+ *
+ * `ws exec TARGET FUNC ARG` calls FUNC(ARG) only when FUNC is a function
+ * the page made: one given to wsExpose, else (unless exposedOnly) a
+ * function the page's script put on window itself (`function f() {}`,
+ * `var f = function ...`, `window.f = ...`; let, const and class
+ * declarations are not on window). Never a browser built-in (eval,
+ * Function, setTimeout, fetch, open, alert ...), a bound function or a
+ * Proxy (their source reads "[native code]" like a built-in's), a name
+ * window inherits (constructor, toString ...), a getter (none is run to
+ * find out) or ws.js's own functions. Anything else shows "FUNC:ARG" in
+ * the element, as for a missing function. ws.js keeps the
+ * Function.prototype.toString it found when it loaded, so load it before
+ * scripts you do not trust to leave that alone.
+ *
+ * No eval, no new Function, no string timers, no inline script: ws.js runs
+ * under Content-Security-Policy script-src 'self' (connect-src 'self'
+ * covers its ws:/wss: socket).
  *
  * Every registered element carries data-ws-state="connecting|open|closed"
  * for styling. Server text only ever lands in textContent, never as HTML:
@@ -52,6 +75,18 @@
   var retryTimer = null;
   var retryAt = 0;
   var lastClose = null;
+  var exposed = Object.create(null); // wsExpose(name, fn), by name
+
+  // Taken now, before a later script can replace them: whether a function
+  // is the page's own must not be answered by code the page can swap.
+  var sourceOf = Function.prototype.call.bind(Function.prototype.toString);
+  var hasOwn = Function.prototype.call.bind(Object.prototype.hasOwnProperty);
+  var callWith = Function.prototype.call.bind(Function.prototype.call);
+  var ownDescriptor = Object.getOwnPropertyDescriptor;
+  // What Function.prototype.toString returns for anything that is not
+  // source text: built-ins, bound functions, Proxies. Source the page wrote
+  // cannot end this way (`[native code]` is not an expression).
+  var NATIVE_SOURCE = /\{\s*\[native\s+code\]\s*\}\s*$/;
 
   function quote(text) {
     return '"' + String(text).replace(/[\\"]/g, '\\$&') + '"';
@@ -111,6 +146,41 @@
     el.appendChild(line);
   }
 
+  function isOwnApi(fn) {
+    return fn === wsInit || fn === wsSend || fn === wsState || fn === wsInfo ||
+      fn === quote || fn === wsExpose;
+  }
+
+  // A function the page wrote: not a built-in, bound function or Proxy,
+  // and not ws.js itself.
+  function pageMade(fn) {
+    if (typeof fn !== 'function' || isOwnApi(fn)) return false;
+    try {
+      return !NATIVE_SOURCE.test(sourceOf(fn));
+    } catch (err) {
+      return false;
+    }
+  }
+
+  // The one rule for what an operator's command may call on this page
+  // (see the header): the function for `name`, or null. It reads no getter
+  // and runs none of the page's code.
+  function callable(name) {
+    if (typeof name !== 'string' || name === '') return null;
+    if (hasOwn(exposed, name)) return exposed[name];
+    if (wsInit.exposedOnly) return null;
+    var desc;
+    try {
+      desc = ownDescriptor(window, name);
+    } catch (err) {
+      return null;
+    }
+    // Only a plain value of window's own: an accessor (a getter, onload
+    // and the like) or an inherited name is never looked at.
+    if (!desc || !hasOwn(desc, 'value')) return null;
+    return pageMade(desc.value) ? desc.value : null;
+  }
+
   function handle(frame) {
     var el;
     switch (frame.type) {
@@ -122,10 +192,10 @@
         if (el) el.textContent = str(frame.text);
         break;
       case 'exec':
-        var fn = typeof frame.func === 'string' ? window[frame.func] : null;
-        if (typeof fn === 'function') {
+        var fn = callable(frame.func);
+        if (fn) {
           try {
-            fn.call(window, frame.arg);
+            callWith(fn, window, str(frame.arg));
           } catch (err) {
             reportError(err);
           }
@@ -291,6 +361,21 @@
     };
   }
 
+  function wsExpose(name, fn) {
+    if (typeof name !== 'string' || name === '') {
+      throw new TypeError('wsExpose: the name must be a non-empty string');
+    }
+    if (fn == null) {
+      delete exposed[name];
+      return;
+    }
+    if (!pageMade(fn)) {
+      throw new TypeError('wsExpose: ' + name + ' must be a function the page wrote, ' +
+        'not a built-in, bound function, Proxy or ws.js function; wrap it: function (arg) { ... }');
+    }
+    exposed[name] = fn;
+  }
+
   // wsInit() may run in <head>, before its elements exist.
   if (document.readyState === 'loading') {
     document.addEventListener('DOMContentLoaded', applyState);
@@ -301,4 +386,5 @@
   window.wsState = wsState;
   window.wsInfo = wsInfo;
   window.wsQuote = quote;
+  window.wsExpose = wsExpose;
 })();
