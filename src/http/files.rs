@@ -49,6 +49,12 @@ fn embedded(asset: &Asset, headers: &HeaderMap) -> Response {
     }
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Some(csp) = asset.csp {
+        resp.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(csp),
+        );
+    }
     resp
 }
 
