@@ -85,7 +85,8 @@
   var ownDescriptor = Object.getOwnPropertyDescriptor;
   // What Function.prototype.toString returns for anything that is not
   // source text: built-ins, bound functions, Proxies. Source the page wrote
-  // cannot end this way (`[native code]` is not an expression).
+  // ends this way only inside a comment (`[native code]` is not an
+  // expression), and then the error is a refusal.
   var NATIVE_SOURCE = /\{\s*\[native\s+code\]\s*\}\s*$/;
 
   function quote(text) {
@@ -163,8 +164,8 @@
   }
 
   // The one rule for what an operator's command may call on this page
-  // (see the header): the function for `name`, or null. It reads no getter
-  // and runs none of the page's code.
+  // (see the header): the function for `name`, or null. It runs no getter
+  // of window's and none of the functions it looks at.
   function callable(name) {
     if (typeof name !== 'string' || name === '') return null;
     if (hasOwn(exposed, name)) return exposed[name];
