@@ -41,7 +41,8 @@ pub enum ServerFrame<'a> {
         /// Plain text, never HTML.
         text: &'a str,
     },
-    /// Call `window[func](arg)`, or show `func:arg`.
+    /// Call `func(arg)` when the page defined `func` (never a browser
+    /// built-in; see docs/PROTOCOL.md), or show `func:arg`.
     Exec {
         /// The element, when addressed by name.
         #[serde(skip_serializing_if = "Option::is_none")]
