@@ -33,7 +33,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,
-    /// else /tmp/pagewire-UID.sock]
+    /// else /run/pagewire/pagewire.sock for root, /tmp/pagewire-UID/pagewire.sock
+    /// for other users]
     #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL")]
     pub control: Option<PathBuf>,
     /// Who may connect: local (loopback), private, public, or acl

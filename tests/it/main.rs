@@ -4,6 +4,7 @@
 mod actions;
 mod cli;
 mod cluster;
+mod control_owner;
 mod http;
 mod page;
 mod reliability;
