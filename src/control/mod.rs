@@ -405,8 +405,22 @@ fn bind_at(path: &Path, trust: trust::Trust) -> Result<(UnixListener, PathBuf), 
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(ControlError::io("inspect", &target, e).into()),
     }
-    let listener = UnixListener::bind(&target)
-        .map_err(|e| ControlError::io("bind the control socket", &target, e))?;
+    let listener = UnixListener::bind(&target).map_err(|e| {
+        // Someone else's file may have appeared since it was looked at (in
+        // a sticky directory such as /tmp): that is worked around too.
+        match std::fs::symlink_metadata(&target) {
+            Ok(meta)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && !trust.allows_socket_owner(meta.uid()) =>
+            {
+                Refused::Foreign(trust::Untrusted::ForeignOwner {
+                    owner: meta.uid(),
+                    me: trust.uid(),
+                })
+            }
+            _ => ControlError::io("bind the control socket", &target, e).into(),
+        }
+    })?;
     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| ControlError::io("restrict the permissions of", &target, e))?;
     Ok((listener, target))
@@ -446,11 +460,20 @@ fn bind_private(trust: trust::Trust) -> Result<(UnixListener, PathBuf), ControlE
 /// Where a private directory for the socket goes: the user's runtime
 /// directory, `/run` for root, else the temporary directory.
 fn private_base(uid: u32) -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() && dir.is_dir() => dir,
-        _ if uid == 0 => PathBuf::from("/run"),
-        _ => std::env::temp_dir(),
+    match own_runtime_dir(std::env::var_os("XDG_RUNTIME_DIR"), uid) {
+        Some(dir) => dir,
+        None if uid == 0 => PathBuf::from("/run"),
+        None => std::env::temp_dir(),
     }
+}
+
+/// `$XDG_RUNTIME_DIR` if it is a directory of user `uid`'s, as the XDG
+/// specification requires; one of another user's (kept by `sudo`, say) is
+/// not used.
+fn own_runtime_dir(runtime_dir: Option<std::ffi::OsString>, uid: u32) -> Option<PathBuf> {
+    let dir = PathBuf::from(runtime_dir.filter(|d| !d.is_empty())?);
+    let meta = std::fs::metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid).then_some(dir)
 }
 
 /// 32 random bits: `RandomState` is seeded from the operating system.
@@ -546,7 +569,7 @@ fn file_identity(path: &Path) -> Option<FileIdentity> {
 
 /// The control socket path used when `--control` is not given:
 /// `$PAGEWIRE_CONTROL` if set, else `$XDG_RUNTIME_DIR/pagewire.sock` if that
-/// directory exists, else `/run/pagewire/pagewire.sock` for root and
+/// directory exists and is this user's, else `/run/pagewire/pagewire.sock` for root and
 /// `/tmp/pagewire-UID/pagewire.sock` for other users: never a socket
 /// directly in a directory others can write to.
 pub fn default_path() -> PathBuf {
@@ -565,10 +588,8 @@ fn default_path_from(
     if let Some(path) = explicit.filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
-    if let Some(dir) = runtime_dir.filter(|d| !d.is_empty()).map(PathBuf::from) {
-        if dir.is_dir() {
-            return dir.join("pagewire.sock");
-        }
+    if let Some(dir) = own_runtime_dir(runtime_dir, uid) {
+        return dir.join("pagewire.sock");
     }
     if uid == 0 {
         PathBuf::from("/run/pagewire/pagewire.sock")
@@ -693,21 +714,30 @@ mod tests {
 
     #[test]
     fn default_path_rules() {
-        let tmp = std::env::temp_dir();
+        // A runtime directory of root's (the tests run as root).
+        let run = tempfile::tempdir().expect("tempdir");
+        let run = run.path();
         let cases = [
             (
                 Some("/x/ctl.sock"),
-                Some(tmp.as_os_str()),
+                Some(run.as_os_str()),
                 1000,
                 "/x/ctl.sock".into(),
             ),
             (
                 Some(""),
-                Some(tmp.as_os_str()),
-                1000,
-                tmp.join("pagewire.sock"),
+                Some(run.as_os_str()),
+                0,
+                run.join("pagewire.sock"),
             ),
-            (None, Some(tmp.as_os_str()), 0, tmp.join("pagewire.sock")),
+            (None, Some(run.as_os_str()), 0, run.join("pagewire.sock")),
+            // Another user's runtime directory is not used.
+            (
+                None,
+                Some(run.as_os_str()),
+                1000,
+                "/tmp/pagewire-1000/pagewire.sock".into(),
+            ),
             (
                 None,
                 Some("/nonexistent/run".as_ref()),
@@ -725,7 +755,7 @@ mod tests {
         ];
         for (explicit, runtime, uid, want) in cases {
             let got = default_path_from(explicit.map(Into::into), runtime.map(Into::into), uid);
-            assert_eq!(got, want);
+            assert_eq!(got, want, "{explicit:?} {runtime:?} {uid}");
         }
     }
 

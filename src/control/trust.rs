@@ -171,6 +171,7 @@ pub fn parent_dir(path: &Path) -> &Path {
 pub fn check_dirs(path: &Path, trust: Trust) -> Result<Option<PathBuf>, Untrusted> {
     let name = path.file_name().ok_or(Untrusted::NoFileName)?;
     let given = parent_dir(path);
+    check_links(given, trust)?;
     let dir = match std::fs::canonicalize(given) {
         Ok(dir) => dir,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -185,6 +186,30 @@ pub fn check_dirs(path: &Path, trust: Trust) -> Result<Option<PathBuf>, Untruste
         check_dir(ancestor, depth == 0, trust)?;
     }
     Ok(Some(dir.join(name)))
+}
+
+/// Refuses a symbolic link on the way to `dir` (as written) that another
+/// user made: it points wherever they like, and where the kernel protects
+/// links in sticky directories it would not even be followed.
+fn check_links(dir: &Path, trust: Trust) -> Result<(), Untrusted> {
+    let absolute = std::path::absolute(dir).map_err(|source| Untrusted::Inspect {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for (depth, ancestor) in absolute.ancestors().enumerate() {
+        match std::fs::symlink_metadata(ancestor) {
+            Ok(meta) if meta.file_type().is_symlink() && !trust.allows_dir_owner(meta.uid()) => {
+                return Err(Untrusted::ForeignDir {
+                    dir: ancestor.to_path_buf(),
+                    immediate: depth == 0,
+                    owner: meta.uid(),
+                })
+            }
+            // Missing parts and other errors are for canonicalize to report.
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn check_dir(dir: &Path, immediate: bool, trust: Trust) -> Result<(), Untrusted> {
@@ -227,11 +252,19 @@ pub enum Reachable {
 /// Checks a control socket before connecting to it: the file at `path`
 /// itself (not followed if it is a link), then its directories. Another
 /// user's socket is refused before its directory is looked at, so the
-/// message names what matters most.
+/// message names what matters most. When nothing is at `path`, a
+/// directory on the way that is another user's is still reported.
 pub fn check_socket(path: &Path, trust: Trust) -> Result<Reachable, Untrusted> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Reachable::Missing),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Nothing to connect to; but a directory someone else planted
+            // on the way (their /tmp/pagewire-UID) is worth saying.
+            return match check_dirs(path, trust) {
+                Err(why) if why.is_foreign() => Err(why),
+                _ => Ok(Reachable::Missing),
+            };
+        }
         Err(source) => {
             return Err(Untrusted::Inspect {
                 path: path.to_path_buf(),
@@ -375,6 +408,19 @@ mod tests {
             check_socket(&linked.join("mine.sock"), trust).ok(),
             Some(Reachable::Socket(mine.clone()))
         );
+
+        // A link to our own directory, made by another user, is refused.
+        let planted = base.join("planted");
+        std::os::unix::fs::symlink(&base, &planted).expect("symlink");
+        std::os::unix::fs::lchown(&planted, Some(NOBODY), Some(NOBODY)).expect("lchown");
+        assert!(matches!(
+            check_socket(&planted.join("mine.sock"), trust),
+            Err(Untrusted::ForeignDir {
+                immediate: true,
+                owner: NOBODY,
+                ..
+            })
+        ));
 
         // Nothing there; a file that is not a socket.
         assert_eq!(

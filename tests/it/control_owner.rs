@@ -292,6 +292,7 @@ impl DefaultDir {
     fn clean(uid: u32) -> DefaultDir {
         let dir = DefaultDir(PathBuf::from(format!("/tmp/pagewire-{uid}")));
         let _ = std::fs::remove_dir_all(&dir.0);
+        let _ = std::fs::remove_file(&dir.0);
         dir
     }
 }
@@ -299,6 +300,7 @@ impl DefaultDir {
 impl Drop for DefaultDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -345,4 +347,25 @@ fn a_users_default_directory_planted_by_another_user_is_refused() {
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (USER, 0o700));
     daemon.terminate().assert_exit_code(0);
     assert_eq!(planted.stop(), Vec::<String>::new(), "someone connected");
+}
+
+#[test]
+fn a_users_default_directory_planted_as_a_link_is_refused() {
+    const USER: u32 = 64_703;
+    let dir = DefaultDir::clean(USER);
+    // Another user's link to a directory the user cannot write to.
+    std::os::unix::fs::symlink("/etc", &dir.0).expect("symlink");
+    std::os::unix::fs::lchown(&dir.0, Some(NOBODY), Some(NOBODY)).expect("lchown");
+
+    let out = Process::spawn(as_user(USER, &["ws"])).wait_exit();
+    out.assert_exit_code(2).assert_stderr_contains(&format!(
+        "refusing the control socket {}: its directory {} belongs to uid {NOBODY}",
+        dir.0.join("pagewire.sock").display(),
+        dir.0.display()
+    ));
+    let daemon = Process::spawn(as_user(USER, &["serve", "--listen", "127.0.0.1:0"]));
+    let ready = daemon.wait_for_stdout(is_ready);
+    daemon.wait_for_stdout(|l| l.contains("control:") && l.contains("65534"));
+    assert!(!ready_control(&ready).starts_with(&dir.0), "{ready}");
+    daemon.terminate().assert_exit_code(0);
 }
