@@ -669,21 +669,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
     }
 
     /// The capacity to give a buffer that has `capacity` and holds `kept`
-    /// (the start of one frame), for `more` bytes: room for them, or twice
-    /// the capacity so that a large frame arriving in many reads is not
-    /// copied over and over, but never more than the whole frame when its
-    /// header says how long it is (nor than the frame limit). The memory
-    /// kept thus follows what the peer has sent, not what it announced.
+    /// (the start of one frame), for `more` bytes: the same if they fit;
+    /// else twice the capacity, so that a large frame arriving in many reads
+    /// is not copied over and over, but never more than the whole frame
+    /// when its header says how long it is (nor than the frame limit), and
+    /// at least what must fit. The memory kept thus follows what the peer
+    /// has sent (less than twice it), not what a header announced.
     fn carry_room(&self, kept: &[u8], more: usize, capacity: usize) -> usize {
         let have = kept.len().saturating_add(more);
-        let grown = have.max(capacity.saturating_mul(2));
+        if have <= capacity {
+            return capacity;
+        }
         let most = self
             .limits
             .frames
             .max_frame
             .saturating_add(frame::MAX_CLIENT_HEADER_LEN);
         let whole = frame::frame_len(kept).map_or(most, |len| len.min(most));
-        grown.min(whole).max(have)
+        capacity.saturating_mul(2).min(whole).max(have)
     }
 
     /// Parses and handles whole frames from `buf`; returns the bytes used.
@@ -962,8 +965,17 @@ mod tests {
         assert_eq!(d.charged, d.carry.capacity(), "charged to the budget");
         assert!(d.partial_deadline.is_some(), "the clock runs");
 
+        // A few more bytes that fit take no more room.
+        let before = d.carry.capacity();
+        client
+            .write_all(&frame[150_000..150_010])
+            .await
+            .expect("write");
+        assert!(step(&mut d).await);
+        assert_eq!((d.carry.len(), d.carry.capacity()), (150_010, before));
+
         // The rest, and a small frame: echoed, and nothing is kept.
-        client.write_all(&frame[150_000..]).await.expect("write");
+        client.write_all(&frame[150_010..]).await.expect("write");
         client.write_all(&masked(0x81, b"x")).await.expect("write");
         assert!(step(&mut d).await);
         assert!(step(&mut d).await);
