@@ -369,3 +369,43 @@ fn a_users_default_directory_planted_as_a_link_is_refused() {
     assert!(!ready_control(&ready).starts_with(&dir.0), "{ready}");
     daemon.terminate().assert_exit_code(0);
 }
+
+#[tokio::test]
+async fn a_daemon_with_nowhere_safe_for_its_socket_serves_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ctl.sock");
+    drop(UnixListener::bind(&path).expect("bind"));
+    std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).expect("chown (run as root)");
+    // Where the daemon would make its own directory instead: writable by
+    // everyone, so nothing made in it can be trusted either.
+    let runtime = directory(&dir.path().join("runtime"), 0o777, 0);
+
+    let daemon = Daemon::builder()
+        .control(&path)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .spawn();
+    let ready = daemon.wait_for_stdout(is_ready);
+    assert!(ready.ends_with(" (no control socket)"), "{ready}");
+    let said = daemon.wait_for_stdout(|l| l.contains("serving without one"));
+    assert!(said.contains("POST /api/command"), "{said}");
+    assert_eq!(
+        std::fs::read_dir(&runtime).map(|d| d.count()).ok(),
+        Some(0),
+        "nothing left behind in {}",
+        runtime.display()
+    );
+
+    // HTTP still reaches it.
+    let url = ready
+        .strip_prefix("pagewire listening on ")
+        .and_then(|rest| rest.split(' ').next())
+        .expect("an address");
+    let answer = reqwest::Client::new()
+        .post(format!("{url}/api/command"))
+        .body("help")
+        .send()
+        .await
+        .expect("POST /api/command");
+    assert_eq!(answer.status(), 200);
+    daemon.terminate().assert_exit_code(0);
+}
