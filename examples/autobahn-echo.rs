@@ -10,7 +10,9 @@
 //! that serves pages, with its frame parser, message assembler, outbox and
 //! vectored writer. Only what a message means differs: `EchoHandler` sends
 //! every text and binary message back. The limits are raised for the suite,
-//! which sends messages of up to 16 MiB; the daemon's stay at 64 KiB.
+//! which sends messages of up to 16 MiB; the daemon's stay at 64 KiB (and
+//! its budget for incomplete frames at 32 MiB, its time to finish one at
+//! 10 s).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use pagewire::hub::{Hub, HubLimits, OutboxLimits};
 use pagewire::monitor::Monitor;
+use pagewire::ws::budget::PartialBudget;
 use pagewire::ws::conn::{self, ConnLimits, EchoHandler};
 use pagewire::ws::frame::Limits;
 use pagewire::ws::handshake;
@@ -29,6 +32,11 @@ use pagewire::ws::socket::SharedTcp;
 
 /// Largest frame and message accepted: four times the suite's largest.
 const MAX_MESSAGE: usize = 64 << 20;
+/// Bytes of incomplete frames held at once, all connections together.
+const PARTIAL_BUDGET: usize = 1 << 30;
+/// How long one message may take to arrive: the suite sends some 16 MiB
+/// messages in small pieces.
+const PARTIAL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest request head read before the upgrade.
 const MAX_HEAD: usize = 16 * 1024;
 /// How long a client may take to send its request head.
@@ -58,6 +66,10 @@ async fn main() -> anyhow::Result<()> {
             max_frame: MAX_MESSAGE,
             max_message: MAX_MESSAGE,
         },
+        // The suite runs a few cases at once, each with a message of up to
+        // 16 MiB arriving in many reads (and, fragmented, held twice).
+        partial_budget: PartialBudget::leak(PARTIAL_BUDGET),
+        partial_timeout: PARTIAL_TIMEOUT,
         ..ConnLimits::default()
     };
     println!("listening on {}", listener.local_addr()?);

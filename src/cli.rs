@@ -29,7 +29,8 @@ use crate::control::{self, Client, ClientError};
 #[command(name = "pagewire", version, about, disable_help_subcommand = true)]
 pub struct Cli {
     /// The daemon's control socket [default: $XDG_RUNTIME_DIR/pagewire.sock,
-    /// else /tmp/pagewire-UID.sock].
+    /// else /run/pagewire/pagewire.sock for root, /tmp/pagewire-UID/pagewire.sock
+    /// for other users].
     #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL", global = true)]
     pub control: Option<PathBuf>,
 

@@ -33,7 +33,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,
-    /// else /tmp/pagewire-UID.sock]
+    /// else /run/pagewire/pagewire.sock for root, /tmp/pagewire-UID/pagewire.sock
+    /// for other users]
     #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL")]
     pub control: Option<PathBuf>,
     /// Who may connect: local (loopback), private, public, or acl
@@ -134,6 +135,12 @@ pub struct LimitsConfig {
     /// Most open TCP connections from one address; default
     /// `max_connections_per_ip` plus room for plain HTTP.
     pub max_tcp_connections_per_ip: Option<usize>,
+    /// Bytes held for frames and messages not fully arrived, all pages
+    /// together; the page that would need more is closed with 1013.
+    pub max_partial_bytes: usize,
+    /// Seconds a page has to finish a frame (a fragmented message: all of
+    /// it) once it started sending it; then it is closed with 1008.
+    pub partial_timeout_secs: u64,
 }
 
 /// TCP connections allowed beyond the WebSocket limit in all, for requests
@@ -156,6 +163,8 @@ impl Default for LimitsConfig {
             handshake_timeout_secs: ServerOptions::default().handshake_timeout.as_secs(),
             max_tcp_connections: None,
             max_tcp_connections_per_ip: None,
+            max_partial_bytes: crate::ws::budget::DEFAULT_MAX_PARTIAL_BYTES,
+            partial_timeout_secs: crate::ws::conn::DEFAULT_PARTIAL_TIMEOUT.as_secs(),
         }
     }
 }
@@ -406,11 +415,20 @@ impl Settings {
             max_connections_per_ip: l.max_connections_per_ip,
             max_names_per_connection: l.max_names_per_connection,
         };
+        if l.max_partial_bytes < l.max_message_bytes {
+            bail!("limits.max_partial_bytes must be at least max_message_bytes");
+        }
+        if l.partial_timeout_secs == 0 {
+            bail!("limits.partial_timeout_secs must be at least 1");
+        }
         let conn = ConnLimits {
             frames: Limits {
                 max_frame: l.max_message_bytes,
                 max_message: l.max_message_bytes,
             },
+            partial_timeout: Duration::from_secs(l.partial_timeout_secs),
+            // One per daemon start, shared by all its pages.
+            partial_budget: crate::ws::budget::PartialBudget::leak(l.max_partial_bytes),
             ..ConnLimits::default()
         };
         if l.max_running_actions == 0 {

@@ -41,8 +41,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let control_listener = control::bind(&settings.control)?;
-    let _socket_guard = control::SocketGuard::new(&settings.control);
+    let mut control = control::bind(&settings.control)?;
+    let _socket_guard = control.guard();
 
     let monitor = Monitor::new();
     let stop = shutdown::on_signals(monitor.clone())?;
@@ -53,6 +53,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // printed too; it is stopped last.
     let printer_stop = CancellationToken::new();
     let printer = console::spawn_monitor_printer(&monitor, out.clone(), printer_stop.clone());
+    if let Some(notice) = &control.notice {
+        monitor.emit(notice.as_str());
+    }
 
     let (hub, backplane) = match &settings.redis {
         None => {
@@ -86,12 +89,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         settings.ping_timeout,
         stop.clone(),
     ));
-    tasks.spawn(control::serve(
-        control_listener,
-        exec.clone(),
-        monitor.clone(),
-        stop.clone(),
-    ));
+    if let Some(listener) = control.listener.take() {
+        tasks.spawn(control::serve(
+            listener,
+            exec.clone(),
+            monitor.clone(),
+            stop.clone(),
+        ));
+    }
 
     let front = Arc::new(Front {
         exec: exec.clone(),
@@ -110,9 +115,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = http::app(front.clone());
 
     out.print(format!(
-        "pagewire listening on {}://{local} (control socket {})",
+        "pagewire listening on {}://{local} ({})",
         front.scheme,
-        settings.control.display()
+        control.describe()
     ));
     let _console = console::spawn_console(exec.clone(), out.clone(), stop.clone());
 

@@ -5,7 +5,8 @@
 //! - `command`: the command-line tokenizer and a JSON string escaper, enough
 //!   for `ws register NAME` and `ws write TARGET "text"`.
 //! - `report`: the result record every load run prints, and percentiles.
-//! - `sys`: the process file limit and a server's resident memory.
+//! - `sys`: the process file limit and a server's resident memory (now
+//!   and at its peak).
 
 pub mod command;
 pub mod frame;

@@ -14,6 +14,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     parse_vm_rss(&status)
 }
 
+/// Peak resident memory of process `pid` in KiB (VmHWM), if it can be read.
+pub fn hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&status, "VmHWM:")
+}
+
 /// Milliseconds of CPU (user + system) process `pid` has used.
 pub fn cpu_ms(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -54,7 +60,11 @@ fn parse_machine_busy(stat: &str) -> Option<f64> {
 }
 
 fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    parse_status_kib(status, "VmRSS:")
+}
+
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -65,6 +75,7 @@ mod tests {
         let status = "Name:\tx\nVmPeak:\t  100 kB\nVmRSS:\t    4321 kB\nThreads:\t1\n";
         assert_eq!(super::parse_vm_rss(status), Some(4321));
         assert_eq!(super::parse_vm_rss("Name: x\n"), None);
+        assert_eq!(super::parse_status_kib(status, "VmPeak:"), Some(100));
     }
 
     #[test]

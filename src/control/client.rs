@@ -2,13 +2,13 @@
 
 use std::io;
 use std::ops::ControlFlow;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
+use super::trust::{self, Reachable, Trust, Untrusted};
 use super::{read_line_limited, Answer, LineRead, Request, MAX_ANSWER_LINE};
 use crate::exec::Reply;
 
@@ -21,13 +21,14 @@ pub enum ClientError {
         /// The control socket path tried.
         path: PathBuf,
     },
-    /// The socket belongs to another user: it is not our daemon.
-    #[error("the control socket {} belongs to another user (uid {owner}); not connecting", .path.display())]
-    ForeignOwner {
+    /// The socket, or the way to it, is not this user's alone: it may not
+    /// be our daemon, so nothing is sent to it (see [`super::trust`]).
+    #[error("refusing the control socket {}: {why}", .path.display())]
+    Untrusted {
         /// The control socket path.
         path: PathBuf,
-        /// The uid owning it.
-        owner: u32,
+        /// What is wrong with it.
+        why: Untrusted,
     },
     /// Connecting failed for another reason (permissions, not a socket...).
     #[error("cannot connect to the control socket {}: {source}", .path.display())]
@@ -57,10 +58,29 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the daemon listening on `path`.
+    /// Connects to the daemon listening on `path`, once the socket and its
+    /// directories pass the [`trust`] rule.
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-        check_owner(path)?;
-        let stream = UnixStream::connect(path)
+        let no_daemon = || ClientError::NoDaemon {
+            path: path.to_path_buf(),
+        };
+        let target = match trust::check_socket(path, Trust::current()) {
+            Ok(Reachable::Socket(target)) => target,
+            Ok(Reachable::Missing | Reachable::NotASocket) => return Err(no_daemon()),
+            Err(Untrusted::Inspect { source, .. }) => {
+                return Err(ClientError::Connect {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+            Err(why) => {
+                return Err(ClientError::Untrusted {
+                    path: path.to_path_buf(),
+                    why,
+                })
+            }
+        };
+        let stream = UnixStream::connect(&target)
             .await
             .map_err(|source| match source.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
@@ -162,22 +182,6 @@ fn closed_or_io(e: io::Error) -> ClientError {
 /// The line shown in place of Monitor lines a slow watcher missed.
 pub fn missed_note(missed: u64) -> String {
     format!("(monitor: {missed} lines missed, the watcher fell behind)")
-}
-
-/// Refuses a socket owned by someone else: in a shared directory such as
-/// `/tmp`, another user could have put it there to collect our commands.
-fn check_owner(path: &Path) -> Result<(), ClientError> {
-    let (Ok(meta), Some(me)) = (std::fs::metadata(path), super::current_uid()) else {
-        // A missing file is reported by connect; an unknown uid cannot be checked.
-        return Ok(());
-    };
-    if meta.uid() != me && me != 0 {
-        return Err(ClientError::ForeignOwner {
-            path: path.to_path_buf(),
-            owner: meta.uid(),
-        });
-    }
-    Ok(())
 }
 
 /// Connects, runs one command line, and returns the daemon's reply.

@@ -17,13 +17,25 @@
 //! that line cannot be told apart from the next request. Unknown fields are
 //! ignored so that a newer client can talk to an older daemon.
 //!
-//! [`server`] is the daemon side, [`client`] what the CLI uses. This module
-//! holds the wire types, the socket path rules and [`bind`].
+//! [`server`] is the daemon side, [`client`] what the CLI uses, [`trust`]
+//! the rule for whose socket may be used. This module holds the wire
+//! types, the default path and [`bind`].
+//!
+//! Where the socket is: `--control PATH` (or `$PAGEWIRE_CONTROL`), else
+//! `$XDG_RUNTIME_DIR/pagewire.sock`, else, for root,
+//! `/run/pagewire/pagewire.sock`, and for any other user
+//! `/tmp/pagewire-UID/pagewire.sock`. The daemon creates the directory
+//! (mode 0700) when it is missing. If another user's file or directory is
+//! in the way (someone made `/tmp/pagewire-UID` first, or left a socket at
+//! the path), the daemon leaves it alone, binds in a new private directory
+//! instead and says so in the Monitor, and the CLI refuses the planted one.
 
 pub mod client;
 pub mod server;
+pub mod trust;
 
 use std::borrow::Cow;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -216,13 +228,14 @@ pub enum ControlError {
         /// The control socket path.
         path: PathBuf,
     },
-    /// A socket owned by another user is in the way.
-    #[error("{} belongs to another user (uid {owner}); choose another --control path", .path.display())]
-    ForeignOwner {
+    /// The path cannot hold a control socket (not another user's doing:
+    /// that is worked around, see [`bind`]).
+    #[error("cannot use {} for the control socket: {why}", .path.display())]
+    Unusable {
         /// The control socket path.
         path: PathBuf,
-        /// The uid owning it.
-        owner: u32,
+        /// What is wrong with it.
+        why: trust::Untrusted,
     },
     /// A system call failed.
     #[error("cannot {action} {}: {source}", .path.display())]
@@ -246,49 +259,237 @@ impl ControlError {
     }
 }
 
-/// Binds the control socket at `path`, ready to hand to [`serve`].
-///
-/// The parent directory is created (mode 0700) when missing. A socket file
-/// left behind by a daemon that crashed is removed; one that a live daemon
-/// answers on is an error, as is anything that is not a socket. The socket
-/// is made mode 0600: only this user may drive the daemon (and [`serve`]
-/// checks the peer's uid as well). Must be called inside a Tokio runtime.
-pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| ControlError::io("create the directory", parent, e))?;
-        }
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) => clear_stale(path, &meta)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ControlError::io("inspect", path, e)),
-    }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| ControlError::io("bind the control socket", path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| ControlError::io("restrict the permissions of", path, e))?;
-    Ok(listener)
+/// The daemon's control socket, as [`bind`] set it up.
+#[derive(Debug)]
+pub struct Bound {
+    /// The listener to hand to [`serve`] (taken from here to do so); `None`
+    /// when the daemon serves without a control socket (see [`bind`]).
+    pub listener: Option<UnixListener>,
+    /// The socket's path; `None` without a control socket.
+    pub path: Option<PathBuf>,
+    /// What was found in the way, and what was done instead: a line for
+    /// the Monitor.
+    pub notice: Option<String>,
+    /// A directory made for this daemon alone, removed with the socket.
+    private_dir: Option<PathBuf>,
 }
 
-/// Decides what to do with something already at the socket path.
+impl Bound {
+    /// A guard that removes the socket (and a private directory made for
+    /// it) at shutdown; `None` without a socket.
+    pub fn guard(&self) -> Option<SocketGuard> {
+        let mut guard = SocketGuard::new(self.path.as_deref()?);
+        guard.dir = self.private_dir.clone();
+        Some(guard)
+    }
+
+    /// How the ready line names it: `control socket PATH`, or
+    /// `no control socket`.
+    pub fn describe(&self) -> String {
+        match &self.path {
+            Some(path) => format!("control socket {}", path.display()),
+            None => "no control socket".to_owned(),
+        }
+    }
+}
+
+/// Why binding at one path did not work.
+enum Refused {
+    /// Another user's file or directory is in the way: left alone.
+    Foreign(trust::Untrusted),
+    /// Anything else: the daemon does not start.
+    Error(ControlError),
+}
+
+impl From<ControlError> for Refused {
+    fn from(e: ControlError) -> Refused {
+        Refused::Error(e)
+    }
+}
+
+/// Binds the control socket at `path`, ready to hand to [`serve`].
+///
+/// The parent directory is created (mode 0700) when missing. It, and every
+/// directory above it, must pass the [`trust`] rule. A socket file left
+/// behind by a daemon of ours that crashed is removed; one that a live
+/// daemon answers on is an error, as is a file of ours that is not a
+/// socket. The socket is made mode 0600: only this user may drive the
+/// daemon (and [`serve`] checks the peer's uid as well).
+///
+/// When another user's file is at the path, or a directory on the way
+/// belongs to another user or is writable by others, nothing there is
+/// touched or connected to: the socket goes into a new private directory
+/// (`pagewire-UID-RANDOM`, mode 0700, in `$XDG_RUNTIME_DIR`, `/run` for
+/// root, or the temporary directory), and [`Bound::notice`] says what was
+/// found and where the socket is. If even that fails the daemon serves
+/// without a control socket, and the notice says so. Must be called inside
+/// a Tokio runtime.
+pub fn bind(path: &Path) -> Result<Bound, ControlError> {
+    let trust = trust::Trust::current();
+    let why = match bind_at(path, trust) {
+        Ok((listener, path)) => {
+            return Ok(Bound {
+                listener: Some(listener),
+                path: Some(path),
+                notice: None,
+                private_dir: None,
+            })
+        }
+        Err(Refused::Error(e)) => return Err(e),
+        Err(Refused::Foreign(why)) => why,
+    };
+    let found = format!("control: not using {}: {why}; left alone", path.display());
+    Ok(match bind_private(trust) {
+        Ok((listener, socket)) => {
+            let shown = socket.display();
+            Bound {
+                notice: Some(format!(
+                    "{found}. The control socket is {shown} instead: \
+                     use `pagewire --control {shown} ...` or PAGEWIRE_CONTROL={shown}"
+                )),
+                listener: Some(listener),
+                private_dir: socket.parent().map(Path::to_path_buf),
+                path: Some(socket),
+            }
+        }
+        Err(e) => Bound {
+            notice: Some(format!(
+                "{found}. No other control socket either ({e}): serving without one; \
+                 send commands on the console or with POST /api/command"
+            )),
+            listener: None,
+            path: None,
+            private_dir: None,
+        },
+    })
+}
+
+/// Binds at `path` if nothing of another user's is in the way; returns the
+/// listener and the path bound (in the resolved directory).
+fn bind_at(path: &Path, trust: trust::Trust) -> Result<(UnixListener, PathBuf), Refused> {
+    let dir = trust::parent_dir(path);
+    // `exists` follows links: a dangling one fails the creation below.
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| ControlError::io("create the directory", dir, e))?;
+    }
+    let target = match trust::check_dirs(path, trust) {
+        Ok(Some(target)) => target,
+        Ok(None) => {
+            let gone = io::Error::from(io::ErrorKind::NotFound);
+            return Err(ControlError::io("find the directory", dir, gone).into());
+        }
+        Err(why) if why.is_foreign() => return Err(Refused::Foreign(why)),
+        Err(trust::Untrusted::Inspect { path, source }) => {
+            return Err(ControlError::io("inspect", &path, source).into())
+        }
+        Err(why) => {
+            return Err(ControlError::Unusable {
+                path: path.to_path_buf(),
+                why,
+            }
+            .into())
+        }
+    };
+    match std::fs::symlink_metadata(&target) {
+        Ok(meta) if !trust.allows_socket_owner(meta.uid()) => {
+            return Err(Refused::Foreign(trust::Untrusted::ForeignOwner {
+                owner: meta.uid(),
+                me: trust.uid(),
+            }))
+        }
+        Ok(meta) => clear_stale(&target, &meta)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ControlError::io("inspect", &target, e).into()),
+    }
+    let listener = UnixListener::bind(&target).map_err(|e| {
+        // Someone else's file may have appeared since it was looked at (in
+        // a sticky directory such as /tmp): that is worked around too.
+        match std::fs::symlink_metadata(&target) {
+            Ok(meta)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && !trust.allows_socket_owner(meta.uid()) =>
+            {
+                Refused::Foreign(trust::Untrusted::ForeignOwner {
+                    owner: meta.uid(),
+                    me: trust.uid(),
+                })
+            }
+            _ => ControlError::io("bind the control socket", &target, e).into(),
+        }
+    })?;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ControlError::io("restrict the permissions of", &target, e))?;
+    Ok((listener, target))
+}
+
+/// How many fresh names to try for a private directory before giving up.
+const PRIVATE_DIR_ATTEMPTS: usize = 16;
+
+/// Binds in a directory made now, with a name no one can have taken
+/// first: `mkdir` fails on an existing name, so what is made is ours.
+fn bind_private(trust: trust::Trust) -> Result<(UnixListener, PathBuf), ControlError> {
+    let base = private_base(trust.uid());
+    for _ in 0..PRIVATE_DIR_ATTEMPTS {
+        let dir = base.join(format!("pagewire-{}-{:08x}", trust.uid(), random_u32()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(ControlError::io("create a private directory in", &base, e)),
+        }
+        let bound = bind_at(&dir.join("pagewire.sock"), trust);
+        return bound.map_err(|refused| {
+            // Leave nothing behind in a place we could not use.
+            let _ = std::fs::remove_dir(&dir);
+            match refused {
+                Refused::Error(e) => e,
+                Refused::Foreign(why) => ControlError::Unusable { path: dir, why },
+            }
+        });
+    }
+    Err(ControlError::io(
+        "create a private directory in",
+        &base,
+        io::Error::from(io::ErrorKind::AlreadyExists),
+    ))
+}
+
+/// Where a private directory for the socket goes: the user's runtime
+/// directory, `/run` for root, else the temporary directory.
+fn private_base(uid: u32) -> PathBuf {
+    match own_runtime_dir(std::env::var_os("XDG_RUNTIME_DIR"), uid) {
+        Some(dir) => dir,
+        None if uid == 0 => PathBuf::from("/run"),
+        None => std::env::temp_dir(),
+    }
+}
+
+/// `$XDG_RUNTIME_DIR` if it is a directory of user `uid`'s, as the XDG
+/// specification requires; one of another user's (kept by `sudo`, say) is
+/// not used.
+fn own_runtime_dir(runtime_dir: Option<std::ffi::OsString>, uid: u32) -> Option<PathBuf> {
+    let dir = PathBuf::from(runtime_dir.filter(|d| !d.is_empty())?);
+    let meta = std::fs::metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid).then_some(dir)
+}
+
+/// 32 random bits: `RandomState` is seeded from the operating system.
+fn random_u32() -> u32 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    // Truncation keeps the low bits, which are as random as the rest.
+    hasher.finish() as u32
+}
+
+/// Decides what to do with a file of ours already at the socket path.
 fn clear_stale(path: &Path, meta: &std::fs::Metadata) -> Result<(), ControlError> {
     if !meta.file_type().is_socket() {
         return Err(ControlError::NotASocket {
             path: path.to_path_buf(),
         });
-    }
-    if let Some(me) = current_uid() {
-        if meta.uid() != me && me != 0 {
-            return Err(ControlError::ForeignOwner {
-                path: path.to_path_buf(),
-                owner: meta.uid(),
-            });
-        }
     }
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => Err(ControlError::AlreadyRunning {
@@ -322,6 +523,8 @@ pub fn remove(path: &Path) -> io::Result<()> {
 pub struct SocketGuard {
     path: PathBuf,
     identity: Option<FileIdentity>,
+    /// A directory made for this socket alone, removed after it if empty.
+    dir: Option<PathBuf>,
 }
 
 /// Device, inode and change time: inode numbers alone are reused at once
@@ -334,6 +537,7 @@ impl SocketGuard {
         SocketGuard {
             path: path.to_path_buf(),
             identity: file_identity(path),
+            dir: None,
         }
     }
 
@@ -350,6 +554,10 @@ impl Drop for SocketGuard {
                 tracing::warn!("cannot remove {}: {e}", self.path.display());
             }
         }
+        if let Some(dir) = &self.dir {
+            // Fails, as it should, if anything else is in it now.
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -361,43 +569,33 @@ fn file_identity(path: &Path) -> Option<FileIdentity> {
 
 /// The control socket path used when `--control` is not given:
 /// `$PAGEWIRE_CONTROL` if set, else `$XDG_RUNTIME_DIR/pagewire.sock` if that
-/// directory exists, else `/tmp/pagewire-UID.sock`.
+/// directory exists and is this user's, else `/run/pagewire/pagewire.sock` for root and
+/// `/tmp/pagewire-UID/pagewire.sock` for other users: never a socket
+/// directly in a directory others can write to.
 pub fn default_path() -> PathBuf {
     default_path_from(
         std::env::var_os("PAGEWIRE_CONTROL"),
         std::env::var_os("XDG_RUNTIME_DIR"),
-        current_uid(),
+        trust::current_uid(),
     )
 }
 
 fn default_path_from(
     explicit: Option<std::ffi::OsString>,
     runtime_dir: Option<std::ffi::OsString>,
-    uid: Option<u32>,
+    uid: u32,
 ) -> PathBuf {
     if let Some(path) = explicit.filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
-    if let Some(dir) = runtime_dir.filter(|d| !d.is_empty()).map(PathBuf::from) {
-        if dir.is_dir() {
-            return dir.join("pagewire.sock");
-        }
+    if let Some(dir) = own_runtime_dir(runtime_dir, uid) {
+        return dir.join("pagewire.sock");
     }
-    match uid {
-        Some(uid) => PathBuf::from(format!("/tmp/pagewire-{uid}.sock")),
-        None => PathBuf::from("/tmp/pagewire.sock"),
+    if uid == 0 {
+        PathBuf::from("/run/pagewire/pagewire.sock")
+    } else {
+        PathBuf::from(format!("/tmp/pagewire-{uid}/pagewire.sock"))
     }
-}
-
-/// The uid this process runs as, read without `libc`: on Linux `/proc/self`
-/// belongs to the process's user; elsewhere the home directory's owner is
-/// the best guess.
-pub fn current_uid() -> Option<u32> {
-    let meta = std::fs::metadata("/proc/self").ok().or_else(|| {
-        let home = std::env::var_os("HOME")?;
-        std::fs::metadata(home).ok()
-    })?;
-    Some(meta.uid())
 }
 
 #[cfg(test)]
@@ -516,38 +714,48 @@ mod tests {
 
     #[test]
     fn default_path_rules() {
-        let tmp = std::env::temp_dir();
+        // A runtime directory of root's (the tests run as root).
+        let run = tempfile::tempdir().expect("tempdir");
+        let run = run.path();
         let cases = [
             (
                 Some("/x/ctl.sock"),
-                Some(tmp.as_os_str()),
-                Some(1000),
+                Some(run.as_os_str()),
+                1000,
                 "/x/ctl.sock".into(),
             ),
             (
                 Some(""),
-                Some(tmp.as_os_str()),
-                Some(1000),
-                tmp.join("pagewire.sock"),
+                Some(run.as_os_str()),
+                0,
+                run.join("pagewire.sock"),
             ),
+            (None, Some(run.as_os_str()), 0, run.join("pagewire.sock")),
+            // Another user's runtime directory is not used.
             (
                 None,
-                Some(tmp.as_os_str()),
-                Some(1000),
-                tmp.join("pagewire.sock"),
+                Some(run.as_os_str()),
+                1000,
+                "/tmp/pagewire-1000/pagewire.sock".into(),
             ),
             (
                 None,
                 Some("/nonexistent/run".as_ref()),
-                Some(1000),
-                "/tmp/pagewire-1000.sock".into(),
+                1000,
+                "/tmp/pagewire-1000/pagewire.sock".into(),
             ),
-            (None, None, Some(7), "/tmp/pagewire-7.sock".into()),
-            (None, None, None, PathBuf::from("/tmp/pagewire.sock")),
+            (None, None, 7, "/tmp/pagewire-7/pagewire.sock".into()),
+            (None, None, 0, PathBuf::from("/run/pagewire/pagewire.sock")),
+            (
+                None,
+                Some("".as_ref()),
+                0,
+                PathBuf::from("/run/pagewire/pagewire.sock"),
+            ),
         ];
         for (explicit, runtime, uid, want) in cases {
             let got = default_path_from(explicit.map(Into::into), runtime.map(Into::into), uid);
-            assert_eq!(got, want);
+            assert_eq!(got, want, "{explicit:?} {runtime:?} {uid}");
         }
     }
 
@@ -555,13 +763,17 @@ mod tests {
     async fn bind_creates_parent_and_restricts_mode() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("run/sub/ctl.sock");
-        let listener = bind(&path).expect("bind");
+        let bound = bind(&path).expect("bind");
+        assert_eq!(
+            (bound.path.as_deref(), bound.notice.as_deref()),
+            (Some(path.as_path()), None)
+        );
         let meta = std::fs::metadata(&path).expect("socket exists");
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         let parent = std::fs::metadata(dir.path().join("run/sub")).expect("parent");
         assert_eq!(parent.permissions().mode() & 0o777, 0o700);
-        drop(listener);
+        drop(bound);
     }
 
     #[tokio::test]
@@ -620,5 +832,42 @@ mod tests {
         drop(second);
         assert!(remove(&path).is_ok());
         assert!(remove(&path).is_ok(), "removing twice is fine");
+    }
+
+    #[tokio::test]
+    async fn bind_works_around_another_users_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ctl.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+        // Needs root, as the tests run in CI.
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown");
+        let bound = bind(&path).expect("bound elsewhere");
+        assert!(bound.listener.is_some());
+        let used = bound.path.clone().expect("a socket");
+        assert_ne!(used, path);
+        let notice = bound.notice.clone().unwrap_or_default();
+        assert!(
+            notice.starts_with(&format!(
+                "control: not using {}: it belongs to uid 65534, not to this user (uid 0); left alone.",
+                path.display()
+            )),
+            "{notice}"
+        );
+        assert!(notice.contains(&used.display().to_string()), "{notice}");
+        let private = used.parent().expect("a directory").to_path_buf();
+        let meta = std::fs::symlink_metadata(&private).expect("private directory");
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o700));
+        assert_eq!(
+            std::fs::symlink_metadata(&path).map(|m| m.uid()).ok(),
+            Some(65534)
+        );
+
+        let guard = bound.guard();
+        drop(bound);
+        drop(guard);
+        assert!(
+            !private.exists(),
+            "the private directory goes with the socket"
+        );
     }
 }

@@ -34,7 +34,7 @@ pub async fn serve(
 ) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let owner = super::current_uid();
+    let owner = super::trust::current_uid();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -86,8 +86,7 @@ pub async fn serve(
 /// Whether the peer runs as `owner` (or as root, who could read the socket
 /// anyway). This backs up the file mode, which a permissive umask could
 /// leave open for the instant between bind and chmod.
-fn peer_allowed(stream: &UnixStream, owner: Option<u32>) -> Result<(), u32> {
-    let Some(owner) = owner else { return Ok(()) };
+fn peer_allowed(stream: &UnixStream, owner: u32) -> Result<(), u32> {
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == owner || cred.uid() == 0 => Ok(()),
         Ok(cred) => Err(cred.uid()),
@@ -201,7 +200,7 @@ mod tests {
     async fn start() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ctl.sock");
-        let listener = bind(&path).expect("bind");
+        let listener = bind(&path).expect("bind").listener.expect("a listener");
         let monitor = Monitor::new();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(

@@ -3,7 +3,14 @@
 //!
 //! The task owns no buffer while its peer is idle. Reads go into a scratch
 //! buffer that belongs to the worker thread, not the connection; only the
-//! bytes of a frame that arrived in part are kept (`carry`). Writes take the
+//! bytes of a frame that arrived in part are kept (`carry`), and those of a
+//! fragmented message until its last fragment. What is kept grows with what
+//! has arrived (at most doubling what is already held), never with what a
+//! header announces; it is charged to the daemon's
+//! [`PartialBudget`](super::budget::PartialBudget), and a connection whose
+//! bytes would go over it is closed with 1013. A frame (a fragmented
+//! message: all of it) must arrive within `partial_timeout` of its first
+//! bytes, or the connection is closed with 1008. Writes take the
 //! shared `Bytes` of queued frames and hand them to the socket with one
 //! vectored write, without copying them. On a plain TCP socket most frames
 //! never pass through the task: the hub writes them itself (a flush, see
@@ -28,6 +35,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, Sleep};
 
+use super::budget::{PartialBudget, DEFAULT_BUDGET};
 use super::frame::{self, Arriving, Limits, Message, MessageAssembler, OpCode, ProtocolError};
 use crate::exec::{Door, Executor};
 use crate::hub::queue::{Frames, MAX_IOVECS};
@@ -42,16 +50,41 @@ pub struct ConnLimits {
     /// How long a closing connection waits for its peer's close frame (and
     /// for its last frames to drain) before it is dropped.
     pub close_timeout: Duration,
+    /// How long a peer has to finish a frame once its first bytes arrived
+    /// (a fragmented message: all of it); longer is closed with 1008.
+    pub partial_timeout: Duration,
+    /// What the bytes of incomplete frames are charged to, shared by every
+    /// connection of the daemon; going over it is closed with 1013.
+    pub partial_budget: &'static PartialBudget,
 }
+
+/// Default of [`ConnLimits::partial_timeout`].
+pub const DEFAULT_PARTIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ConnLimits {
     fn default() -> Self {
         ConnLimits {
             frames: Limits::default(),
             close_timeout: Duration::from_secs(5),
+            partial_timeout: DEFAULT_PARTIAL_TIMEOUT,
+            partial_budget: &DEFAULT_BUDGET,
         }
     }
 }
+
+/// The close for a connection whose incomplete frame would take the
+/// daemon over its budget.
+pub const OVER_BUDGET: CloseReason = CloseReason {
+    code: frame::close_code::TRY_AGAIN_LATER,
+    reason: "too much unfinished input; try again later",
+};
+
+/// The close for a frame (or fragmented message) not finished within
+/// [`ConnLimits::partial_timeout`].
+pub const TOO_SLOW: CloseReason = CloseReason {
+    code: frame::close_code::POLICY,
+    reason: "message not completed in time",
+};
 
 /// Reads per wake-up before yielding, so one busy page cannot hold a worker.
 const MAX_READS_PER_POLL: usize = 8;
@@ -176,6 +209,11 @@ struct Driver<S, H> {
     limits: ConnLimits,
     /// An incomplete frame's bytes, kept until the rest arrives.
     carry: Vec<u8>,
+    /// Bytes taken from the budget for `carry` and the message assembler.
+    charged: usize,
+    /// While a frame or fragmented message is incomplete: when it must be
+    /// complete.
+    partial_deadline: Option<Pin<Box<Sleep>>>,
     /// How much of the text in `carry` has been checked as UTF-8.
     arriving: Arriving,
     assembler: MessageAssembler,
@@ -347,8 +385,9 @@ where
 impl<S, H> Drop for Driver<S, H> {
     fn drop(&mut self) {
         // However the connection ends, deliveries stop writing to its socket
-        // before the socket can close.
+        // before the socket can close, and what it held is given back.
         self.conn.detach_socket();
+        self.limits.partial_budget.release(self.charged);
     }
 }
 
@@ -368,6 +407,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
             handler,
             limits,
             carry,
+            charged: 0,
+            partial_deadline: None,
             arriving: Arriving::default(),
             assembler: MessageAssembler::new(&limits.frames),
             out: Frames::default(),
@@ -394,6 +435,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
         if !lines.is_empty() {
             return Poll::Ready(Step::Lines(lines));
         }
+        self.poll_partial_deadline(cx);
         // Reading may have queued a pong or a close: write it now.
         if let Some(done) = self.poll_write(cx) {
             return done;
@@ -521,13 +563,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
     /// Handles freshly read bytes after any kept in `carry`, and keeps what
     /// is left: the start of a frame that has not fully arrived.
     fn take_bytes(&mut self, fresh: &mut [u8], lines: &mut Vec<String>) {
+        self.handle_arrived(fresh, lines);
+        self.account_partial();
+    }
+
+    fn handle_arrived(&mut self, fresh: &mut [u8], lines: &mut Vec<String>) {
         if self.carry.is_empty() {
             // The common case: whole frames straight from the scratch
             // buffer, no copy.
             let used = self.handle_bytes(fresh, lines);
             if let Some(rest) = fresh.get(used..).filter(|r| !r.is_empty()) {
                 if self.can_read() {
-                    let mut carry = Vec::with_capacity(self.carry_room(rest, 0));
+                    let mut carry = Vec::with_capacity(self.carry_room(rest, 0, 0));
                     carry.extend_from_slice(rest);
                     self.carry = carry;
                     self.arriving = Arriving::default();
@@ -537,12 +584,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
             return;
         }
         let mut carry = std::mem::take(&mut self.carry);
-        // Room for the rest of the frame at once, so a large frame that
-        // arrives in many reads is not copied over and over as it grows.
-        carry.reserve_exact(
-            self.carry_room(&carry, fresh.len())
-                .saturating_sub(carry.len()),
-        );
+        let room = self.carry_room(&carry, fresh.len(), carry.capacity());
+        carry.reserve_exact(room.saturating_sub(carry.len()));
         carry.extend_from_slice(fresh);
         let used = self.handle_bytes(&mut carry, lines);
         if !self.can_read() || used >= carry.len() {
@@ -559,6 +602,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
         }
         self.carry = carry;
         self.check_arriving();
+    }
+
+    /// Brings what this connection has taken from the budget in line with
+    /// what it holds for incomplete frames, and starts or stops the clock
+    /// that bounds how long it may hold it. A connection that would go over
+    /// the budget drops what it holds and is closed.
+    fn account_partial(&mut self) {
+        let held = self.carry.capacity() + self.assembler.held_bytes();
+        let budget = self.limits.partial_budget;
+        if held > self.charged {
+            if !budget.try_charge(held - self.charged) {
+                self.drop_partial();
+                self.refuse(OVER_BUDGET);
+                return;
+            }
+        } else {
+            budget.release(self.charged - held);
+        }
+        self.charged = held;
+        let incomplete = !self.carry.is_empty() || self.assembler.in_progress();
+        if !incomplete || self.close_sent {
+            self.partial_deadline = None;
+        } else if self.partial_deadline.is_none() {
+            self.partial_deadline = Some(Box::pin(sleep(self.limits.partial_timeout)));
+        }
+    }
+
+    /// Closes the connection if an incomplete frame has run out of time.
+    fn poll_partial_deadline(&mut self, cx: &mut Context<'_>) {
+        let expired = self
+            .partial_deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+        if expired {
+            self.partial_deadline = None;
+            self.drop_partial();
+            self.refuse(TOO_SLOW);
+        }
+    }
+
+    /// Drops the bytes of incomplete frames and gives them back to the
+    /// budget.
+    fn drop_partial(&mut self) {
+        self.carry = Vec::new();
+        self.assembler.reset();
+        self.limits.partial_budget.release(self.charged);
+        self.charged = 0;
     }
 
     /// Fails the connection as soon as the text of the frame still
@@ -578,18 +668,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
         !self.close_received && !self.read_done
     }
 
-    /// The capacity to give a buffer holding `kept` (the start of one frame)
-    /// plus `more` bytes: all of that frame, when its header says how long
-    /// it is. The frame limit was checked when its header was parsed; it
-    /// is applied again so the header alone can never size a buffer.
-    fn carry_room(&self, kept: &[u8], more: usize) -> usize {
+    /// The capacity to give a buffer that has `capacity` and holds `kept`
+    /// (the start of one frame), for `more` bytes: the same if they fit;
+    /// else twice the capacity, so that a large frame arriving in many reads
+    /// is not copied over and over, but never more than the whole frame
+    /// when its header says how long it is (nor than the frame limit), and
+    /// at least what must fit. The memory kept thus follows what the peer
+    /// has sent (less than twice it), not what a header announced.
+    fn carry_room(&self, kept: &[u8], more: usize, capacity: usize) -> usize {
         let have = kept.len().saturating_add(more);
+        if have <= capacity {
+            return capacity;
+        }
         let most = self
             .limits
             .frames
             .max_frame
             .saturating_add(frame::MAX_CLIENT_HEADER_LEN);
-        frame::frame_len(kept).map_or(have, |len| len.min(most).max(have))
+        let whole = frame::frame_len(kept).map_or(most, |len| len.min(most));
+        capacity.saturating_mul(2).min(whole).max(have)
     }
 
     /// Parses and handles whole frames from `buf`; returns the bytes used.
@@ -669,6 +766,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
             Action::Run(line) => lines.push(line),
             Action::Close(reason) => self.protocol_close(reason),
         }
+    }
+
+    /// Closes the connection for what it has sent so far (too much held, or
+    /// too slow) and stops reading.
+    fn refuse(&mut self, reason: CloseReason) {
+        self.hub.monitor().emit(format_args!(
+            "ws {} closed: {} (close {})",
+            self.conn.id(),
+            reason.reason,
+            reason.code
+        ));
+        self.close_with(reason);
+        self.read_done = true;
     }
 
     /// Closes the connection for a protocol error and stops reading:
@@ -844,23 +954,131 @@ mod tests {
         let limits = limits(1 << 20);
         let mut d = Driver::new(server, Vec::new(), conn, hub, EchoHandler, limits);
 
-        // Half of a 300 KiB frame: room for all of it is reserved at once.
+        // Half of a 300 KiB frame: what is kept follows what arrived (at
+        // most twice it), not the length the header announced.
         let frame = masked(0x82, &pattern(300_000));
         client.write_all(&frame[..150_000]).await.expect("write");
         assert!(step(&mut d).await);
         assert_eq!(d.carry.len(), 150_000);
-        assert_eq!(d.carry.capacity(), frame.len());
+        assert!(d.carry.capacity() <= 2 * 150_000, "{}", d.carry.capacity());
+        assert!(d.carry.capacity() < frame.len());
+        assert_eq!(d.charged, d.carry.capacity(), "charged to the budget");
+        assert!(d.partial_deadline.is_some(), "the clock runs");
+
+        // A few more bytes that fit take no more room.
+        let before = d.carry.capacity();
+        client
+            .write_all(&frame[150_000..150_010])
+            .await
+            .expect("write");
+        assert!(step(&mut d).await);
+        assert_eq!((d.carry.len(), d.carry.capacity()), (150_010, before));
 
         // The rest, and a small frame: echoed, and nothing is kept.
-        client.write_all(&frame[150_000..]).await.expect("write");
+        client.write_all(&frame[150_010..]).await.expect("write");
         client.write_all(&masked(0x81, b"x")).await.expect("write");
         assert!(step(&mut d).await);
         assert!(step(&mut d).await);
         assert_eq!(d.carry.capacity(), 0);
         assert!(!d.out.owns_allocation());
         assert!(!d.assembler.in_progress());
+        assert_eq!(d.charged, 0);
+        assert!(d.partial_deadline.is_none());
         let (_, echoed) = read_frame(&mut client).await;
         assert_eq!(echoed.len(), 300_000);
         assert_eq!(read_frame(&mut client).await, (0x81, b"x".to_vec()));
+    }
+
+    /// An echo connection with its own budget and partial timeout.
+    fn echo_with(
+        budget: &'static PartialBudget,
+        partial_timeout: Duration,
+    ) -> (DuplexStream, tokio::task::JoinHandle<()>, Hub) {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let conn = hub.open(([127, 0, 0, 1], 1).into(), "test").expect("open");
+        let (client, server) = duplex(1 << 20);
+        let limits = ConnLimits {
+            partial_budget: budget,
+            partial_timeout,
+            ..limits(1 << 20)
+        };
+        let task = tokio::spawn(drive(
+            server,
+            Bytes::new(),
+            conn,
+            hub.clone(),
+            EchoHandler,
+            limits,
+        ));
+        (client, task, hub)
+    }
+
+    /// Reads the server's close frame: its code and reason.
+    async fn read_close_reason(io: &mut DuplexStream) -> (u16, String) {
+        let (b0, payload) = read_frame(io).await;
+        assert_eq!(b0, 0x88, "expected a close frame");
+        let code = u16::from_be_bytes([payload[0], payload[1]]);
+        (code, String::from_utf8_lossy(&payload[2..]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_connection_that_would_go_over_the_budget_is_closed() {
+        let budget = PartialBudget::leak(100_000);
+        let (mut a, task_a, _) = echo_with(budget, Duration::from_secs(60));
+        let (mut b, task_b, _) = echo_with(budget, Duration::from_secs(60));
+        let frame = masked(0x82, &pattern(65_000));
+
+        a.write_all(&frame[..60_000]).await.expect("write");
+        // Nothing comes back for half a frame: watch the budget instead.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while budget.held() < 60_000 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("a's bytes are charged");
+
+        b.write_all(&frame[..60_000]).await.expect("write");
+        let (code, reason) = read_close_reason(&mut b).await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (OVER_BUDGET.code, OVER_BUDGET.reason)
+        );
+        drop(b);
+        task_b.await.expect("b ends");
+        assert!(
+            budget.held() >= 60_000 && budget.held() <= 100_000,
+            "{}",
+            budget.held()
+        );
+
+        // a finishes its frame and gets it back.
+        a.write_all(&frame[60_000..]).await.expect("write");
+        let (b0, echoed) = read_frame(&mut a).await;
+        assert_eq!((b0, echoed.len()), (0x82, 65_000));
+        drop(a);
+        task_a.await.expect("a ends");
+        assert_eq!(budget.held(), 0, "everything was given back");
+    }
+
+    #[tokio::test]
+    async fn a_frame_or_message_not_finished_in_time_is_closed() {
+        let budget = PartialBudget::leak(1 << 20);
+        let timeout = Duration::from_secs(1);
+        // Half a frame; a whole first fragment of a message.
+        for start in [
+            masked(0x82, &pattern(1000))[..500].to_vec(),
+            masked(0x01, b"first"),
+        ] {
+            let (mut client, task, _) = echo_with(budget, timeout);
+            let began = tokio::time::Instant::now();
+            client.write_all(&start).await.expect("write");
+            let (code, reason) = read_close_reason(&mut client).await;
+            assert_eq!((code, reason.as_str()), (TOO_SLOW.code, TOO_SLOW.reason));
+            assert!(began.elapsed() >= timeout);
+            drop(client);
+            task.await.expect("task");
+        }
+        assert_eq!(budget.held(), 0);
     }
 }

@@ -82,6 +82,8 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     /// The endpoint hit an unexpected condition.
     pub const INTERNAL: u16 = 1011;
+    /// The endpoint is overloaded for now: the peer may try again later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 
     /// Whether `code` may appear in a Close frame received from a peer.
     ///
@@ -528,6 +530,11 @@ impl MessageAssembler {
     /// Whether a fragmented message has started and not yet finished.
     pub fn in_progress(&self) -> bool {
         self.partial.is_some()
+    }
+
+    /// The bytes allocated for the fragmented message in progress.
+    pub fn held_bytes(&self) -> usize {
+        self.partial.as_ref().map_or(0, |p| p.data.capacity())
     }
 
     /// Checks the text that has arrived so far of an incomplete frame at

@@ -4,6 +4,8 @@
 mod actions;
 mod cli;
 mod cluster;
+mod control_owner;
+mod frames_budget;
 mod http;
 mod page;
 mod reliability;
