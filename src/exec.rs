@@ -324,7 +324,12 @@ impl Executor {
                     Err(reply) => return reply,
                 };
                 let requester = Requester { door, output };
-                match self.inner.actions.start(&action, args, requester, hub) {
+                match self
+                    .inner
+                    .actions
+                    .start(&action, args, requester, hub)
+                    .await
+                {
                     Ok(started) => Reply::ok(started),
                     Err(e) => Reply::err(e),
                 }
