@@ -261,15 +261,25 @@ pub struct ActionConfig {
     pub args: Vec<String>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
-    /// Extra environment variables.
+    /// Environment variables set for the program, besides the few it
+    /// always gets (see `actions::environment`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables of the daemon's own environment passed on to the program
+    /// as they are (by default it gets only PATH, HOME, the locale and a
+    /// few more).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     /// Seconds before it is killed (default 60).
     pub timeout_secs: Option<u64>,
     /// Whether `run NAME ARG...` may append arguments (default false). The
     /// name says who it is mostly about: with it, a page chooses arguments.
     #[serde(default)]
     pub page_args: bool,
+    /// Whether those arguments may start with `-` (default false), so that
+    /// a page cannot pass options the program would act on.
+    #[serde(default)]
+    pub page_dash_args: bool,
 }
 
 impl ActionConfig {
@@ -294,6 +304,20 @@ impl ActionConfig {
         }
         if self.timeout_secs == Some(0) {
             bail!("actions.{name}: timeout_secs must be positive");
+        }
+        if self.page_dash_args && !self.page_args {
+            bail!("actions.{name}: page_dash_args = true needs page_args = true");
+        }
+        for var in &self.inherit_env {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                bail!("actions.{name}: inherit_env: {var:?} is not a variable name");
+            }
+            if var == "PAGEWIRE_TOKEN" {
+                bail!(
+                    "actions.{name}: inherit_env may not name PAGEWIRE_TOKEN: the operator's \
+                     token stays with the daemon"
+                );
+            }
         }
         if self.program.contains('/') {
             self.program = relative_to(base, PathBuf::from(&self.program))
@@ -580,8 +604,10 @@ mod tests {
             args: Vec::new(),
             cwd: None,
             env: BTreeMap::new(),
+            inherit_env: Vec::new(),
             timeout_secs,
             page_args: false,
+            page_dash_args: false,
         };
         for name in ["", "--to", "-x", "two words", "tab\there"] {
             let e = action("true", None).resolve(name, None);
@@ -590,6 +616,27 @@ mod tests {
         assert!(action("", None).resolve("a", None).is_err());
         assert!(action("true", Some(0)).resolve("a", None).is_err());
         assert!(action("true", Some(1)).resolve("a", None).is_ok());
+        let dashes = ActionConfig {
+            page_dash_args: true,
+            ..action("echo", None)
+        };
+        let e = dashes.clone().resolve("a", None).expect_err("dashes alone");
+        assert_eq!(
+            e.to_string(),
+            "actions.a: page_dash_args = true needs page_args = true"
+        );
+        let both = ActionConfig {
+            page_args: true,
+            ..dashes
+        };
+        assert!(both.resolve("a", None).is_ok());
+        for bad in ["", "A=B", "PAGEWIRE_TOKEN"] {
+            let inherit = ActionConfig {
+                inherit_env: vec!["HOME".into(), bad.into()],
+                ..action("env", None)
+            };
+            assert!(inherit.resolve("a", None).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

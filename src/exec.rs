@@ -324,7 +324,12 @@ impl Executor {
                     Err(reply) => return reply,
                 };
                 let requester = Requester { door, output };
-                match self.inner.actions.start(&action, args, requester, hub) {
+                match self
+                    .inner
+                    .actions
+                    .start(&action, args, requester, hub)
+                    .await
+                {
                     Ok(started) => Reply::ok(started),
                     Err(e) => Reply::err(e),
                 }
@@ -378,10 +383,12 @@ impl Executor {
 }
 
 /// Where the output of `run` goes, from the door, its rights and `--to`.
-/// A page's own runs stream to it; `--to` needs operator rights, except
-/// that a caller with a page's rights over HTTP, who has no connection of
-/// its own, may name one connection by index (a page passes the index of
-/// its `hello` frame).
+///
+/// A page's own runs stream to the page itself; `--to` with its own index
+/// means the same. Only operator rights may send a run's output to another
+/// connection: a caller with a page's rights over HTTP has no connection of
+/// its own, and naming one proves nothing (indexes are small and listed in
+/// every `hello`), so its `--to` is refused and its runs go to the Monitor.
 fn run_output(door: Door, operator: bool, to: Option<Target>) -> Result<Output, Reply> {
     match (door, to) {
         (Door::Page(id), None) => Ok(Output::Page(id)),
@@ -392,10 +399,10 @@ fn run_output(door: Door, operator: bool, to: Option<Target>) -> Result<Output, 
         )),
         (_, None) => Ok(Output::Monitor),
         (_, Some(target)) if operator => Ok(Output::To(target)),
-        (_, Some(Target::Index(i))) => Ok(Output::To(Target::Index(i))),
         (_, Some(_)) => Err(Reply::denied(
-            "run: without operator rights --to takes one connection index, not a name or * \
-             (send Authorization: Bearer TOKEN)",
+            "run: --to TARGET needs operator rights (send Authorization: Bearer TOKEN); \
+             without them the output goes to the Monitor only, or run it from the page \
+             over its WebSocket",
         )),
     }
 }
@@ -505,13 +512,76 @@ mod tests {
             run_output(Door::Control, true, Some(named())),
             Ok(Output::To(named()))
         );
-        assert_eq!(run_output(http, false, None), Ok(Output::Monitor));
         assert_eq!(
-            run_output(http, false, Some(idx(5))),
+            run_output(Door::Http { operator: true }, true, Some(idx(5))),
             Ok(Output::To(idx(5)))
         );
-        let denied = run_output(http, false, Some(named())).expect_err("denied");
-        assert!(denied.denied);
+        assert_eq!(run_output(http, false, None), Ok(Output::Monitor));
+        // A page's rights over HTTP reach no connection, not even by index.
+        for to in [idx(5), named(), Target::All] {
+            let denied = run_output(http, false, Some(to)).expect_err("denied");
+            assert!(denied.denied);
+        }
+    }
+
+    /// Runs `line` from `door` against a hub holding two pages (1 and 2)
+    /// and returns the reply and the frames page 2 was sent.
+    async fn from_page_rights(door: Door, rights: PageRights, line: &str) -> (Reply, usize) {
+        use crate::hub::HubLimits;
+        use crate::monitor::Monitor;
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote = "127.0.0.1:1".parse().expect("address");
+        let one = hub.open(remote, "").expect("page 1");
+        let two = hub.open(remote, "").expect("page 2");
+        hub.register(2, "other").expect("register");
+        let exec = Executor::new(
+            hub.clone(),
+            ConsoleOut::capture().0,
+            rights,
+            Actions::default(),
+        );
+        let reply = exec.run_line(line, door).await;
+        let waker = futures_util::task::noop_waker();
+        let mut sent = 0;
+        while let crate::hub::Next::Frames(f) = two.next_out(&waker) {
+            sent += f.len();
+        }
+        drop(one);
+        (reply, sent)
+    }
+
+    #[tokio::test]
+    async fn a_pages_rights_never_reach_another_page() {
+        let every_command = [
+            "ws",
+            "ws register mine",
+            "ws write 2 x",
+            "ws write other x",
+            "ws write * x",
+            "ws exec 2 f a",
+            "ws exec * f a",
+            "ws close 2",
+            "ws close",
+            "set notify status",
+            "run --to 2 a",
+            "run --to other a",
+            "run --to * a",
+            "help",
+        ];
+        for door in [Door::Page(1), Door::Http { operator: false }] {
+            for line in every_command {
+                let (reply, sent) = from_page_rights(door, PageRights::default(), line).await;
+                assert_eq!(sent, 0, "{door} {line}: {reply:?}");
+                let own = line == "ws register mine" && door == Door::Page(1);
+                assert_eq!(reply.ok, own, "{door} {line}: {reply:?}");
+            }
+        }
+        // `[pages] allow` is an explicit grant: with "ws write", a page
+        // writes to every page, as the operator would.
+        let grant = PageRights::new(vec!["ws write".into()]);
+        let (reply, sent) = from_page_rights(Door::Page(1), grant, "ws write other x").await;
+        assert!(reply.ok, "{reply:?}");
+        assert_eq!(sent, 1);
     }
 
     #[test]

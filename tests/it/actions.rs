@@ -106,6 +106,25 @@ impl Daemon {
         }
     }
 
+    /// Lines of the daemon's output up to and including the first that
+    /// contains `want`.
+    async fn stdout_until(&mut self, want: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = self.stdout.recv().await {
+                let done = line.contains(want);
+                seen.push(line);
+                if done {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(found == Ok(true), "no {want:?} in time after {seen:#?}");
+        seen
+    }
+
     /// Opens a WebSocket like a page does and reads its `hello`.
     async fn page(&self) -> Page {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr))
@@ -241,6 +260,14 @@ fn is_gone(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
+}
+
+/// The process group of process `pid`.
+fn group_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "(comm)": state, ppid, pgrp.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Pids of live processes in process group `pgid`.
@@ -438,16 +465,20 @@ args = ["-c", "echo $$; sleep 30; echo never"]
         .and_then(|f| f["text"].as_str())
         .and_then(|t| t.parse().ok())
         .expect("the shell's pid");
-    // The shell and the sleep it started share the group the daemon made.
-    wait_for("the sleep to start", || group_members(pid).len() >= 2).await;
+    // The shell and the sleep it started share the group the daemon made
+    // (led by the run's keeper).
+    let pgid = group_of(pid).expect("the shell's group");
+    assert_ne!(pgid, pid, "the keeper leads the group");
+    wait_for("the sleep to start", || group_members(pgid).len() >= 3).await;
     assert!(!is_gone(pid));
 
     page.ws.close(None).await.expect("close");
     drop(page);
     d.stdout_line("action hold[1] done: killed: its page went away")
         .await;
-    wait_for("the shell to die", || is_gone(pid)).await;
-    wait_for("its group to die", || group_members(pid).is_empty()).await;
+    // Gone by the time the page is told: no waiting needed.
+    assert!(is_gone(pid));
+    assert_eq!(group_members(pgid), Vec::<u32>::new());
 }
 
 #[tokio::test]
@@ -561,8 +592,8 @@ args = ["hello"]
 }
 
 #[tokio::test]
-async fn a_page_without_the_token_streams_a_run_to_itself_through_shell() {
-    let d = Daemon::start(
+async fn without_the_token_shell_runs_reach_the_monitor_and_no_page() {
+    let mut d = Daemon::start(
         r#"
 token = "s3cret"
 
@@ -584,23 +615,90 @@ args = ["hello"]
             .send()
     };
 
-    let answer = shell(format!("run --to {} hello", page.index))
-        .await
-        .expect("GET /shell");
-    assert_eq!(answer.status(), 200);
-    let text = answer.text().await.expect("text");
-    assert!(
-        text.contains(&format!("output to connection {}", page.index)),
-        "{text}"
-    );
-    let frames = page.until(|f| is_type(f, "done")).await;
-    assert!(frames.iter().any(|f| is_line(f, "hello")), "{frames:?}");
-
-    // A page's rights reach one connection by index, never a name or all.
-    let answer = shell("run --to * hello".into()).await.expect("GET /shell");
-    assert_eq!(answer.status(), 401);
+    // A page's rights over HTTP reach no connection, not even by index.
+    for to in [page.index.to_string(), "*".into()] {
+        let answer = shell(format!("run --to {to} hello"))
+            .await
+            .expect("GET /shell");
+        assert_eq!(answer.status(), 401);
+    }
     let answer = shell("run hello".into()).await.expect("GET /shell");
     assert_eq!(answer.status(), 200);
     let text = answer.text().await.expect("text");
     assert!(text.contains("to the Monitor only"), "{text}");
+    d.stdout_line("action hello[1] stdout: hello").await;
+
+    // The page runs it over its own WebSocket to see the output.
+    page.send("run hello").await;
+    let frames = page.until(|f| is_type(f, "done")).await;
+    assert!(frames.iter().any(|f| is_line(f, "hello")), "{frames:?}");
+}
+
+#[tokio::test]
+async fn output_and_status_reach_the_monitor() {
+    let mut d = Daemon::start(
+        r#"
+[actions.s]
+program = "sh"
+args = ["-c", "echo out; echo err >&2; printf 'no newline'; exit 3"]
+"#,
+    )
+    .await;
+    let (ok, reply) = d.command("run s").await;
+    assert!(ok, "{reply}");
+    assert!(reply.contains("Monitor only"), "{reply}");
+    let seen = d.stdout_until("action s[1] done: exited with 3").await;
+    let position = |want: &str| {
+        seen.iter()
+            .position(|l| l.ends_with(want))
+            .unwrap_or_else(|| panic!("no {want:?} in {seen:#?}"))
+    };
+    // stdout and stderr are two pipes: only each one's order is fixed.
+    assert!(position("action s[1] stdout: out") < position("action s[1] stdout: no newline"));
+    position("action s[1] stderr: err");
+    let metrics = d.metrics().await;
+    for want in [
+        "pagewire_actions_started_total 1",
+        "pagewire_actions_finished_total 1",
+        "pagewire_actions_running 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == want), "{want}: {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_program_that_cannot_start_is_an_error_and_frees_its_place() {
+    let d = Daemon::start(
+        r#"
+[limits]
+max_running_actions = 1
+
+[actions.nope]
+program = "/nonexistent/program"
+
+[actions.elsewhere]
+program = "true"
+cwd = "/nonexistent/dir"
+
+[actions.ok]
+program = "true"
+"#,
+    )
+    .await;
+    let (ok, out) = d.command("run elsewhere").await;
+    assert!(!ok);
+    assert_eq!(
+        out,
+        "run: cannot start action 'elsewhere' (program true): cannot use working \
+         directory /nonexistent/dir: No such file or directory (os error 2)"
+    );
+    let (ok, out) = d.command("run nope").await;
+    assert!(!ok);
+    assert_eq!(
+        out,
+        "run: cannot start action 'nope' (program /nonexistent/program): \
+         No such file or directory (os error 2)"
+    );
+    let (ok, out) = d.command("run ok").await;
+    assert!(ok, "{out}");
 }

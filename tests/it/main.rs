@@ -1,6 +1,7 @@
 //! pagewire's integration tests: one binary, one module per area. Each test
 //! starts the real daemon on port 0 and talks to it like a user would.
 
+mod action_guards;
 mod actions;
 mod cli;
 mod cluster;
