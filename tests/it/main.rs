@@ -4,6 +4,7 @@
 mod actions;
 mod cli;
 mod cluster;
+mod guard;
 mod http;
 mod page;
 mod reliability;
