@@ -93,8 +93,9 @@ enum Guarded {
     TooLarge(u64),
 }
 
-/// The host names a request names: its Host header, and the authority of
-/// an absolute-form target (which, per RFC 9112, is the one that counts).
+/// Checks that every host a request names is served: its Host header, and
+/// the authority of an absolute-form target (which, per RFC 9112, is the
+/// one that counts).
 fn check_host(front: &Front, req: &Request) -> Result<(), Guarded> {
     let hosts = &front.origins.hosts;
     let mut named = req.headers().get_all(header::HOST).iter();
