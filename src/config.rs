@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::http::access::{AccessMode, AddressPolicy};
+use crate::http::access::{AccessMode, AddressPolicy, AllowedHost};
 use crate::http::server::ServerOptions;
 use crate::hub::{HubLimits, OutboxLimits};
 use crate::ws::conn::ConnLimits;
@@ -54,6 +54,14 @@ pub struct ServeArgs {
     /// Allow pages of this origin too, e.g. https://example.com (repeatable)
     #[arg(long, value_name = "ORIGIN")]
     pub origin: Vec<String>,
+    /// Serve requests for this host name too, e.g. pagewire.example or
+    /// kiosk.lan:8443 (repeatable); in modes other than local, only these
+    /// and loopback names once one is given
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_host: Vec<String>,
+    /// Serve dot-files and dot-directories of --root (.git/, .env)
+    #[arg(long)]
+    pub serve_dotfiles: bool,
     /// Join a cluster through this Redis server
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
@@ -85,6 +93,12 @@ pub struct FileConfig {
     /// As `--origin`.
     #[serde(default)]
     pub origins: Vec<String>,
+    /// As `--allowed-host`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// As `--serve-dotfiles`.
+    #[serde(default)]
+    pub serve_dotfiles: bool,
     /// As `--redis`.
     pub redis: Option<String>,
     /// As `--tls-cert`.
@@ -120,8 +134,9 @@ pub struct LimitsConfig {
     pub outbox_frames: usize,
     /// Most WebSocket connections in all.
     pub max_connections: usize,
-    /// Most WebSocket connections from one address.
-    pub max_connections_per_ip: usize,
+    /// Most WebSocket connections from one address; default an eighth of
+    /// `max_connections`.
+    pub max_connections_per_ip: Option<usize>,
     /// Most names one connection may register.
     pub max_names_per_connection: usize,
     /// Most actions running at once; `run` is refused beyond it.
@@ -129,6 +144,9 @@ pub struct LimitsConfig {
     /// Seconds a new client has to complete its TLS handshake and send a
     /// request head (and an idle keep-alive connection stays open).
     pub handshake_timeout_secs: u64,
+    /// Seconds a request body may take to arrive after its head; default
+    /// `handshake_timeout_secs`.
+    pub body_timeout_secs: Option<u64>,
     /// Most open TCP connections (HTTP and WebSocket) in all; default
     /// `max_connections` plus room for plain HTTP.
     pub max_tcp_connections: Option<usize>,
@@ -148,6 +166,9 @@ pub struct LimitsConfig {
 const HTTP_HEADROOM: usize = 1024;
 /// Likewise per address (a browser opens up to six per host).
 const HTTP_HEADROOM_PER_IP: usize = 64;
+/// One address may hold at most this share of the connections (1/8) by
+/// default, so that no single client can take most of them.
+const PER_IP_SHARE: usize = 8;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -157,10 +178,11 @@ impl Default for LimitsConfig {
             outbox_bytes: hub.outbox.max_bytes,
             outbox_frames: hub.outbox.max_frames,
             max_connections: hub.max_connections,
-            max_connections_per_ip: hub.max_connections_per_ip,
+            max_connections_per_ip: None,
             max_names_per_connection: hub.max_names_per_connection,
             max_running_actions: crate::actions::DEFAULT_MAX_RUNNING,
             handshake_timeout_secs: ServerOptions::default().handshake_timeout.as_secs(),
+            body_timeout_secs: None,
             max_tcp_connections: None,
             max_tcp_connections_per_ip: None,
             max_partial_bytes: crate::ws::budget::DEFAULT_MAX_PARTIAL_BYTES,
@@ -342,6 +364,10 @@ pub struct Settings {
     pub addresses: AddressPolicy,
     /// Extra allowed origins.
     pub origins: Vec<String>,
+    /// Host names served besides loopback ones (`--allowed-host`).
+    pub allowed_hosts: Vec<AllowedHost>,
+    /// Whether dot-files of the web root are served.
+    pub serve_dotfiles: bool,
     /// Operator token.
     pub token: Option<String>,
     /// Redis URL for a cluster.
@@ -414,6 +440,15 @@ impl Settings {
                 );
             }
         }
+        let allowed_hosts = if args.allowed_host.is_empty() {
+            &file.allowed_hosts
+        } else {
+            &args.allowed_host
+        }
+        .iter()
+        .map(|h| h.parse::<AllowedHost>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!(e))?;
         let tls = match (
             args.tls_cert
                 .clone()
@@ -430,13 +465,16 @@ impl Settings {
         if l.max_message_bytes < 1024 {
             bail!("limits.max_message_bytes must be at least 1024");
         }
+        let max_connections_per_ip = l
+            .max_connections_per_ip
+            .unwrap_or((l.max_connections / PER_IP_SHARE).max(1));
         let hub = HubLimits {
             outbox: OutboxLimits {
                 max_bytes: l.outbox_bytes,
                 max_frames: l.outbox_frames,
             },
             max_connections: l.max_connections,
-            max_connections_per_ip: l.max_connections_per_ip,
+            max_connections_per_ip,
             max_names_per_connection: l.max_names_per_connection,
         };
         if l.max_partial_bytes < l.max_message_bytes {
@@ -467,14 +505,19 @@ impl Settings {
         if l.handshake_timeout_secs == 0 {
             bail!("limits.handshake_timeout_secs must be at least 1");
         }
+        if l.body_timeout_secs == Some(0) {
+            bail!("limits.body_timeout_secs must be at least 1");
+        }
         let server = ServerOptions {
             handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
             max_connections: l
                 .max_tcp_connections
                 .unwrap_or(l.max_connections.saturating_add(HTTP_HEADROOM)),
-            max_connections_per_ip: l.max_tcp_connections_per_ip.unwrap_or(
-                l.max_connections_per_ip
-                    .saturating_add(HTTP_HEADROOM_PER_IP),
+            max_connections_per_ip: l
+                .max_tcp_connections_per_ip
+                .unwrap_or(max_connections_per_ip.saturating_add(HTTP_HEADROOM_PER_IP)),
+            body_timeout: Duration::from_secs(
+                l.body_timeout_secs.unwrap_or(l.handshake_timeout_secs),
             ),
             ..ServerOptions::default()
         };
@@ -509,6 +552,8 @@ impl Settings {
                 .unwrap_or_else(crate::control::default_path),
             addresses: AddressPolicy { mode, allow },
             origins,
+            allowed_hosts,
+            serve_dotfiles: args.serve_dotfiles || file.serve_dotfiles,
             token: args.token.clone().or(file.token).filter(|t| !t.is_empty()),
             redis: args.redis.clone().or(file.redis),
             cluster: file.cluster,
@@ -637,6 +682,42 @@ mod tests {
             };
             assert!(inherit.resolve("a", None).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn per_address_limits_and_the_body_timeout_follow_the_totals() {
+        let s = Settings::resolve(&ServeArgs::default()).expect("defaults");
+        assert_eq!(s.hub.max_connections_per_ip, 18_000 / 8);
+        assert_eq!(s.server.max_connections, 18_000 + 1024);
+        assert_eq!(s.server.max_connections_per_ip, 18_000 / 8 + 64);
+        assert_eq!(s.server.body_timeout, s.server.handshake_timeout);
+        assert!(s.allowed_hosts.is_empty() && !s.serve_dotfiles);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pagewire.toml");
+        std::fs::write(
+            &path,
+            "allowed_hosts = [\"kiosk.lan\"]\nserve_dotfiles = true\n[limits]\n\
+             max_connections = 40\nhandshake_timeout_secs = 30\nbody_timeout_secs = 3\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(&args).expect("valid");
+        assert_eq!(s.hub.max_connections_per_ip, 5);
+        assert_eq!(s.server.max_connections_per_ip, 5 + 64);
+        assert_eq!(s.server.body_timeout, Duration::from_secs(3));
+        assert_eq!(s.allowed_hosts, ["kiosk.lan".parse().expect("host")]);
+        assert!(s.serve_dotfiles);
+
+        let args = ServeArgs {
+            allowed_host: vec!["http://kiosk.lan/".into()],
+            ..ServeArgs::default()
+        };
+        let err = Settings::resolve(&args).expect_err("not a host");
+        assert!(err.to_string().contains("invalid allowed host"), "{err}");
     }
 
     #[test]

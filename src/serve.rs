@@ -15,7 +15,7 @@ use crate::command::Target;
 use crate::config::{ServeArgs, Settings};
 use crate::console::{self, ConsoleOut};
 use crate::exec::{Executor, PageRights};
-use crate::http::access::{AccessMode, OriginPolicy, Token};
+use crate::http::access::{HostPolicy, OriginPolicy, Token};
 use crate::http::{self, Front};
 use crate::hub::{CloseReason, Hub};
 use crate::monitor::{self, Monitor};
@@ -103,10 +103,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         addresses: settings.addresses.clone(),
         origins: OriginPolicy {
             extra: settings.origins.clone(),
-            loopback_hosts_only: settings.addresses.mode == AccessMode::Local,
+            hosts: HostPolicy::new(settings.addresses.mode, settings.allowed_hosts.clone()),
         },
         token: Token::new(settings.token.clone()),
         root: settings.root.clone(),
+        serve_dotfiles: settings.serve_dotfiles,
         scheme: if tls.is_some() { "https" } else { "http" },
         conn_limits: settings.conn,
         tasks: TaskTracker::new(),

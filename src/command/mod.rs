@@ -112,6 +112,22 @@ impl Command {
     pub fn name(&self) -> &'static str {
         self.def().name
     }
+
+    /// Whether the command only reads: it changes nothing on any page, in
+    /// the daemon or outside it. A request that cannot show where it comes
+    /// from may run only these. A new command is not read-only until it is
+    /// listed here.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Command::List | Command::Help { .. } => true,
+            Command::Register { .. }
+            | Command::Write { .. }
+            | Command::Exec { .. }
+            | Command::Close { .. }
+            | Command::Notify { .. }
+            | Command::Run { .. } => false,
+        }
+    }
 }
 
 /// Why a name is not valid; see [`valid_name`].

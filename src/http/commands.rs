@@ -4,6 +4,11 @@
 //! `Authorization: Bearer TOKEN`; without one, a loopback client that is
 //! not a cross-site page has operator rights. Anyone else has a page's
 //! rights (`run` only, since `ws register` needs a WebSocket).
+//!
+//! A GET that cannot show where it comes from (no Origin, no
+//! `Sec-Fetch-Site: same-origin`) and has no valid token may only read:
+//! an `<img>` or `<script>` tag of another site in an older browser, or a
+//! link opened from outside the browser, sends just such a GET.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,14 +16,19 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::access::{is_loopback, Credentials};
+use super::access::{is_loopback, Credentials, Site};
+use super::body::BodyTimeout;
 use super::{Shared, MAX_BODY_BYTES};
+use crate::command;
 use crate::exec::{Door, Reply};
+
+/// The path of the JSON command endpoint.
+pub(super) const API_COMMAND: &str = "/api/command";
 
 #[derive(Serialize)]
 struct JsonReply<'a> {
@@ -37,20 +47,34 @@ struct Refusal {
     message: String,
 }
 
+/// Who is asking, as far as an HTTP request shows it.
+struct Caller {
+    /// The door commands run through (operator rights or a page's).
+    door: Door,
+    /// Whether it showed it comes from the daemon's own site.
+    site: Site,
+    /// Whether it carries the valid token.
+    token: bool,
+}
+
 /// Decides the door of an HTTP command request, or refuses it.
-fn door(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Door, Refusal> {
-    if let Err(message) = front.origins.check(headers, front.scheme) {
-        front
-            .exec
-            .hub()
-            .monitor()
-            .emit(format_args!("refused command from {peer}: {message}"));
-        return Err(Refusal {
-            status: StatusCode::FORBIDDEN,
-            message,
-        });
-    }
-    let operator = match front.token.check(headers) {
+fn caller(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, Refusal> {
+    let site = match front.origins.check(headers, front.scheme) {
+        Ok(site) => site,
+        Err(message) => {
+            front
+                .exec
+                .hub()
+                .monitor()
+                .emit(format_args!("refused command from {peer}: {message}"));
+            return Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                message,
+            });
+        }
+    };
+    let credentials = front.token.check(headers);
+    let operator = match credentials {
         Credentials::Valid => true,
         Credentials::Invalid => {
             front.exec.hub().monitor().emit(format_args!(
@@ -63,25 +87,100 @@ fn door(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Door, R
         }
         Credentials::Missing => !front.token.is_set() && is_loopback(peer.ip()),
     };
-    Ok(Door::Http { operator })
+    Ok(Caller {
+        door: Door::Http { operator },
+        site,
+        token: credentials == Credentials::Valid,
+    })
+}
+
+/// Refuses `line` when `caller` sent it in a GET (or HEAD) that cannot
+/// show where it comes from and `line` would change something. A POST
+/// keeps its rights: browsers send Origin with every cross-site POST. A
+/// line that does not parse is left to the executor, which explains what is
+/// wrong with it.
+fn refuse_unproven_get(
+    front: &Shared,
+    peer: SocketAddr,
+    method: &Method,
+    caller: &Caller,
+    line: &str,
+) -> Result<(), Refusal> {
+    if method == Method::POST || caller.site == Site::SameOrigin || caller.token {
+        return Ok(());
+    }
+    let Ok(cmd) = command::parse(line) else {
+        return Ok(());
+    };
+    if cmd.is_read_only() {
+        return Ok(());
+    }
+    let message = format!(
+        "'{}' changes things, and a GET that does not show it comes from this daemon's own \
+         page may only read (ws, help); use POST, the bearer token, or the CLI",
+        cmd.name()
+    );
+    front.exec.hub().monitor().emit(format_args!(
+        "refused command from {peer}: GET may only read without an Origin ('{}')",
+        cmd.name()
+    ));
+    Err(Refusal {
+        status: StatusCode::FORBIDDEN,
+        message,
+    })
+}
+
+/// An answer refusing a request, in the form of the route that was asked:
+/// JSON `{"ok": false, "output": ...}` at `/api/command`, plain text
+/// elsewhere.
+pub(super) fn refusal(path: &str, status: StatusCode, message: &str) -> Response {
+    if path == API_COMMAND {
+        (
+            status,
+            Json(JsonReply {
+                ok: false,
+                output: message,
+            }),
+        )
+            .into_response()
+    } else {
+        plain(status, message)
+    }
+}
+
+/// A plain-text answer of one or more lines.
+fn plain(status: StatusCode, output: &str) -> Response {
+    let mut body = output.to_string();
+    body.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// The request body, or why it could not be read: one over
-/// [`MAX_BODY_BYTES`] gets 413, and the Monitor records it.
+/// [`MAX_BODY_BYTES`] gets 413, one that did not arrive in time 408, and
+/// the Monitor records it.
 fn body_of(
     front: &Shared,
     peer: SocketAddr,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bytes, Refusal> {
     body.map_err(|e| {
-        let status = e.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!(
-                "command body too large ({} KiB at most)",
-                MAX_BODY_BYTES / 1024
+        let (status, message) = if let Some(timeout) = BodyTimeout::cause_of(&e) {
+            (StatusCode::REQUEST_TIMEOUT, timeout.to_string())
+        } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            (
+                e.status(),
+                format!(
+                    "command body too large ({} KiB at most)",
+                    MAX_BODY_BYTES / 1024
+                ),
             )
         } else {
-            e.body_text()
+            (e.status(), e.body_text())
         };
         front
             .exec
@@ -127,8 +226,8 @@ pub(super) async fn api_command(
     let json = |status: StatusCode, ok: bool, output: &str| {
         (status, Json(JsonReply { ok, output })).into_response()
     };
-    let door = match door(&front, peer, &headers) {
-        Ok(d) => d,
+    let door = match caller(&front, peer, &headers) {
+        Ok(c) => c.door,
         Err(r) => return json(r.status, false, &r.message),
     };
     let body = match body_of(&front, peer, body) {
@@ -146,27 +245,18 @@ pub(super) async fn api_command(
 pub(super) async fn shell(
     State(front): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let text = |status: StatusCode, output: &str| {
-        let mut body = output.to_string();
-        body.push('\n');
-        (
-            status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            body,
-        )
-            .into_response()
-    };
-    let door = match door(&front, peer, &headers) {
-        Ok(d) => d,
-        Err(r) => return text(r.status, &r.message),
+    let caller = match caller(&front, peer, &headers) {
+        Ok(c) => c,
+        Err(r) => return plain(r.status, &r.message),
     };
     let body = match body_of(&front, peer, body) {
         Ok(b) => b,
-        Err(r) => return text(r.status, &r.message),
+        Err(r) => return plain(r.status, &r.message),
     };
     let line = match query.get("cmd") {
         Some(cmd) => cmd.clone(),
@@ -177,19 +267,22 @@ pub(super) async fn shell(
                 Some(cmd) => cmd,
                 None => match command_line(&headers, &body) {
                     Ok(l) => l,
-                    Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+                    Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
                 },
             }
         }
         None => {
-            return text(
+            return plain(
                 StatusCode::BAD_REQUEST,
                 "missing command; usage: /shell?cmd=COMMAND (try cmd=help)",
             )
         }
     };
-    let reply = front.exec.run_line(&line, door).await;
-    text(status_of(&reply), &reply.output)
+    if let Err(r) = refuse_unproven_get(&front, peer, &method, &caller, &line) {
+        return plain(r.status, &r.message);
+    }
+    let reply = front.exec.run_line(&line, caller.door).await;
+    plain(status_of(&reply), &reply.output)
 }
 
 /// Parses an `application/x-www-form-urlencoded` body, if that is what it is.
@@ -208,4 +301,34 @@ fn serde_urlencoded_form(headers: &HeaderMap, body: &Bytes) -> Option<HashMap<St
     )
     .ok()
     .map(|q| q.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::command;
+
+    #[test]
+    fn only_listing_and_help_are_read_only() {
+        for line in ["ws", "help", "help ws write", "ws write"] {
+            match command::parse(line) {
+                Ok(cmd) => assert!(cmd.is_read_only(), "{line}"),
+                // Incomplete lines do not parse; the executor answers them.
+                Err(_) => assert_eq!(line, "ws write"),
+            }
+        }
+        for line in [
+            "ws register status",
+            "ws write * hi",
+            "ws exec 3 f x",
+            "ws close",
+            "ws close 3",
+            "set notify status",
+            "set notify off",
+            "run deploy",
+            "run --to 3 deploy",
+        ] {
+            let cmd = command::parse(line).expect(line);
+            assert!(!cmd.is_read_only(), "{line}");
+        }
+    }
 }

@@ -66,7 +66,7 @@ pub(super) async fn metrics(State(front): State<Shared>) -> impl IntoResponse {
         &mut out,
         "pagewire_http_refused_total",
         "counter",
-        "HTTP requests refused by the access mode.",
+        "HTTP requests refused by the access mode or for a host not served.",
         c.refused_http.load(Relaxed),
     );
     let server = &front.server;

@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use super::access;
+use super::body::DeadlineBody;
 use super::hold::{HoldWrites, HoldableTcp};
 use crate::monitor::Monitor;
 
@@ -72,6 +73,9 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// Most open TCP connections from one client address.
     pub max_connections_per_ip: usize,
+    /// How long a request body may take to arrive, from the end of its
+    /// head.
+    pub body_timeout: Duration,
     /// How long shutdown lets in-flight HTTP requests finish.
     pub drain_timeout: Duration,
 }
@@ -81,7 +85,9 @@ impl Default for ServerOptions {
         ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 20_000,
-            max_connections_per_ip: 20_000,
+            // One address may not take most of the connections.
+            max_connections_per_ip: 20_000 / 8,
+            body_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
         }
     }
@@ -295,7 +301,9 @@ impl Server {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let app = self.app.clone();
-        let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+        let body_timeout = self.options.body_timeout;
+        let service = service_fn(move |req: hyper::Request<Incoming>| {
+            let mut req = req.map(|body| DeadlineBody::new(body, body_timeout));
             // What axum's `ConnectInfo` extractor reads, and the slot a
             // WebSocket keeps for as long as it lives.
             req.extensions_mut().insert(ConnectInfo(peer));

@@ -610,8 +610,10 @@ args = ["hello"]
         .expect("client");
     let shell = |cmd: String| {
         let cmd = percent_encoding::utf8_percent_encode(&cmd, percent_encoding::NON_ALPHANUMERIC);
+        // What a page's fetch sends: without it, a GET may only read.
         client
             .get(format!("http://{}/shell?cmd={cmd}", d.addr))
+            .header("sec-fetch-site", "same-origin")
             .send()
     };
 

@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod control_owner;
 mod frames_budget;
+mod guard;
 mod http;
 mod page;
 mod reliability;

@@ -257,9 +257,11 @@ async fn ping_payloads_are_answered() {
     let mut s = tokio::net::TcpStream::connect(d.addr)
         .await
         .expect("connect");
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    let req = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        d.addr
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("read");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");

@@ -31,17 +31,17 @@ use crate::page::{listing, wait_for_count, Page};
 use crate::support::{Daemon, TIMEOUT};
 
 /// The loopback address 127.0.0.N.
-fn lo(n: u8) -> IpAddr {
+pub(crate) fn lo(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
 }
 
 /// The daemon's own origin, as its pages send it.
-fn own_origin(d: &Daemon) -> String {
+pub(crate) fn own_origin(d: &Daemon) -> String {
     format!("{}://{}", d.scheme, d.addr)
 }
 
 /// An HTTP client whose connections come from `source`.
-fn client_from(source: IpAddr) -> reqwest::Client {
+pub(crate) fn client_from(source: IpAddr) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(source)
         .build()
@@ -49,7 +49,7 @@ fn client_from(source: IpAddr) -> reqwest::Client {
 }
 
 /// A TCP connection to the daemon from `source`.
-async fn connect_from(d: &Daemon, source: IpAddr) -> TcpStream {
+pub(crate) async fn connect_from(d: &Daemon, source: IpAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
     socket
         .bind(SocketAddr::new(source, 0))
@@ -62,19 +62,19 @@ async fn connect_from(d: &Daemon, source: IpAddr) -> TcpStream {
 
 /// An HTTP response read off a raw connection.
 #[derive(Debug)]
-struct Raw {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
+pub(crate) struct Raw {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Raw {
-    fn body_text(&self) -> String {
+    pub(crate) fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
     /// A header's value (names compared without case).
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
@@ -84,7 +84,7 @@ impl Raw {
 
 /// Reads one response (head, then a `content-length` body or everything up
 /// to EOF); `None` when the connection ends before a complete head.
-async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<Raw> {
+pub(crate) async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<Raw> {
     let read = async {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -132,18 +132,21 @@ async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<Raw> {
 }
 
 /// Sends `request` as is and reads the response.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str) -> Option<Raw> {
+pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    request: &str,
+) -> Option<Raw> {
     s.write_all(request.as_bytes()).await.ok()?;
     read_response(s).await
 }
 
 /// A GET of `path` exactly as written (no client normalises it).
-fn get(d: &Daemon, path: &str, extra: &str) -> String {
+pub(crate) fn get(d: &Daemon, path: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", d.addr)
 }
 
 /// A WebSocket upgrade request for `/ws` with the given Host and headers.
-fn upgrade_request(host: &str, extra: &str) -> String {
+pub(crate) fn upgrade_request(host: &str, extra: &str) -> String {
     format!(
         "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
@@ -151,7 +154,7 @@ fn upgrade_request(host: &str, extra: &str) -> String {
 }
 
 /// A POST of `body` to `path` with the given Host and headers.
-fn post_request(host: &str, path: &str, extra: &str, body: &str) -> String {
+pub(crate) fn post_request(host: &str, path: &str, extra: &str, body: &str) -> String {
     format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n\
          Content-Length: {}\r\n{extra}\r\n{body}",
@@ -161,7 +164,7 @@ fn post_request(host: &str, path: &str, extra: &str, body: &str) -> String {
 
 /// Waits until the connection is closed by the daemon; returns how long
 /// that took, and what (if anything) it sent first.
-async fn wait_eof<S: AsyncRead + Unpin>(s: &mut S) -> (Duration, Vec<u8>) {
+pub(crate) async fn wait_eof<S: AsyncRead + Unpin>(s: &mut S) -> (Duration, Vec<u8>) {
     let start = Instant::now();
     let mut got = Vec::new();
     let read = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut got)).await;
@@ -170,7 +173,7 @@ async fn wait_eof<S: AsyncRead + Unpin>(s: &mut S) -> (Duration, Vec<u8>) {
 }
 
 /// Writes a configuration file in `dir` and returns its path.
-fn config_file(dir: &Path, text: &str) -> String {
+pub(crate) fn config_file(dir: &Path, text: &str) -> String {
     let path = dir.join("pagewire.toml");
     std::fs::write(&path, text).expect("write config");
     path.to_str().expect("utf-8 path").to_string()
@@ -279,7 +282,7 @@ async fn same_site_fetches_and_dns_rebinding_are_refused() {
 
     // DNS rebinding: evil.example resolves to 127.0.0.1, so the browser
     // sends Host evil.example:PORT with the matching Origin. In local mode
-    // the daemon's own origin must name a loopback host.
+    // only loopback hosts are served at all.
     let evil_host = format!("evil.example:{port}");
     let evil_origin = format!("Origin: http://evil.example:{port}\r\n");
     for request in [
@@ -291,7 +294,9 @@ async fn same_site_fetches_and_dns_rebinding_are_refused() {
         let resp = exchange(&mut s, &request).await.expect("a response");
         assert_eq!(resp.status, 403, "{request}\n{}", resp.body_text());
     }
-    d.wait_for_stdout(|l| l.contains("refused WebSocket") && l.contains("evil.example"));
+    d.wait_for_stdout(|l| {
+        l.contains("host \"evil.example:") && l.contains("not served") && l.contains("GET /ws")
+    });
 
     // The same requests from the daemon's real origins pass, so the
     // refusals above are about the origin and nothing else.
@@ -943,7 +948,7 @@ async fn command_bodies_over_the_limit_get_413() {
         .await
         .expect("request");
     assert_eq!(resp.status(), 413);
-    d.wait_for_stdout(|l| l.contains("refused command from") && l.contains("too large"));
+    d.wait_for_stdout(|l| l.contains("refused 127.0.0.1:") && l.contains("too large"));
     // A request head over 64 KiB is refused before any handler runs.
     let mut s = TcpStream::connect(d.addr).await.expect("connect");
     let huge = format!("X-Filler: {}\r\n", "y".repeat(70 * 1024));
@@ -1062,7 +1067,7 @@ async fn sigterm_closes_pages_with_1001_finishes_requests_and_exits_0() {
 // ---------------------------------------------------------------------
 
 /// `name{labels} value` lines into a map; comment lines skipped.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
+pub(crate) fn parse_metrics(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {

@@ -22,13 +22,17 @@ const ARGS = [
  * Launches Chromium with a throwaway user-data dir. The returned context
  * has close(), which also removes that dir, and newPage() which records
  * uncaught page errors in page.errors.
+ *
+ * @param {object} [opts]
+ * @param {string[]} [opts.args] extra Chromium flags, e.g.
+ *   `--host-resolver-rules=MAP evil.test 127.0.0.1`
  */
-async function launch() {
+async function launch({ args = [] } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pagewire-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: ARGS,
+    args: [...ARGS, ...args],
     viewport: { width: 1100, height: 900 },
   });
   context.setDefaultTimeout(20000);

@@ -14,15 +14,15 @@ const { until } = require('./wait');
  * Installs the file's hooks. `ready(daemon, context)` receives the daemon
  * (started with `options`) and the browser context once both are up. With
  * `clean`, each test also starts with no page connected, so `*` and counts
- * are its own.
+ * are its own. `browserArgs` are extra Chromium flags.
  */
-function browserSuite(options, ready, { clean = false } = {}) {
+function browserSuite(options, ready, { clean = false, browserArgs = [] } = {}) {
   let daemon;
   let context;
 
   before(async () => {
     daemon = await new Daemon(options).start();
-    context = await launch();
+    context = await launch({ args: browserArgs });
     ready(daemon, context);
   });
 
