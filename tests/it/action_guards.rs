@@ -30,7 +30,12 @@ fn daemon(config: &str, env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
 /// `GET /shell?cmd=LINE`, with the bearer token when given.
 async fn shell(d: &Daemon, line: &str, token: Option<&str>) -> (StatusCode, String) {
     let cmd = percent_encoding::utf8_percent_encode(line, percent_encoding::NON_ALPHANUMERIC);
-    let mut req = reqwest::Client::new().get(d.url(&format!("/shell?cmd={cmd}")));
+    // As a page's own fetch sends it: a bare GET could only read anyway
+    // (guard::a_get_that_cannot_show_its_origin_may_only_read), and the
+    // rights checked here are those of a same-origin caller.
+    let mut req = reqwest::Client::new()
+        .get(d.url(&format!("/shell?cmd={cmd}")))
+        .header("sec-fetch-site", "same-origin");
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }
