@@ -9,4 +9,5 @@ mod page;
 mod reliability;
 mod secure;
 mod support;
+mod terminal;
 mod ws;
