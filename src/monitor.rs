@@ -66,6 +66,10 @@ pub const MAX_KIND_BYTES: usize = 200;
 /// Width of the time stamp that starts every line (`HH:MM:SS.mmm`).
 const STAMP_LEN: usize = 12;
 
+/// Where the stamp and the blank after it go, until the line is shown.
+const STAMP_ROOM: &str = "             ";
+const _: () = assert!(STAMP_ROOM.len() == STAMP_LEN + 1);
+
 /// A cheap-to-clone handle on the event stream.
 #[derive(Clone)]
 pub struct Monitor {
@@ -108,7 +112,7 @@ impl Monitor {
         KIND.with(|kind| {
             let mut kind = kind.borrow_mut();
             kind.clear();
-            kind_of(&line[STAMP_LEN + 1..], &mut kind);
+            kind_of(&line[STAMP_ROOM.len()..], &mut kind);
             self.publish(&kind, line);
         });
     }
@@ -122,13 +126,7 @@ impl Monitor {
             let mut scratch = scratch.borrow_mut();
             scratch.clear();
             let _ = write!(scratch, "{kind}");
-            let escaped = match text::escape(&scratch) {
-                std::borrow::Cow::Owned(escaped) => Some(escaped),
-                std::borrow::Cow::Borrowed(_) => None,
-            };
-            if let Some(escaped) = escaped {
-                *scratch = escaped;
-            }
+            text::escape_tail(&mut scratch, 0);
             truncate_kind(&mut scratch);
             self.publish(&scratch, line);
         });
@@ -201,23 +199,16 @@ impl Monitor {
 /// then the event's text, escaped.
 fn render(event: impl fmt::Display) -> String {
     let mut line = String::with_capacity(96);
-    line.push_str("             ");
+    line.push_str(STAMP_ROOM);
     let _ = write!(line, "{event}");
-    let escaped = match text::escape(&line[STAMP_LEN + 1..]) {
-        std::borrow::Cow::Owned(escaped) => Some(escaped),
-        std::borrow::Cow::Borrowed(_) => None,
-    };
-    if let Some(escaped) = escaped {
-        line.truncate(STAMP_LEN + 1);
-        line.push_str(&escaped);
-    }
+    text::escape_tail(&mut line, STAMP_ROOM.len());
     line
 }
 
 /// The line that closes a flood's window.
 fn summary(kind: &str, held: u64) -> String {
     let times = if held == 1 { "time" } else { "times" };
-    format!("             {kind} … repeated {held} {times}")
+    format!("{STAMP_ROOM}{kind} … repeated {held} {times}")
 }
 
 fn lock(m: &Mutex<Floods>) -> MutexGuard<'_, Floods> {

@@ -92,6 +92,17 @@ pub fn escape_lines(s: &str) -> Cow<'_, str> {
     escape_with(s, true)
 }
 
+/// Escapes `s[from..]` in place, as [`escape`] does; nothing is copied
+/// when there is nothing to escape.
+pub fn escape_tail(s: &mut String, from: usize) {
+    let escaped = match escape(&s[from..]) {
+        Cow::Owned(escaped) => escaped,
+        Cow::Borrowed(_) => return,
+    };
+    s.truncate(from);
+    s.push_str(&escaped);
+}
+
 fn escape_with(s: &str, keep_newlines: bool) -> Cow<'_, str> {
     let plain = |b: u8| (b' '..=b'~').contains(&b) || (keep_newlines && b == b'\n');
     // The fast path, and the common case: printable ASCII only, checked
@@ -243,6 +254,16 @@ mod tests {
         assert!(matches!(escape("статус ✓"), Cow::Borrowed(_)));
         assert!(matches!(escape_lines("a\nb"), Cow::Borrowed(_)));
         assert!(matches!(escape("a\nb"), Cow::Owned(_)));
+    }
+
+    #[test]
+    fn a_tail_is_escaped_in_place() {
+        let mut s = String::from("12:00 a\nb");
+        escape_tail(&mut s, 6);
+        assert_eq!(s, "12:00 a\\nb");
+        let mut plain = String::from("plain");
+        escape_tail(&mut plain, 0);
+        assert_eq!(plain, "plain");
     }
 
     #[test]
