@@ -10,6 +10,8 @@
 //! stream or the input ends and 2 when the daemon cannot be reached or goes
 //! away mid-session. A successful command's output goes to stdout, an error
 //! to stderr; a closed stdout (`pagewire ws | head -1`) is not an error.
+//! Everything printed is escaped ([`crate::text`]), whatever the control
+//! socket sent: no reply or Monitor line acts on the terminal.
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -208,7 +210,8 @@ fn one_command(name: &str, words: CommandWords, control: Option<PathBuf>) -> Out
 }
 
 async fn monitor(path: PathBuf) -> Outcome {
-    let result = control::watch(&path, |line| match print_line(line) {
+    // One Monitor line is one line, whatever the socket sent.
+    let result = control::watch(&path, |line| match print_line(&crate::text::escape(line)) {
         Ok(()) => ControlFlow::Continue(()),
         // `pagewire monitor | head`: the reader is gone, so are we.
         Err(_) => ControlFlow::Break(()),
@@ -231,7 +234,8 @@ async fn console(path: PathBuf, args: ConsoleArgs) -> Outcome {
         let path = path.clone();
         tokio::spawn(async move {
             let result = control::watch(&path, |line| {
-                out.print(line);
+                // One Monitor line is one line, whatever the socket sent.
+                out.print(crate::text::escape(line));
                 ControlFlow::Continue(())
             })
             .await;
@@ -286,7 +290,12 @@ fn print_stdout(text: &str) -> Outcome {
     }
 }
 
+/// Prints `text` with control characters escaped: the daemon escapes what
+/// it sends, but whatever answers on the control socket may not be the
+/// daemon, or not this version of it. Line breaks stay (a `ws` listing is
+/// several lines).
 fn print_line(text: &str) -> io::Result<()> {
+    let text = crate::text::escape_lines(text);
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {
@@ -295,7 +304,9 @@ fn print_line(text: &str) -> io::Result<()> {
     out.flush()
 }
 
+/// Prints `text` on stderr, escaped as by [`print_line`].
 fn print_stderr(text: &str) {
+    let text = crate::text::escape_lines(text);
     let mut err = io::stderr().lock();
     let _ = err.write_all(text.as_bytes());
     if !text.ends_with('\n') {

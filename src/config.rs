@@ -310,16 +310,10 @@ impl ActionConfig {
     /// and `control` are, so that the daemon's own working directory does
     /// not matter. A bare program name is left for PATH.
     fn resolve(mut self, name: &str, base: Option<&Path>) -> anyhow::Result<ActionConfig> {
-        if name.is_empty()
-            || name.len() > crate::command::MAX_NAME_BYTES
-            || name.starts_with('-')
-            || name.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            bail!(
-                "invalid action name {name:?}: names are 1 to {} bytes without whitespace \
-                 or control characters and do not start with '-'",
-                crate::command::MAX_NAME_BYTES
-            );
+        crate::command::valid_name(name).map_err(|e| anyhow::anyhow!("actions: {e}"))?;
+        if name.starts_with('-') {
+            // `run -x` reads as an option, so such an action could never run.
+            bail!("actions: invalid name '{name}': an action's name does not start with '-'");
         }
         if self.program.is_empty() {
             bail!("actions.{name}: program must not be empty");
@@ -654,10 +648,24 @@ mod tests {
             page_args: false,
             page_dash_args: false,
         };
-        for name in ["", "--to", "-x", "two words", "tab\there"] {
+        for name in [
+            "",
+            "--to",
+            "-x",
+            "two words",
+            "tab\there",
+            "1up",
+            "ünï",
+            "a\u{202e}b",
+        ] {
             let e = action("true", None).resolve(name, None);
             assert!(e.is_err(), "{name:?}");
         }
+        let e = action("true", None)
+            .resolve("1up", None)
+            .expect_err("refused");
+        assert!(e.to_string().contains(crate::command::NAME_RULE), "{e}");
+        assert!(action("true", None).resolve("up-2.b:c_D", None).is_ok());
         assert!(action("", None).resolve("a", None).is_err());
         assert!(action("true", Some(0)).resolve("a", None).is_err());
         assert!(action("true", Some(1)).resolve("a", None).is_ok());

@@ -4,7 +4,9 @@
 //! [`ConsoleOut`] is the only way pagewire prints on its standard output:
 //! Monitor lines, the text of a `ws write` that reached no page, command
 //! replies. One printer thread owns the output and writes lines in the order
-//! they were handed over; while a line editor is active, lines go through
+//! they were handed over, with control characters escaped
+//! ([`crate::text::escape_lines`]: a line break stays one, nothing else
+//! reaches the terminal raw); while a line editor is active, lines go through
 //! the editor so they appear above the prompt instead of through it. Handing
 //! over a line never blocks: if standard output stalls (a full pipe nobody
 //! reads), lines beyond [`CONSOLE_BACKLOG`] are dropped and counted, and the
@@ -146,7 +148,7 @@ impl ConsoleOut {
                 // The printer thread is gone; there is nowhere left to print.
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             },
-            Target::Direct => write_stdout(&text),
+            Target::Direct => write_stdout(&crate::text::escape_lines(&text)),
             Target::Capture(tx) => {
                 let _ = tx.send(text);
             }
@@ -227,7 +229,13 @@ fn printer_thread(mut rx: mpsc::Receiver<Msg>, dropped: Arc<AtomicU64>) {
     }
 }
 
-fn emit(editor: &mut Option<Box<dyn ExternalPrinter + Send>>, mut text: String) {
+fn emit(editor: &mut Option<Box<dyn ExternalPrinter + Send>>, text: String) {
+    // Monitor lines and replies come escaped already (the fast path); this
+    // is the last guard before the terminal.
+    let mut text = match crate::text::escape_lines(&text) {
+        std::borrow::Cow::Owned(escaped) => escaped,
+        std::borrow::Cow::Borrowed(_) => text,
+    };
     if !text.ends_with('\n') {
         text.push('\n');
     }

@@ -6,6 +6,7 @@
 //! module knows meaning: whether index 7 is live and whether this door may
 //! run the command.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -215,19 +216,30 @@ impl Executor {
     }
 
     /// Parses and runs `line` on behalf of `door`.
+    ///
+    /// The reply's output is escaped ([`crate::text::escape_lines`]): every
+    /// door may show it on a terminal (the CLI, `pagewire console`, curl on
+    /// `/shell`), so none of it may act as a control sequence there.
     pub async fn run_line(&self, line: &str, door: Door) -> Reply {
-        let (reply, reported) = match command::parse(line) {
+        let (mut reply, reported, name) = match command::parse(line) {
             // A page's registration has its own Monitor line ("ws 7
             // registered 'status'"); a second one per page would double
             // what thousands of pages opening cost the Monitor.
             Ok(cmd @ Command::Register { .. }) => {
+                let name = cmd.name();
                 let reply = self.run(cmd, door).await;
                 let reported = reply.ok && matches!(door, Door::Page(_));
-                (reply, reported)
+                (reply, reported, name)
             }
-            Ok(cmd) => (self.run(cmd, door).await, false),
-            Err(e) => (Reply::err(e), false),
+            Ok(cmd) => {
+                let name = cmd.name();
+                (self.run(cmd, door).await, false, name)
+            }
+            Err(e) => (Reply::err(e), false, "(unreadable line)"),
         };
+        if let Cow::Owned(escaped) = crate::text::escape_lines(&reply.output) {
+            reply.output = escaped;
+        }
         let slot = &self.inner.counters.counts[door.slot()][usize::from(reply.ok)];
         slot.fetch_add(1, Relaxed);
         if reported {
@@ -239,11 +251,24 @@ impl Executor {
         } else {
             ""
         };
-        self.inner.hub.monitor().emit(format_args!(
+        let event = format_args!(
             "{door}: {} -> {}: {first}{more}",
             line.trim(),
             if reply.ok { "ok" } else { "error" },
-        ));
+        );
+        let monitor = self.inner.hub.monitor();
+        if reply.ok {
+            monitor.emit(event);
+        } else {
+            // A page (or anyone without the token) can send failing lines
+            // as fast as it likes, each different: one kind per door and
+            // command, so that a flood of them is summarised.
+            let from = match door {
+                Door::Page(_) => "page *",
+                other => other.label(),
+            };
+            monitor.emit_as(format_args!("{from}: {name} -> error"), event);
+        }
         reply
     }
 
@@ -289,7 +314,9 @@ impl Executor {
             Command::Write { target, text } => {
                 let msg = Message::Write { text: text.clone() };
                 self.send(&target, &msg, "ws write", |why| {
-                    self.inner.console.print(&text);
+                    // One line, as text: the console is the operator's
+                    // terminal, and the text may come from a page.
+                    self.inner.console.print(crate::text::escape(&text));
                     format!("{why}; printed on the console")
                 })
                 .await
@@ -443,8 +470,11 @@ fn plural(n: usize, noun: &str) -> String {
 
 /// Renders the `ws` listing: one line per connection, the index first, and
 /// in a cluster the node that holds it last; then a `note:` line for each
-/// node that could not be asked.
+/// node that could not be asked. Every field that is text is escaped
+/// ([`crate::text::Escaped`]), so that none can start a line of its own:
+/// names and nodes may come from another node of a cluster.
 pub fn render_list(listing: &Listing) -> String {
+    use crate::text::Escaped;
     let mut out = String::new();
     if listing.conns.is_empty() {
         out.push_str("no WebSocket connections\n");
@@ -454,7 +484,7 @@ pub fn render_list(listing: &Listing) -> String {
         let names = if c.names.is_empty() {
             "-".to_string()
         } else {
-            c.names.join(",")
+            Escaped(&c.names.join(",")).to_string()
         };
         let page = if c.page.is_empty() { "-" } else { &c.page };
         let _ = write!(
@@ -468,15 +498,15 @@ pub fn render_list(listing: &Listing) -> String {
             c.bytes_in,
             c.msgs_out,
             c.bytes_out,
-            page
+            Escaped(page)
         );
         if let Some(node) = &listed.node {
-            let _ = write!(out, " node={node}");
+            let _ = write!(out, " node={}", Escaped(node));
         }
         out.push('\n');
     }
     for note in &listing.notes {
-        let _ = writeln!(out, "note: {note}");
+        let _ = writeln!(out, "note: {}", Escaped(note));
     }
     out.truncate(out.trim_end().len());
     out
@@ -634,6 +664,36 @@ mod tests {
         assert_eq!(
             render_list(&listing),
             "no WebSocket connections\nnote: node web2 did not answer within 1s"
+        );
+    }
+
+    #[test]
+    fn listings_escape_every_text_field() {
+        use crate::backplane::Listed;
+        use crate::hub::ConnInfo;
+        // Names and node ids may come from another node of a cluster.
+        let listing = Listing {
+            conns: vec![Listed {
+                info: ConnInfo {
+                    id: 7,
+                    names: vec!["st\u{202e}atus".into(), "x\n8 names=forged".into()],
+                    remote: "127.0.0.1:5000".parse().expect("address"),
+                    page: "/\u{1b}[2J".into(),
+                    age: Duration::from_secs(3),
+                    msgs_in: 1,
+                    bytes_in: 2,
+                    msgs_out: 3,
+                    bytes_out: 4,
+                },
+                node: Some("web\r1".into()),
+            }],
+            notes: vec!["node \u{9b}2J did not answer".into()],
+        };
+        assert_eq!(
+            render_list(&listing),
+            "7 names=st\\u{202e}atus,x\\n8 names=forged remote=127.0.0.1:5000 age=3s \
+             in=1msg/2B out=3msg/4B page=/\\u{1b}[2J node=web\\r1\n\
+             note: node \\u{9b}2J did not answer"
         );
     }
 

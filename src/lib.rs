@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod protocol;
 pub mod serve;
 pub mod shutdown;
+pub mod text;
 pub mod ws;
 
 #[cfg(test)]

@@ -50,8 +50,8 @@ pub(super) static WS_REGISTER: CommandDef = CommandDef {
            ws close commands addressed to NAME. A page may register several names, and\n\
            several pages may register the same name. Only a page can register; from the\n\
            console, the CLI or HTTP it is an error.\n\
-           NAME is 1 to 128 bytes without whitespace or control characters, and neither\n\
-           * nor all digits (those mean every connection and an index).",
+           NAME is 1 to 64 characters of ASCII letters, digits and -_.: and does not\n\
+           start with a digit (so that it never reads as an index).",
     example: "ws register status",
     extra_hint: None,
 };
@@ -253,7 +253,7 @@ pub(super) fn subcommands(group: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, MAX_NAME_BYTES};
+    use super::super::{parse, MAX_NAME_LEN, NAME_RULE};
     use super::*;
 
     #[test]
@@ -290,10 +290,15 @@ mod tests {
     }
 
     #[test]
-    fn register_help_states_the_name_limit() {
-        assert!(WS_REGISTER
+    fn register_help_states_the_name_rule() {
+        let help = WS_REGISTER
             .help
-            .contains(&format!("1 to {MAX_NAME_BYTES} bytes")));
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let rule = NAME_RULE.strip_prefix("a name is ").expect("the rule");
+        assert!(help.contains(rule), "{help}");
+        assert!(NAME_RULE.contains(&format!("1 to {MAX_NAME_LEN} characters")));
     }
 
     #[test]

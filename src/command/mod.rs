@@ -14,8 +14,13 @@ pub use lex::{quote, tokenize};
 /// The longest command line accepted, in bytes.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// The longest name (`ws register`, a TARGET, `set notify`), in bytes.
-pub const MAX_NAME_BYTES: usize = 128;
+/// The longest name (`ws register`, a TARGET, `set notify`, an action), in
+/// characters (ASCII, so bytes too).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// What a name may hold, as every refusal of one says it (spec section 1).
+pub const NAME_RULE: &str = "a name is 1 to 64 characters of ASCII letters, digits and -_.: \
+                             and does not start with a digit";
 
 /// The connections a command addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,18 +138,18 @@ impl Command {
 /// Why a name is not valid; see [`valid_name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NameProblem {
-    /// Empty, or longer than [`MAX_NAME_BYTES`].
-    #[error("names must be 1 to {MAX_NAME_BYTES} bytes long")]
-    Length,
-    /// `*`, which means every connection.
-    #[error("names must not be '*', which means every connection")]
-    Star,
-    /// Only ASCII digits, which would read as an index.
-    #[error("names must not be all digits, which would read as an index")]
-    AllDigits,
-    /// Holds whitespace or a control character.
-    #[error("names must not contain whitespace or control characters")]
-    Whitespace,
+    /// Nothing at all.
+    #[error("it is empty")]
+    Empty,
+    /// Longer than [`MAX_NAME_LEN`].
+    #[error("it is longer than {MAX_NAME_LEN} characters")]
+    TooLong,
+    /// A digit first: `7abc` would start like an index.
+    #[error("it starts with a digit")]
+    LeadingDigit,
+    /// A character outside the rule (a blank, `*`, `/`, a non-ASCII letter...).
+    #[error("'{}' is not allowed", crate::text::Escaped(.0.encode_utf8(&mut [0; 4])))]
+    Char(char),
 }
 
 /// A command line that cannot be parsed. The `Display` text is the one-line
@@ -261,7 +266,7 @@ pub enum ParseError {
         index: String,
     },
     /// A name that [`valid_name`] refuses.
-    #[error("invalid name '{}': {problem}", Shown(.name))]
+    #[error("invalid name '{}': {problem}; {NAME_RULE}", Shown(.name))]
     InvalidName {
         /// The name given.
         name: String,
@@ -300,17 +305,10 @@ impl Shown<'_> {
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, c) in self.0.chars().enumerate() {
-            if i == Self::MAX_CHARS {
-                return f.write_str("...");
-            }
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
+        match self.0.char_indices().nth(Self::MAX_CHARS) {
+            Some((end, _)) => write!(f, "{}...", crate::text::Escaped(&self.0[..end])),
+            None => write!(f, "{}", crate::text::Escaped(self.0)),
         }
-        Ok(())
     }
 }
 
@@ -326,19 +324,26 @@ impl fmt::Display for Hint {
     }
 }
 
-/// Checks a name given to `ws register`, as a TARGET or to `set notify`:
-/// 1 to [`MAX_NAME_BYTES`] bytes of any Unicode text without whitespace or
-/// control characters, and neither `*` nor all ASCII digits, since those read
-/// as a TARGET of every connection or of an index.
+/// Checks a name given to `ws register`, as a TARGET, to `set notify` or
+/// to a configured action, against [`NAME_RULE`]: 1 to [`MAX_NAME_LEN`]
+/// ASCII letters, digits and `-_.:`, not starting with a digit (so that it
+/// can never read as an index; `*` is refused as well). ASCII only, on
+/// purpose: a name is an element id in a page and a word in listings and
+/// Monitor lines, where look-alike letters from other scripts, bidi
+/// overrides or invisible characters would let two different names look
+/// the same.
 pub fn valid_name(s: &str) -> Result<(), ParseError> {
-    let problem = if s.is_empty() || s.len() > MAX_NAME_BYTES {
-        NameProblem::Length
-    } else if s == "*" {
-        NameProblem::Star
-    } else if s.bytes().all(|b| b.is_ascii_digit()) {
-        NameProblem::AllDigits
-    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        NameProblem::Whitespace
+    let problem = if s.is_empty() {
+        NameProblem::Empty
+    } else if let Some(c) = s
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        NameProblem::Char(c)
+    } else if s.len() > MAX_NAME_LEN {
+        NameProblem::TooLong
+    } else if s.starts_with(|c: char| c.is_ascii_digit()) {
+        NameProblem::LeadingDigit
     } else {
         return Ok(());
     };

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use axum::extract::ConnectInfo;
@@ -58,9 +58,6 @@ const MAX_REFUSING: usize = 64;
 /// the client had already sent (closing with unread data would reset the
 /// connection and lose the answer).
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
-
-/// A recurring Monitor event is printed at most once per this interval.
-const THROTTLE: Duration = Duration::from_secs(1);
 
 /// How the accept loop serves connections.
 #[derive(Clone, Copy, Debug)]
@@ -155,12 +152,8 @@ pub async fn serve(
         stats,
         monitor,
         stop,
-        tls_failures: Mutex::new(Throttle::default()),
     });
     let connections = TaskTracker::new();
-    let mut refused_ip = Throttle::default();
-    let mut refused_total = Throttle::default();
-    let mut accept_errors = Throttle::default();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = tokio::select! {
@@ -177,8 +170,8 @@ pub async fn serve(
             Err(e) => {
                 // Most likely out of file descriptors. Accepting again at
                 // once would spin; waiting lets connections close first.
-                accept_errors.emit(
-                    &server.monitor,
+                server.monitor.emit_as(
+                    "accept failed",
                     format_args!("accept failed: {e}; retrying in {backoff:?}"),
                 );
                 tokio::select! {
@@ -197,14 +190,11 @@ pub async fn serve(
             }
             Err(why) => {
                 server.stats.refused.fetch_add(1, Ordering::Relaxed);
-                let throttle = match why {
-                    Refused::Total(_) => &mut refused_total,
-                    Refused::PerAddress { .. } => &mut refused_ip,
-                };
-                throttle.emit(
-                    &server.monitor,
-                    format_args!("refused connection from {peer}: {why}"),
-                );
+                // A flood of these is summarised by the Monitor; the
+                // client's address and port are not part of its kind.
+                server
+                    .monitor
+                    .emit(format_args!("refused connection from {peer}: {why}"));
                 server.refuse(tcp, why);
             }
         }
@@ -256,7 +246,6 @@ struct Server {
     stats: Arc<ServerStats>,
     monitor: Monitor,
     stop: CancellationToken,
-    tls_failures: Mutex<Throttle>,
 }
 
 impl Server {
@@ -274,10 +263,11 @@ impl Server {
             Ok(Err(e)) => {
                 self.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
                 // Browsers abort handshakes with certificates they do not
-                // trust yet; worth a line, but not one per attempt.
-                let mut throttle = lock(&self.tls_failures);
-                throttle.emit(
-                    &self.monitor,
+                // trust yet; worth a line, but not one per attempt: one
+                // kind, whatever the peer and the error, for the Monitor
+                // to summarise.
+                self.monitor.emit_as(
+                    "TLS handshake with * failed",
                     format_args!("TLS handshake with {peer} failed: {e}"),
                 );
             }
@@ -468,29 +458,6 @@ impl Drop for SlotInner {
     }
 }
 
-/// Prints a recurring event at most once per [`THROTTLE`], saying how many
-/// were held back since, so a flood cannot flood the Monitor too.
-#[derive(Default)]
-struct Throttle {
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl Throttle {
-    fn emit(&mut self, monitor: &Monitor, event: impl fmt::Display) {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < THROTTLE) {
-            self.held += 1;
-            return;
-        }
-        self.last = Some(now);
-        match std::mem::take(&mut self.held) {
-            0 => monitor.emit(event),
-            held => monitor.emit(format_args!("{event} (and {held} more like it)")),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,22 +495,6 @@ mod tests {
         assert_eq!(open.total, 0);
         assert_eq!(l.stats.open.load(Ordering::Relaxed), 0);
         assert!(open.per_ip.is_empty(), "no entry left for gone addresses");
-    }
-
-    #[test]
-    fn throttle_holds_back_repeats() {
-        let monitor = Monitor::new();
-        let mut rx = monitor.subscribe();
-        let mut t = Throttle::default();
-        t.emit(&monitor, "one");
-        t.emit(&monitor, "two");
-        t.emit(&monitor, "three");
-        assert!(rx.try_recv().expect("first line").ends_with(" one"));
-        assert!(
-            rx.try_recv().is_err(),
-            "repeats within the interval are held"
-        );
-        assert_eq!(t.held, 2);
     }
 
     #[test]

@@ -13,4 +13,5 @@ mod page;
 mod reliability;
 mod secure;
 mod support;
+mod terminal;
 mod ws;
