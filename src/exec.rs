@@ -267,7 +267,7 @@ impl Executor {
                 Door::Page(_) => "page *",
                 other => other.label(),
             };
-            monitor.emit_as(format_args!("{from}: {name} -> error"), event);
+            monitor.emit_summarised(format_args!("{from}: {name} -> error"), event);
         }
         reply
     }

@@ -14,28 +14,22 @@
 //! Some events a stranger can cause at will: a wrong bearer token, a
 //! refused request or WebSocket, a command a page may not run, a protocol
 //! error. A thousand of them must not make a thousand lines on every
-//! watcher and every page. So every event has a *kind*, and within a
-//! window of [`FLOOD_WINDOW`] only the first [`FLOOD_BURST`] events of a
-//! kind are shown; the rest are counted, and when the window ends (a timer:
-//! the summary comes even if the flood simply stops) one line says
-//! `KIND … repeated N times`. While a flood goes on, each further window
-//! gives that one summary line and nothing else; a window without any event
-//! of the kind ends the flood, and the next one is shown in full again.
-//!
-//! An event's kind is its line with what varies from one connection to the
-//! next masked as `*`: IP addresses, ports, and connection indexes (the
-//! number after `ws ` or `page `). So `refused command from
-//! 127.0.0.1:50312: wrong bearer token` is of the kind `refused command
-//! from *: wrong bearer token`, whatever the client's port. Other numbers
-//! are kept: an action's `step 1`, `step 2` are different lines. Where the
-//! line holds text a stranger chooses (a command a page sent), the emitter
-//! names the kind itself with [`Monitor::emit_as`].
+//! watcher and every page. Their emitters use [`Monitor::emit_summarised`]
+//! and name the event's *kind* (`refused command: wrong bearer token`):
+//! within a window of [`FLOOD_WINDOW`] only the first [`FLOOD_BURST`]
+//! events of a kind are shown; the rest are counted, and when the window
+//! ends (a timer: the summary comes even if the flood simply stops) one line
+//! says `KIND … repeated N times`. While a flood goes on, each further
+//! window gives that one summary line and nothing else; a window without
+//! any event of the kind ends the flood, and the next one is shown in full
+//! again. Everything else (a page opened, a name registered, an operator's
+//! command) goes through [`Monitor::emit`] and is always shown: those are
+//! what an operator watches for, and each is bounded by a limit of its own.
 //!
 //! Limits: at most [`MAX_KINDS`] kinds are tracked at once (an event of a
-//! new kind beyond that is shown, not tracked), and a kind is the first
-//! [`MAX_KIND_BYTES`] bytes of its masked line.
+//! new kind beyond that is shown, not tracked), and a kind is at most
+//! [`MAX_KIND_BYTES`] bytes.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -53,14 +47,13 @@ pub const MONITOR_BACKLOG: usize = 1024;
 pub const FLOOD_WINDOW: Duration = Duration::from_secs(1);
 
 /// How many events of one kind a window shows in full; the rest are
-/// summarised. More than one, so that a few pages opening together, or
-/// two `pagewire monitor` attaching, are all seen.
-pub const FLOOD_BURST: u32 = 3;
+/// summarised.
+pub const FLOOD_BURST: u32 = 1;
 
 /// Most kinds tracked at once.
 pub const MAX_KINDS: usize = 1024;
 
-/// Longest kind, in bytes of its masked line.
+/// Longest kind, in bytes.
 pub const MAX_KIND_BYTES: usize = 200;
 
 /// Width of the time stamp that starts every line (`HH:MM:SS.mmm`).
@@ -87,11 +80,6 @@ impl Default for Monitor {
     }
 }
 
-thread_local! {
-    /// Where an event's kind is written, reused: masking allocates nothing.
-    static KIND: RefCell<String> = RefCell::new(String::with_capacity(MAX_KIND_BYTES + 8));
-}
-
 impl Monitor {
     /// A Monitor with no watchers yet.
     pub fn new() -> Self {
@@ -104,32 +92,30 @@ impl Monitor {
         }
     }
 
-    /// Renders `event` to a line and hands it to every current watcher,
-    /// unless it is part of a flood (see the module docs). Its kind is its
-    /// own line, masked.
+    /// Renders `event` to a line and hands it to every current watcher.
     pub fn emit(&self, event: impl fmt::Display) {
-        let line = render(event);
-        KIND.with(|kind| {
-            let mut kind = kind.borrow_mut();
-            kind.clear();
-            kind_of(&line[STAMP_ROOM.len()..], &mut kind);
-            self.publish(&kind, line);
-        });
+        self.send(render(event));
     }
 
-    /// Like [`Monitor::emit`], with the kind named by the caller: for
-    /// events whose text a stranger chooses. `kind` is also what the
-    /// summary of a flood says, e.g. `page *: ws write -> error`.
-    pub fn emit_as(&self, kind: impl fmt::Display, event: impl fmt::Display) {
-        let line = render(event);
-        KIND.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            scratch.clear();
-            let _ = write!(scratch, "{kind}");
-            text::escape_tail(&mut scratch, 0);
-            truncate_kind(&mut scratch);
-            self.publish(&scratch, line);
-        });
+    /// Like [`Monitor::emit`], for an event a stranger can repeat at will:
+    /// a flood of events of the same `kind` is summarised (see the module
+    /// docs). `kind` is also what the summary says, e.g. `refused command:
+    /// wrong bearer token`.
+    pub fn emit_summarised(&self, kind: impl fmt::Display, event: impl fmt::Display) {
+        let mut kind = kind.to_string();
+        text::escape_tail(&mut kind, 0);
+        truncate_kind(&mut kind);
+        self.publish(&kind, render(event));
+    }
+
+    /// Says at once how many events of each kind are being held back, as
+    /// the end of their windows would: for shutdown, when no timer is
+    /// going to fire any more.
+    pub fn flush_floods(&self) {
+        let held = lock(&self.inner.floods).take_held();
+        for (kind, held) in held {
+            self.send(summary(&kind, held));
+        }
     }
 
     /// A new watcher, seeing every line emitted from now on.
@@ -292,6 +278,18 @@ impl Floods {
         Some(held)
     }
 
+    /// Every kind with events held back, and how many; their windows
+    /// count as ended.
+    fn take_held(&mut self) -> Vec<(Box<str>, u64)> {
+        let mut held = Vec::new();
+        for (kind, w) in &mut self.kinds {
+            if w.held > 0 {
+                held.push((kind.clone(), std::mem::take(&mut w.held)));
+            }
+        }
+        held
+    }
+
     /// No timer could be started for `kind`.
     fn disarm(&mut self, kind: &str) {
         if let Some(w) = self.kinds.get_mut(kind) {
@@ -331,82 +329,6 @@ impl Window {
     }
 }
 
-/// Writes the kind of the (escaped) event `text` to `out`: the text with IP
-/// addresses, ports and connection indexes masked as `*`, cut at
-/// [`MAX_KIND_BYTES`]. Runs on every event, so it looks only at bytes that
-/// may start an address or an index, and no further than the cut.
-fn kind_of(text: &str, out: &mut String) {
-    let b = text.as_bytes();
-    let mut copied = 0;
-    let mut i = 0;
-    loop {
-        // Past this, the kind is cut anyway.
-        let limit = (copied + MAX_KIND_BYTES + 1)
-            .saturating_sub(out.len())
-            .min(b.len());
-        let Some(next) = b
-            .get(i..limit)
-            .and_then(|rest| rest.iter().position(|&c| MAY_START[usize::from(c)]))
-        else {
-            break;
-        };
-        i += next;
-        if i > 0 && IN_WORD[usize::from(b[i - 1])] {
-            i += 1;
-            continue;
-        }
-        let masked = match b[i] {
-            b'[' => bracketed_address(b, i),
-            b'0'..=b'9' => ipv4(b, i)
-                .or_else(|| bare_ipv6(b, i))
-                .or_else(|| connection_index(b, i)),
-            _ => bare_ipv6(b, i),
-        };
-        match masked {
-            Some(end) => {
-                out.push_str(&text[copied..i]);
-                out.push('*');
-                i = end;
-                copied = end;
-            }
-            None => i += 1,
-        }
-    }
-    // The rest, up to just past the cut (so that the cut shows).
-    let room = (MAX_KIND_BYTES + 1).saturating_sub(out.len());
-    let mut end = copied.saturating_add(room).min(b.len());
-    while !text.is_char_boundary(end) {
-        end += 1;
-    }
-    out.push_str(&text[copied..end]);
-    truncate_kind(out);
-}
-
-/// Bytes that may start an address or an index: digits, hex letters, `[`
-/// and `:`.
-const MAY_START: [bool; 256] = {
-    let mut class = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        class[c] = b.is_ascii_hexdigit() || b == b'[' || b == b':';
-        c += 1;
-    }
-    class
-};
-
-/// Bytes after which no address or index starts (inside a word or number).
-const IN_WORD: [bool; 256] = {
-    let mut class = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        class[c] = b.is_ascii_alphanumeric() || b == b'.';
-        c += 1;
-    }
-    class
-};
-
 /// Cuts a kind at [`MAX_KIND_BYTES`] (on a character boundary).
 fn truncate_kind(kind: &mut String) {
     if kind.len() > MAX_KIND_BYTES {
@@ -417,83 +339,6 @@ fn truncate_kind(kind: &mut String) {
         kind.truncate(end);
         kind.push('…');
     }
-}
-
-/// The end of a run of ASCII digits starting at `i`.
-fn digits_end(b: &[u8], i: usize) -> usize {
-    i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count()
-}
-
-/// A port after an address ending at `i` (`:5000`): where it ends.
-fn port_end(b: &[u8], i: usize) -> usize {
-    if b.get(i) == Some(&b':') && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
-        digits_end(b, i + 1)
-    } else {
-        i
-    }
-}
-
-/// `127.0.0.1` or `127.0.0.1:5000` at `i`: where it ends.
-fn ipv4(b: &[u8], i: usize) -> Option<usize> {
-    let mut at = i;
-    for part in 0..4 {
-        if part > 0 {
-            if b.get(at) != Some(&b'.') {
-                return None;
-            }
-            at += 1;
-        }
-        let end = digits_end(b, at);
-        if end == at || end - at > 3 {
-            return None;
-        }
-        at = end;
-    }
-    Some(port_end(b, at))
-}
-
-/// `[::1]` or `[2001:db8::1]:5000` at `i`: where it ends.
-fn bracketed_address(b: &[u8], i: usize) -> Option<usize> {
-    let inner = &b[i + 1..];
-    let close = inner.iter().take(48).position(|&c| c == b']')?;
-    let address = &inner[..close];
-    let plausible = address.iter().filter(|&&c| c == b':').count() >= 2
-        && address
-            .iter()
-            .all(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.'));
-    plausible.then(|| port_end(b, i + 1 + close + 1))
-}
-
-/// A bare IPv6 address (`::1`, `fe80::1`) at `i`: where it ends. Two
-/// colons at least and a digit, so that words and times of day are left.
-fn bare_ipv6(b: &[u8], i: usize) -> Option<usize> {
-    let run = b[i..]
-        .iter()
-        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.'))
-        .count();
-    // Not a trailing colon or full stop: they end the sentence.
-    let run = b[i..i + run]
-        .iter()
-        .rposition(u8::is_ascii_hexdigit)
-        .map_or(0, |last| last + 1);
-    let address = &b[i..i + run];
-    let colons = address.iter().filter(|&&c| c == b':').count();
-    let ends_word = !b.get(i + run).is_some_and(u8::is_ascii_alphanumeric);
-    (colons >= 2 && ends_word && address.iter().any(u8::is_ascii_digit)).then_some(i + run)
-}
-
-/// A connection index at `i`: digits right after the word `ws` or `page`.
-fn connection_index(b: &[u8], i: usize) -> Option<usize> {
-    let after = |word: &[u8]| {
-        i >= word.len()
-            && &b[i - word.len()..i] == word
-            && (i == word.len() || !b[i - word.len() - 1].is_ascii_alphanumeric())
-    };
-    if !(after(b"ws ") || after(b"page ")) {
-        return None;
-    }
-    let end = digits_end(b, i);
-    (!b.get(end).is_some_and(u8::is_ascii_alphanumeric)).then_some(end)
 }
 
 /// While `set notify NAME` is on, sends every Monitor line to element NAME
@@ -556,8 +401,14 @@ mod tests {
         tokio::time::sleep(FLOOD_WINDOW + Duration::from_millis(1)).await;
     }
 
+    const WRONG_TOKEN: &str = "refused command: wrong bearer token";
+
     fn wrong_token(port: u32) -> String {
         format!("refused command from 127.0.0.1:{port}: wrong bearer token")
+    }
+
+    fn refuse(monitor: &Monitor, port: u32) {
+        monitor.emit_summarised(WRONG_TOKEN, wrong_token(port));
     }
 
     #[test]
@@ -598,21 +449,19 @@ mod tests {
         let monitor = Monitor::new();
         let mut rx = monitor.subscribe();
         for port in 0..1000 {
-            monitor.emit(wrong_token(40000 + port));
+            refuse(&monitor, 40000 + port);
         }
-        let burst = drain(&mut rx);
-        let want: Vec<String> = (40000..40003).map(wrong_token).collect();
-        assert_eq!(burst, want);
+        assert_eq!(drain(&mut rx), [wrong_token(40000)]);
         // The flood stops; the timer says how many were held back.
         past_the_window().await;
         assert_eq!(
             drain(&mut rx),
-            ["refused command from *: wrong bearer token … repeated 997 times"]
+            ["refused command: wrong bearer token … repeated 999 times"]
         );
         tokio::time::sleep(10 * FLOOD_WINDOW).await;
         assert_eq!(drain(&mut rx), Vec::<String>::new(), "nothing more");
         // After a quiet window the next one is shown in full again.
-        monitor.emit(wrong_token(50000));
+        refuse(&monitor, 50000);
         assert_eq!(drain(&mut rx), [wrong_token(50000)]);
     }
 
@@ -623,7 +472,7 @@ mod tests {
         let mut lines = Vec::new();
         // 100 a second for 3.5 seconds.
         for sent in 0..350 {
-            monitor.emit(wrong_token(40000 + sent));
+            refuse(&monitor, 40000 + sent);
             tokio::time::sleep(Duration::from_millis(10)).await;
             lines.extend(drain(&mut rx));
         }
@@ -646,14 +495,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn kinds_are_counted_apart_and_events_of_other_kinds_pass() {
+    async fn kinds_are_counted_apart_and_plain_events_always_pass() {
         let monitor = Monitor::new();
         let mut rx = monitor.subscribe();
         for i in 0..5 {
-            monitor.emit(format_args!("ws {i} closed: protocol error (code 1002)"));
-            monitor.emit(format_args!("action build[1] stdout: step {i}"));
-            monitor.emit_as(
-                "page *: ws write -> error",
+            monitor.emit(format_args!("ws {i} opened from 127.0.0.1:{i} page /"));
+            monitor.emit_summarised(
+                "ws closed: protocol error",
+                format_args!("ws {i} closed: protocol error (code 1002)"),
+            );
+            monitor.emit_summarised(
+                "page: ws write -> error",
                 format_args!("page {i}: ws write * \"{i}\" -> error: needs operator rights"),
             );
         }
@@ -663,21 +515,49 @@ mod tests {
         let of = |prefix: &str| -> Vec<&String> {
             lines.iter().filter(|l| l.starts_with(prefix)).collect()
         };
-        // Lines that differ in more than an index are all shown.
-        assert_eq!(of("action build[1] stdout: step ").len(), 5, "{lines:#?}");
-        let closed = of("ws ");
-        assert_eq!(closed.len(), 4, "{lines:#?}");
+        assert_eq!(of("ws 4 opened").len(), 1, "{lines:#?}");
         assert_eq!(
-            closed[3],
-            "ws * closed: protocol error (code 1002) … repeated 2 times"
+            lines.iter().filter(|l| l.contains(" opened from ")).count(),
+            5,
+            "{lines:#?}"
         );
-        let refused = of("page ");
-        assert_eq!(refused.len(), 4, "{lines:#?}");
+        let closed: Vec<&String> = lines.iter().filter(|l| l.contains("closed")).collect();
         assert_eq!(
-            refused[0],
-            "page 0: ws write * \"0\" -> error: needs operator rights"
+            closed,
+            [
+                "ws 0 closed: protocol error (code 1002)",
+                "ws closed: protocol error … repeated 4 times"
+            ],
+            "{lines:#?}"
         );
-        assert_eq!(refused[3], "page *: ws write -> error … repeated 2 times");
+        let refused = of("page");
+        assert_eq!(
+            refused,
+            [
+                "page 0: ws write * \"0\" -> error: needs operator rights",
+                "page: ws write -> error … repeated 4 times"
+            ],
+            "{lines:#?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_says_what_is_held() {
+        let monitor = Monitor::new();
+        let mut rx = monitor.subscribe();
+        for port in 0..10 {
+            refuse(&monitor, port);
+        }
+        monitor.flush_floods();
+        assert_eq!(
+            drain(&mut rx),
+            [
+                wrong_token(0),
+                "refused command: wrong bearer token … repeated 9 times".into()
+            ]
+        );
+        past_the_window().await;
+        assert_eq!(drain(&mut rx), Vec::<String>::new(), "said once");
     }
 
     #[test]
@@ -731,131 +611,5 @@ mod tests {
         let later = t0 + FLOOD_WINDOW;
         assert_eq!(floods.note("one more", later), (Verdict::Show, None));
         assert_eq!(floods.kinds.len(), 1);
-    }
-
-    #[test]
-    fn kinds_mask_addresses_ports_and_indexes() {
-        let cases = [
-            (
-                "refused command from 127.0.0.1:50312: wrong bearer token",
-                "refused command from *: wrong bearer token",
-            ),
-            (
-                "refused WebSocket from [::1]:5000: too many connections from ::1 (3 at most)",
-                "refused WebSocket from *: too many connections from * (3 at most)",
-            ),
-            (
-                "refused [2001:db8::1]:443: address not admitted (GET /)",
-                "refused *: address not admitted (GET /)",
-            ),
-            (
-                "refused connection from 10.1.2.3:9: too many from fe80::1:2",
-                "refused connection from *: too many from *",
-            ),
-            (
-                "ws 7 opened from 127.0.0.1:5000 page http://127.0.0.1:8080/x.html",
-                "ws * opened from * page http://*/x.html",
-            ),
-            ("ws 12 registered 'status'", "ws * registered 'status'"),
-            (
-                "page 7: run build -> ok: started build[3]",
-                "page *: run build -> ok: started build[3]",
-            ),
-            // Other numbers are part of what happened.
-            (
-                "action build[3] stdout: step 1 of 20",
-                "action build[3] stdout: step 1 of 20",
-            ),
-            ("event 100", "event 100"),
-            ("news 5, ws 5x, pages 5", "news 5, ws 5x, pages 5"),
-            ("version 1.2.3 at 12:30", "version 1.2.3 at 12:30"),
-            ("closed (code 1002)", "closed (code 1002)"),
-            ("[brackets] and [a:b]", "[brackets] and [a:b]"),
-        ];
-        for (line, want) in cases {
-            let mut kind = String::new();
-            kind_of(line, &mut kind);
-            assert_eq!(kind, want, "{line:?}");
-        }
-        let mut kind = String::new();
-        kind_of(&"x".repeat(64 * 1024), &mut kind);
-        assert_eq!(kind, format!("{}…", "x".repeat(MAX_KIND_BYTES)));
-        let mut kind = String::new();
-        kind_of(&format!("ws 1 {}", "é".repeat(400)), &mut kind);
-        assert!(kind.starts_with("ws * éé") && kind.ends_with('…'), "{kind}");
-        assert!(kind.len() <= MAX_KIND_BYTES + '…'.len_utf8());
-    }
-
-    /// What one event costs, escaping and the flood check included,
-    /// against the Monitor as it was before both (render, stamp, send).
-    /// Run with `cargo test --release --lib monitor::tests::emit_cost --
-    /// --ignored --nocapture`; docs/SECURITY.md has the figures.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn emit_cost() {
-        use std::time::Instant as Clock;
-        const N: usize = 100_000;
-        let (tx, _) = broadcast::channel::<Arc<str>>(MONITOR_BACKLOG);
-        let mut old_rx = tx.subscribe();
-        let old_emit = |e: &str| {
-            let now = time::OffsetDateTime::now_utc();
-            let stamp = now
-                .format(time::macros::format_description!(
-                    "[hour]:[minute]:[second].[subsecond digits:3]"
-                ))
-                .unwrap_or_default();
-            let line: Arc<str> = format!("{stamp} {e}").into();
-            let _ = tx.send(line);
-        };
-        // A page opening: the event the Monitor sees most. Each names
-        // another page, so each is of a kind of its own and shown in full.
-        let opened: Vec<String> = (0..N)
-            .map(|i| {
-                format!(
-                    "ws {i} opened from 127.0.0.1:{} page /p{i}.html",
-                    1024 + i % 60000
-                )
-            })
-            .collect();
-        let wrong: Vec<String> = (0..N)
-            .map(|i| wrong_token(1024 + i as u32 % 60000))
-            .collect();
-        let ns = |d: Duration| d.as_nanos() as f64 / N as f64;
-        let mut best = [f64::MAX; 4];
-        for _ in 0..5 {
-            let start = Clock::now();
-            for e in &opened {
-                old_emit(e);
-                while old_rx.try_recv().is_ok() {}
-            }
-            best[0] = best[0].min(ns(start.elapsed()));
-            // A new Monitor per round: no kind is left from the last.
-            let monitor = Monitor::new();
-            let mut rx = monitor.subscribe();
-            let start = Clock::now();
-            for e in &opened {
-                monitor.emit(e);
-                while rx.try_recv().is_ok() {}
-            }
-            best[1] = best[1].min(ns(start.elapsed()));
-            let start = Clock::now();
-            for e in &wrong {
-                monitor.emit(e);
-                while rx.try_recv().is_ok() {}
-            }
-            best[2] = best[2].min(ns(start.elapsed()));
-            let start = Clock::now();
-            let mut escaped = 0;
-            for e in &opened {
-                escaped += text::escape(e).len();
-            }
-            assert!(escaped > 0);
-            best[3] = best[3].min(ns(start.elapsed()));
-        }
-        println!(
-            "ns per event, best of 5 rounds of {N}: before {:.0}; now, shown {:.0}; \
-             now, held in a flood {:.0}; escaping alone {:.1}",
-            best[0], best[1], best[2], best[3]
-        );
     }
 }

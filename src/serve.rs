@@ -159,6 +159,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
+    // No flood timer fires any more: say now what floods held back.
+    monitor.flush_floods();
     printer_stop.cancel();
     let _ = printer.await;
     out.flush(Duration::from_secs(1)).await;

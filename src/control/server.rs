@@ -62,8 +62,10 @@ pub async fn serve(
                     "control: too many connections (limit {MAX_CONNECTIONS})"
                 )),
                 (_, Err(uid)) => {
-                    conn.monitor
-                        .emit(format_args!("control: refused a connection from uid {uid}"));
+                    conn.monitor.emit_summarised(
+                        "control: refused a connection from another user",
+                        format_args!("control: refused a connection from uid {uid}"),
+                    );
                     Some("control: permission denied".to_owned())
                 }
                 (Ok(_), Ok(())) => None,
@@ -123,9 +125,12 @@ impl Connection {
             match read {
                 LineRead::Eof => return Ok(()),
                 LineRead::TooLong => {
-                    self.monitor.emit(format_args!(
-                        "control: request longer than {MAX_REQUEST_LINE} bytes, connection closed"
-                    ));
+                    self.monitor.emit_summarised(
+                        "control: request too long",
+                        format_args!(
+                            "control: request longer than {MAX_REQUEST_LINE} bytes, connection closed"
+                        ),
+                    );
                     let answer = Answer::error(format!(
                         "control: request longer than {MAX_REQUEST_LINE} bytes"
                     ));

@@ -62,11 +62,10 @@ fn caller(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Calle
     let site = match front.origins.check(headers, front.scheme) {
         Ok(site) => site,
         Err(message) => {
-            front
-                .exec
-                .hub()
-                .monitor()
-                .emit(format_args!("refused command from {peer}: {message}"));
+            front.exec.hub().monitor().emit_summarised(
+                "refused command: cross-site",
+                format_args!("refused command from {peer}: {message}"),
+            );
             return Err(Refusal {
                 status: StatusCode::FORBIDDEN,
                 message,
@@ -77,9 +76,10 @@ fn caller(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Calle
     let operator = match credentials {
         Credentials::Valid => true,
         Credentials::Invalid => {
-            front.exec.hub().monitor().emit(format_args!(
-                "refused command from {peer}: wrong bearer token"
-            ));
+            front.exec.hub().monitor().emit_summarised(
+                "refused command: wrong bearer token",
+                format_args!("refused command from {peer}: wrong bearer token"),
+            );
             return Err(Refusal {
                 status: StatusCode::UNAUTHORIZED,
                 message: "wrong bearer token".into(),
@@ -120,10 +120,13 @@ fn refuse_unproven_get(
          page may only read (ws, help); use POST, the bearer token, or the CLI",
         cmd.name()
     );
-    front.exec.hub().monitor().emit(format_args!(
-        "refused command from {peer}: GET may only read without an Origin ('{}')",
-        cmd.name()
-    ));
+    front.exec.hub().monitor().emit_summarised(
+        "refused command: GET without an Origin",
+        format_args!(
+            "refused command from {peer}: GET may only read without an Origin ('{}')",
+            cmd.name()
+        ),
+    );
     Err(Refusal {
         status: StatusCode::FORBIDDEN,
         message,
@@ -182,11 +185,10 @@ fn body_of(
         } else {
             (e.status(), e.body_text())
         };
-        front
-            .exec
-            .hub()
-            .monitor()
-            .emit(format_args!("refused command from {peer}: {message}"));
+        front.exec.hub().monitor().emit_summarised(
+            format_args!("refused command: body ({status})"),
+            format_args!("refused command from {peer}: {message}"),
+        );
         Refusal { status, message }
     })
 }

@@ -164,6 +164,31 @@ async fn check_address(
     resp
 }
 
+/// The method, for a Monitor kind: one of a few words, whatever was sent.
+fn method_class(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        _ => "other method",
+    }
+}
+
+/// The route a path falls on, for a Monitor kind: a stranger chooses the
+/// path, so a flood of refusals must not become a kind per path.
+fn route_class(path: &str) -> &'static str {
+    match path {
+        "/ws" => "/ws",
+        "/api/command" => "/api/command",
+        "/shell" => "/shell",
+        "/metrics" => "/metrics",
+        "/healthz" => "/healthz",
+        "/ws.js" => "/ws.js",
+        _ => "files",
+    }
+}
+
 /// Answers a request the guard refused, and says so in the Monitor.
 fn refuse(front: &Front, peer: SocketAddr, req: &Request, refusal: Guarded) -> Response {
     let hub = front.exec.hub();
@@ -185,8 +210,20 @@ fn refuse(front: &Front, peer: SocketAddr, req: &Request, refusal: Guarded) -> R
             .refused_http
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    hub.monitor()
-        .emit(format_args!("refused {peer}: {why} ({method} {path})"));
+    let reason = match refusal {
+        Guarded::Address => "address",
+        Guarded::Host(_) => "host not served",
+        Guarded::BadHost(_) => "malformed host",
+        Guarded::TooLarge(_) => "body too large",
+    };
+    hub.monitor().emit_summarised(
+        format_args!(
+            "refused request: {reason} ({} {})",
+            method_class(req.method()),
+            route_class(req.uri().path())
+        ),
+        format_args!("refused {peer}: {why} ({method} {path})"),
+    );
     match refusal {
         Guarded::Address => StatusCode::FORBIDDEN.into_response(),
         Guarded::Host(_) => plain(StatusCode::FORBIDDEN, HOST_REFUSAL.to_owned()),

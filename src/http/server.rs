@@ -170,7 +170,7 @@ pub async fn serve(
             Err(e) => {
                 // Most likely out of file descriptors. Accepting again at
                 // once would spin; waiting lets connections close first.
-                server.monitor.emit_as(
+                server.monitor.emit_summarised(
                     "accept failed",
                     format_args!("accept failed: {e}; retrying in {backoff:?}"),
                 );
@@ -190,11 +190,10 @@ pub async fn serve(
             }
             Err(why) => {
                 server.stats.refused.fetch_add(1, Ordering::Relaxed);
-                // A flood of these is summarised by the Monitor; the
-                // client's address and port are not part of its kind.
-                server
-                    .monitor
-                    .emit(format_args!("refused connection from {peer}: {why}"));
+                server.monitor.emit_summarised(
+                    why.kind(),
+                    format_args!("refused connection from {peer}: {why}"),
+                );
                 server.refuse(tcp, why);
             }
         }
@@ -266,8 +265,8 @@ impl Server {
                 // trust yet; worth a line, but not one per attempt: one
                 // kind, whatever the peer and the error, for the Monitor
                 // to summarise.
-                self.monitor.emit_as(
-                    "TLS handshake with * failed",
+                self.monitor.emit_summarised(
+                    "TLS handshake failed",
                     format_args!("TLS handshake with {peer} failed: {e}"),
                 );
             }
@@ -372,6 +371,16 @@ enum Refused {
     Total(usize),
     /// This address holds its maximum number of connections.
     PerAddress { ip: IpAddr, max: usize },
+}
+
+impl Refused {
+    /// The Monitor's kind for a flood of these.
+    fn kind(self) -> &'static str {
+        match self {
+            Refused::Total(_) => "refused connection: too many open connections",
+            Refused::PerAddress { .. } => "refused connection: too many from one address",
+        }
+    }
 }
 
 impl fmt::Display for Refused {

@@ -79,13 +79,17 @@ pub(super) async fn upgrade(
         return resp;
     }
     if let Err(why) = front.origins.check(headers, front.scheme) {
-        hub.monitor()
-            .emit(format_args!("refused WebSocket from {peer}: {why}"));
+        hub.monitor().emit_summarised(
+            "refused WebSocket: cross-site",
+            format_args!("refused WebSocket from {peer}: {why}"),
+        );
         return refuse(StatusCode::FORBIDDEN, &why);
     }
     if let Err(e) = hub.admit(peer.ip()) {
-        hub.monitor()
-            .emit(format_args!("refused WebSocket from {peer}: {e}"));
+        hub.monitor().emit_summarised(
+            format_args!("refused WebSocket: {}", e.kind()),
+            format_args!("refused WebSocket from {peer}: {e}"),
+        );
         return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
     }
     let accept =
@@ -114,8 +118,10 @@ pub(super) async fn upgrade(
         };
         let open = |head: &[u8]| {
             conn::open_page(&hub, peer, &page, head).map_err(|e| {
-                hub.monitor()
-                    .emit(format_args!("refused WebSocket from {peer}: {e}"));
+                hub.monitor().emit_summarised(
+                    format_args!("refused WebSocket: {}", e.kind()),
+                    format_args!("refused WebSocket from {peer}: {e}"),
+                );
             })
         };
         // The connection gets a task of its own, holding only its own

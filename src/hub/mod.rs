@@ -220,6 +220,17 @@ pub enum OpenError {
     NoIndex,
 }
 
+impl OpenError {
+    /// The refusal without its figures, for a Monitor kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OpenError::TooMany(_) => "too many connections",
+            OpenError::TooManyFromAddress { .. } => "too many connections from one address",
+            OpenError::NoIndex => "no connection index available",
+        }
+    }
+}
+
 /// Where connection indexes come from when they must be unique beyond this
 /// daemon (a cluster). Asked once per opened connection, so it must answer
 /// from memory, without I/O.

@@ -771,12 +771,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
     /// Closes the connection for what it has sent so far (too much held, or
     /// too slow) and stops reading.
     fn refuse(&mut self, reason: CloseReason) {
-        self.hub.monitor().emit(format_args!(
-            "ws {} closed: {} (close {})",
-            self.conn.id(),
-            reason.reason,
-            reason.code
-        ));
+        self.hub.monitor().emit_summarised(
+            format_args!("ws closed: {}", reason.reason),
+            format_args!(
+                "ws {} closed: {} (close {})",
+                self.conn.id(),
+                reason.reason,
+                reason.code
+            ),
+        );
         self.close_with(reason);
         self.read_done = true;
     }
@@ -792,12 +795,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
     }
 
     fn protocol_close(&mut self, reason: CloseReason) {
-        self.hub.monitor().emit(format_args!(
-            "ws {} protocol error: {} (close {})",
-            self.conn.id(),
-            reason.reason,
-            reason.code
-        ));
+        self.hub.monitor().emit_summarised(
+            format_args!("ws protocol error: {}", reason.reason),
+            format_args!(
+                "ws {} protocol error: {} (close {})",
+                self.conn.id(),
+                reason.reason,
+                reason.code
+            ),
+        );
         self.close_with(reason);
     }
 
