@@ -615,19 +615,7 @@ impl Actions {
 
 /// User input as shown in an error: short, one line.
 fn shown(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == SHOWN_CHARS {
-            out.push_str("...");
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::text::shown(s, SHOWN_CHARS).to_string()
 }
 
 /// Why a keeper did not get the program running.

@@ -154,6 +154,30 @@ fn write_escaped(out: &mut impl fmt::Write, c: char) -> fmt::Result {
 #[derive(Clone, Copy, Debug)]
 pub struct Escaped<'a>(pub &'a str);
 
+/// Shows input inside a one-line message (an error, a Monitor line):
+/// escaped as by [`escape`] and cut after `max_chars` characters, with
+/// `...` when it was cut, so that a 64 KiB header or token cannot make a
+/// 64 KiB line.
+#[derive(Clone, Copy, Debug)]
+pub struct Shown<'a> {
+    text: &'a str,
+    max_chars: usize,
+}
+
+/// `text` for a one-line message, at most `max_chars` characters of it.
+pub fn shown(text: &str, max_chars: usize) -> Shown<'_> {
+    Shown { text, max_chars }
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.text.char_indices().nth(self.max_chars) {
+            Some((end, _)) => write!(f, "{}...", Escaped(&self.text[..end])),
+            None => write!(f, "{}", Escaped(self.text)),
+        }
+    }
+}
+
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut rest = self.0;

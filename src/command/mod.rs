@@ -174,7 +174,7 @@ pub enum ParseError {
     /// Something other than a blank right after a closing quote.
     #[error(
         "unexpected '{}' after a closing double quote; expected a blank or the end of the line",
-        Shown(.found)
+        shown(.found)
     )]
     TextAfterQuote {
         /// The text up to the next blank.
@@ -184,20 +184,20 @@ pub enum ParseError {
     #[error(
         "double quote inside '{}'; a double quote may only start a token \
          (inside a quoted token write \\\")",
-        Shown(.token)
+        shown(.token)
     )]
     QuoteInsideToken {
         /// The unquoted token holding it.
         token: String,
     },
     /// A first word that is no command.
-    #[error("unknown command '{}'; try 'help'", Shown(.name))]
+    #[error("unknown command '{}'; try 'help'", shown(.name))]
     UnknownCommand {
         /// The first word of the line.
         name: String,
     },
     /// A second word that is no subcommand of the first.
-    #[error("{command}: unknown subcommand '{}'; expected {expected}", Shown(.sub))]
+    #[error("{command}: unknown subcommand '{}'; expected {expected}", shown(.sub))]
     UnknownSubcommand {
         /// The command, e.g. `ws`.
         command: &'static str,
@@ -235,7 +235,7 @@ pub enum ParseError {
         usage: &'static str,
     },
     /// More arguments than the command takes.
-    #[error("{command}: unexpected extra argument '{}'; usage: {usage}{}", Shown(.arg), Hint(*.hint))]
+    #[error("{command}: unexpected extra argument '{}'; usage: {usage}{}", shown(.arg), Hint(*.hint))]
     ExtraArgument {
         /// The command.
         command: &'static str,
@@ -247,7 +247,7 @@ pub enum ParseError {
         hint: Option<&'static str>,
     },
     /// A word starting with `-` where the command takes no such option.
-    #[error("{command}: unknown option '{}'; usage: {usage}", Shown(.option))]
+    #[error("{command}: unknown option '{}'; usage: {usage}", shown(.option))]
     UnknownOption {
         /// The command.
         command: &'static str,
@@ -260,13 +260,13 @@ pub enum ParseError {
     #[error("index must be a positive integer, not 0")]
     IndexZero,
     /// A TARGET of digits beyond `u64::MAX`.
-    #[error("index {} is too large; the largest index is {}", Shown(.index), u64::MAX)]
+    #[error("index {} is too large; the largest index is {}", shown(.index), u64::MAX)]
     IndexTooLarge {
         /// The digits given.
         index: String,
     },
     /// A name that [`valid_name`] refuses.
-    #[error("invalid name '{}': {problem}; {NAME_RULE}", Shown(.name))]
+    #[error("invalid name '{}': {problem}; {NAME_RULE}", shown(.name))]
     InvalidName {
         /// The name given.
         name: String,
@@ -274,7 +274,7 @@ pub enum ParseError {
         problem: NameProblem,
     },
     /// `help` about something that is no command.
-    #[error("help: unknown topic '{}'; known topics: {known}", Shown(.topic))]
+    #[error("help: unknown topic '{}'; known topics: {known}", shown(.topic))]
     UnknownTopic {
         /// The topic given.
         topic: String,
@@ -293,23 +293,10 @@ fn char_name(ch: char) -> String {
     }
 }
 
-/// Shows user input inside an error: at most [`Shown::MAX_CHARS`] characters,
-/// control characters escaped, so that any error stays one short line.
-struct Shown<'a>(&'a str);
-
-impl Shown<'_> {
-    /// Enough to recognise a token; a 64 KiB token must not make a 64 KiB
-    /// error line.
-    const MAX_CHARS: usize = 40;
-}
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.char_indices().nth(Self::MAX_CHARS) {
-            Some((end, _)) => write!(f, "{}...", crate::text::Escaped(&self.0[..end])),
-            None => write!(f, "{}", crate::text::Escaped(self.0)),
-        }
-    }
+/// Shows user input inside an error: enough to recognise a token; a
+/// 64 KiB token must not make a 64 KiB error line.
+fn shown(text: &str) -> crate::text::Shown<'_> {
+    crate::text::shown(text, 40)
 }
 
 /// Shows an optional hint after a usage, with a separating space.

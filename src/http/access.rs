@@ -234,18 +234,10 @@ pub enum Site {
 const MAX_SHOWN: usize = 100;
 
 /// `text` for a one-line message (and the Monitor): at most [`MAX_SHOWN`]
-/// characters, with quotes and control characters escaped, so a header
-/// cannot forge a line or reach a terminal as a control sequence.
+/// characters, escaped, so a header cannot forge a line or reach a
+/// terminal as a control sequence.
 pub(crate) fn shown(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(MAX_SHOWN)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().nth(MAX_SHOWN).is_some() {
-        out.push_str("...");
-    }
-    out
+    crate::text::shown(text, MAX_SHOWN).to_string()
 }
 
 /// The origin (`scheme://authority`) of a Referer, or None when it is not
@@ -637,7 +629,7 @@ mod tests {
 
     #[test]
     fn shown_escapes_and_cuts() {
-        assert_eq!(shown("a\"\n\u{1b}[2J"), "a\\\"\\n\\u{1b}[2J");
+        assert_eq!(shown("a\"\n\u{1b}[2J"), "a\"\\n\\u{1b}[2J");
         let long = "x".repeat(500);
         assert_eq!(shown(&long).len(), MAX_SHOWN + 3);
     }

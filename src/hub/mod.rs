@@ -53,7 +53,8 @@ impl Default for HubLimits {
         HubLimits {
             outbox: OutboxLimits::default(),
             max_connections: 18_000,
-            max_connections_per_ip: 18_000,
+            // The configuration's default: one address gets an eighth.
+            max_connections_per_ip: 18_000 / 8,
             max_names_per_connection: 32,
         }
     }
