@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the browser tests: ws.js and the demo site in headless Chromium,
-# against the real daemon. Installs what it needs (Debian's chromium, the
-# npm packages of tests/browser) when missing.
+# against the real daemon, and the checks of ws.js's npm package (client/:
+# built files in sync, npm pack, tsc on a typed example). Installs what it
+# needs (Debian's chromium, the npm packages of tests/browser and client)
+# when missing.
 #
 #   scripts/browser-tests.sh [node --test args...]
 #
@@ -29,6 +31,8 @@ fi
 # No browser download: playwright-core drives the system's chromium.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 (cd tests/browser && npm ci --no-audit --no-fund)
+# TypeScript, for the package's typed example.
+(cd client && npm ci --no-audit --no-fund)
 
 if [ -z "${PAGEWIRE_BIN:-}" ]; then
   cargo build --locked --bin pagewire
