@@ -13,7 +13,7 @@ const path = require('node:path');
 
 const { REPO, SITE, lineHasName } = require('./lib/daemon');
 const { browserSuite } = require('./lib/suite');
-const { until } = require('./lib/wait');
+const { until, holds } = require('./lib/wait');
 const { POLL, listed, textIs } = require('./lib/pages');
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pagewire-esm-site-'));
@@ -111,4 +111,28 @@ test('a page with both the classic script and the module has one client and one 
   await daemon.ok('ws', 'exec', 'other', 'record', 'through the classic name');
   await page.waitForFunction(() => window.calls.length === 1, null, POLL);
   assert.deepEqual(await page.evaluate(() => window.calls), ['through the classic name']);
+});
+
+test('a copy of another version warns on the console and hands out the client already there', async () => {
+  const page = await context.newPage();
+  const warnings = [];
+  page.on('console', (msg) => {
+    if (msg.type() === 'warning') warnings.push(msg.text());
+  });
+  // The page's client, as an older copy of ws.js would have left it.
+  await page.addInitScript(() => {
+    const noop = function () {};
+    const api = { wsInit: noop, wsSend: noop, wsState: noop, wsInfo: noop, wsQuote: noop, wsExpose: noop };
+    Object.defineProperty(window, Symbol.for('pagewire ws.js'), { value: { version: '0.0.1', api } });
+    window.older = api;
+  });
+  await page.goto(`${daemon.url}/esm-both.html`);
+  await page.waitForFunction(() => window.found, null, POLL);
+
+  assert.equal(await page.evaluate(() => window.wsInit === window.older.wsInit && window.client.wsInit === window.older.wsInit), true);
+  const message = /^ws\.js \d+\.\d+\.\d+: this page already runs ws\.js 0\.0\.1; both use that one$/;
+  await until('a warning from each copy', () => warnings.filter((w) => message.test(w)).length === 2);
+  // The older copy's wsInit, a no-op here, is the one esm.js called: no
+  // second client connects behind its back.
+  await holds('no connection', async () => (await daemon.connections()).length === 0, 1000);
 });
