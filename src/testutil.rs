@@ -36,7 +36,7 @@ pub fn masked(key: [u8; 4], b0: u8, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&key);
     let start = out.len();
     out.extend_from_slice(payload);
-    crate::ws::frame::apply_mask(&mut out[start..], key);
+    crate::base::codec::apply_mask(&mut out[start..], key);
     out
 }
 

@@ -16,12 +16,12 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{duplex, split, AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::{Builder, Runtime};
 
-use pagewire::command::COMMANDS;
-use pagewire::console::ConsoleOut;
-use pagewire::exec::{Executor, PageRights};
-use pagewire::hub::{Hub, HubLimits};
-use pagewire::monitor::Monitor;
-use pagewire::ws::conn::{self, ConnLimits};
+use pagewire::base::command::COMMANDS;
+use pagewire::doors::console::ConsoleOut;
+use pagewire::engine::exec::{Executor, PageRights};
+use pagewire::engine::hub::{Hub, HubLimits};
+use pagewire::engine::monitor::Monitor;
+use pagewire::doors::page::driver::{self as conn, ConnLimits};
 
 /// One runtime for every input. Its clock is paused and jumps ahead
 /// whenever every task waits, so timeouts cost no real time and a task
@@ -73,7 +73,7 @@ fn check_output(mut out: &[u8]) {
                 assert!((2..=125).contains(&len), "close of {len} bytes");
                 let code = u16::from_be_bytes([payload[0], payload[1]]);
                 assert!(
-                    pagewire::ws::frame::close_code::is_valid(code),
+                    pagewire::base::codec::close_code::is_valid(code),
                     "close {code}"
                 );
                 assert!(std::str::from_utf8(&payload[2..]).is_ok());

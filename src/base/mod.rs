@@ -1,0 +1,7 @@
+//! The leaves: what every other layer uses and that imports nothing of the
+//! daemon.
+
+pub mod codec;
+pub mod command;
+pub mod protocol;
+pub mod text;
