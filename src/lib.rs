@@ -6,4 +6,6 @@ pub mod doors;
 pub mod engine;
 
 #[cfg(test)]
+mod layers;
+#[cfg(test)]
 mod testutil;

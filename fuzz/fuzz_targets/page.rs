@@ -17,8 +17,9 @@ use tokio::io::{duplex, split, AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::{Builder, Runtime};
 
 use pagewire::base::command::COMMANDS;
-use pagewire::doors::console::ConsoleOut;
-use pagewire::engine::exec::{Executor, PageRights};
+use pagewire::base::stdout::ConsoleOut;
+use pagewire::engine::exec::PageRights;
+use pagewire::engine::Engine;
 use pagewire::engine::hub::{Hub, HubLimits};
 use pagewire::engine::monitor::Monitor;
 use pagewire::doors::page::driver::{self as conn, ConnLimits};
@@ -91,14 +92,14 @@ async fn session(piece: usize, stream: &[u8]) {
     // are reachable from the stream.
     let rights = PageRights::new(COMMANDS.iter().map(|c| c.name.to_owned()).collect());
     let (console, _printed) = ConsoleOut::capture();
-    let exec = Executor::new(hub.clone(), console, rights, Default::default());
+    let engine = Engine::local(hub.clone(), rights, Default::default(), console);
     let conn = conn::open_page(&hub, ([127, 0, 0, 1], 4000).into(), "/fuzz", &[]).expect("open");
     let (client, server) = duplex(16 * 1024);
     let task = tokio::spawn(conn::run(
         server,
         Bytes::new(),
         conn,
-        exec,
+        engine,
         ConnLimits::default(),
     ));
     let (mut rd, mut wr) = split(client);

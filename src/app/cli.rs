@@ -23,7 +23,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::config::ServeArgs;
-use crate::doors::console::{ConsoleOut, Editor, EditorConfig};
+use crate::base::stdout::ConsoleOut;
+use crate::doors::console::{Editor, EditorConfig};
 use crate::doors::control::{self, Client, ClientError};
 
 /// Serve web pages and keep a live, addressable WebSocket to each of them.
@@ -193,7 +194,7 @@ fn one_command(name: &str, words: CommandWords, control: Option<PathBuf>) -> Out
     let path = control_path(control);
     client_runtime(async move {
         match control::run_command(&path, &line).await {
-            Ok(reply) if reply.ok => {
+            Ok(reply) if reply.is_ok() => {
                 if reply.output.is_empty() {
                     Outcome::Success
                 } else {

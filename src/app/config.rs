@@ -15,6 +15,8 @@ use crate::base::codec::Limits;
 use crate::doors::http::access::{AccessMode, AddressPolicy, AllowedHost};
 use crate::doors::http::server::ServerOptions;
 use crate::doors::page::driver::ConnLimits;
+use crate::engine::actions::ActionConfig;
+use crate::engine::backplane::redis::ClusterConfig;
 use crate::engine::hub::{HubLimits, OutboxLimits};
 
 /// The default listen address.
@@ -227,124 +229,6 @@ impl Default for PagesConfig {
     }
 }
 
-/// `[cluster]`: how a node takes part in a cluster (`--redis`).
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
-    /// Prefix of every Redis key and channel: daemons with the same Redis
-    /// and prefix form one cluster.
-    pub prefix: String,
-    /// Seconds a node's lease lives unless refreshed (every third of it); a
-    /// node that dies leaves every listing this long after.
-    pub lease_secs: u64,
-    /// Milliseconds a command waits for the other nodes to answer.
-    pub reply_timeout_ms: u64,
-    /// Indexes a node takes from Redis at a time.
-    pub index_block: u64,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            prefix: "pagewire".into(),
-            lease_secs: 10,
-            reply_timeout_ms: 1000,
-            index_block: 64,
-        }
-    }
-}
-
-impl ClusterConfig {
-    fn check(&self) -> anyhow::Result<()> {
-        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
-            bail!("cluster.prefix must be a non-empty word without blanks");
-        }
-        if !(1..=3600).contains(&self.lease_secs) {
-            bail!("cluster.lease_secs must be between 1 and 3600");
-        }
-        if !(10..=60_000).contains(&self.reply_timeout_ms) {
-            bail!("cluster.reply_timeout_ms must be between 10 and 60000");
-        }
-        if !(1..=1_000_000).contains(&self.index_block) {
-            bail!("cluster.index_block must be between 1 and 1000000");
-        }
-        Ok(())
-    }
-}
-
-/// `[actions.NAME]`: a program a page may run with `run NAME`.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct ActionConfig {
-    /// The program (a path, or a name looked up in PATH).
-    pub program: String,
-    /// Its arguments, before any the page passes.
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Working directory.
-    pub cwd: Option<PathBuf>,
-    /// Environment variables set for the program, besides the few it
-    /// always gets (see `actions::environment`).
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Variables of the daemon's own environment passed on to the program
-    /// as they are (by default it gets only PATH, HOME, the locale and a
-    /// few more).
-    #[serde(default)]
-    pub inherit_env: Vec<String>,
-    /// Seconds before it is killed (default 60).
-    pub timeout_secs: Option<u64>,
-    /// Whether `run NAME ARG...` may append arguments (default false). The
-    /// name says who it is mostly about: with it, a page chooses arguments.
-    #[serde(default)]
-    pub page_args: bool,
-    /// Whether those arguments may start with `-` (default false), so that
-    /// a page cannot pass options the program would act on.
-    #[serde(default)]
-    pub page_dash_args: bool,
-}
-
-impl ActionConfig {
-    /// Checks one `[actions.NAME]` table and makes its relative paths
-    /// relative to the configuration file's directory `base`, as `root`
-    /// and `control` are, so that the daemon's own working directory does
-    /// not matter. A bare program name is left for PATH.
-    fn resolve(mut self, name: &str, base: Option<&Path>) -> anyhow::Result<ActionConfig> {
-        crate::base::command::valid_name(name).map_err(|e| anyhow::anyhow!("actions: {e}"))?;
-        if name.starts_with('-') {
-            // `run -x` reads as an option, so such an action could never run.
-            bail!("actions: invalid name '{name}': an action's name does not start with '-'");
-        }
-        if self.program.is_empty() {
-            bail!("actions.{name}: program must not be empty");
-        }
-        if self.timeout_secs == Some(0) {
-            bail!("actions.{name}: timeout_secs must be positive");
-        }
-        if self.page_dash_args && !self.page_args {
-            bail!("actions.{name}: page_dash_args = true needs page_args = true");
-        }
-        for var in &self.inherit_env {
-            if var.is_empty() || var.contains(['=', '\0']) {
-                bail!("actions.{name}: inherit_env: {var:?} is not a variable name");
-            }
-            if var == "PAGEWIRE_TOKEN" {
-                bail!(
-                    "actions.{name}: inherit_env may not name PAGEWIRE_TOKEN: the operator's \
-                     token stays with the daemon"
-                );
-            }
-        }
-        if self.program.contains('/') {
-            self.program = relative_to(base, PathBuf::from(&self.program))
-                .to_string_lossy()
-                .into_owned();
-        }
-        self.cwd = self.cwd.map(|p| relative_to(base, p));
-        Ok(self)
-    }
-}
-
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -386,6 +270,25 @@ pub struct Settings {
     pub actions: BTreeMap<String, ActionConfig>,
     /// Most actions running at once.
     pub max_running_actions: usize,
+}
+
+/// Checks one `[actions.NAME]` table and makes its relative paths
+/// relative to the configuration file's directory `base`, as `root` and
+/// `control` are, so that the daemon's own working directory does not
+/// matter. A bare program name is left for PATH.
+fn resolve_action(
+    mut action: ActionConfig,
+    name: &str,
+    base: Option<&Path>,
+) -> anyhow::Result<ActionConfig> {
+    action.check(name)?;
+    if action.program.contains('/') {
+        action.program = relative_to(base, PathBuf::from(&action.program))
+            .to_string_lossy()
+            .into_owned();
+    }
+    action.cwd = action.cwd.map(|p| relative_to(base, p));
+    Ok(action)
 }
 
 fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
@@ -493,7 +396,7 @@ impl Settings {
         let max_running_actions = l.max_running_actions;
         let mut actions = BTreeMap::new();
         for (name, action) in file.actions {
-            let action = action.resolve(&name, base)?;
+            let action = resolve_action(action, &name, base)?;
             actions.insert(name, action);
         }
         if l.handshake_timeout_secs == 0 {
@@ -626,12 +529,14 @@ mod tests {
         let base = Path::new("/etc/pagewire");
         let mut actions = file.actions.into_iter();
         let (name, build) = actions.next().expect("build");
-        let build = build.resolve(&name, Some(base)).expect("valid");
+        let build = resolve_action(build, &name, Some(base)).expect("valid");
         assert_eq!(build.program, "/etc/pagewire/./scripts/build.sh");
         assert_eq!(build.cwd.as_deref(), Some(Path::new("/etc/pagewire/work")));
         let (name, up) = actions.next().expect("up");
         assert_eq!(
-            up.resolve(&name, Some(base)).expect("valid").program,
+            resolve_action(up, &name, Some(base))
+                .expect("valid")
+                .program,
             "uptime"
         );
     }
@@ -658,25 +563,23 @@ mod tests {
             "ünï",
             "a\u{202e}b",
         ] {
-            let e = action("true", None).resolve(name, None);
+            let e = resolve_action(action("true", None), name, None);
             assert!(e.is_err(), "{name:?}");
         }
-        let e = action("true", None)
-            .resolve("1up", None)
-            .expect_err("refused");
+        let e = resolve_action(action("true", None), "1up", None).expect_err("refused");
         assert!(
             e.to_string().contains(crate::base::command::NAME_RULE),
             "{e}"
         );
-        assert!(action("true", None).resolve("up-2.b:c_D", None).is_ok());
-        assert!(action("", None).resolve("a", None).is_err());
-        assert!(action("true", Some(0)).resolve("a", None).is_err());
-        assert!(action("true", Some(1)).resolve("a", None).is_ok());
+        assert!(resolve_action(action("true", None), "up-2.b:c_D", None).is_ok());
+        assert!(resolve_action(action("", None), "a", None).is_err());
+        assert!(resolve_action(action("true", Some(0)), "a", None).is_err());
+        assert!(resolve_action(action("true", Some(1)), "a", None).is_ok());
         let dashes = ActionConfig {
             page_dash_args: true,
             ..action("echo", None)
         };
-        let e = dashes.clone().resolve("a", None).expect_err("dashes alone");
+        let e = resolve_action(dashes.clone(), "a", None).expect_err("dashes alone");
         assert_eq!(
             e.to_string(),
             "actions.a: page_dash_args = true needs page_args = true"
@@ -685,13 +588,13 @@ mod tests {
             page_args: true,
             ..dashes
         };
-        assert!(both.resolve("a", None).is_ok());
+        assert!(resolve_action(both, "a", None).is_ok());
         for bad in ["", "A=B", "PAGEWIRE_TOKEN"] {
             let inherit = ActionConfig {
                 inherit_env: vec!["HOME".into(), bad.into()],
                 ..action("env", None)
             };
-            assert!(inherit.resolve("a", None).is_err(), "{bad:?}");
+            assert!(resolve_action(inherit, "a", None).is_err(), "{bad:?}");
         }
     }
 

@@ -13,15 +13,18 @@ use crate::app::config::{ServeArgs, Settings};
 use crate::app::shutdown;
 use crate::base::codec as frame;
 use crate::base::command::Target;
-use crate::doors::console::{self, ConsoleOut};
+use crate::base::stdout::ConsoleOut;
+use crate::doors::console;
 use crate::doors::control;
 use crate::doors::http::access::{HostPolicy, OriginPolicy, Token};
 use crate::doors::http::{self, Front};
+use crate::doors::page::Pages;
 use crate::engine::actions::Actions;
 use crate::engine::backplane::{self, Backplane};
-use crate::engine::exec::{Executor, PageRights};
+use crate::engine::exec::PageRights;
 use crate::engine::hub::{CloseReason, Hub};
-use crate::engine::monitor::{self, Monitor};
+use crate::engine::monitor::Monitor;
+use crate::engine::{notify, Engine};
 
 /// How long shutdown waits for killed actions to report their end.
 const ACTIONS_GRACE: Duration = Duration::from_secs(2);
@@ -72,16 +75,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (hub, cluster as Arc<dyn Backplane>)
         }
     };
-    let exec = Executor::with_backplane(
+    let engine = Engine::new(
         backplane.clone(),
-        out.clone(),
         PageRights::new(settings.page_commands.clone()),
         Actions::new(settings.actions.clone(), settings.max_running_actions),
+        out.clone(),
     );
-    tasks.spawn(monitor::notify_pages(
+    tasks.spawn(notify::notify_pages(
         monitor.clone(),
         hub.clone(),
-        exec.notify_target(),
+        engine.exec.notify_target(),
         stop.clone(),
     ));
     tasks.spawn(heartbeat(
@@ -91,16 +94,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stop.clone(),
     ));
     if let Some(listener) = control.listener.take() {
-        tasks.spawn(control::serve(
-            listener,
-            exec.clone(),
-            monitor.clone(),
-            stop.clone(),
-        ));
+        tasks.spawn(control::serve(listener, engine.clone(), stop.clone()));
     }
 
+    let pages = Arc::new(Pages::new(engine.clone(), settings.conn));
     let front = Arc::new(Front {
-        exec: exec.clone(),
+        engine: engine.clone(),
         addresses: settings.addresses.clone(),
         origins: OriginPolicy {
             extra: settings.origins.clone(),
@@ -110,8 +109,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         root: settings.root.clone(),
         serve_dotfiles: settings.serve_dotfiles,
         scheme: if tls.is_some() { "https" } else { "http" },
-        conn_limits: settings.conn,
-        tasks: TaskTracker::new(),
+        pages: {
+            let pages = pages.clone();
+            Box::new(move |upgrade| pages.accept(upgrade))
+        },
         server: Arc::default(),
     });
     let app = http::app(front.clone());
@@ -121,7 +122,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         front.scheme,
         control.describe()
     ));
-    let _console = console::spawn_console(exec.clone(), out.clone(), stop.clone());
+    let _console = console::spawn_console(engine.clone(), stop.clone());
 
     let server = tokio::spawn(http::server::serve(
         listener,
@@ -137,7 +138,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Stop: runs are killed first, so that their pages still get the done
     // frame; then pages hear 1001 and reconnect to the next daemon.
     monitor.emit("shutting down");
-    exec.actions().shutdown(ACTIONS_GRACE).await;
+    engine.actions.shutdown(ACTIONS_GRACE).await;
     backplane.leave().await;
     let _ = hub.close(
         &Target::All,
@@ -146,8 +147,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             reason: "server shutting down",
         },
     );
-    front.tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, front.tasks.wait())
+    pages.tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, pages.tasks.wait())
         .await
         .is_err()
     {

@@ -7,7 +7,7 @@
 //! run the command.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,96 +15,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::base::command::{self, Command, Target};
-use crate::doors::console::ConsoleOut;
+use crate::base::door::{Door, Reply};
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
-use crate::engine::backplane::{self, Backplane, Listing, Message, Outcome};
+use crate::engine::backplane::{Backplane, Listing, Message, Outcome};
 use crate::engine::hub::Hub;
-
-/// Where a command line came from; decides what it may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Door {
-    /// The interactive console of `pagewire serve`.
-    Console,
-    /// The local control socket (the CLI, `pagewire console`).
-    Control,
-    /// `POST /api/command` or `/shell`; `operator` is false when the caller
-    /// only has a page's rights (no valid token where one is required).
-    Http {
-        /// Whether the request carries operator rights.
-        operator: bool,
-    },
-    /// A page, over its own WebSocket (the connection's index).
-    Page(u64),
-}
-
-impl Door {
-    fn label(self) -> &'static str {
-        match self {
-            Door::Console => "console",
-            Door::Control => "control",
-            Door::Http { .. } => "http",
-            Door::Page(_) => "page",
-        }
-    }
-
-    fn slot(self) -> usize {
-        match self {
-            Door::Console => 0,
-            Door::Control => 1,
-            Door::Http { .. } => 2,
-            Door::Page(_) => 3,
-        }
-    }
-}
-
-impl fmt::Display for Door {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Door::Page(id) => write!(f, "page {id}"),
-            other => f.write_str(other.label()),
-        }
-    }
-}
-
-/// All doors, in the order of the command counters.
-pub const DOORS: [&str; 4] = ["console", "control", "http", "page"];
-
-/// The outcome of one command line, before any door renders it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    /// Whether the command succeeded.
-    pub ok: bool,
-    /// The output text (no trailing newline), or the one-line error.
-    pub output: String,
-    /// True when the command was refused for lack of rights (HTTP maps it
-    /// to 401), as opposed to failing.
-    pub denied: bool,
-}
-
-impl Reply {
-    fn ok(output: impl Into<String>) -> Self {
-        Reply {
-            ok: true,
-            output: output.into(),
-            denied: false,
-        }
-    }
-
-    fn err(output: impl fmt::Display) -> Self {
-        Reply {
-            ok: false,
-            output: output.to_string(),
-            denied: false,
-        }
-    }
-
-    fn denied(output: impl fmt::Display) -> Self {
-        Reply {
-            denied: true,
-            ..Reply::err(output)
-        }
-    }
-}
 
 /// What pages may run over their own WebSocket, by command name
 /// (`Command::name`). The default is `ws register` and `run`.
@@ -142,7 +56,7 @@ impl CommandCounters {
     /// (door, ok, count) for every door and result.
     pub fn snapshot(&self) -> Vec<(&'static str, bool, u64)> {
         let mut out = Vec::new();
-        for (door, row) in DOORS.iter().zip(&self.counts) {
+        for (door, row) in Door::LABELS.iter().zip(&self.counts) {
             out.push((*door, true, row[1].load(Relaxed)));
             out.push((*door, false, row[0].load(Relaxed)));
         }
@@ -152,7 +66,6 @@ impl CommandCounters {
 
 struct Inner {
     hub: Hub,
-    console: ConsoleOut,
     page_rights: PageRights,
     notify: watch::Sender<Option<String>>,
     counters: CommandCounters,
@@ -167,25 +80,14 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor over `hub` alone, printing console output through
-    /// `console`, running the configured `actions`.
-    pub fn new(hub: Hub, console: ConsoleOut, page_rights: PageRights, actions: Actions) -> Self {
-        Self::with_backplane(backplane::Local::shared(hub), console, page_rights, actions)
-    }
-
     /// An executor whose `ws` commands reach the connections of `backplane`
-    /// (a cluster's, with `--redis`).
-    pub fn with_backplane(
-        backplane: Arc<dyn Backplane>,
-        console: ConsoleOut,
-        page_rights: PageRights,
-        actions: Actions,
-    ) -> Self {
+    /// (a daemon's own hub, or a cluster's with `--redis`), running the
+    /// configured `actions`.
+    pub fn new(backplane: Arc<dyn Backplane>, page_rights: PageRights, actions: Actions) -> Self {
         let (notify, _) = watch::channel(None);
         Executor {
             inner: Arc::new(Inner {
                 hub: backplane.hub().clone(),
-                console,
                 page_rights,
                 notify,
                 counters: CommandCounters::default(),
@@ -193,16 +95,6 @@ impl Executor {
                 backplane,
             }),
         }
-    }
-
-    /// The configured actions and their runs.
-    pub fn actions(&self) -> &Actions {
-        &self.inner.actions
-    }
-
-    /// The hub commands run against.
-    pub fn hub(&self) -> &Hub {
-        &self.inner.hub
     }
 
     /// Commands run so far, by door and result.
@@ -228,7 +120,7 @@ impl Executor {
             Ok(cmd @ Command::Register { .. }) => {
                 let name = cmd.name();
                 let reply = self.run(cmd, door).await;
-                let reported = reply.ok && matches!(door, Door::Page(_));
+                let reported = reply.is_ok() && matches!(door, Door::Page(_));
                 (reply, reported, name)
             }
             Ok(cmd) => {
@@ -240,7 +132,7 @@ impl Executor {
         if let Cow::Owned(escaped) = crate::base::text::escape_lines(&reply.output) {
             reply.output = escaped;
         }
-        let slot = &self.inner.counters.counts[door.slot()][usize::from(reply.ok)];
+        let slot = &self.inner.counters.counts[door.slot()][usize::from(reply.is_ok())];
         slot.fetch_add(1, Relaxed);
         if reported {
             return reply;
@@ -254,10 +146,10 @@ impl Executor {
         let event = format_args!(
             "{door}: {} -> {}: {first}{more}",
             line.trim(),
-            if reply.ok { "ok" } else { "error" },
+            if reply.is_ok() { "ok" } else { "error" },
         );
         let monitor = self.inner.hub.monitor();
-        if reply.ok {
+        if reply.is_ok() {
             monitor.emit(event);
         } else {
             // A page (or anyone without the token) can send failing lines
@@ -274,11 +166,7 @@ impl Executor {
 
     /// Runs a parsed command on behalf of `door`.
     pub async fn run(&self, cmd: Command, door: Door) -> Reply {
-        let operator = match door {
-            Door::Console | Door::Control => true,
-            Door::Http { operator } => operator,
-            Door::Page(_) => false,
-        };
+        let operator = door.is_operator();
         if !operator && !self.inner.page_rights.allows(&cmd) {
             let msg = format!(
                 "'{}' needs operator rights; pages may only use {}",
@@ -312,19 +200,19 @@ impl Executor {
                 ),
             },
             Command::Write { target, text } => {
-                let msg = Message::Write { text: text.clone() };
+                let console = crate::base::text::escape(&text).into_owned();
+                let msg = Message::Write { text };
+                // One line, as text: the console is the operator's
+                // terminal, and the text may come from a page.
                 self.send(&target, &msg, "ws write", |why| {
-                    // One line, as text: the console is the operator's
-                    // terminal, and the text may come from a page.
-                    self.inner.console.print(crate::base::text::escape(&text));
-                    format!("{why}; printed on the console")
+                    (format!("{why}; printed on the console"), Some(console))
                 })
                 .await
             }
             Command::Exec { target, func, arg } => {
                 let msg = Message::Exec { func, arg };
                 self.send(&target, &msg, "ws exec", |why| {
-                    format!("{why}; nothing sent")
+                    (format!("{why}; nothing sent"), None)
                 })
                 .await
             }
@@ -380,14 +268,14 @@ impl Executor {
     }
 
     /// Sends `msg` through the backplane and words the outcome; `nobody`
-    /// words the case where nothing matched (and may act on it, as `ws
-    /// write` prints on this daemon's console).
+    /// words the case where nothing matched, and gives what to print on
+    /// this daemon's console then (`ws write` prints its text there).
     async fn send(
         &self,
         target: &Target,
         msg: &Message,
         what: &str,
-        nobody: impl FnOnce(&str) -> String,
+        nobody: impl FnOnce(&str) -> (String, Option<String>),
     ) -> Reply {
         match self.inner.backplane.send(target, msg).await {
             Err(e) => Reply::err(format!("{what}: {e}")),
@@ -396,7 +284,11 @@ impl Executor {
                     Target::Name(n) if o.live > 0 => format!("no connection named '{n}'"),
                     _ => "no WebSocket connections".to_string(),
                 };
-                Reply::ok(with_notes(nobody(&why), &o))
+                let (output, console) = nobody(&why);
+                Reply {
+                    console,
+                    ..Reply::ok(with_notes(output, &o))
+                }
             }
             Ok(o) => {
                 let mut out = format!("sent to {}", plural(o.reached, "connection"));
@@ -550,7 +442,7 @@ mod tests {
         // A page's rights over HTTP reach no connection, not even by index.
         for to in [idx(5), named(), Target::All] {
             let denied = run_output(http, false, Some(to)).expect_err("denied");
-            assert!(denied.denied);
+            assert_eq!(denied.status, crate::base::door::Status::Denied);
         }
     }
 
@@ -564,12 +456,8 @@ mod tests {
         let one = hub.open(remote, "").expect("page 1");
         let two = hub.open(remote, "").expect("page 2");
         hub.register(2, "other").expect("register");
-        let exec = Executor::new(
-            hub.clone(),
-            ConsoleOut::capture().0,
-            rights,
-            Actions::default(),
-        );
+        let backplane = crate::engine::backplane::Local::shared(hub.clone());
+        let exec = Executor::new(backplane, rights, Actions::default());
         let reply = exec.run_line(line, door).await;
         let waker = futures_util::task::noop_waker();
         let mut sent = 0;
@@ -603,14 +491,14 @@ mod tests {
                 let (reply, sent) = from_page_rights(door, PageRights::default(), line).await;
                 assert_eq!(sent, 0, "{door} {line}: {reply:?}");
                 let own = line == "ws register mine" && door == Door::Page(1);
-                assert_eq!(reply.ok, own, "{door} {line}: {reply:?}");
+                assert_eq!(reply.is_ok(), own, "{door} {line}: {reply:?}");
             }
         }
         // `[pages] allow` is an explicit grant: with "ws write", a page
         // writes to every page, as the operator would.
         let grant = PageRights::new(vec!["ws write".into()]);
         let (reply, sent) = from_page_rights(Door::Page(1), grant, "ws write other x").await;
-        assert!(reply.ok, "{reply:?}");
+        assert!(reply.is_ok(), "{reply:?}");
         assert_eq!(sent, 1);
     }
 

@@ -341,38 +341,9 @@ fn truncate_kind(kind: &mut String) {
     }
 }
 
-/// While `set notify NAME` is on, sends every Monitor line to element NAME
-/// of every page (`ws write * ` with a name, encoded once per line).
-pub async fn notify_pages(
-    monitor: Monitor,
-    hub: crate::engine::hub::Hub,
-    target: tokio::sync::watch::Receiver<Option<String>>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    use crate::base::command::Target;
-    use crate::base::protocol::ServerFrame;
-    let mut lines = monitor.subscribe();
-    loop {
-        let line = tokio::select! {
-            _ = stop.cancelled() => return,
-            line = lines.recv() => line,
-        };
-        let line = match line {
-            Ok(line) => line,
-            // Pages are told of missed lines no better than by a gap: the
-            // console and `pagewire monitor` report the count.
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let name = target.borrow().clone();
-        if let Some(name) = name {
-            let frame = ServerFrame::Write {
-                name: Some(&name),
-                text: &line,
-            };
-            let _ = hub.deliver(&Target::All, &frame.encode());
-        }
-    }
+/// The line shown in place of Monitor lines a slow watcher missed.
+pub fn missed_note(missed: u64) -> String {
+    format!("(monitor: {missed} lines missed, the watcher fell behind)")
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use tokio::net::UnixStream;
 
 use super::trust::{self, Reachable, Trust, Untrusted};
 use super::{read_line_limited, Answer, LineRead, Request, MAX_ANSWER_LINE};
-use crate::engine::exec::Reply;
+use crate::base::door::Reply;
 
 /// Why the CLI could not get an answer from the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +105,8 @@ impl Client {
     pub async fn run(&mut self, line: &str) -> Result<Reply, ClientError> {
         self.send(&Request::Command(line.to_owned())).await?;
         match self.next_answer().await? {
-            Some(Answer::Reply { ok, output }) => Ok(Reply {
-                ok,
-                output,
-                denied: false,
-            }),
+            Some(Answer::Reply { ok: true, output }) => Ok(Reply::ok(output)),
+            Some(Answer::Reply { ok: false, output }) => Ok(Reply::err(output)),
             Some(other) => Err(ClientError::Protocol(format!(
                 "expected a reply, got {other:?}"
             ))),
@@ -130,7 +127,9 @@ impl Client {
             let flow = match self.next_answer().await? {
                 None => return Ok(()),
                 Some(Answer::Line { line }) => on_line(&line),
-                Some(Answer::Missed { missed }) => on_line(&missed_note(missed)),
+                Some(Answer::Missed { missed }) => {
+                    on_line(&crate::engine::monitor::missed_note(missed))
+                }
                 // The daemon refused the tail (e.g. too many connections).
                 Some(Answer::Reply { ok: false, output }) => {
                     return Err(ClientError::Protocol(output))
@@ -177,11 +176,6 @@ fn closed_or_io(e: io::Error) -> ClientError {
         io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => ClientError::Closed,
         _ => ClientError::Io(e),
     }
-}
-
-/// The line shown in place of Monitor lines a slow watcher missed.
-pub fn missed_note(missed: u64) -> String {
-    format!("(monitor: {missed} lines missed, the watcher fell behind)")
 }
 
 /// Connects, runs one command line, and returns the daemon's reply.

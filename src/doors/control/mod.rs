@@ -152,10 +152,10 @@ impl Answer {
     }
 }
 
-impl From<crate::engine::exec::Reply> for Answer {
-    fn from(reply: crate::engine::exec::Reply) -> Answer {
+impl From<crate::base::door::Reply> for Answer {
+    fn from(reply: crate::base::door::Reply) -> Answer {
         Answer::Reply {
-            ok: reply.ok,
+            ok: reply.is_ok(),
             output: reply.output,
         }
     }

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{read_line_limited, Answer, LineRead, Request, MAX_CONNECTIONS, MAX_REQUEST_LINE};
-use crate::engine::exec::{Door, Executor};
+use crate::base::door::Door;
 use crate::engine::monitor::Monitor;
+use crate::engine::Engine;
 
 /// How long to wait before accepting again after `accept` failed (e.g. out
 /// of file descriptors), so the loop does not spin.
@@ -26,12 +27,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// are closed, a command already running completes and is answered, and
 /// this returns once every connection has ended. Only peers running as the
 /// daemon's own user (or root) are served.
-pub async fn serve(
-    listener: UnixListener,
-    exec: Executor,
-    monitor: Monitor,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: UnixListener, engine: Arc<Engine>, shutdown: CancellationToken) {
+    let monitor = engine.monitor.clone();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let owner = super::trust::current_uid();
@@ -51,8 +48,8 @@ pub async fn serve(
             }
         };
         let slot = Arc::clone(&slots).try_acquire_owned();
-        let conn = Connection {
-            exec: exec.clone(),
+        let conn = Session {
+            engine: engine.clone(),
             monitor: monitor.clone(),
             shutdown: shutdown.clone(),
         };
@@ -105,14 +102,14 @@ async fn refuse(mut stream: UnixStream, message: String) -> io::Result<()> {
     stream.shutdown().await
 }
 
-/// What one connection needs from the daemon.
-struct Connection {
-    exec: Executor,
+/// One control connection: what it needs from the daemon.
+struct Session {
+    engine: Arc<Engine>,
     monitor: Monitor,
     shutdown: CancellationToken,
 }
 
-impl Connection {
+impl Session {
     async fn run(self, stream: UnixStream) -> io::Result<()> {
         let (reader, mut writer) = stream.into_split();
         let mut reader = BufReader::new(reader);
@@ -145,7 +142,9 @@ impl Connection {
             }
             let answer = match Request::from_json(&buf) {
                 Ok(Request::Command(line)) => {
-                    Answer::from(self.exec.run_line(&line, Door::Control).await)
+                    let mut reply = self.engine.exec.run_line(&line, Door::Control).await;
+                    self.engine.out.print_console_text(&mut reply);
+                    Answer::from(reply)
                 }
                 Ok(Request::Monitor) => return self.tail(reader, writer).await,
                 Err(e) => Answer::error(format!("control: malformed request: {e}")),
@@ -208,17 +207,13 @@ mod tests {
         let listener = bind(&path).expect("bind").listener.expect("a listener");
         let monitor = Monitor::new();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(
-            listener,
-            Executor::new(
-                crate::engine::hub::Hub::new(Default::default(), monitor.clone()),
-                crate::doors::console::ConsoleOut::capture().0,
-                Default::default(),
-                crate::engine::actions::Actions::default(),
-            ),
-            monitor.clone(),
-            shutdown.clone(),
-        ));
+        let engine = Engine::local(
+            crate::engine::hub::Hub::new(Default::default(), monitor.clone()),
+            Default::default(),
+            crate::engine::actions::Actions::default(),
+            crate::base::stdout::ConsoleOut::capture().0,
+        );
+        let task = tokio::spawn(serve(listener, engine, shutdown.clone()));
         Fixture {
             _dir: dir,
             path,
@@ -248,7 +243,7 @@ mod tests {
             let reply = client.run(line).await.expect("a reply");
             // The reply itself belongs to the executor; the socket only
             // has to carry one reply per request.
-            let _ = reply.ok;
+            let _ = reply.status;
         }
         f.shutdown.cancel();
         f.task.await.expect("serve ends");

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{is_loopback, Credentials, Site};
 use super::body::BodyTimeout;
-use super::{Shared, MAX_BODY_BYTES};
+use super::{Front, Shared, MAX_BODY_BYTES};
 use crate::base::command;
-use crate::engine::exec::{Door, Reply};
+use crate::base::door::{Door, Reply, Status};
 
 /// The path of the JSON command endpoint.
 pub(super) const API_COMMAND: &str = "/api/command";
@@ -62,7 +62,7 @@ fn caller(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Calle
     let site = match front.origins.check(headers, front.scheme) {
         Ok(site) => site,
         Err(message) => {
-            front.exec.hub().monitor().emit_summarised(
+            front.engine.monitor.emit_summarised(
                 "refused command: cross-site",
                 format_args!("refused command from {peer}: {message}"),
             );
@@ -76,7 +76,7 @@ fn caller(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Calle
     let operator = match credentials {
         Credentials::Valid => true,
         Credentials::Invalid => {
-            front.exec.hub().monitor().emit_summarised(
+            front.engine.monitor.emit_summarised(
                 "refused command: wrong bearer token",
                 format_args!("refused command from {peer}: wrong bearer token"),
             );
@@ -120,7 +120,7 @@ fn refuse_unproven_get(
          page may only read (ws, help); use POST, the bearer token, or the CLI",
         cmd.name()
     );
-    front.exec.hub().monitor().emit_summarised(
+    front.engine.monitor.emit_summarised(
         "refused command: GET without an Origin",
         format_args!(
             "refused command from {peer}: GET may only read without an Origin ('{}')",
@@ -185,7 +185,7 @@ fn body_of(
         } else {
             (e.status(), e.body_text())
         };
-        front.exec.hub().monitor().emit_summarised(
+        front.engine.monitor.emit_summarised(
             format_args!("refused command: body ({status})"),
             format_args!("refused command from {peer}: {message}"),
         );
@@ -194,11 +194,19 @@ fn body_of(
 }
 
 fn status_of(reply: &Reply) -> StatusCode {
-    match (reply.ok, reply.denied) {
-        (true, _) => StatusCode::OK,
-        (false, true) => StatusCode::UNAUTHORIZED,
-        (false, false) => StatusCode::BAD_REQUEST,
+    match reply.status {
+        Status::Ok => StatusCode::OK,
+        Status::Denied => StatusCode::UNAUTHORIZED,
+        Status::Failed => StatusCode::BAD_REQUEST,
     }
+}
+
+/// Runs `line` for the caller; what the reply has for the console goes to
+/// this daemon's console.
+async fn run_line(front: &Front, line: &str, door: Door) -> Reply {
+    let mut reply = front.engine.exec.run_line(line, door).await;
+    front.engine.out.print_console_text(&mut reply);
+    reply
 }
 
 /// The command line of a body: JSON `{"cmd": "..."}` when the content type
@@ -240,8 +248,8 @@ pub(super) async fn api_command(
         Ok(l) => l,
         Err(e) => return json(StatusCode::BAD_REQUEST, false, &e),
     };
-    let reply = front.exec.run_line(&line, door).await;
-    json(status_of(&reply), reply.ok, &reply.output)
+    let reply = run_line(&front, &line, door).await;
+    json(status_of(&reply), reply.is_ok(), &reply.output)
 }
 
 pub(super) async fn shell(
@@ -283,7 +291,7 @@ pub(super) async fn shell(
     if let Err(r) = refuse_unproven_get(&front, peer, &method, &caller, &line) {
         return plain(r.status, &r.message);
     }
-    let reply = front.exec.run_line(&line, caller.door).await;
+    let reply = run_line(&front, &line, caller.door).await;
     plain(status_of(&reply), &reply.output)
 }
 

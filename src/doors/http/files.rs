@@ -171,7 +171,7 @@ pub(super) async fn static_files(State(front): State<Shared>, req: Request) -> R
         Ok(()) => {}
         Err(Hidden::DotFile) => return not_found(),
         Err(Hidden::Outside) => {
-            front.exec.hub().monitor().emit_summarised(
+            front.engine.monitor.emit_summarised(
                 "refused path: resolves outside the web root",
                 format_args!(
                     "refused {}: resolves outside the web root",

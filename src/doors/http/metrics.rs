@@ -17,7 +17,7 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
 }
 
 pub(super) async fn metrics(State(front): State<Shared>) -> impl IntoResponse {
-    let hub = front.exec.hub();
+    let hub = &front.engine.hub;
     let c = hub.counters();
     let mut out = String::new();
     metric(
@@ -67,7 +67,7 @@ pub(super) async fn metrics(State(front): State<Shared>) -> impl IntoResponse {
         "pagewire_http_refused_total",
         "counter",
         "HTTP requests refused by the access mode or for a host not served.",
-        c.refused_http.load(Relaxed),
+        front.server.refused_requests.load(Relaxed),
     );
     let server = &front.server;
     metric(
@@ -119,7 +119,7 @@ pub(super) async fn metrics(State(front): State<Shared>) -> impl IntoResponse {
         "Bytes written to pages.",
         c.bytes_out.load(Relaxed),
     );
-    let actions = front.exec.actions();
+    let actions = &front.engine.actions;
     metric(
         &mut out,
         "pagewire_actions_running",
@@ -149,7 +149,7 @@ pub(super) async fn metrics(State(front): State<Shared>) -> impl IntoResponse {
         actions.refused_total(),
     );
     let _ = writeln!(out, "# HELP pagewire_commands_total Command lines run, by door and result.\n# TYPE pagewire_commands_total counter");
-    for (door, ok, n) in front.exec.counters().snapshot() {
+    for (door, ok, n) in front.engine.exec.counters().snapshot() {
         let result = if ok { "ok" } else { "error" };
         let _ = writeln!(
             out,

@@ -12,7 +12,6 @@ pub mod assets;
 mod body;
 mod commands;
 mod files;
-pub mod hold;
 mod metrics;
 pub mod server;
 mod upgrade;
@@ -27,10 +26,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio_util::task::TaskTracker;
 
-use crate::doors::page::driver::ConnLimits;
-use crate::engine::exec::Executor;
+use crate::base::door::Upgrade;
+use crate::engine::Engine;
 use access::{shown, AddressPolicy, OriginPolicy, Token};
 
 /// Largest command body accepted over HTTP.
@@ -38,8 +36,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Everything the HTTP front needs, shared by all requests.
 pub struct Front {
-    /// Runs command lines.
-    pub exec: Executor,
+    /// The engine: the hub, the Monitor, the executor.
+    pub engine: Arc<Engine>,
     /// Which client addresses are served.
     pub addresses: AddressPolicy,
     /// Cross-site checks.
@@ -52,10 +50,8 @@ pub struct Front {
     pub serve_dotfiles: bool,
     /// `http` or `https`, for Origin checks.
     pub scheme: &'static str,
-    /// Per-connection WebSocket limits.
-    pub conn_limits: ConnLimits,
-    /// Tracks every WebSocket task so shutdown can wait for them.
-    pub tasks: TaskTracker,
+    /// Where an accepted WebSocket goes: the page door.
+    pub pages: Box<dyn Fn(Upgrade) + Send + Sync>,
     /// The accept loop's counters.
     pub server: Arc<server::ServerStats>,
 }
@@ -191,7 +187,7 @@ fn route_class(path: &str) -> &'static str {
 
 /// Answers a request the guard refused, and says so in the Monitor.
 fn refuse(front: &Front, peer: SocketAddr, req: &Request, refusal: Guarded) -> Response {
-    let hub = front.exec.hub();
+    let hub = &front.engine.hub;
     let (method, path) = (req.method(), shown(req.uri().path()));
     let why = match &refusal {
         Guarded::Address => format!(
@@ -206,8 +202,9 @@ fn refuse(front: &Front, peer: SocketAddr, req: &Request, refusal: Guarded) -> R
         ),
     };
     if matches!(refusal, Guarded::Address | Guarded::Host(_)) {
-        hub.counters()
-            .refused_http
+        front
+            .server
+            .refused_requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let reason = match refusal {

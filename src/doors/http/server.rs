@@ -38,7 +38,7 @@ use tower::ServiceExt as _;
 
 use super::access;
 use super::body::DeadlineBody;
-use super::hold::{HoldWrites, HoldableTcp};
+use crate::base::hold::{HoldWrites, HoldableTcp};
 use crate::engine::monitor::Monitor;
 
 /// Largest request head (request line and headers); a larger one gets 431
@@ -99,6 +99,8 @@ pub struct ServerStats {
     pub refused: AtomicU64,
     /// TLS handshakes that failed or timed out.
     pub tls_failures: AtomicU64,
+    /// Requests refused by the access mode or for a host not served.
+    pub refused_requests: AtomicU64,
 }
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor
@@ -279,7 +281,7 @@ impl Server {
     /// Runs hyper on one connection until it ends, is upgraded, or the
     /// daemon stops (then in-flight requests finish, idle ones close).
     /// `hold` is handed to every request (a plain TCP stream; see
-    /// [`super::hold`]).
+    /// [`crate::base::hold`]).
     async fn drive<S>(
         &self,
         io: TokioIo<S>,

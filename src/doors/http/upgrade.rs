@@ -1,21 +1,18 @@
 //! `GET /ws`: checks the handshake, the Origin and the connection limits,
-//! answers 101, and hands the raw stream to the connection task.
+//! answers 101, and hands the connection to the page door.
 
 use std::net::SocketAddr;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt as _;
-use hyper_util::rt::TokioIo;
 
-use super::hold::{HoldWrites, HoldableTcp};
 use super::server::ConnSlot;
 use super::Shared;
 use crate::base::codec::handshake;
-use crate::doors::page::driver as conn;
-use crate::doors::page::socket::SharedTcp;
+use crate::base::door::Upgrade;
+use crate::base::hold::HoldWrites;
 
 /// Longest page description kept for the listing.
 const MAX_PAGE_LEN: usize = 512;
@@ -60,7 +57,7 @@ pub(super) async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
 ) -> Response {
-    let hub = front.exec.hub().clone();
+    let hub = front.engine.hub.clone();
     let headers = req.headers();
     if let Err(e) = handshake::validate_request(
         req.method().as_str(),
@@ -105,45 +102,11 @@ pub(super) async fn upgrade(
     if let Some(hold) = req.extensions_mut().remove::<HoldWrites>() {
         hold.hold();
     }
-    let exec = front.exec.clone();
-    let limits = front.conn_limits;
-    let tasks = front.tasks.clone();
-    front.tasks.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                hub.monitor()
-                    .emit(format_args!("WebSocket upgrade from {peer} failed: {e}"));
-                return;
-            }
-        };
-        let open = |head: &[u8]| {
-            conn::open_page(&hub, peer, &page, head).map_err(|e| {
-                hub.monitor().emit_summarised(
-                    format_args!("refused WebSocket: {}", e.kind()),
-                    format_args!("refused WebSocket from {peer}: {e}"),
-                );
-            })
-        };
-        // The connection gets a task of its own, holding only its own
-        // state: this one, with the handshake's leftovers, ends here. A
-        // plain TCP stream is driven directly, and deliveries may write to
-        // it themselves; anything else (TLS) goes through hyper's upgraded
-        // wrapper.
-        let release = move |()| drop(slot);
-        match upgraded.downcast::<TokioIo<HoldableTcp>>() {
-            Ok(parts) => {
-                let (tcp, response) = parts.io.into_inner().into_parts();
-                let Ok(conn) = open(&response) else { return };
-                let io = SharedTcp::attach(tcp, &conn);
-                tasks.spawn(conn::run(io, parts.read_buf, conn, exec, limits).map(release));
-            }
-            Err(upgraded) => {
-                let Ok(conn) = open(&[]) else { return };
-                let io = TokioIo::new(upgraded);
-                tasks.spawn(conn::run(io, Bytes::new(), conn, exec, limits).map(release));
-            }
-        }
+    (front.pages)(Upgrade {
+        pending: on_upgrade,
+        peer,
+        page,
+        keep: Box::new(slot),
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -39,10 +39,11 @@ use super::budget::{PartialBudget, DEFAULT_BUDGET};
 use crate::base::codec::{
     self as frame, Arriving, Limits, Message, MessageAssembler, OpCode, ProtocolError,
 };
+use crate::base::door::Door;
 use crate::base::protocol::{ServerFrame, PROTOCOL_VERSION};
-use crate::engine::exec::{Door, Executor};
 use crate::engine::hub::queue::{Frames, MAX_IOVECS};
 use crate::engine::hub::{CloseReason, Conn, Hub, Next, OpenError};
+use crate::engine::Engine;
 
 /// Limits of one WebSocket connection.
 #[derive(Clone, Copy, Debug)]
@@ -144,7 +145,7 @@ pub trait MessageHandler: Send + Unpin {
 /// with the page's rights and answered with a `reply` or an `error` frame;
 /// binary messages are refused with 1003.
 struct PageHandler {
-    exec: Executor,
+    engine: Arc<Engine>,
     id: u64,
 }
 
@@ -161,10 +162,11 @@ impl MessageHandler for PageHandler {
     }
 
     fn run(&mut self, line: String) -> impl Future<Output = ()> + Send + 'static {
-        let (exec, id) = (self.exec.clone(), self.id);
+        let (engine, id) = (self.engine.clone(), self.id);
         async move {
-            let reply = exec.run_line(&line, Door::Page(id)).await;
-            let frame = if reply.ok {
+            let mut reply = engine.exec.run_line(&line, Door::Page(id)).await;
+            engine.out.print_console_text(&mut reply);
+            let frame = if reply.is_ok() {
                 ServerFrame::Reply {
                     ok: true,
                     output: &reply.output,
@@ -174,7 +176,7 @@ impl MessageHandler for PageHandler {
                     message: &reply.output,
                 }
             };
-            exec.hub().send_to(id, &frame.encode());
+            engine.hub.send_to(id, &frame.encode());
         }
     }
 }
@@ -267,15 +269,15 @@ pub fn run<S>(
     io: S,
     pre: Bytes,
     conn: Arc<Conn>,
-    exec: Executor,
+    engine: Arc<Engine>,
     limits: ConnLimits,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let hub = exec.hub().clone();
+    let hub = engine.hub.clone();
     let handler = PageHandler {
-        exec,
+        engine,
         id: conn.id(),
     };
     drive(io, pre, conn, hub, handler, limits)

@@ -33,12 +33,15 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use anyhow::bail;
 use bytes::Bytes;
+use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::Child;
@@ -46,10 +49,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::config::ActionConfig;
 use crate::base::command::{quote, Target};
+use crate::base::door::Door;
 use crate::base::protocol::ServerFrame;
-use crate::engine::exec::Door;
 use crate::engine::hub::{Hub, OutboxLimits, TargetError};
 use keeper::Report;
 
@@ -102,6 +104,70 @@ const SHOWN_CHARS: usize = 40;
 
 /// At most this many configured names are listed in an error.
 const LISTED_NAMES: usize = 20;
+
+/// `[actions.NAME]`: a program a page may run with `run NAME`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// The program (a path, or a name looked up in PATH).
+    pub program: String,
+    /// Its arguments, before any the page passes.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Environment variables set for the program, besides the few it
+    /// always gets (see `actions::environment`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Variables of the daemon's own environment passed on to the program
+    /// as they are (by default it gets only PATH, HOME, the locale and a
+    /// few more).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
+    /// Seconds before it is killed (default 60).
+    pub timeout_secs: Option<u64>,
+    /// Whether `run NAME ARG...` may append arguments (default false). The
+    /// name says who it is mostly about: with it, a page chooses arguments.
+    #[serde(default)]
+    pub page_args: bool,
+    /// Whether those arguments may start with `-` (default false), so that
+    /// a page cannot pass options the program would act on.
+    #[serde(default)]
+    pub page_dash_args: bool,
+}
+
+impl ActionConfig {
+    /// Checks one `[actions.NAME]` table: its name and its settings.
+    pub fn check(&self, name: &str) -> anyhow::Result<()> {
+        crate::base::command::valid_name(name).map_err(|e| anyhow::anyhow!("actions: {e}"))?;
+        if name.starts_with('-') {
+            // `run -x` reads as an option, so such an action could never run.
+            bail!("actions: invalid name '{name}': an action's name does not start with '-'");
+        }
+        if self.program.is_empty() {
+            bail!("actions.{name}: program must not be empty");
+        }
+        if self.timeout_secs == Some(0) {
+            bail!("actions.{name}: timeout_secs must be positive");
+        }
+        if self.page_dash_args && !self.page_args {
+            bail!("actions.{name}: page_dash_args = true needs page_args = true");
+        }
+        for var in &self.inherit_env {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                bail!("actions.{name}: inherit_env: {var:?} is not a variable name");
+            }
+            if var == "PAGEWIRE_TOKEN" {
+                bail!(
+                    "actions.{name}: inherit_env may not name PAGEWIRE_TOKEN: the operator's \
+                     token stays with the daemon"
+                );
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Where a run's output goes, besides the Monitor (which gets every line).
 #[derive(Clone, Debug, PartialEq, Eq)]

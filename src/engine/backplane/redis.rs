@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use futures_util::StreamExt as _;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, RedisError};
@@ -43,7 +43,6 @@ use tokio_util::task::TaskTracker;
 
 use super::memory;
 use super::{Backplane, BoxFuture, Listed, Listing, Message, Outcome, Unknown};
-use crate::app::config::ClusterConfig;
 use crate::base::command::Target;
 use crate::engine::hub::{ConnInfo, Hub, IndexSource, TargetError};
 use crate::engine::monitor::Monitor;
@@ -1085,6 +1084,54 @@ fn redact(url: &str) -> String {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_string(),
+    }
+}
+
+// ---- Settings ----
+
+/// `[cluster]`: how a node takes part in a cluster (`--redis`).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Prefix of every Redis key and channel: daemons with the same Redis
+    /// and prefix form one cluster.
+    pub prefix: String,
+    /// Seconds a node's lease lives unless refreshed (every third of it); a
+    /// node that dies leaves every listing this long after.
+    pub lease_secs: u64,
+    /// Milliseconds a command waits for the other nodes to answer.
+    pub reply_timeout_ms: u64,
+    /// Indexes a node takes from Redis at a time.
+    pub index_block: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            prefix: "pagewire".into(),
+            lease_secs: 10,
+            reply_timeout_ms: 1000,
+            index_block: 64,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the ranges of every setting.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
+            bail!("cluster.prefix must be a non-empty word without blanks");
+        }
+        if !(1..=3600).contains(&self.lease_secs) {
+            bail!("cluster.lease_secs must be between 1 and 3600");
+        }
+        if !(10..=60_000).contains(&self.reply_timeout_ms) {
+            bail!("cluster.reply_timeout_ms must be between 10 and 60000");
+        }
+        if !(1..=1_000_000).contains(&self.index_block) {
+            bail!("cluster.index_block must be between 1 and 1000000");
+        }
+        Ok(())
     }
 }
 

@@ -181,8 +181,6 @@ pub struct Counters {
     pub slow_consumers: AtomicU64,
     /// WebSocket upgrades refused by a connection limit.
     pub refused: AtomicU64,
-    /// HTTP requests refused by the access mode.
-    pub refused_http: AtomicU64,
     /// Messages received from pages.
     pub msgs_in: AtomicU64,
     /// Payload bytes received from pages.
