@@ -30,21 +30,21 @@ use crate::doors::control::{self, Client, ClientError};
 /// Serve web pages and keep a live, addressable WebSocket to each of them.
 #[derive(Debug, Parser)]
 #[command(name = "pagewire", version, about, disable_help_subcommand = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The daemon's control socket [default: $XDG_RUNTIME_DIR/pagewire.sock,
     /// else /run/pagewire/pagewire.sock for root, /tmp/pagewire-UID/pagewire.sock
     /// for other users].
     #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL", global = true)]
-    pub control: Option<PathBuf>,
+    pub(crate) control: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
-    pub command: CliCommand,
+    pub(crate) command: CliCommand,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum CliCommand {
+pub(crate) enum CliCommand {
     /// Run the daemon: serve pages, WebSockets and the control socket.
     Serve(Box<ServeArgs>),
     /// List, write to, exec on or close WebSocket connections (`pagewire help ws`).
@@ -63,27 +63,27 @@ pub enum CliCommand {
 
 /// The words of a command line for the daemon, passed on as they are.
 #[derive(Debug, Args)]
-pub struct CommandWords {
+pub(crate) struct CommandWords {
     /// The rest of the command line (e.g. `write status "VPN up"`).
     #[arg(
         value_name = "ARGS",
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
-    pub words: Vec<String>,
+    pub(crate) words: Vec<String>,
 }
 
 /// Flags of `pagewire console`.
 #[derive(Debug, Args)]
-pub struct ConsoleArgs {
+pub(crate) struct ConsoleArgs {
     /// Also print the Monitor's lines between the replies.
     #[arg(long)]
-    pub monitor: bool,
+    pub(crate) monitor: bool,
 }
 
 /// How a CLI invocation ended; the one place exit codes are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The command succeeded: exit 0.
     Success,
     /// The daemon refused or failed the command (or `serve` failed): exit 1.
@@ -108,7 +108,7 @@ pub fn main() -> ExitCode {
 }
 
 /// [`main`] with explicit arguments (the first is the program name).
-pub fn main_with(args: impl IntoIterator<Item = OsString>) -> Outcome {
+pub(crate) fn main_with(args: impl IntoIterator<Item = OsString>) -> Outcome {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

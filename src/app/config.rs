@@ -20,31 +20,31 @@ use crate::engine::backplane::redis::ClusterConfig;
 use crate::engine::hub::{HubLimits, OutboxLimits};
 
 /// The default listen address.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Flags of `pagewire serve`.
 #[derive(clap::Args, Debug, Default, Clone)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
     /// Serve this directory instead of the built-in demo site
     #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
     /// Read settings from this TOML file (flags win over it)
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,
     /// else /run/pagewire/pagewire.sock for root, /tmp/pagewire-UID/pagewire.sock
     /// for other users]
     #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL")]
-    pub control: Option<PathBuf>,
+    pub(crate) control: Option<PathBuf>,
     /// Who may connect: local (loopback), private, public, or acl
     #[arg(long, value_enum, value_name = "MODE")]
-    pub access: Option<AccessMode>,
+    pub(crate) access: Option<AccessMode>,
     /// Admit this address range too; in acl mode, only these (repeatable)
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
-    pub allow: Vec<IpNet>,
+    pub(crate) allow: Vec<IpNet>,
     /// Bearer token required for operator commands over HTTP
     #[arg(
         long,
@@ -52,115 +52,115 @@ pub struct ServeArgs {
         env = "PAGEWIRE_TOKEN",
         hide_env_values = true
     )]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Allow pages of this origin too, e.g. https://example.com (repeatable)
     #[arg(long, value_name = "ORIGIN")]
-    pub origin: Vec<String>,
+    pub(crate) origin: Vec<String>,
     /// Serve requests for this host name too, e.g. pagewire.example or
     /// kiosk.lan:8443 (repeatable); in modes other than local, only these
     /// and loopback names once one is given
     #[arg(long = "allowed-host", value_name = "HOST")]
-    pub allowed_host: Vec<String>,
+    pub(crate) allowed_host: Vec<String>,
     /// Serve dot-files and dot-directories of --root (.git/, .env)
     #[arg(long)]
-    pub serve_dotfiles: bool,
+    pub(crate) serve_dotfiles: bool,
     /// Join a cluster through this Redis server
     #[arg(long, value_name = "URL")]
-    pub redis: Option<String>,
+    pub(crate) redis: Option<String>,
     /// TLS certificate chain (PEM), to serve https and wss
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// TLS private key (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 /// The configuration file, as written. See docs/CONFIG.md.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     /// As `--listen`.
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// As `--root`; relative to the file's directory.
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
     /// As `--control`; relative to the file's directory.
-    pub control: Option<PathBuf>,
+    pub(crate) control: Option<PathBuf>,
     /// As `--access`.
-    pub access: Option<AccessMode>,
+    pub(crate) access: Option<AccessMode>,
     /// As `--allow`.
     #[serde(default)]
-    pub allow: Vec<String>,
+    pub(crate) allow: Vec<String>,
     /// As `--token`.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// As `--origin`.
     #[serde(default)]
-    pub origins: Vec<String>,
+    pub(crate) origins: Vec<String>,
     /// As `--allowed-host`.
     #[serde(default)]
-    pub allowed_hosts: Vec<String>,
+    pub(crate) allowed_hosts: Vec<String>,
     /// As `--serve-dotfiles`.
     #[serde(default)]
-    pub serve_dotfiles: bool,
+    pub(crate) serve_dotfiles: bool,
     /// As `--redis`.
-    pub redis: Option<String>,
+    pub(crate) redis: Option<String>,
     /// As `--tls-cert`.
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// As `--tls-key`.
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// Size and count limits.
     #[serde(default)]
-    pub limits: LimitsConfig,
+    pub(crate) limits: LimitsConfig,
     /// Ping/pong settings.
     #[serde(default)]
-    pub heartbeat: HeartbeatConfig,
+    pub(crate) heartbeat: HeartbeatConfig,
     /// What pages may do.
     #[serde(default)]
-    pub pages: PagesConfig,
+    pub(crate) pages: PagesConfig,
     /// Configured actions, by name.
     #[serde(default)]
-    pub actions: BTreeMap<String, ActionConfig>,
+    pub(crate) actions: BTreeMap<String, ActionConfig>,
     /// Cluster settings, used with `redis`.
     #[serde(default)]
-    pub cluster: ClusterConfig,
+    pub(crate) cluster: ClusterConfig,
 }
 
 /// `[limits]`.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
+pub(crate) struct LimitsConfig {
     /// Largest frame or message a page may send, in bytes (close 1009).
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
     /// Outgoing queue per connection, in bytes (close 4001 when full).
-    pub outbox_bytes: usize,
+    pub(crate) outbox_bytes: usize,
     /// Outgoing queue per connection, in frames.
-    pub outbox_frames: usize,
+    pub(crate) outbox_frames: usize,
     /// Most WebSocket connections in all.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Most WebSocket connections from one address; default an eighth of
     /// `max_connections`.
-    pub max_connections_per_ip: Option<usize>,
+    pub(crate) max_connections_per_ip: Option<usize>,
     /// Most names one connection may register.
-    pub max_names_per_connection: usize,
+    pub(crate) max_names_per_connection: usize,
     /// Most actions running at once; `run` is refused beyond it.
-    pub max_running_actions: usize,
+    pub(crate) max_running_actions: usize,
     /// Seconds a new client has to complete its TLS handshake and send a
     /// request head (and an idle keep-alive connection stays open).
-    pub handshake_timeout_secs: u64,
+    pub(crate) handshake_timeout_secs: u64,
     /// Seconds a request body may take to arrive after its head; default
     /// `handshake_timeout_secs`.
-    pub body_timeout_secs: Option<u64>,
+    pub(crate) body_timeout_secs: Option<u64>,
     /// Most open TCP connections (HTTP and WebSocket) in all; default
     /// `max_connections` plus room for plain HTTP.
-    pub max_tcp_connections: Option<usize>,
+    pub(crate) max_tcp_connections: Option<usize>,
     /// Most open TCP connections from one address; default
     /// `max_connections_per_ip` plus room for plain HTTP.
-    pub max_tcp_connections_per_ip: Option<usize>,
+    pub(crate) max_tcp_connections_per_ip: Option<usize>,
     /// Bytes held for frames and messages not fully arrived, all pages
     /// together; the page that would need more is closed with 1013.
-    pub max_partial_bytes: usize,
+    pub(crate) max_partial_bytes: usize,
     /// Seconds a page has to finish a frame (a fragmented message: all of
     /// it) once it started sending it; then it is closed with 1008.
-    pub partial_timeout_secs: u64,
+    pub(crate) partial_timeout_secs: u64,
 }
 
 /// TCP connections allowed beyond the WebSocket limit in all, for requests
@@ -196,11 +196,11 @@ impl Default for LimitsConfig {
 /// `[heartbeat]`.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
-pub struct HeartbeatConfig {
+pub(crate) struct HeartbeatConfig {
     /// Seconds between pings.
-    pub interval_secs: u64,
+    pub(crate) interval_secs: u64,
     /// Seconds of silence after which a page is dropped.
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
 }
 
 impl Default for HeartbeatConfig {
@@ -215,10 +215,10 @@ impl Default for HeartbeatConfig {
 /// `[pages]`.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
-pub struct PagesConfig {
+pub(crate) struct PagesConfig {
     /// Commands a page may run over its WebSocket (or /shell without
     /// operator rights), by name: "ws register", "run", "ws write", ...
-    pub allow: Vec<String>,
+    pub(crate) allow: Vec<String>,
 }
 
 impl Default for PagesConfig {
@@ -231,45 +231,45 @@ impl Default for PagesConfig {
 
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Where to listen.
-    pub listen: String,
+    pub(crate) listen: String,
     /// Web root, or None for the demo.
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
     /// Control socket path.
-    pub control: PathBuf,
+    pub(crate) control: PathBuf,
     /// Address policy.
-    pub addresses: AddressPolicy,
+    pub(crate) addresses: AddressPolicy,
     /// Extra allowed origins.
-    pub origins: Vec<String>,
+    pub(crate) origins: Vec<String>,
     /// Host names served besides loopback ones (`--allowed-host`).
-    pub allowed_hosts: Vec<AllowedHost>,
+    pub(crate) allowed_hosts: Vec<AllowedHost>,
     /// Whether dot-files of the web root are served.
-    pub serve_dotfiles: bool,
+    pub(crate) serve_dotfiles: bool,
     /// Operator token.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Redis URL for a cluster.
-    pub redis: Option<String>,
+    pub(crate) redis: Option<String>,
     /// How this node takes part in the cluster.
-    pub cluster: ClusterConfig,
+    pub(crate) cluster: ClusterConfig,
     /// TLS certificate and key.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
     /// Hub limits.
-    pub hub: HubLimits,
+    pub(crate) hub: HubLimits,
     /// Connection limits.
-    pub conn: ConnLimits,
+    pub(crate) conn: ConnLimits,
     /// The accept loop: handshake timeout, TCP connection limits.
-    pub server: ServerOptions,
+    pub(crate) server: ServerOptions,
     /// Ping interval.
-    pub ping_interval: Duration,
+    pub(crate) ping_interval: Duration,
     /// Silence after which a page is dropped.
-    pub ping_timeout: Duration,
+    pub(crate) ping_timeout: Duration,
     /// Commands pages may run.
-    pub page_commands: Vec<String>,
+    pub(crate) page_commands: Vec<String>,
     /// Configured actions.
-    pub actions: BTreeMap<String, ActionConfig>,
+    pub(crate) actions: BTreeMap<String, ActionConfig>,
     /// Most actions running at once.
-    pub max_running_actions: usize,
+    pub(crate) max_running_actions: usize,
 }
 
 /// Checks one `[actions.NAME]` table and makes its relative paths
@@ -300,7 +300,7 @@ fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
 
 impl Settings {
     /// Merges flags over the configuration file (if any) over defaults.
-    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+    pub(crate) fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
         let (file, base) = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -467,7 +467,7 @@ impl Settings {
     }
 
     /// The listen address, resolved.
-    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+    pub(crate) fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
         use std::net::ToSocketAddrs;
         self.listen
             .to_socket_addrs()

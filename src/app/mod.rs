@@ -2,6 +2,6 @@
 //! which wires the engine and the doors together.
 
 pub mod cli;
-pub mod config;
-pub mod serve;
-pub mod shutdown;
+pub(crate) mod config;
+pub(crate) mod serve;
+pub(crate) mod shutdown;

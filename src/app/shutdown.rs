@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 /// A token cancelled on the first SIGINT or SIGTERM. The handlers are
 /// installed before this returns, so a signal sent right after the daemon
 /// says it is ready stops it cleanly instead of killing it.
-pub fn on_signals(monitor: crate::engine::monitor::Monitor) -> anyhow::Result<CancellationToken> {
+pub(crate) fn on_signals(
+    monitor: crate::engine::monitor::Monitor,
+) -> anyhow::Result<CancellationToken> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
     let token = CancellationToken::new();

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 /// Where a command line came from; decides what it may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Door {
+pub(crate) enum Door {
     /// The interactive console of `pagewire serve`.
     Console,
     /// The local control socket (the CLI, `pagewire console`).
@@ -23,16 +23,16 @@ pub enum Door {
 
 impl Door {
     /// Every door's label, in the order of [`Door::slot`].
-    pub const LABELS: [&'static str; 4] = ["console", "control", "http", "page"];
+    pub(crate) const LABELS: [&'static str; 4] = ["console", "control", "http", "page"];
 
     /// The door's name, without a page's index: `console`, `control`,
     /// `http` or `page`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         Self::LABELS[self.slot()]
     }
 
     /// The door's place in [`Door::LABELS`].
-    pub fn slot(self) -> usize {
+    pub(crate) fn slot(self) -> usize {
         match self {
             Door::Console => 0,
             Door::Control => 1,
@@ -42,7 +42,7 @@ impl Door {
     }
 
     /// Whether lines from this door run with the operator's rights.
-    pub fn is_operator(self) -> bool {
+    pub(crate) fn is_operator(self) -> bool {
         match self {
             Door::Console | Door::Control => true,
             Door::Http { operator } => operator,
@@ -62,7 +62,7 @@ impl fmt::Display for Door {
 
 /// How a command line ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     /// It succeeded.
     Ok,
     /// It was refused or failed: a parse error, an index nobody holds.
@@ -73,29 +73,29 @@ pub enum Status {
 
 /// The outcome of one command line, before any door renders it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// How it ended.
-    pub status: Status,
+    pub(crate) status: Status,
     /// The output text (no trailing newline), or the one-line error.
-    pub output: String,
+    pub(crate) output: String,
     /// Text for this daemon's console (a `ws write` that reached no page):
     /// the door that asked prints it there, escaped already.
-    pub console: Option<String>,
+    pub(crate) console: Option<String>,
 }
 
 impl Reply {
     /// A successful reply.
-    pub fn ok(output: impl Into<String>) -> Self {
+    pub(crate) fn ok(output: impl Into<String>) -> Self {
         Reply::with(Status::Ok, output.into())
     }
 
     /// A failed reply.
-    pub fn err(output: impl fmt::Display) -> Self {
+    pub(crate) fn err(output: impl fmt::Display) -> Self {
         Reply::with(Status::Failed, output.to_string())
     }
 
     /// A reply refusing the command for lack of rights.
-    pub fn denied(output: impl fmt::Display) -> Self {
+    pub(crate) fn denied(output: impl fmt::Display) -> Self {
         Reply::with(Status::Denied, output.to_string())
     }
 
@@ -108,7 +108,7 @@ impl Reply {
     }
 
     /// Whether the command succeeded.
-    pub fn is_ok(&self) -> bool {
+    pub(crate) fn is_ok(&self) -> bool {
         self.status == Status::Ok
     }
 }
@@ -116,14 +116,14 @@ impl Reply {
 /// A WebSocket that the HTTP door has accepted (it checked the handshake,
 /// the Origin and the limits, and answered 101), handed to the page door
 /// that serves it; `serve` joins the two doors.
-pub struct Upgrade {
+pub(crate) struct Upgrade {
     /// The connection, once hyper has let go of it.
-    pub pending: hyper::upgrade::OnUpgrade,
+    pub(crate) pending: hyper::upgrade::OnUpgrade,
     /// The peer's address.
-    pub peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// The page it came from, for the listing.
-    pub page: String,
+    pub(crate) page: String,
     /// Kept for as long as the WebSocket lives: its place in the accept
     /// loop's connection limits.
-    pub keep: Box<dyn Send>,
+    pub(crate) keep: Box<dyn Send>,
 }

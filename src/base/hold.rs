@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 /// A TCP stream that keeps what is written to it, instead of sending it,
 /// once [`HoldWrites::hold`] was called.
-pub struct HoldableTcp {
+pub(crate) struct HoldableTcp {
     tcp: TcpStream,
     hold: Arc<AtomicBool>,
     held: Vec<u8>,
@@ -27,19 +27,19 @@ pub struct HoldableTcp {
 /// Asks a [`HoldableTcp`] to hold back everything written from now on.
 /// Every request on a plain TCP connection carries one in its extensions.
 #[derive(Clone, Debug)]
-pub struct HoldWrites(Arc<AtomicBool>);
+pub(crate) struct HoldWrites(Arc<AtomicBool>);
 
 impl HoldWrites {
     /// Holds back what is written next: the caller takes it with
     /// [`HoldableTcp::into_parts`] and must write it first.
-    pub fn hold(&self) {
+    pub(crate) fn hold(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }
 
 impl HoldableTcp {
     /// Wraps `tcp`; writes go through until the handle says otherwise.
-    pub fn new(tcp: TcpStream) -> (Self, HoldWrites) {
+    pub(crate) fn new(tcp: TcpStream) -> (Self, HoldWrites) {
         let hold = Arc::new(AtomicBool::new(false));
         let io = HoldableTcp {
             tcp,
@@ -51,7 +51,7 @@ impl HoldableTcp {
 
     /// The stream, and the bytes held back, which go out before anything
     /// else.
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+    pub(crate) fn into_parts(self) -> (TcpStream, Vec<u8>) {
         (self.tcp, self.held)
     }
 

@@ -3,8 +3,8 @@
 
 pub mod codec;
 pub mod command;
-pub mod door;
-pub mod hold;
-pub mod protocol;
+pub(crate) mod door;
+pub(crate) mod hold;
+pub(crate) mod protocol;
 pub mod stdout;
 pub mod text;

@@ -8,12 +8,12 @@ use serde::Serialize;
 use crate::base::codec::{encode_frame, OpCode};
 
 /// The protocol version announced in `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// One server-to-page message. Field names are part of the public protocol.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase")]
-pub enum ServerFrame<'a> {
+pub(crate) enum ServerFrame<'a> {
     /// Sent first, once: the connection's index.
     Hello {
         /// The connection's index.
@@ -80,14 +80,14 @@ pub enum ServerFrame<'a> {
 
 impl ServerFrame<'_> {
     /// The JSON text of this frame.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         // Serialising these plain structs cannot fail: every field is a
         // string, integer or bool.
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// The complete WebSocket text frame, ready to be shared.
-    pub fn encode(&self) -> Bytes {
+    pub(crate) fn encode(&self) -> Bytes {
         encode_frame(OpCode::Text, self.to_json().as_bytes())
     }
 }

@@ -27,7 +27,7 @@ use crate::base::door::Reply;
 
 /// How many lines may wait for a stalled standard output before new ones
 /// are dropped (and counted).
-pub const CONSOLE_BACKLOG: usize = 4096;
+pub(crate) const CONSOLE_BACKLOG: usize = 4096;
 
 /// How long the editor waits for its reply to be printed before prompting
 /// again anyway (the output may be stalled).
@@ -84,7 +84,7 @@ enum Ack {
 impl ConsoleOut {
     /// A handle on standard output, with its own printer thread. Create one
     /// per process and clone it.
-    pub fn stdout() -> ConsoleOut {
+    pub(crate) fn stdout() -> ConsoleOut {
         let (tx, rx) = mpsc::channel(CONSOLE_BACKLOG);
         let dropped = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&dropped);
@@ -116,7 +116,7 @@ impl ConsoleOut {
 
     /// Prints `text` as one or more lines (a final newline is added when
     /// missing). Never blocks; see the module docs for a stalled output.
-    pub fn print(&self, text: impl Into<String>) {
+    pub(crate) fn print(&self, text: impl Into<String>) {
         let text = text.into();
         match &self.target {
             Target::Printer { tx, dropped } => match tx.try_send(Msg::Text(text)) {
@@ -138,7 +138,7 @@ impl ConsoleOut {
     /// text of a `ws write` that reached no page). Every door calls this
     /// with the replies it gets, so that the text is shown whichever door
     /// the command came through.
-    pub fn print_console_text(&self, reply: &mut Reply) {
+    pub(crate) fn print_console_text(&self, reply: &mut Reply) {
         if let Some(text) = reply.console.take() {
             self.print(text);
         }
@@ -146,7 +146,7 @@ impl ConsoleOut {
 
     /// Waits (at most `timeout`) until every line handed over so far has
     /// been written; call it before the process exits.
-    pub async fn flush(&self, timeout: Duration) {
+    pub(crate) async fn flush(&self, timeout: Duration) {
         let Target::Printer { tx, .. } = &self.target else {
             return;
         };

@@ -37,7 +37,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// Whether `c` is shown escaped rather than printed (see the module docs).
-pub fn needs_escape(c: char) -> bool {
+pub(crate) fn needs_escape(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_control();
     }
@@ -88,13 +88,13 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 /// Like [`escape`], but a `\n` stays a line break: for output that is
 /// meant to be several lines (a `ws` listing, help). Each line is safe to
 /// print; a `\r` before a `\n` is escaped like any other.
-pub fn escape_lines(s: &str) -> Cow<'_, str> {
+pub(crate) fn escape_lines(s: &str) -> Cow<'_, str> {
     escape_with(s, true)
 }
 
 /// Escapes `s[from..]` in place, as [`escape`] does; nothing is copied
 /// when there is nothing to escape.
-pub fn escape_tail(s: &mut String, from: usize) {
+pub(crate) fn escape_tail(s: &mut String, from: usize) {
     let escaped = match escape(&s[from..]) {
         Cow::Owned(escaped) => escaped,
         Cow::Borrowed(_) => return,
@@ -152,20 +152,20 @@ fn write_escaped(out: &mut impl fmt::Write, c: char) -> fmt::Result {
 /// Shows a `&str` escaped as by [`escape`], for `format!` and `write!`
 /// without an intermediate `String`.
 #[derive(Clone, Copy, Debug)]
-pub struct Escaped<'a>(pub &'a str);
+pub(crate) struct Escaped<'a>(pub(crate) &'a str);
 
 /// Shows input inside a one-line message (an error, a Monitor line):
 /// escaped as by [`escape`] and cut after `max_chars` characters, with
 /// `...` when it was cut, so that a 64 KiB header or token cannot make a
 /// 64 KiB line.
 #[derive(Clone, Copy, Debug)]
-pub struct Shown<'a> {
+pub(crate) struct Shown<'a> {
     text: &'a str,
     max_chars: usize,
 }
 
 /// `text` for a one-line message, at most `max_chars` characters of it.
-pub fn shown(text: &str, max_chars: usize) -> Shown<'_> {
+pub(crate) fn shown(text: &str, max_chars: usize) -> Shown<'_> {
     Shown { text, max_chars }
 }
 

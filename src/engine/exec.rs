@@ -48,13 +48,13 @@ impl PageRights {
 
 /// Commands run, by door and result, for `/metrics`.
 #[derive(Default, Debug)]
-pub struct CommandCounters {
+pub(crate) struct CommandCounters {
     counts: [[AtomicU64; 2]; 4],
 }
 
 impl CommandCounters {
     /// (door, ok, count) for every door and result.
-    pub fn snapshot(&self) -> Vec<(&'static str, bool, u64)> {
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, bool, u64)> {
         let mut out = Vec::new();
         for (door, row) in Door::LABELS.iter().zip(&self.counts) {
             out.push((*door, true, row[1].load(Relaxed)));
@@ -75,7 +75,7 @@ struct Inner {
 
 /// Runs command lines; cheap to clone, one per door.
 #[derive(Clone)]
-pub struct Executor {
+pub(crate) struct Executor {
     inner: Arc<Inner>,
 }
 
@@ -83,7 +83,11 @@ impl Executor {
     /// An executor whose `ws` commands reach the connections of `backplane`
     /// (a daemon's own hub, or a cluster's with `--redis`), running the
     /// configured `actions`.
-    pub fn new(backplane: Arc<dyn Backplane>, page_rights: PageRights, actions: Actions) -> Self {
+    pub(crate) fn new(
+        backplane: Arc<dyn Backplane>,
+        page_rights: PageRights,
+        actions: Actions,
+    ) -> Self {
         let (notify, _) = watch::channel(None);
         Executor {
             inner: Arc::new(Inner {
@@ -98,12 +102,12 @@ impl Executor {
     }
 
     /// Commands run so far, by door and result.
-    pub fn counters(&self) -> &CommandCounters {
+    pub(crate) fn counters(&self) -> &CommandCounters {
         &self.inner.counters
     }
 
     /// The element Monitor lines go to while `set notify` is on.
-    pub fn notify_target(&self) -> watch::Receiver<Option<String>> {
+    pub(crate) fn notify_target(&self) -> watch::Receiver<Option<String>> {
         self.inner.notify.subscribe()
     }
 
@@ -112,7 +116,7 @@ impl Executor {
     /// The reply's output is escaped ([`crate::base::text::escape_lines`]): every
     /// door may show it on a terminal (the CLI, `pagewire console`, curl on
     /// `/shell`), so none of it may act as a control sequence there.
-    pub async fn run_line(&self, line: &str, door: Door) -> Reply {
+    pub(crate) async fn run_line(&self, line: &str, door: Door) -> Reply {
         let (mut reply, reported, name) = match command::parse(line) {
             // A page's registration has its own Monitor line ("ws 7
             // registered 'status'"); a second one per page would double
@@ -165,7 +169,7 @@ impl Executor {
     }
 
     /// Runs a parsed command on behalf of `door`.
-    pub async fn run(&self, cmd: Command, door: Door) -> Reply {
+    pub(crate) async fn run(&self, cmd: Command, door: Door) -> Reply {
         let operator = door.is_operator();
         if !operator && !self.inner.page_rights.allows(&cmd) {
             let msg = format!(
@@ -329,7 +333,7 @@ fn run_output(door: Door, operator: bool, to: Option<Target>) -> Result<Output, 
 /// One `ws` listing line for a running action. It starts with `action`,
 /// never a digit, so that clients counting connection lines (those that
 /// start with an index) are not misled.
-pub fn render_run(run: &RunningAction) -> String {
+pub(crate) fn render_run(run: &RunningAction) -> String {
     let from = match run.door {
         Door::Page(id) => format!("page:{id}"),
         other => other.label().to_string(),
@@ -365,7 +369,7 @@ fn plural(n: usize, noun: &str) -> String {
 /// node that could not be asked. Every field that is text is escaped
 /// ([`crate::base::text::Escaped`]), so that none can start a line of its own:
 /// names and nodes may come from another node of a cluster.
-pub fn render_list(listing: &Listing) -> String {
+pub(crate) fn render_list(listing: &Listing) -> String {
     use crate::base::text::Escaped;
     let mut out = String::new();
     if listing.conns.is_empty() {

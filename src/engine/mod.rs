@@ -2,11 +2,11 @@
 //! executor. It imports leaves and nothing of the doors.
 
 pub mod actions;
-pub mod backplane;
+pub(crate) mod backplane;
 pub mod exec;
 pub mod hub;
 pub mod monitor;
-pub mod notify;
+pub(crate) mod notify;
 
 use std::sync::Arc;
 
@@ -21,23 +21,21 @@ use monitor::Monitor;
 /// Doors reach each part here by name, not through one another.
 pub struct Engine {
     /// This daemon's connection table.
-    pub hub: Hub,
+    pub(crate) hub: Hub,
     /// The event log.
-    pub monitor: Monitor,
-    /// How `ws` commands reach connections (the hub, or a cluster).
-    pub backplane: Arc<dyn Backplane>,
+    pub(crate) monitor: Monitor,
     /// The configured actions and their runs.
-    pub actions: Actions,
+    pub(crate) actions: Actions,
     /// Runs command lines.
-    pub exec: Executor,
+    pub(crate) exec: Executor,
     /// This daemon's standard output: where a door prints what a reply has
     /// for the console ([`crate::base::door::Reply::console`]).
-    pub out: ConsoleOut,
+    pub(crate) out: ConsoleOut,
 }
 
 impl Engine {
     /// The engine over `backplane` (a daemon's own hub, or a cluster's).
-    pub fn new(
+    pub(crate) fn new(
         backplane: Arc<dyn Backplane>,
         page_rights: PageRights,
         actions: Actions,
@@ -48,7 +46,6 @@ impl Engine {
             monitor: hub.monitor().clone(),
             exec: Executor::new(backplane.clone(), page_rights, actions.clone()),
             hub,
-            backplane,
             actions,
             out,
         })

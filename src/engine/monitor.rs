@@ -44,17 +44,17 @@ use crate::base::text;
 pub const MONITOR_BACKLOG: usize = 1024;
 
 /// The window within which events of one kind count as a flood.
-pub const FLOOD_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const FLOOD_WINDOW: Duration = Duration::from_secs(1);
 
 /// How many events of one kind a window shows in full; the rest are
 /// summarised.
-pub const FLOOD_BURST: u32 = 1;
+pub(crate) const FLOOD_BURST: u32 = 1;
 
 /// Most kinds tracked at once.
-pub const MAX_KINDS: usize = 1024;
+pub(crate) const MAX_KINDS: usize = 1024;
 
 /// Longest kind, in bytes.
-pub const MAX_KIND_BYTES: usize = 200;
+pub(crate) const MAX_KIND_BYTES: usize = 200;
 
 /// Width of the time stamp that starts every line (`HH:MM:SS.mmm`).
 const STAMP_LEN: usize = 12;
@@ -111,7 +111,7 @@ impl Monitor {
     /// Says at once how many events of each kind are being held back, as
     /// the end of their windows would: for shutdown, when no timer is
     /// going to fire any more.
-    pub fn flush_floods(&self) {
+    pub(crate) fn flush_floods(&self) {
         let held = lock(&self.inner.floods).take_held();
         for (kind, held) in held {
             self.send(summary(&kind, held));
@@ -342,7 +342,7 @@ fn truncate_kind(kind: &mut String) {
 }
 
 /// The line shown in place of Monitor lines a slow watcher missed.
-pub fn missed_note(missed: u64) -> String {
+pub(crate) fn missed_note(missed: u64) -> String {
     format!("(monitor: {missed} lines missed, the watcher fell behind)")
 }
 

@@ -12,7 +12,7 @@ use crate::engine::monitor::Monitor;
 
 /// While `set notify NAME` is on, sends every Monitor line to element NAME
 /// of every page (`ws write * ` with a name, encoded once per line).
-pub async fn notify_pages(
+pub(crate) async fn notify_pages(
     monitor: Monitor,
     hub: Hub,
     target: watch::Receiver<Option<String>>,

@@ -2,8 +2,6 @@
 //! page protocol to a running daemon, with waits that time out instead of
 //! sleeping.
 
-#![allow(dead_code)] // Not every test module uses every helper.
-
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -134,16 +132,6 @@ impl Page {
             let v = self.recv().await;
             if v["type"] == kind {
                 return v;
-            }
-        }
-    }
-
-    /// Asserts that no data frame arrives within `wait` (used only to
-    /// check an absence, after a positive event proved delivery works).
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(msg))) = tokio::time::timeout(wait, self.ws.next()).await {
-            if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
-                panic!("expected nothing, got {msg:?}");
             }
         }
     }

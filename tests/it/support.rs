@@ -15,8 +15,6 @@
 //! - [`Process`] is any child whose output is collected line by line; it is
 //!   killed when dropped, or on demand with [`Daemon::kill`] (SIGKILL).
 
-#![allow(dead_code)] // Not every test module uses everything here.
-
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
@@ -292,15 +290,6 @@ impl Process {
                 line
             }
             None => panic!("no matching stdout line\n{}", self.snapshot()),
-        }
-    }
-
-    /// Waits for a stderr line matching `pred`; panics as above.
-    #[track_caller]
-    pub fn wait_for_stderr(&self, pred: impl Fn(&str) -> bool) -> String {
-        match self.stderr.wait_for(0, &pred, TIMEOUT) {
-            Some((_, line)) => line,
-            None => panic!("no matching stderr line\n{}", self.snapshot()),
         }
     }
 

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
 /// The GUID RFC 6455 appends to the client's key before hashing it.
-pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+pub(crate) const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// The only protocol version spoken, for `Sec-WebSocket-Version`.
 pub const SUPPORTED_VERSION: &str = "13";

@@ -38,24 +38,20 @@ use std::ops::Range;
 use bytes::Bytes;
 
 /// Default largest payload of one frame a client may send.
-pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 /// Default largest message (all fragments together) a client may send.
-pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 /// Largest payload of a control frame (RFC 6455, section 5.5).
-pub const MAX_CONTROL_PAYLOAD: usize = 125;
+pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Largest close reason: a control payload minus the two-byte status code.
-pub const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
+pub(crate) const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 /// Longest header of a server frame: two bytes and a 64-bit length, no mask.
-pub const MAX_HEADER_LEN: usize = 10;
+pub(crate) const MAX_HEADER_LEN: usize = 10;
 /// Longest header of a client frame: a server header plus the masking key.
-pub const MAX_CLIENT_HEADER_LEN: usize = MAX_HEADER_LEN + 4;
+pub(crate) const MAX_CLIENT_HEADER_LEN: usize = MAX_HEADER_LEN + 4;
 
 /// A server Ping with no payload, ready to write.
-pub const EMPTY_PING: [u8; 2] = [FIN_BIT | 0x9, 0];
-/// A server Close with no status code, ready to write. It answers a client
-/// Close that carried no code: echoing a code the client never sent would
-/// invent one.
-pub const EMPTY_CLOSE: [u8; 2] = [FIN_BIT | 0x8, 0];
+pub(crate) const EMPTY_PING: [u8; 2] = [FIN_BIT | 0x9, 0];
 
 const FIN_BIT: u8 = 0x80;
 const RSV_BITS: u8 = 0x70;
@@ -68,24 +64,20 @@ const LEN_64: u8 = 127;
 
 /// Close status codes (RFC 6455, section 7.4.1) that pagewire sends.
 pub mod close_code {
-    /// Normal closure.
-    pub const NORMAL: u16 = 1000;
     /// The endpoint is going away: server shutdown or page navigation.
-    pub const GOING_AWAY: u16 = 1001;
+    pub(crate) const GOING_AWAY: u16 = 1001;
     /// The peer broke the protocol.
-    pub const PROTOCOL: u16 = 1002;
+    pub(crate) const PROTOCOL: u16 = 1002;
     /// The peer sent a kind of data the endpoint does not accept.
-    pub const UNSUPPORTED: u16 = 1003;
+    pub(crate) const UNSUPPORTED: u16 = 1003;
     /// A message's payload was inconsistent with its type (bad UTF-8).
-    pub const INVALID_PAYLOAD: u16 = 1007;
+    pub(crate) const INVALID_PAYLOAD: u16 = 1007;
     /// A message violated the endpoint's policy.
-    pub const POLICY: u16 = 1008;
+    pub(crate) const POLICY: u16 = 1008;
     /// A frame or message was larger than the endpoint accepts.
-    pub const TOO_BIG: u16 = 1009;
-    /// The endpoint hit an unexpected condition.
-    pub const INTERNAL: u16 = 1011;
+    pub(crate) const TOO_BIG: u16 = 1009;
     /// The endpoint is overloaded for now: the peer may try again later.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
+    pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
 
     /// Whether `code` may appear in a Close frame received from a peer.
     ///
@@ -101,7 +93,7 @@ pub mod close_code {
 /// A frame's opcode; the reserved values have no variant, so a parsed frame
 /// never carries one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OpCode {
+pub(crate) enum OpCode {
     /// 0x0: a further fragment of the message in progress.
     Continuation,
     /// 0x1: the first (or only) frame of a UTF-8 text message.
@@ -119,7 +111,7 @@ pub enum OpCode {
 impl OpCode {
     /// The opcode for the low four bits of a frame's first byte, or `None`
     /// for a reserved value.
-    pub fn from_bits(bits: u8) -> Option<OpCode> {
+    pub(crate) fn from_bits(bits: u8) -> Option<OpCode> {
         match bits {
             0x0 => Some(OpCode::Continuation),
             0x1 => Some(OpCode::Text),
@@ -132,7 +124,7 @@ impl OpCode {
     }
 
     /// The four-bit wire value.
-    pub fn bits(self) -> u8 {
+    pub(crate) fn bits(self) -> u8 {
         match self {
             OpCode::Continuation => 0x0,
             OpCode::Text => 0x1,
@@ -145,7 +137,7 @@ impl OpCode {
 
     /// Whether this is a control opcode (Close, Ping, Pong): such frames are
     /// never fragmented and carry at most 125 bytes.
-    pub fn is_control(self) -> bool {
+    pub(crate) fn is_control(self) -> bool {
         matches!(self, OpCode::Close | OpCode::Ping | OpCode::Pong)
     }
 }
@@ -214,7 +206,7 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The status code to close the connection with.
-    pub fn close_code(&self) -> u16 {
+    pub(crate) fn close_code(&self) -> u16 {
         match self {
             ProtocolError::TooBig => close_code::TOO_BIG,
             ProtocolError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
@@ -224,7 +216,7 @@ impl ProtocolError {
 
     /// A short reason for the Close frame (also the `Display` text); always
     /// fits [`MAX_CLOSE_REASON`], and needs no allocation to send.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             ProtocolError::ReservedBits => "reserved bits set",
             ProtocolError::ReservedOpcode => "reserved opcode",
@@ -247,20 +239,20 @@ impl ProtocolError {
 /// A parsed client frame header: where its (now unmasked) payload lies in
 /// the buffer it was parsed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameHeader {
+pub(crate) struct FrameHeader {
     /// Whether this is the last frame of its message.
-    pub fin: bool,
+    pub(crate) fin: bool,
     /// The frame's opcode.
-    pub opcode: OpCode,
+    pub(crate) opcode: OpCode,
     /// Offset of the payload from the start of the frame.
-    pub payload_start: usize,
+    pub(crate) payload_start: usize,
     /// Length of the payload.
-    pub payload_len: usize,
+    pub(crate) payload_len: usize,
 }
 
 impl FrameHeader {
     /// The payload's range in the buffer the frame was parsed from.
-    pub fn payload_range(&self) -> Range<usize> {
+    pub(crate) fn payload_range(&self) -> Range<usize> {
         // Cannot overflow: parse_frame computed this same sum with checked
         // arithmetic before returning the header.
         self.payload_start..self.payload_start.saturating_add(self.payload_len)
@@ -271,11 +263,11 @@ impl FrameHeader {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame<'a> {
     /// Whether this is the last frame of its message.
-    pub fin: bool,
+    pub(crate) fin: bool,
     /// The frame's opcode.
-    pub opcode: OpCode,
+    pub(crate) opcode: OpCode,
     /// The unmasked payload.
-    pub payload: &'a [u8],
+    pub(crate) payload: &'a [u8],
 }
 
 /// Parses one client frame from the start of `buf` and unmasks its payload
@@ -293,7 +285,7 @@ pub struct Frame<'a> {
 /// `limits.max_frame` is refused from the header, before its payload is
 /// buffered. Non-minimal length encodings are accepted: RFC 6455 requires
 /// senders to use the shortest one, but the length they state is the same.
-pub fn parse_frame(
+pub(crate) fn parse_frame(
     buf: &mut [u8],
     limits: &Limits,
 ) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
@@ -395,7 +387,7 @@ pub fn next_frame<'a>(
 /// Checks nothing: it lets a reader that holds an incomplete frame (one
 /// [`parse_frame`] has already let through) reserve room for the rest of it
 /// once, instead of growing its buffer again and again.
-pub fn frame_len(buf: &[u8]) -> Option<usize> {
+pub(crate) fn frame_len(buf: &[u8]) -> Option<usize> {
     let (declared, payload_start, _) = header_parts(buf)?;
     usize::try_from(declared).ok()?.checked_add(payload_start)
 }
@@ -423,7 +415,7 @@ fn read_array<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
 
 /// XORs `payload` with a masking key (RFC 6455, section 5.3); applying it
 /// twice restores the original, so it both masks and unmasks.
-pub fn apply_mask(payload: &mut [u8], key: [u8; 4]) {
+pub(crate) fn apply_mask(payload: &mut [u8], key: [u8; 4]) {
     // Eight bytes at a time: the key repeats every four bytes, so a doubled
     // key lines up with every 8-byte chunk from the start of the payload.
     let [k0, k1, k2, k3] = key;
@@ -451,7 +443,7 @@ pub struct CloseFrame<'a> {
 
 /// Validates a received Close payload: `None` when it is empty (no status),
 /// else its code and reason.
-pub fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame<'_>>, ProtocolError> {
+pub(crate) fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame<'_>>, ProtocolError> {
     match payload {
         [] => Ok(None),
         [_] => Err(ProtocolError::CloseTooShort),
@@ -530,12 +522,12 @@ impl MessageAssembler {
     }
 
     /// Whether a fragmented message has started and not yet finished.
-    pub fn in_progress(&self) -> bool {
+    pub(crate) fn in_progress(&self) -> bool {
         self.partial.is_some()
     }
 
     /// The bytes allocated for the fragmented message in progress.
-    pub fn held_bytes(&self) -> usize {
+    pub(crate) fn held_bytes(&self) -> usize {
         self.partial.as_ref().map_or(0, |p| p.data.capacity())
     }
 
@@ -589,7 +581,7 @@ impl MessageAssembler {
     }
 
     /// Drops any message in progress and its buffer.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.partial = None;
     }
 
@@ -734,19 +726,19 @@ fn append_bounded(data: &mut Vec<u8>, more: &[u8], max: usize) {
 /// Between pieces it holds at most three bytes: the beginning of a
 /// character split across the boundary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Utf8Validator {
+pub(crate) struct Utf8Validator {
     pending: [u8; 3],
     pending_len: u8,
 }
 
 impl Utf8Validator {
     /// A validator at the start of a text.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Utf8Validator::default()
     }
 
     /// Checks the next piece of the text.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
         let mut rest = bytes;
         let held_len = usize::from(self.pending_len);
         if let Some(held) = self.pending.get(..held_len).filter(|h| !h.is_empty()) {
@@ -786,7 +778,7 @@ impl Utf8Validator {
     }
 
     /// Checks that the text did not end inside a character.
-    pub fn finish(&self) -> Result<(), ProtocolError> {
+    pub(crate) fn finish(&self) -> Result<(), ProtocolError> {
         if self.pending_len == 0 {
             Ok(())
         } else {
@@ -809,14 +801,14 @@ impl Utf8Validator {
 
 /// A server frame header, ready to be written before its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EncodedHeader {
+pub(crate) struct EncodedHeader {
     bytes: [u8; MAX_HEADER_LEN],
     len: u8,
 }
 
 impl EncodedHeader {
     /// The header's bytes: 2, 4 or 10 of them.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.bytes
             .get(..usize::from(self.len))
             .unwrap_or(&self.bytes)
@@ -828,7 +820,7 @@ impl EncodedHeader {
 ///
 /// Useful to write a large payload after its header without copying it;
 /// [`encode_frame`] is simpler otherwise.
-pub fn encode_header(fin: bool, opcode: OpCode, payload_len: usize) -> EncodedHeader {
+pub(crate) fn encode_header(fin: bool, opcode: OpCode, payload_len: usize) -> EncodedHeader {
     let mut bytes = [0u8; MAX_HEADER_LEN];
     let [b0, b1, ext @ ..] = &mut bytes;
     *b0 = if fin { FIN_BIT } else { 0 } | opcode.bits();
@@ -857,7 +849,7 @@ pub fn encode_header(fin: bool, opcode: OpCode, payload_len: usize) -> EncodedHe
 ///
 /// A control frame's payload is cut to 125 bytes rather than produce a
 /// frame the client must reject; use [`encode_close`] for a Close.
-pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+pub(crate) fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
     let payload = if opcode.is_control() {
         payload.get(..MAX_CONTROL_PAYLOAD).unwrap_or(payload)
     } else {
@@ -876,9 +868,8 @@ pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
 /// cut at a character boundary to fit [`MAX_CLOSE_REASON`] bytes.
 ///
 /// `code` should be one a peer may send ([`close_code::is_valid`]); 1005,
-/// 1006 and 1015 in particular never go on the wire (send [`EMPTY_CLOSE`]
-/// for "no status").
-pub fn encode_close(code: u16, reason: &str) -> Bytes {
+/// 1006 and 1015 in particular never go on the wire.
+pub(crate) fn encode_close(code: u16, reason: &str) -> Bytes {
     let reason = truncate_at_char_boundary(reason, MAX_CLOSE_REASON);
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
@@ -887,13 +878,8 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
 }
 
 /// [`EMPTY_PING`] as shareable [`Bytes`], without allocating.
-pub fn empty_ping() -> Bytes {
+pub(crate) fn empty_ping() -> Bytes {
     Bytes::from_static(&EMPTY_PING)
-}
-
-/// [`EMPTY_CLOSE`] as shareable [`Bytes`], without allocating.
-pub fn empty_close() -> Bytes {
-    Bytes::from_static(&EMPTY_CLOSE)
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a
@@ -1633,9 +1619,7 @@ mod tests {
     #[test]
     fn preencoded_frames() {
         assert_eq!(&empty_ping()[..], [0x89, 0x00]);
-        assert_eq!(&empty_close()[..], [0x88, 0x00]);
         assert_eq!(empty_ping(), encode_frame(OpCode::Ping, b""));
-        assert_eq!(empty_close(), encode_frame(OpCode::Close, b""));
     }
 
     #[test]

@@ -11,20 +11,20 @@ pub struct CommandDef {
     /// The words that select the command, e.g. `ws write`.
     pub name: &'static str,
     /// The command's syntax, e.g. `ws write TARGET "text"`.
-    pub usage: &'static str,
+    pub(crate) usage: &'static str,
     /// What the command does, in a few words (lowercase, no full stop).
-    pub summary: &'static str,
+    pub(crate) summary: &'static str,
     /// A few lines for `help NAME`.
-    pub help: &'static str,
+    pub(crate) help: &'static str,
     /// A line the command accepts; tests parse it.
-    pub example: &'static str,
+    pub(crate) example: &'static str,
     /// Appended to the usage when an extra argument is refused, for commands
     /// whose last argument is free text that people forget to quote.
-    pub extra_hint: Option<&'static str>,
+    pub(crate) extra_hint: Option<&'static str>,
 }
 
 /// The explanation of TARGET, shown with every command that takes one.
-pub const TARGET_HELP: &str =
+pub(crate) const TARGET_HELP: &str =
     "TARGET is a connection index (a positive integer), a registered name or * (all)";
 
 /// `ws`: list connections.
@@ -152,7 +152,7 @@ pub static COMMANDS: [&CommandDef; 8] = [
 /// Finds the command a help topic names: its full name (`ws write`), its
 /// last word (`write`), or a first word that only one command has (`set`).
 /// Runs of blanks in `topic` count as one space.
-pub fn find(topic: &str) -> Option<&'static CommandDef> {
+pub(crate) fn find(topic: &str) -> Option<&'static CommandDef> {
     let topic = topic.split_whitespace().collect::<Vec<_>>().join(" ");
     if let Some(def) = COMMANDS.iter().find(|def| def.name == topic) {
         return Some(def);
@@ -172,7 +172,7 @@ pub fn find(topic: &str) -> Option<&'static CommandDef> {
 
 /// The text `help` prints: with no topic, one line per command and the
 /// meaning of TARGET; with a topic, that command's long help.
-pub fn help_text(topic: Option<&str>) -> Result<String, ParseError> {
+pub(crate) fn help_text(topic: Option<&str>) -> Result<String, ParseError> {
     let Some(topic) = topic.filter(|t| !t.trim().is_empty()) else {
         return Ok(overview());
     };

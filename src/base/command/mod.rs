@@ -8,7 +8,8 @@ use std::fmt;
 mod defs;
 mod lex;
 
-pub use defs::{find as find_topic, help_text, CommandDef, COMMANDS, TARGET_HELP};
+pub(crate) use defs::help_text;
+pub use defs::{CommandDef, COMMANDS};
 pub use lex::{quote, tokenize};
 
 /// The longest command line accepted, in bytes.
@@ -16,10 +17,11 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// The longest name (`ws register`, a TARGET, `set notify`, an action), in
 /// characters (ASCII, so bytes too).
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 
 /// What a name may hold, as every refusal of one says it (spec section 1).
-pub const NAME_RULE: &str = "a name is 1 to 64 characters of ASCII letters, digits and -_.: \
+pub(crate) const NAME_RULE: &str =
+    "a name is 1 to 64 characters of ASCII letters, digits and -_.: \
                              and does not start with a digit";
 
 /// The connections a command addresses.
@@ -100,7 +102,7 @@ pub enum Command {
 
 impl Command {
     /// The command's entry in the table of commands.
-    pub fn def(&self) -> &'static CommandDef {
+    pub(crate) fn def(&self) -> &'static CommandDef {
         match self {
             Command::List => &defs::WS,
             Command::Register { .. } => &defs::WS_REGISTER,
@@ -114,7 +116,7 @@ impl Command {
     }
 
     /// The command's name for logs and metrics, e.g. `ws write`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.def().name
     }
 
@@ -122,7 +124,7 @@ impl Command {
     /// the daemon or outside it. A request that cannot show where it comes
     /// from may run only these. A new command is not read-only until it is
     /// listed here.
-    pub fn is_read_only(&self) -> bool {
+    pub(crate) fn is_read_only(&self) -> bool {
         match self {
             Command::List | Command::Help { .. } => true,
             Command::Register { .. }
@@ -319,7 +321,7 @@ impl fmt::Display for Hint {
 /// Monitor lines, where look-alike letters from other scripts, bidi
 /// overrides or invisible characters would let two different names look
 /// the same.
-pub fn valid_name(s: &str) -> Result<(), ParseError> {
+pub(crate) fn valid_name(s: &str) -> Result<(), ParseError> {
     let problem = if s.is_empty() {
         NameProblem::Empty
     } else if let Some(c) = s

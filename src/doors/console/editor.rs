@@ -17,11 +17,11 @@ use crate::base::door::Reply;
 use crate::base::stdout::ConsoleOut;
 
 /// The prompt of the daemon's console and of `pagewire console`.
-pub const PROMPT: &str = "pagewire> ";
+pub(crate) const PROMPT: &str = "pagewire> ";
 
 /// Where the console keeps its history: `~/.pagewire_history`, shared by
 /// the daemon's console and `pagewire console`; `None` without `$HOME`.
-pub fn history_path() -> Option<PathBuf> {
+pub(crate) fn history_path() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|home| !home.is_empty())
         .map(|home| PathBuf::from(home).join(".pagewire_history"))
@@ -29,11 +29,11 @@ pub fn history_path() -> Option<PathBuf> {
 
 /// How to run the line editor.
 #[derive(Clone, Debug)]
-pub struct EditorConfig {
+pub(crate) struct EditorConfig {
     /// The prompt shown before each line.
-    pub prompt: String,
+    pub(crate) prompt: String,
     /// The history file, loaded at start and appended to at the end.
-    pub history: Option<PathBuf>,
+    pub(crate) history: Option<PathBuf>,
 }
 
 impl Default for EditorConfig {
@@ -47,22 +47,22 @@ impl Default for EditorConfig {
 
 /// One line typed at the editor, waiting for its reply.
 #[derive(Debug)]
-pub struct LineRequest {
+pub(crate) struct LineRequest {
     /// The line as typed (never blank; never `exit` or `quit`).
-    pub line: String,
+    pub(crate) line: String,
     reply: oneshot::Sender<Reply>,
 }
 
 impl LineRequest {
     /// Sends the reply; the editor prints its output and prompts again.
-    pub fn answer(self, reply: Reply) {
+    pub(crate) fn answer(self, reply: Reply) {
         let _ = self.reply.send(reply);
     }
 }
 
 /// Why the editor stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EditorEnd {
+pub(crate) enum EditorEnd {
     /// End of input (Ctrl-D, or the end of piped input).
     Eof,
     /// `exit` or `quit` was typed.
@@ -77,7 +77,7 @@ pub enum EditorEnd {
 
 impl EditorEnd {
     /// Whether the user asked to stop (as opposed to a failure).
-    pub fn by_user(&self) -> bool {
+    pub(crate) fn by_user(&self) -> bool {
         matches!(
             self,
             EditorEnd::Eof | EditorEnd::Exit | EditorEnd::Interrupted
@@ -87,7 +87,7 @@ impl EditorEnd {
 
 /// A line editor running on its own thread.
 #[derive(Debug)]
-pub struct Editor {
+pub(crate) struct Editor {
     requests: mpsc::Receiver<LineRequest>,
     end: oneshot::Receiver<EditorEnd>,
 }
@@ -96,7 +96,7 @@ impl Editor {
     /// Starts the editor. Replies and `out`'s other lines are printed above
     /// the prompt. When stdin is not a terminal, lines are read plainly from
     /// it (no prompt, no history).
-    pub fn spawn(config: EditorConfig, out: ConsoleOut) -> Editor {
+    pub(crate) fn spawn(config: EditorConfig, out: ConsoleOut) -> Editor {
         let (tx, requests) = mpsc::channel(1);
         let (end_tx, end) = oneshot::channel();
         let spawned = std::thread::Builder::new()
@@ -114,12 +114,12 @@ impl Editor {
     }
 
     /// The next line typed, or `None` once the editor has stopped.
-    pub async fn next(&mut self) -> Option<LineRequest> {
+    pub(crate) async fn next(&mut self) -> Option<LineRequest> {
         self.requests.recv().await
     }
 
     /// Why the editor stopped; call after [`Editor::next`] returned `None`.
-    pub async fn end(self) -> EditorEnd {
+    pub(crate) async fn end(self) -> EditorEnd {
         drop(self.requests);
         self.end.await.unwrap_or(EditorEnd::Closed)
     }

@@ -12,8 +12,8 @@
 mod editor;
 mod monitor_printer;
 
-pub use editor::{Editor, EditorConfig, EditorEnd, LineRequest};
-pub use monitor_printer::spawn_monitor_printer;
+pub(crate) use editor::{Editor, EditorConfig, EditorEnd};
+pub(crate) use monitor_printer::spawn_monitor_printer;
 
 use std::io::{self, IsTerminal};
 use std::sync::Arc;
@@ -30,7 +30,10 @@ use crate::engine::Engine;
 /// Each line runs with [`Door::Console`]. When the user ends the console,
 /// `shutdown` is cancelled: the daemon stops with it (see the module docs).
 /// When the terminal fails, the console ends and the daemon keeps running.
-pub fn spawn_console(engine: Arc<Engine>, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
+pub(crate) fn spawn_console(
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) -> Option<JoinHandle<()>> {
     if !io::stdin().is_terminal() {
         return None;
     }

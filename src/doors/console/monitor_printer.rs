@@ -11,7 +11,7 @@ use crate::engine::monitor::{self, Monitor};
 
 /// Prints every Monitor line on the console until `shutdown`. Subscribes
 /// before returning, so nothing emitted after this call is missed.
-pub fn spawn_monitor_printer(
+pub(crate) fn spawn_monitor_printer(
     monitor: &Monitor,
     out: ConsoleOut,
     shutdown: CancellationToken,

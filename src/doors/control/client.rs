@@ -14,7 +14,7 @@ use crate::base::door::Reply;
 
 /// Why the CLI could not get an answer from the daemon.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// Nothing listens on the socket path (no file, or a stale one).
     #[error("no pagewire daemon answering on {} (is `pagewire serve` running? use --control PATH)", .path.display())]
     NoDaemon {
@@ -51,7 +51,7 @@ pub enum ClientError {
 
 /// One connection to the daemon's control socket.
 #[derive(Debug)]
-pub struct Client {
+pub(crate) struct Client {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     buf: Vec<u8>,
@@ -60,7 +60,7 @@ pub struct Client {
 impl Client {
     /// Connects to the daemon listening on `path`, once the socket and its
     /// directories pass the [`trust`] rule.
-    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+    pub(crate) async fn connect(path: &Path) -> Result<Client, ClientError> {
         let no_daemon = || ClientError::NoDaemon {
             path: path.to_path_buf(),
         };
@@ -102,7 +102,7 @@ impl Client {
     }
 
     /// Runs one command line on the daemon and returns its reply.
-    pub async fn run(&mut self, line: &str) -> Result<Reply, ClientError> {
+    pub(crate) async fn run(&mut self, line: &str) -> Result<Reply, ClientError> {
         self.send(&Request::Command(line.to_owned())).await?;
         match self.next_answer().await? {
             Some(Answer::Reply { ok: true, output }) => Ok(Reply::ok(output)),
@@ -118,7 +118,7 @@ impl Client {
     /// (and a note when lines were missed) until it returns
     /// [`ControlFlow::Break`] or the daemon closes the stream (shutdown),
     /// both of which end with `Ok`.
-    pub async fn watch(
+    pub(crate) async fn watch(
         mut self,
         mut on_line: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<(), ClientError> {
@@ -179,12 +179,12 @@ fn closed_or_io(e: io::Error) -> ClientError {
 }
 
 /// Connects, runs one command line, and returns the daemon's reply.
-pub async fn run_command(path: &Path, line: &str) -> Result<Reply, ClientError> {
+pub(crate) async fn run_command(path: &Path, line: &str) -> Result<Reply, ClientError> {
     Client::connect(path).await?.run(line).await
 }
 
 /// Connects and tails the Monitor; see [`Client::watch`].
-pub async fn watch(
+pub(crate) async fn watch(
     path: &Path,
     on_line: impl FnMut(&str) -> ControlFlow<()>,
 ) -> Result<(), ClientError> {

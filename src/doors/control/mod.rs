@@ -30,9 +30,9 @@
 //! the path), the daemon leaves it alone, binds in a new private directory
 //! instead and says so in the Monitor, and the CLI refuses the planted one.
 
-pub mod client;
-pub mod server;
-pub mod trust;
+pub(crate) mod client;
+pub(crate) mod server;
+pub(crate) mod trust;
 
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
@@ -44,22 +44,22 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::net::UnixListener;
 
-pub use client::{run_command, watch, Client, ClientError};
-pub use server::serve;
+pub(crate) use client::{run_command, watch, Client, ClientError};
+pub(crate) use server::serve;
 
 /// The longest request line the daemon accepts, in bytes (newline excluded).
-pub const MAX_REQUEST_LINE: usize = 128 * 1024;
+pub(crate) const MAX_REQUEST_LINE: usize = 128 * 1024;
 
 /// The longest answer line the client accepts, in bytes; a `ws` listing of
 /// many connections is far below this, a runaway peer is not.
-pub const MAX_ANSWER_LINE: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_ANSWER_LINE: usize = 16 * 1024 * 1024;
 
 /// How many control connections may be open at once (monitor tails included).
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// What a client asks for, one per line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// Run this command line.
     Command(String),
     /// Stream Monitor lines on this connection from now on.
@@ -77,7 +77,7 @@ struct RawRequest<'a> {
 
 impl Request {
     /// Parses one request line (without its newline).
-    pub fn from_json(bytes: &[u8]) -> Result<Request, String> {
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<Request, String> {
         // serde would also take a struct from an array; only objects are requests.
         if bytes.trim_ascii_start().first() != Some(&b'{') {
             return Err("expected a JSON object".into());
@@ -94,7 +94,7 @@ impl Request {
     }
 
     /// Renders the request as one line, newline included.
-    pub fn to_json_line(&self) -> Vec<u8> {
+    pub(crate) fn to_json_line(&self) -> Vec<u8> {
         let raw = match self {
             Request::Command(cmd) => RawRequest {
                 cmd: Some(Cow::Borrowed(cmd)),
@@ -112,7 +112,7 @@ impl Request {
 /// What the daemon sends, one per line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The reply to one command request.
     Reply {
         /// Whether the command succeeded.
@@ -134,7 +134,7 @@ pub enum Answer {
 
 impl Answer {
     /// A failed reply produced by the control socket itself.
-    pub fn error(output: impl Into<String>) -> Answer {
+    pub(crate) fn error(output: impl Into<String>) -> Answer {
         Answer::Reply {
             ok: false,
             output: output.into(),
@@ -142,12 +142,12 @@ impl Answer {
     }
 
     /// Parses one answer line (without its newline).
-    pub fn from_json(bytes: &[u8]) -> Result<Answer, serde_json::Error> {
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<Answer, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
 
     /// Renders the answer as one line, newline included.
-    pub fn to_json_line(&self) -> Vec<u8> {
+    pub(crate) fn to_json_line(&self) -> Vec<u8> {
         json_line(self)
     }
 }
@@ -215,7 +215,7 @@ pub(crate) async fn read_line_limited<R: AsyncBufRead + Unpin>(
 
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     /// A live daemon answers on the path already.
     #[error("another pagewire daemon is already listening on {}", .path.display())]
     AlreadyRunning {
@@ -261,15 +261,15 @@ impl ControlError {
 
 /// The daemon's control socket, as [`bind`] set it up.
 #[derive(Debug)]
-pub struct Bound {
+pub(crate) struct Bound {
     /// The listener to hand to [`serve`] (taken from here to do so); `None`
     /// when the daemon serves without a control socket (see [`bind`]).
-    pub listener: Option<UnixListener>,
+    pub(crate) listener: Option<UnixListener>,
     /// The socket's path; `None` without a control socket.
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     /// What was found in the way, and what was done instead: a line for
     /// the Monitor.
-    pub notice: Option<String>,
+    pub(crate) notice: Option<String>,
     /// A directory made for this daemon alone, removed with the socket.
     private_dir: Option<PathBuf>,
 }
@@ -277,7 +277,7 @@ pub struct Bound {
 impl Bound {
     /// A guard that removes the socket (and a private directory made for
     /// it) at shutdown; `None` without a socket.
-    pub fn guard(&self) -> Option<SocketGuard> {
+    pub(crate) fn guard(&self) -> Option<SocketGuard> {
         let mut guard = SocketGuard::new(self.path.as_deref()?);
         guard.dir = self.private_dir.clone();
         Some(guard)
@@ -285,7 +285,7 @@ impl Bound {
 
     /// How the ready line names it: `control socket PATH`, or
     /// `no control socket`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.path {
             Some(path) => format!("control socket {}", path.display()),
             None => "no control socket".to_owned(),
@@ -324,7 +324,7 @@ impl From<ControlError> for Refused {
 /// found and where the socket is. If even that fails the daemon serves
 /// without a control socket, and the notice says so. Must be called inside
 /// a Tokio runtime.
-pub fn bind(path: &Path) -> Result<Bound, ControlError> {
+pub(crate) fn bind(path: &Path) -> Result<Bound, ControlError> {
     let trust = trust::Trust::current();
     let why = match bind_at(path, trust) {
         Ok((listener, path)) => {
@@ -507,7 +507,7 @@ fn clear_stale(path: &Path, meta: &std::fs::Metadata) -> Result<(), ControlError
 }
 
 /// Removes the socket file at `path`; a missing file is not an error.
-pub fn remove(path: &Path) -> io::Result<()> {
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
@@ -520,7 +520,7 @@ pub fn remove(path: &Path) -> io::Result<()> {
 /// socket that another daemon has since bound at the same path (after ours
 /// was deleted by hand) is left alone.
 #[derive(Debug)]
-pub struct SocketGuard {
+pub(crate) struct SocketGuard {
     path: PathBuf,
     identity: Option<FileIdentity>,
     /// A directory made for this socket alone, removed after it if empty.
@@ -533,17 +533,12 @@ type FileIdentity = (u64, u64, i64, i64);
 
 impl SocketGuard {
     /// Guards the socket file now at `path`.
-    pub fn new(path: &Path) -> SocketGuard {
+    pub(crate) fn new(path: &Path) -> SocketGuard {
         SocketGuard {
             path: path.to_path_buf(),
             identity: file_identity(path),
             dir: None,
         }
-    }
-
-    /// The guarded path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -572,7 +567,7 @@ fn file_identity(path: &Path) -> Option<FileIdentity> {
 /// directory exists and is this user's, else `/run/pagewire/pagewire.sock` for root and
 /// `/tmp/pagewire-UID/pagewire.sock` for other users: never a socket
 /// directly in a directory others can write to.
-pub fn default_path() -> PathBuf {
+pub(crate) fn default_path() -> PathBuf {
     default_path_from(
         std::env::var_os("PAGEWIRE_CONTROL"),
         std::env::var_os("XDG_RUNTIME_DIR"),

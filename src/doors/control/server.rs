@@ -27,7 +27,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// are closed, a command already running completes and is answered, and
 /// this returns once every connection has ended. Only peers running as the
 /// daemon's own user (or root) are served.
-pub async fn serve(listener: UnixListener, engine: Arc<Engine>, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: UnixListener,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) {
     let monitor = engine.monitor.clone();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));

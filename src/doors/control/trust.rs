@@ -46,47 +46,47 @@ const STICKY: u32 = 0o1000;
 
 /// The uid this process acts as: the effective uid, which is what owns
 /// the files it creates and what a daemon's `SO_PEERCRED` sees.
-pub fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
 /// Whose sockets and directories this process trusts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Trust {
+pub(crate) struct Trust {
     me: u32,
 }
 
 impl Trust {
     /// The rule for the user this process runs as.
-    pub fn current() -> Trust {
+    pub(crate) fn current() -> Trust {
         Trust::for_uid(current_uid())
     }
 
     /// The rule for user `me`.
-    pub fn for_uid(me: u32) -> Trust {
+    pub(crate) fn for_uid(me: u32) -> Trust {
         Trust { me }
     }
 
     /// The uid the rule is for.
-    pub fn uid(&self) -> u32 {
+    pub(crate) fn uid(&self) -> u32 {
         self.me
     }
 
     /// Whether a control socket owned by `owner` may be talked to.
-    pub fn allows_socket_owner(&self, owner: u32) -> bool {
+    pub(crate) fn allows_socket_owner(&self, owner: u32) -> bool {
         owner == self.me
     }
 
     /// Whether a directory owned by `owner` may hold (or lead to) our
     /// control socket.
-    pub fn allows_dir_owner(&self, owner: u32) -> bool {
+    pub(crate) fn allows_dir_owner(&self, owner: u32) -> bool {
         owner == self.me || owner == 0
     }
 }
 
 /// Why a control socket, or the way to it, is not to be used.
 #[derive(Debug, thiserror::Error)]
-pub enum Untrusted {
+pub(crate) enum Untrusted {
     /// The path names a symbolic link, which is not followed.
     #[error("it is a symbolic link (give the socket's own path)")]
     Symlink,
@@ -146,7 +146,7 @@ impl Untrusted {
     /// Whether another user is in the way (rather than this user's own
     /// mistake or a failed system call): a daemon then leaves it alone and
     /// uses another socket.
-    pub fn is_foreign(&self) -> bool {
+    pub(crate) fn is_foreign(&self) -> bool {
         matches!(
             self,
             Untrusted::ForeignOwner { .. }
@@ -157,7 +157,7 @@ impl Untrusted {
 }
 
 /// The socket's directory as given: `.` for a bare name.
-pub fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -168,7 +168,7 @@ pub fn parent_dir(path: &Path) -> &Path {
 /// above it. Returns the path of the socket in the resolved directory,
 /// which is what should be connected to or bound; `Ok(None)` when the
 /// directory does not exist.
-pub fn check_dirs(path: &Path, trust: Trust) -> Result<Option<PathBuf>, Untrusted> {
+pub(crate) fn check_dirs(path: &Path, trust: Trust) -> Result<Option<PathBuf>, Untrusted> {
     let name = path.file_name().ok_or(Untrusted::NoFileName)?;
     let given = parent_dir(path);
     check_links(given, trust)?;
@@ -240,7 +240,7 @@ fn check_dir(dir: &Path, immediate: bool, trust: Trust) -> Result<(), Untrusted>
 
 /// What the CLI may connect to at `path`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Reachable {
+pub(crate) enum Reachable {
     /// Nothing is there (no file, or no directory).
     Missing,
     /// A file that is this user's and is not a socket: no daemon there.
@@ -254,7 +254,7 @@ pub enum Reachable {
 /// user's socket is refused before its directory is looked at, so the
 /// message names what matters most. When nothing is at `path`, a
 /// directory on the way that is another user's is still reported.
-pub fn check_socket(path: &Path, trust: Trust) -> Result<Reachable, Untrusted> {
+pub(crate) fn check_socket(path: &Path, trust: Trust) -> Result<Reachable, Untrusted> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 /// Which client addresses are served at all (NAT32's HTTPD modes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum AccessMode {
+pub(crate) enum AccessMode {
     /// Loopback clients only (the default).
     #[default]
     Local,
@@ -25,11 +25,11 @@ pub enum AccessMode {
 
 /// The address policy: a mode plus extra allowed ranges.
 #[derive(Clone, Debug, Default)]
-pub struct AddressPolicy {
+pub(crate) struct AddressPolicy {
     /// The mode.
-    pub mode: AccessMode,
+    pub(crate) mode: AccessMode,
     /// Ranges admitted in every mode; in `acl` mode, the only ones.
-    pub allow: Vec<IpNet>,
+    pub(crate) allow: Vec<IpNet>,
 }
 
 /// Normalises an IPv4-mapped IPv6 address to IPv4, so that `::ffff:127.0.0.1`
@@ -53,7 +53,7 @@ fn is_private(ip: IpAddr) -> bool {
 
 impl AddressPolicy {
     /// Whether a client at `ip` is served.
-    pub fn admits(&self, ip: IpAddr) -> bool {
+    pub(crate) fn admits(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         if self.allow.iter().any(|net| net.contains(&ip)) {
             return true;
@@ -69,7 +69,7 @@ impl AddressPolicy {
 
 /// Whether `ip` is a loopback address (operator rights over HTTP without a
 /// token are only ever given to loopback clients).
-pub fn is_loopback(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     canonical(ip).is_loopback()
 }
 
@@ -78,7 +78,7 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 /// what stops DNS rebinding: a page of another site whose name was made to
 /// resolve to this daemon's address still names its own site.
 #[derive(Clone, Debug, Default)]
-pub struct HostPolicy {
+pub(crate) struct HostPolicy {
     /// Hosts configured with `--allowed-host`.
     allowed: Vec<AllowedHost>,
     /// Whether any well-formed host is served (a mode other than `local`
@@ -88,7 +88,7 @@ pub struct HostPolicy {
 
 /// One `--allowed-host`: a name or address, with or without a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AllowedHost {
+pub(crate) struct AllowedHost {
     /// Lowercase; an IPv6 address keeps its brackets.
     name: String,
     /// The one port it is served on, or any when None.
@@ -185,7 +185,7 @@ impl HostPolicy {
     /// The policy of an access mode: `local` serves loopback names and
     /// `allowed`; the other modes serve `allowed` (and loopback names), or
     /// any host when `allowed` is empty.
-    pub fn new(mode: AccessMode, allowed: Vec<AllowedHost>) -> Self {
+    pub(crate) fn new(mode: AccessMode, allowed: Vec<AllowedHost>) -> Self {
         HostPolicy {
             any: mode != AccessMode::Local && allowed.is_empty(),
             allowed,
@@ -194,7 +194,7 @@ impl HostPolicy {
 
     /// Whether a request naming `host` (a Host header's value, port
     /// included) is served.
-    pub fn allows(&self, host: &str) -> bool {
+    pub(crate) fn allows(&self, host: &str) -> bool {
         let Some((name, port)) = split_host(host) else {
             return false;
         };
@@ -209,18 +209,18 @@ impl HostPolicy {
 /// Checks `Origin`, `Sec-Fetch-Site` and `Referer` against the daemon's own
 /// origin.
 #[derive(Clone, Debug, Default)]
-pub struct OriginPolicy {
+pub(crate) struct OriginPolicy {
     /// Extra origins allowed, exactly as browsers send them
     /// (`https://example.com`).
-    pub extra: Vec<String>,
+    pub(crate) extra: Vec<String>,
     /// The hosts served: the request's own `SCHEME://HOST` is an origin of
     /// the daemon only when HOST is one of them.
-    pub hosts: HostPolicy,
+    pub(crate) hosts: HostPolicy,
 }
 
 /// How a request relates to the daemon's own site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Site {
+pub(crate) enum Site {
     /// Nothing shows where it comes from: no Origin, and no Sec-Fetch-Site
     /// or `none`. curl or a script; but also an `<img>` or `<script>` tag
     /// in an older browser, or a link opened from outside the browser.
@@ -273,7 +273,7 @@ impl OriginPolicy {
     /// Classifies a request, or explains why it is refused as cross-site:
     /// a foreign Origin, `Sec-Fetch-Site: cross-site` or `same-site`, or a
     /// Referer from another origin.
-    pub fn check(&self, headers: &HeaderMap, scheme: &str) -> Result<Site, String> {
+    pub(crate) fn check(&self, headers: &HeaderMap, scheme: &str) -> Result<Site, String> {
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -328,7 +328,7 @@ impl OriginPolicy {
 /// The bearer token for operator commands, compared in constant time and
 /// never printed.
 #[derive(Clone, Default)]
-pub struct Token(Option<String>);
+pub(crate) struct Token(Option<String>);
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -342,7 +342,7 @@ impl std::fmt::Debug for Token {
 
 /// What the Authorization header proved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// No Authorization header.
     Missing,
     /// A bearer token that matches.
@@ -353,17 +353,17 @@ pub enum Credentials {
 
 impl Token {
     /// A token, or none when `value` is None or empty.
-    pub fn new(value: Option<String>) -> Self {
+    pub(crate) fn new(value: Option<String>) -> Self {
         Token(value.filter(|v| !v.is_empty()))
     }
 
     /// Whether a token is configured.
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.0.is_some()
     }
 
     /// Checks the request's `Authorization: Bearer` header.
-    pub fn check(&self, headers: &HeaderMap) -> Credentials {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Credentials {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Credentials::Missing;
         };

@@ -2,27 +2,27 @@
 //! `pagewire serve` needs nothing outside it.
 
 /// One embedded file.
-pub struct Asset {
+pub(crate) struct Asset {
     /// The URL path it is served at.
-    pub path: &'static str,
+    pub(crate) path: &'static str,
     /// Its Content-Type.
-    pub content_type: &'static str,
+    pub(crate) content_type: &'static str,
     /// Its bytes.
-    pub body: &'static [u8],
+    pub(crate) body: &'static [u8],
     /// Its `Content-Security-Policy` header, for a document.
-    pub csp: Option<&'static str>,
+    pub(crate) csp: Option<&'static str>,
 }
 
 /// The demo page's policy: its script and style are files of its own
 /// (`demo.js`, `demo.css`), so it needs no inline script or style, no eval,
 /// and no other origin; `data:` is its icon. `connect-src 'self'` covers
 /// its `ws://` or `wss://` socket and the broadcast button's POST.
-pub const DEMO_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+pub(crate) const DEMO_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'self'";
 
 /// The client library, served at `/ws.js` whatever the web root.
-pub const WS_JS: Asset = Asset {
+pub(crate) const WS_JS: Asset = Asset {
     path: "/ws.js",
     content_type: "text/javascript; charset=utf-8",
     body: include_bytes!("../../../assets/ws.js"),
@@ -30,7 +30,7 @@ pub const WS_JS: Asset = Asset {
 };
 
 /// The demo site, served when no `--root` is given.
-pub const DEMO: &[Asset] = &[
+pub(crate) const DEMO: &[Asset] = &[
     Asset {
         path: "/index.html",
         content_type: "text/html; charset=utf-8",
@@ -54,7 +54,7 @@ pub const DEMO: &[Asset] = &[
 impl Asset {
     /// A strong validator for the embedded bytes (FNV-1a; the bytes never
     /// change while the binary runs, so any stable digest will do).
-    pub fn etag(&self) -> String {
+    pub(crate) fn etag(&self) -> String {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in self.body {
             h ^= u64::from(*b);
@@ -65,7 +65,7 @@ impl Asset {
 }
 
 /// The demo asset at `path` (`/` is `/index.html`).
-pub fn demo(path: &str) -> Option<&'static Asset> {
+pub(crate) fn demo(path: &str) -> Option<&'static Asset> {
     let path = if path == "/" { "/index.html" } else { path };
     DEMO.iter().find(|a| a.path == path)
 }

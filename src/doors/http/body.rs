@@ -21,7 +21,7 @@ use tokio::time::{Instant, Sleep};
 
 /// A body that was not complete in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyTimeout(pub Duration);
+pub(crate) struct BodyTimeout(pub(crate) Duration);
 
 impl fmt::Display for BodyTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,7 +37,7 @@ impl StdError for BodyTimeout {}
 
 impl BodyTimeout {
     /// The timeout behind `err`, however deeply the extractors wrapped it.
-    pub fn cause_of(err: &(dyn StdError + 'static)) -> Option<BodyTimeout> {
+    pub(crate) fn cause_of(err: &(dyn StdError + 'static)) -> Option<BodyTimeout> {
         let mut next = Some(err);
         while let Some(e) = next {
             if let Some(timeout) = e.downcast_ref::<BodyTimeout>() {
@@ -52,7 +52,7 @@ impl BodyTimeout {
 /// hyper's request body, failing with [`BodyTimeout`] once its deadline
 /// passes. A request without a body has no deadline and no timer; a timer
 /// is only set when the body is first found not ready.
-pub struct DeadlineBody {
+pub(crate) struct DeadlineBody {
     inner: Incoming,
     /// When the body must be complete, and how long that was; None when
     /// there is no body at all.
@@ -64,7 +64,7 @@ pub struct DeadlineBody {
 impl DeadlineBody {
     /// Wraps `inner`, whose head arrived now; it must be complete within
     /// `timeout`.
-    pub fn new(inner: Incoming, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: Incoming, timeout: Duration) -> Self {
         let deadline = (!inner.is_end_stream()).then(|| (Instant::now() + timeout, timeout));
         DeadlineBody {
             inner,

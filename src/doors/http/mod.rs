@@ -7,13 +7,13 @@
 //! endpoints and the upgrade then check Origin and Referer so that a page of
 //! another site can neither run commands nor open a WebSocket.
 
-pub mod access;
-pub mod assets;
+pub(crate) mod access;
+pub(crate) mod assets;
 mod body;
 mod commands;
 mod files;
 mod metrics;
-pub mod server;
+pub(crate) mod server;
 mod upgrade;
 
 use std::net::SocketAddr;
@@ -32,34 +32,34 @@ use crate::engine::Engine;
 use access::{shown, AddressPolicy, OriginPolicy, Token};
 
 /// Largest command body accepted over HTTP.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Everything the HTTP front needs, shared by all requests.
-pub struct Front {
+pub(crate) struct Front {
     /// The engine: the hub, the Monitor, the executor.
-    pub engine: Arc<Engine>,
+    pub(crate) engine: Arc<Engine>,
     /// Which client addresses are served.
-    pub addresses: AddressPolicy,
+    pub(crate) addresses: AddressPolicy,
     /// Cross-site checks.
-    pub origins: OriginPolicy,
+    pub(crate) origins: OriginPolicy,
     /// The operator token, if any.
-    pub token: Token,
+    pub(crate) token: Token,
     /// The web root; None serves the built-in demo.
-    pub root: Option<PathBuf>,
+    pub(crate) root: Option<PathBuf>,
     /// Whether dot-files and dot-directories of the web root are served.
-    pub serve_dotfiles: bool,
+    pub(crate) serve_dotfiles: bool,
     /// `http` or `https`, for Origin checks.
-    pub scheme: &'static str,
+    pub(crate) scheme: &'static str,
     /// Where an accepted WebSocket goes: the page door.
-    pub pages: Box<dyn Fn(Upgrade) + Send + Sync>,
+    pub(crate) pages: Box<dyn Fn(Upgrade) + Send + Sync>,
     /// The accept loop's counters.
-    pub server: Arc<server::ServerStats>,
+    pub(crate) server: Arc<server::ServerStats>,
 }
 
 type Shared = Arc<Front>;
 
 /// Builds the router; `main` and the tests use the same one.
-pub fn app(front: Arc<Front>) -> Router {
+pub(crate) fn app(front: Arc<Front>) -> Router {
     Router::new()
         .route("/ws", get(upgrade::upgrade))
         .route(commands::API_COMMAND, post(commands::api_command))

@@ -61,20 +61,20 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// How the accept loop serves connections.
 #[derive(Clone, Copy, Debug)]
-pub struct ServerOptions {
+pub(crate) struct ServerOptions {
     /// How long a new client has to complete its TLS handshake and send a
     /// complete request head; also how long an idle keep-alive connection
     /// stays open between requests.
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
     /// Most open TCP connections (HTTP and WebSocket alike) in all.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Most open TCP connections from one client address.
-    pub max_connections_per_ip: usize,
+    pub(crate) max_connections_per_ip: usize,
     /// How long a request body may take to arrive, from the end of its
     /// head.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// How long shutdown lets in-flight HTTP requests finish.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -92,20 +92,20 @@ impl Default for ServerOptions {
 
 /// What the accept loop counts, for `/metrics`.
 #[derive(Debug, Default)]
-pub struct ServerStats {
+pub(crate) struct ServerStats {
     /// TCP connections open now (HTTP and WebSocket alike).
-    pub open: AtomicUsize,
+    pub(crate) open: AtomicUsize,
     /// Connections refused at accept by a connection limit.
-    pub refused: AtomicU64,
+    pub(crate) refused: AtomicU64,
     /// TLS handshakes that failed or timed out.
-    pub tls_failures: AtomicU64,
+    pub(crate) tls_failures: AtomicU64,
     /// Requests refused by the access mode or for a host not served.
-    pub refused_requests: AtomicU64,
+    pub(crate) refused_requests: AtomicU64,
 }
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor
 /// (rustls with the ring provider; TLS 1.2 and 1.3; ALPN `http/1.1`).
-pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?;
@@ -130,7 +130,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 /// accepting, lets in-flight requests finish (at most
 /// `options.drain_timeout`) and returns. Upgraded WebSocket connections are
 /// not waited for here: their tasks belong to the HTTP front.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
@@ -450,7 +450,7 @@ impl Limiter {
 /// task keeps one after the upgrade, so the place is given back only when
 /// the socket is really closed.
 #[derive(Clone)]
-pub struct ConnSlot(Arc<SlotInner>);
+pub(crate) struct ConnSlot(Arc<SlotInner>);
 
 impl fmt::Debug for ConnSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

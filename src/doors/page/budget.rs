@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Default limit of the bytes held for incomplete frames, all connections
 /// together: 512 frames of the default 64 KiB limit in flight at once.
-pub const DEFAULT_MAX_PARTIAL_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_PARTIAL_BYTES: usize = 32 * 1024 * 1024;
 
 /// The budget the connections of one daemon share.
 #[derive(Debug)]
@@ -24,11 +24,11 @@ pub struct PartialBudget {
 
 /// The budget of [`ConnLimits::default`](super::conn::ConnLimits), with the
 /// default limit.
-pub static DEFAULT_BUDGET: PartialBudget = PartialBudget::new(DEFAULT_MAX_PARTIAL_BYTES);
+pub(crate) static DEFAULT_BUDGET: PartialBudget = PartialBudget::new(DEFAULT_MAX_PARTIAL_BYTES);
 
 impl PartialBudget {
     /// A budget of `limit` bytes, none of them held.
-    pub const fn new(limit: usize) -> PartialBudget {
+    pub(crate) const fn new(limit: usize) -> PartialBudget {
         PartialBudget {
             limit,
             held: AtomicUsize::new(0),
@@ -43,18 +43,20 @@ impl PartialBudget {
     }
 
     /// The limit, in bytes.
-    pub fn limit(&self) -> usize {
+    #[cfg(test)]
+    fn limit(&self) -> usize {
         self.limit
     }
 
     /// Bytes held now, all connections together.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
 
     /// Takes `bytes` from the budget; false (and nothing taken) if that
     /// would go over the limit.
-    pub fn try_charge(&self, bytes: usize) -> bool {
+    pub(crate) fn try_charge(&self, bytes: usize) -> bool {
         self.held
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
                 held.checked_add(bytes).filter(|&total| total <= self.limit)
@@ -63,7 +65,7 @@ impl PartialBudget {
     }
 
     /// Gives back `bytes` taken earlier.
-    pub fn release(&self, bytes: usize) {
+    pub(crate) fn release(&self, bytes: usize) {
         // Never below zero, even if a caller gave back more than it took.
         let _ = self
             .held

@@ -62,7 +62,7 @@ pub struct ConnLimits {
 }
 
 /// Default of [`ConnLimits::partial_timeout`].
-pub const DEFAULT_PARTIAL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_PARTIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for ConnLimits {
     fn default() -> Self {
@@ -77,14 +77,14 @@ impl Default for ConnLimits {
 
 /// The close for a connection whose incomplete frame would take the
 /// daemon over its budget.
-pub const OVER_BUDGET: CloseReason = CloseReason {
+pub(crate) const OVER_BUDGET: CloseReason = CloseReason {
     code: frame::close_code::TRY_AGAIN_LATER,
     reason: "too much unfinished input; try again later",
 };
 
 /// The close for a frame (or fragmented message) not finished within
 /// [`ConnLimits::partial_timeout`].
-pub const TOO_SLOW: CloseReason = CloseReason {
+pub(crate) const TOO_SLOW: CloseReason = CloseReason {
     code: frame::close_code::POLICY,
     reason: "message not completed in time",
 };
@@ -106,8 +106,6 @@ thread_local! {
 /// What the connection does next with a message its peer sent.
 #[derive(Debug)]
 pub enum Action {
-    /// Nothing more.
-    Ignore,
     /// Queue this encoded frame for the peer, after what is queued already
     /// (so it keeps its place among pongs and other replies).
     Send(Bytes),
@@ -763,7 +761,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
     /// Carries out what the handler decided for a message.
     fn act(&mut self, action: Action, lines: &mut Vec<String>) {
         match action {
-            Action::Ignore => {}
             Action::Send(frame) => {
                 self.hub.send_to(self.conn.id(), &frame);
             }

@@ -28,17 +28,17 @@ use socket::SharedTcp;
 
 /// The pages' connections: what serves them, and their tasks, so that
 /// shutdown can wait for them.
-pub struct Pages {
+pub(crate) struct Pages {
     engine: Arc<Engine>,
     limits: ConnLimits,
     /// Every page's task (and the short task before it that waits for the
     /// upgrade).
-    pub tasks: TaskTracker,
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Pages {
     /// Pages served by `engine`, each connection within `limits`.
-    pub fn new(engine: Arc<Engine>, limits: ConnLimits) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>, limits: ConnLimits) -> Self {
         Pages {
             engine,
             limits,
@@ -47,7 +47,7 @@ impl Pages {
     }
 
     /// Serves a WebSocket the HTTP door accepted, once hyper lets go of it.
-    pub fn accept(&self, upgrade: Upgrade) {
+    pub(crate) fn accept(&self, upgrade: Upgrade) {
         let Upgrade {
             pending,
             peer,

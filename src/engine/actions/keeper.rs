@@ -40,11 +40,11 @@ use nix::unistd::Pid;
 
 /// The name (`argv[0]`) the keeper runs under; `ps` shows it followed by
 /// the program and its arguments.
-pub const ARG0: &str = "pagewire-action-keeper";
+pub(crate) const ARG0: &str = "pagewire-action-keeper";
 
 /// Exit code of a keeper that could not start the program (it has no
 /// child then).
-pub const CANNOT_START: i32 = 127;
+pub(crate) const CANNOT_START: i32 = 127;
 
 /// Exit code of a keeper that could not do its own job.
 const KEEPER_FAILED: u8 = 70;
@@ -55,7 +55,7 @@ const KILL_ROUND: Duration = Duration::from_millis(5);
 
 /// What the keeper tells the daemon, one line each.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Report {
+pub(crate) enum Report {
     /// The program runs, with this process id.
     Started(u32),
     /// The program could not be started; what the system said.
@@ -68,7 +68,7 @@ pub enum Report {
 
 impl Report {
     /// The line sent for this report, without its newline.
-    pub fn to_line(&self) -> String {
+    pub(crate) fn to_line(&self) -> String {
         match self {
             Report::Started(pid) => format!("started {pid}"),
             Report::Failed(why) => format!("failed {}", why.replace('\n', " ")),
@@ -78,7 +78,7 @@ impl Report {
     }
 
     /// Reads a line sent by [`Report::to_line`].
-    pub fn parse(line: &str) -> Option<Report> {
+    pub(crate) fn parse(line: &str) -> Option<Report> {
         let (word, rest) = line.split_once(' ')?;
         match word {
             "started" => rest.parse().ok().map(Report::Started),
@@ -90,7 +90,7 @@ impl Report {
     }
 
     /// The program's end as an [`ExitStatus`], for the `done` frame.
-    pub fn status(&self) -> Option<ExitStatus> {
+    pub(crate) fn status(&self) -> Option<ExitStatus> {
         match self {
             Report::Exited(code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
             Report::Signaled(sig) => Some(ExitStatus::from_raw(sig & 0x7f)),

@@ -56,28 +56,29 @@ use crate::engine::hub::{Hub, OutboxLimits, TargetError};
 use keeper::Report;
 
 /// Most runs at once unless `[limits] max_running_actions` says otherwise.
-pub const DEFAULT_MAX_RUNNING: usize = 8;
+pub(crate) const DEFAULT_MAX_RUNNING: usize = 8;
 
 /// How long a run may take unless its `timeout_secs` says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Longest output line passed on, in bytes; the rest of a longer line is
 /// dropped and [`CUT_MARK`] ends what is kept.
-pub const MAX_LINE_BYTES: usize = 4096;
+pub(crate) const MAX_LINE_BYTES: usize = 4096;
 
 /// Ends a line that was cut at [`MAX_LINE_BYTES`].
-pub const CUT_MARK: &str = "…";
+pub(crate) const CUT_MARK: &str = "…";
 
 /// Variables of the daemon's environment every program gets (when the
 /// daemon has them), besides those that start with [`INHERITED_PREFIX`].
-pub const INHERITED_ENV: [&str; 7] = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"];
+pub(crate) const INHERITED_ENV: [&str; 7] =
+    ["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR"];
 
 /// The locale's variables (`LC_ALL`, `LC_TIME`, ...) are passed on too.
-pub const INHERITED_PREFIX: &str = "LC_";
+pub(crate) const INHERITED_PREFIX: &str = "LC_";
 
 /// How long output sent to other connections (`run --to`) waits for room
 /// in their queues before it is sent anyway; see [`Pacer`].
-pub const ROOM_PATIENCE: Duration = Duration::from_secs(5);
+pub(crate) const ROOM_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The keeper is this very binary, started again (see [`keeper`]). Through
 /// /proc it is the file the daemon runs, even if the path it was started
@@ -108,38 +109,38 @@ const LISTED_NAMES: usize = 20;
 /// `[actions.NAME]`: a program a page may run with `run NAME`.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct ActionConfig {
+pub(crate) struct ActionConfig {
     /// The program (a path, or a name looked up in PATH).
-    pub program: String,
+    pub(crate) program: String,
     /// Its arguments, before any the page passes.
     #[serde(default)]
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// Working directory.
-    pub cwd: Option<PathBuf>,
+    pub(crate) cwd: Option<PathBuf>,
     /// Environment variables set for the program, besides the few it
     /// always gets (see `actions::environment`).
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
     /// Variables of the daemon's own environment passed on to the program
     /// as they are (by default it gets only PATH, HOME, the locale and a
     /// few more).
     #[serde(default)]
-    pub inherit_env: Vec<String>,
+    pub(crate) inherit_env: Vec<String>,
     /// Seconds before it is killed (default 60).
-    pub timeout_secs: Option<u64>,
+    pub(crate) timeout_secs: Option<u64>,
     /// Whether `run NAME ARG...` may append arguments (default false). The
     /// name says who it is mostly about: with it, a page chooses arguments.
     #[serde(default)]
-    pub page_args: bool,
+    pub(crate) page_args: bool,
     /// Whether those arguments may start with `-` (default false), so that
     /// a page cannot pass options the program would act on.
     #[serde(default)]
-    pub page_dash_args: bool,
+    pub(crate) page_dash_args: bool,
 }
 
 impl ActionConfig {
     /// Checks one `[actions.NAME]` table: its name and its settings.
-    pub fn check(&self, name: &str) -> anyhow::Result<()> {
+    pub(crate) fn check(&self, name: &str) -> anyhow::Result<()> {
         crate::base::command::valid_name(name).map_err(|e| anyhow::anyhow!("actions: {e}"))?;
         if name.starts_with('-') {
             // `run -x` reads as an option, so such an action could never run.
@@ -171,7 +172,7 @@ impl ActionConfig {
 
 /// Where a run's output goes, besides the Monitor (which gets every line).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     /// The page that ran it over its own WebSocket, into its first element
     /// (frames without `name`). The run is killed when this page goes away.
     Page(u64),
@@ -196,17 +197,17 @@ impl fmt::Display for Output {
 /// Who starts a run and where its output goes. The executor builds it,
 /// having decided what the door may ask for.
 #[derive(Clone, Debug)]
-pub struct Requester {
+pub(crate) struct Requester {
     /// The door the `run` came through.
-    pub door: Door,
+    pub(crate) door: Door,
     /// Where the output goes.
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// Why a run was not started. The text is the one-line error every door
 /// shows.
 #[derive(Debug, thiserror::Error)]
-pub enum ActionError {
+pub(crate) enum ActionError {
     /// No action of that name is configured.
     #[error("run: no action named '{name}' is configured; {configured}")]
     Unknown {
@@ -267,19 +268,19 @@ pub enum ActionError {
 
 /// A snapshot of one run, for the `ws` listing.
 #[derive(Clone, Debug)]
-pub struct RunningAction {
+pub(crate) struct RunningAction {
     /// The run's number (unique while the daemon runs).
-    pub run: u64,
+    pub(crate) run: u64,
     /// The action's name.
-    pub action: String,
+    pub(crate) action: String,
     /// The program's process id, once it started.
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// The door that started it.
-    pub door: Door,
+    pub(crate) door: Door,
     /// Where its output goes.
-    pub output: Output,
+    pub(crate) output: Output,
     /// Time since it started.
-    pub age: Duration,
+    pub(crate) age: Duration,
 }
 
 struct Entry {
@@ -372,7 +373,7 @@ impl Drop for Slot {
 /// [`INHERITED_ENV`], the `LC_*` variables and those the action's
 /// `inherit_env` names; then the action's `env`; then `PAGEWIRE_ACTION`,
 /// `PAGEWIRE_RUN` and `PAGEWIRE_CONNECTION`. Later entries win.
-pub fn environment(
+pub(crate) fn environment(
     config: &ActionConfig,
     name: &str,
     run: u64,
@@ -436,7 +437,7 @@ fn become_subreaper(hub: &Hub) {
 impl Actions {
     /// Actions from the configuration, with at most `max_running` runs at
     /// once (at least one).
-    pub fn new(configs: BTreeMap<String, ActionConfig>, max_running: usize) -> Self {
+    pub(crate) fn new(configs: BTreeMap<String, ActionConfig>, max_running: usize) -> Self {
         Actions {
             inner: Arc::new(Inner {
                 configs,
@@ -456,27 +457,27 @@ impl Actions {
 
     /// Runs in progress (a run is in progress until its last process is
     /// gone).
-    pub fn running_count(&self) -> usize {
+    pub(crate) fn running_count(&self) -> usize {
         self.inner.running().len()
     }
 
     /// Runs started since the daemon started.
-    pub fn started_total(&self) -> u64 {
+    pub(crate) fn started_total(&self) -> u64 {
         self.inner.started.load(Relaxed)
     }
 
     /// Runs ended since the daemon started.
-    pub fn finished_total(&self) -> u64 {
+    pub(crate) fn finished_total(&self) -> u64 {
         self.inner.finished.load(Relaxed)
     }
 
     /// Runs refused because the cap was reached.
-    pub fn refused_total(&self) -> u64 {
+    pub(crate) fn refused_total(&self) -> u64 {
         self.inner.refused.load(Relaxed)
     }
 
     /// A snapshot of the runs in progress, oldest first.
-    pub fn running(&self) -> Vec<RunningAction> {
+    pub(crate) fn running(&self) -> Vec<RunningAction> {
         self.inner
             .running()
             .iter()
@@ -494,7 +495,7 @@ impl Actions {
     /// Starts action `name` with the extra arguments `args` for
     /// `requester`, and returns the reply text once the program runs; the
     /// output follows through `hub` as the program writes it.
-    pub async fn start(
+    pub(crate) async fn start(
         &self,
         name: &str,
         args: Vec<String>,
@@ -656,7 +657,7 @@ impl Actions {
 
     /// Kills every run (each page is told why) and waits up to `grace` for
     /// them to finish reporting. Nothing new starts afterwards.
-    pub async fn shutdown(&self, grace: Duration) {
+    pub(crate) async fn shutdown(&self, grace: Duration) {
         self.inner.stop.cancel();
         self.inner.tasks.close();
         let _ = tokio::time::timeout(grace, self.inner.tasks.wait()).await;
@@ -904,7 +905,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// the page goes away), and that credits the account and, when it is low
 /// again, wakes a run waiting for room. Nothing is added to the outbox or
 /// to a broadcast: plain frames carry no account.
-pub struct Flow {
+pub(crate) struct Flow {
     bytes: AtomicUsize,
     frames: AtomicUsize,
     /// At most this much is queued; beyond it the run waits ...
@@ -921,7 +922,7 @@ pub struct Flow {
 impl Flow {
     /// An account that lets a page's outgoing queue (of `limits`) be half
     /// full of run output at most, and waits for a quarter.
-    pub fn new(limits: OutboxLimits) -> Arc<Flow> {
+    pub(crate) fn new(limits: OutboxLimits) -> Arc<Flow> {
         let max_bytes = (limits.max_bytes / 2).max(1);
         let max_frames = (limits.max_frames / 2).max(1);
         Arc::new(Flow {
@@ -937,7 +938,7 @@ impl Flow {
     }
 
     /// Whether another frame may be queued now.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.bytes.load(Ordering::SeqCst) < self.max_bytes
             && self.frames.load(Ordering::SeqCst) < self.max_frames
     }
@@ -948,7 +949,7 @@ impl Flow {
     }
 
     /// `frame`, counted until the last page it is queued for lets it go.
-    pub fn carry(self: &Arc<Self>, frame: Bytes) -> Bytes {
+    pub(crate) fn carry(self: &Arc<Self>, frame: Bytes) -> Bytes {
         self.bytes.fetch_add(frame.len(), Ordering::SeqCst);
         self.frames.fetch_add(1, Ordering::SeqCst);
         Bytes::from_owner(Carried {
@@ -958,7 +959,7 @@ impl Flow {
     }
 
     /// Waits until what is queued is low again.
-    pub async fn room(&self) {
+    pub(crate) async fn room(&self) {
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);

@@ -13,18 +13,18 @@ use crate::engine::hub::{Hub, TargetError};
 
 /// The backplane of a daemon on its own.
 #[derive(Clone, Debug)]
-pub struct Local {
+pub(crate) struct Local {
     hub: Hub,
 }
 
 impl Local {
     /// A backplane over `hub` alone.
-    pub fn new(hub: Hub) -> Self {
+    pub(crate) fn new(hub: Hub) -> Self {
         Local { hub }
     }
 
     /// The same, ready for [`crate::engine::exec::Executor`].
-    pub fn shared(hub: Hub) -> Arc<dyn Backplane> {
+    pub(crate) fn shared(hub: Hub) -> Arc<dyn Backplane> {
         Arc::new(Local::new(hub))
     }
 }

@@ -8,8 +8,8 @@
 //! do the same over Redis pub/sub and merges their answers. Registration,
 //! heartbeats and `set notify` stay local: a page belongs to one node.
 
-pub mod memory;
-pub mod redis;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -23,13 +23,13 @@ use crate::base::command::Target;
 use crate::base::protocol::ServerFrame;
 use crate::engine::hub::{CloseReason, ConnInfo, Hub, TargetError};
 
-pub use memory::Local;
+pub(crate) use memory::Local;
 
 /// A boxed future, so that [`Backplane`] can be used as a trait object.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How `ws close` closes a page, on whichever node it lives.
-pub const OPERATOR_CLOSE: CloseReason = CloseReason {
+pub(crate) const OPERATOR_CLOSE: CloseReason = CloseReason {
     code: 1000,
     reason: "closed by operator",
 };
@@ -37,7 +37,7 @@ pub const OPERATOR_CLOSE: CloseReason = CloseReason {
 /// What `ws write` and `ws exec` send to pages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Message {
+pub(crate) enum Message {
     /// Text for the page's element.
     Write {
         /// Plain text, never HTML.
@@ -55,7 +55,7 @@ pub enum Message {
 impl Message {
     /// The WebSocket frame for `target`, encoded once: every connection it
     /// reaches on this node shares these bytes.
-    pub fn encode(&self, target: &Target) -> Bytes {
+    pub(crate) fn encode(&self, target: &Target) -> Bytes {
         let name = target_name(target);
         match self {
             Message::Write { text } => ServerFrame::Write { name, text }.encode(),
@@ -76,43 +76,43 @@ fn target_name(target: &Target) -> Option<&str> {
 
 /// One connection in a listing, and the node that holds it.
 #[derive(Clone, Debug)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// The connection.
-    pub info: ConnInfo,
+    pub(crate) info: ConnInfo,
     /// The node holding it; `None` outside a cluster.
-    pub node: Option<Arc<str>>,
+    pub(crate) node: Option<Arc<str>>,
 }
 
 /// The `ws` listing: every reachable connection, by index.
 #[derive(Clone, Debug, Default)]
-pub struct Listing {
+pub(crate) struct Listing {
     /// Connections, sorted by index.
-    pub conns: Vec<Listed>,
+    pub(crate) conns: Vec<Listed>,
     /// What could not be asked (a node that did not answer, Redis down).
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// What a write, exec or close did, summed over every node that answered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Connections the frame was queued for (or that were closed).
-    pub reached: usize,
+    pub(crate) reached: usize,
     /// Connections that matched but were closed as slow consumers instead.
-    pub dropped: usize,
+    pub(crate) dropped: usize,
     /// Connections live on the nodes that answered, matched or not: tells
     /// "nobody has that name" from "there is nobody".
-    pub live: usize,
+    pub(crate) live: usize,
     /// What could not be asked.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// An index that no reachable node holds.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Unknown {
+pub(crate) struct Unknown {
     /// The hub's error for it.
-    pub error: TargetError,
+    pub(crate) error: TargetError,
     /// Nodes that could not be asked, which might hold it.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl fmt::Display for Unknown {
@@ -137,7 +137,7 @@ impl From<TargetError> for Unknown {
 
 /// The connection table the commands act on: this daemon's alone, or a
 /// cluster's.
-pub trait Backplane: Send + Sync {
+pub(crate) trait Backplane: Send + Sync {
     /// This daemon's own hub.
     fn hub(&self) -> &Hub;
 

@@ -98,7 +98,7 @@ impl Keys {
 
 /// The indexes a node hands out: the block in use and a spare, refilled
 /// from Redis by a background task whenever the spare is taken.
-pub struct Blocks {
+pub(crate) struct Blocks {
     state: Mutex<BlockState>,
     /// Wakes the refill task when the spare has been taken.
     low: Notify,
@@ -180,7 +180,7 @@ impl IndexSource for Blocks {
 
 /// A node that has reached Redis and taken its first indexes, before its
 /// hub exists (the hub needs the indexes, the node needs the hub).
-pub struct Joining {
+pub(crate) struct Joining {
     client: Client,
     server: String,
     conn: MultiplexedConnection,
@@ -195,7 +195,7 @@ pub struct Joining {
 /// Reaches the Redis at `url` and takes this node's first two blocks of
 /// indexes. Fails when Redis cannot be reached: a node that starts without
 /// it could not give indexes that are unique across the cluster.
-pub async fn connect(
+pub(crate) async fn connect(
     url: &str,
     config: &ClusterConfig,
     listen: &str,
@@ -239,19 +239,14 @@ pub async fn connect(
 }
 
 impl Joining {
-    /// This node's id, as listings show it.
-    pub fn node_id(&self) -> &str {
-        &self.id
-    }
-
     /// Where the hub takes its indexes from.
-    pub fn indexes(&self) -> Arc<dyn IndexSource> {
+    pub(crate) fn indexes(&self) -> Arc<dyn IndexSource> {
         self.blocks.clone()
     }
 
     /// Subscribes, takes the lease and starts the background tasks on
     /// `tasks`: the node is then part of the cluster.
-    pub async fn start(
+    pub(crate) async fn start(
         mut self,
         hub: Hub,
         stop: CancellationToken,
@@ -309,15 +304,8 @@ impl Joining {
 }
 
 /// The backplane of a cluster node.
-pub struct Cluster {
+pub(crate) struct Cluster {
     node: Arc<Node>,
-}
-
-impl Cluster {
-    /// This node's id.
-    pub fn node_id(&self) -> &str {
-        &self.node.id
-    }
 }
 
 struct Node {
@@ -1092,17 +1080,17 @@ fn redact(url: &str) -> String {
 /// `[cluster]`: how a node takes part in a cluster (`--redis`).
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
+pub(crate) struct ClusterConfig {
     /// Prefix of every Redis key and channel: daemons with the same Redis
     /// and prefix form one cluster.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Seconds a node's lease lives unless refreshed (every third of it); a
     /// node that dies leaves every listing this long after.
-    pub lease_secs: u64,
+    pub(crate) lease_secs: u64,
     /// Milliseconds a command waits for the other nodes to answer.
-    pub reply_timeout_ms: u64,
+    pub(crate) reply_timeout_ms: u64,
     /// Indexes a node takes from Redis at a time.
-    pub index_block: u64,
+    pub(crate) index_block: u64,
 }
 
 impl Default for ClusterConfig {
@@ -1118,7 +1106,7 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     /// Checks the ranges of every setting.
-    pub fn check(&self) -> anyhow::Result<()> {
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
         if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
             bail!("cluster.prefix must be a non-empty word without blanks");
         }

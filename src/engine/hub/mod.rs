@@ -12,8 +12,8 @@
 //! cluster's blocks, and are never reused, so a stale index cannot reach a
 //! newer page.
 
-pub mod outbox;
-pub mod queue;
+pub(crate) mod outbox;
+pub(crate) mod queue;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -26,14 +26,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
-pub use outbox::{CloseReason, Next, OutboxLimits};
+pub(crate) use outbox::Next;
+pub use outbox::{CloseReason, OutboxLimits};
 use outbox::{Outbox, Pushed};
 
 use crate::base::command::Target;
 use crate::engine::monitor::Monitor;
 
 /// Close code for a page whose outgoing queue overflowed.
-pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
+pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4001;
 
 /// Limits the hub enforces.
 #[derive(Clone, Copy, Debug)]
@@ -63,11 +64,11 @@ impl Default for HubLimits {
 /// What a page sent, counted by the connection's own task. What it was
 /// sent is counted by its outbox.
 #[derive(Default, Debug)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Messages received from the page.
-    pub msgs_in: AtomicU64,
+    pub(crate) msgs_in: AtomicU64,
     /// Payload bytes received from the page.
-    pub bytes_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
 }
 
 /// One live connection, shared by the table and the connection's task.
@@ -79,36 +80,31 @@ pub struct Conn {
     /// Seconds since the hub started when the peer last sent anything.
     last_seen: AtomicU32,
     /// Traffic counters.
-    pub stats: Stats,
+    pub(crate) stats: Stats,
     outbox: Outbox,
     totals: Arc<Counters>,
 }
 
 impl Conn {
     /// The connection's index.
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.id
     }
 
-    /// The peer's address.
-    pub fn remote(&self) -> SocketAddr {
-        self.remote
-    }
-
     /// Takes what the writer should do next; see [`Next`].
-    pub fn next_out(&self, waker: &Waker) -> Next {
+    pub(crate) fn next_out(&self, waker: &Waker) -> Next {
         self.outbox.next(waker)
     }
 
     /// Records that `n` queued bytes, completing `frames` frames, reached
     /// the socket.
-    pub fn written(&self, frames: u64, n: usize) {
+    pub(crate) fn written(&self, frames: u64, n: usize) {
         self.outbox.written(frames, n);
         self.totals.written(frames, n);
     }
 
     /// Records one message of `n` payload bytes from the page.
-    pub fn received(&self, n: usize) {
+    pub(crate) fn received(&self, n: usize) {
         for (mine, all, v) in [
             (&self.stats.msgs_in, &self.totals.msgs_in, 1),
             (&self.stats.bytes_in, &self.totals.bytes_in, n as u64),
@@ -118,20 +114,15 @@ impl Conn {
         }
     }
 
-    /// Whether this connection is closing.
-    pub fn is_closing(&self) -> bool {
-        self.outbox.is_closing()
-    }
-
     /// Lets deliveries write to `socket` themselves (a flush, see
     /// [`outbox`]) instead of waking the connection's task. The task must
     /// call [`Conn::detach_socket`] before it lets the socket go.
-    pub fn attach_socket(&self, socket: Arc<TcpStream>) {
+    pub(crate) fn attach_socket(&self, socket: Arc<TcpStream>) {
         self.outbox.attach(socket);
     }
 
     /// Ends flushes to the socket given to [`Conn::attach_socket`].
-    pub fn detach_socket(&self) {
+    pub(crate) fn detach_socket(&self) {
         self.outbox.detach();
     }
 
@@ -149,48 +140,48 @@ impl Conn {
 
 /// A snapshot of one connection, for the `ws` listing.
 #[derive(Clone, Debug)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// The index.
-    pub id: u64,
+    pub(crate) id: u64,
     /// Registered names, in registration order.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// The peer's address.
-    pub remote: SocketAddr,
+    pub(crate) remote: SocketAddr,
     /// The page it came from.
-    pub page: String,
+    pub(crate) page: String,
     /// Time since it opened.
-    pub age: Duration,
+    pub(crate) age: Duration,
     /// Messages in.
-    pub msgs_in: u64,
+    pub(crate) msgs_in: u64,
     /// Bytes in.
-    pub bytes_in: u64,
+    pub(crate) bytes_in: u64,
     /// Messages out.
-    pub msgs_out: u64,
+    pub(crate) msgs_out: u64,
     /// Bytes out.
-    pub bytes_out: u64,
+    pub(crate) bytes_out: u64,
 }
 
 /// Daemon-wide counters for `/metrics`.
 #[derive(Default, Debug)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Connections accepted.
-    pub opened: AtomicU64,
+    pub(crate) opened: AtomicU64,
     /// Connections gone.
-    pub closed: AtomicU64,
+    pub(crate) closed: AtomicU64,
     /// Connections closed because their queue overflowed.
-    pub slow_consumers: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
     /// WebSocket upgrades refused by a connection limit.
-    pub refused: AtomicU64,
+    pub(crate) refused: AtomicU64,
     /// Messages received from pages.
-    pub msgs_in: AtomicU64,
+    pub(crate) msgs_in: AtomicU64,
     /// Payload bytes received from pages.
-    pub bytes_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
     /// Frames written to pages.
-    pub msgs_out: AtomicU64,
+    pub(crate) msgs_out: AtomicU64,
     /// Bytes written to pages.
-    pub bytes_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
     /// Frames queued for delivery, one per connection reached.
-    pub frames_delivered: AtomicU64,
+    pub(crate) frames_delivered: AtomicU64,
 }
 
 impl Counters {
@@ -221,7 +212,7 @@ pub enum OpenError {
 
 impl OpenError {
     /// The refusal without its figures, for a Monitor kind.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             OpenError::TooMany(_) => "too many connections",
             OpenError::TooManyFromAddress { .. } => "too many connections from one address",
@@ -233,7 +224,7 @@ impl OpenError {
 /// Where connection indexes come from when they must be unique beyond this
 /// daemon (a cluster). Asked once per opened connection, so it must answer
 /// from memory, without I/O.
-pub trait IndexSource: Send + Sync {
+pub(crate) trait IndexSource: Send + Sync {
     /// A fresh index, never handed out before anywhere; `None` when none can
     /// be given now (the connection is then refused).
     fn next_index(&self) -> Option<u64>;
@@ -253,7 +244,7 @@ enum Indexes {
 
 /// Why a target could not be resolved.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TargetError {
+pub(crate) enum TargetError {
     /// No live connection has this index.
     #[error("no connection with index {0}; 'ws' lists the current ones")]
     NoSuchIndex(u64),
@@ -261,7 +252,7 @@ pub enum TargetError {
 
 /// Why a name could not be registered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RegisterError {
+pub(crate) enum RegisterError {
     /// The connection is gone.
     #[error("connection {0} is closed")]
     Gone(u64),
@@ -326,11 +317,11 @@ pub struct Hub {
 
 /// Outcome of a delivery: how many connections got the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     /// Connections the frame was written or queued for.
-    pub reached: usize,
+    pub(crate) reached: usize,
     /// Connections that matched but were closed as slow consumers instead.
-    pub dropped: usize,
+    pub(crate) dropped: usize,
 }
 
 impl Hub {
@@ -340,7 +331,7 @@ impl Hub {
     }
 
     /// An empty hub whose indexes come from `source`.
-    pub fn with_index_source(
+    pub(crate) fn with_index_source(
         limits: HubLimits,
         monitor: Monitor,
         source: Arc<dyn IndexSource>,
@@ -370,17 +361,17 @@ impl Hub {
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &HubLimits {
+    pub(crate) fn limits(&self) -> &HubLimits {
         &self.shared.limits
     }
 
     /// Daemon-wide counters.
-    pub fn counters(&self) -> &Counters {
+    pub(crate) fn counters(&self) -> &Counters {
         &self.shared.counters
     }
 
     /// The Monitor this hub reports to.
-    pub fn monitor(&self) -> &Monitor {
+    pub(crate) fn monitor(&self) -> &Monitor {
         &self.shared.monitor
     }
 
@@ -389,7 +380,7 @@ impl Hub {
     }
 
     /// Checks the connection limits for `ip` before a handshake completes.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), OpenError> {
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<(), OpenError> {
         if let Indexes::Source(source) = &self.shared.indexes {
             if !source.available() {
                 self.shared.counters.refused.fetch_add(1, Relaxed);
@@ -422,7 +413,7 @@ impl Hub {
     /// [`Hub::open`], with a first frame (made from the new index) queued
     /// before the connection can be found: nothing delivered to it, not
     /// even a Monitor line about its own opening, can overtake it.
-    pub fn open_greeted(
+    pub(crate) fn open_greeted(
         &self,
         remote: SocketAddr,
         page: &str,
@@ -481,13 +472,13 @@ impl Hub {
     }
 
     /// Records that the peer of `conn` sent something (for heartbeats).
-    pub fn seen(&self, conn: &Conn) {
+    pub(crate) fn seen(&self, conn: &Conn) {
         conn.last_seen.store(self.now_secs(), Relaxed);
     }
 
     /// Registers `name` on connection `id`. Registering a name twice is
     /// harmless.
-    pub fn register(&self, id: u64, name: &str) -> Result<(), RegisterError> {
+    pub(crate) fn register(&self, id: u64, name: &str) -> Result<(), RegisterError> {
         let max = self.shared.limits.max_names_per_connection;
         let mut t = self.table();
         let Some(entry) = t.conns.get_mut(&id) else {
@@ -512,7 +503,7 @@ impl Hub {
     }
 
     /// Number of live connections.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.table().conns.len()
     }
 
@@ -523,17 +514,17 @@ impl Hub {
 
     /// Whether connection `id` is still in the table (not closed or
     /// closing).
-    pub fn is_live(&self, id: u64) -> bool {
+    pub(crate) fn is_live(&self, id: u64) -> bool {
         self.table().conns.contains_key(&id)
     }
 
     /// Number of distinct registered names.
-    pub fn name_count(&self) -> usize {
+    pub(crate) fn name_count(&self) -> usize {
         self.table().names.len()
     }
 
     /// A snapshot of every connection, by index.
-    pub fn list(&self) -> Vec<ConnInfo> {
+    pub(crate) fn list(&self) -> Vec<ConnInfo> {
         let t = self.table();
         t.conns
             .values()
@@ -597,7 +588,7 @@ impl Hub {
     /// The table is locked only to find the targets, so that connecting
     /// and registering go on during a large fan-out; the queueing of
     /// deliveries takes turns, so every page gets them in the same order.
-    pub fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
+    pub(crate) fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
         let limits = self.shared.limits.outbox;
         let turn = self
             .shared
@@ -654,13 +645,13 @@ impl Hub {
     }
 
     /// Queues `frame` for one connection, if it is still live.
-    pub fn send_to(&self, id: u64, frame: &Bytes) -> bool {
+    pub(crate) fn send_to(&self, id: u64, frame: &Bytes) -> bool {
         matches!(self.deliver(&Target::Index(id), frame), Ok(d) if d.reached == 1)
     }
 
     /// Starts closing every connection `target` selects: each leaves the
     /// listing at once, gets what was queued for it, then the close frame.
-    pub fn close(&self, target: &Target, reason: CloseReason) -> Result<usize, TargetError> {
+    pub(crate) fn close(&self, target: &Target, reason: CloseReason) -> Result<usize, TargetError> {
         let mut closing = Vec::new();
         let mut t = self.table();
         self.each_target(&t, target, |c| closing.push(c.clone()))?;
@@ -687,13 +678,13 @@ impl Hub {
 
     /// Closes one connection for a reason of its own (a protocol error, too
     /// many names); false if it is no longer live.
-    pub fn close_one(&self, id: u64, reason: CloseReason) -> bool {
+    pub(crate) fn close_one(&self, id: u64, reason: CloseReason) -> bool {
         matches!(self.close(&Target::Index(id), reason), Ok(1))
     }
 
     /// Called by a connection's task when it ends: removes it from the table
     /// if it is still there and tells the Monitor why it went.
-    pub fn gone(&self, conn: &Conn, why: &CloseReason) {
+    pub(crate) fn gone(&self, conn: &Conn, why: &CloseReason) {
         let removed = self.table().remove(conn.id).is_some();
         if removed {
             self.closed(conn.id, why);
@@ -703,7 +694,7 @@ impl Hub {
     /// Pings every connection with the shared `ping` frame, and closes those
     /// whose peer has said nothing for `timeout`. Returns how many were
     /// dropped.
-    pub fn heartbeat(&self, ping: &Bytes, timeout: Duration) -> usize {
+    pub(crate) fn heartbeat(&self, ping: &Bytes, timeout: Duration) -> usize {
         let now = self.now_secs();
         let timeout = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
         let mut dead = Vec::new();

@@ -41,7 +41,7 @@ pub struct CloseReason {
 
 /// What a push did, so the caller can wake the task and count deliveries.
 #[derive(Debug)]
-pub enum Pushed {
+pub(crate) enum Pushed {
     /// Queued for the connection's task; the waker (if the task was parked)
     /// must be woken.
     Queued(Option<Waker>),
@@ -55,13 +55,13 @@ pub enum Pushed {
 
 /// What a flush wrote, and the task to wake for what it could not write.
 #[derive(Debug, Default)]
-pub struct Flushed {
+pub(crate) struct Flushed {
     /// Whole frames written.
-    pub frames: u64,
+    pub(crate) frames: u64,
     /// Bytes written.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
     /// Frames are left that the socket would not take: wake the task.
-    pub wake: Option<Waker>,
+    pub(crate) wake: Option<Waker>,
 }
 
 /// Limits of one outbox.
@@ -108,7 +108,7 @@ struct State {
 /// per page is a measurable cost.
 #[derive(Default)]
 #[repr(C)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     /// Bytes queued or taken by the writer but not yet written. Outside the
     /// lock: the writer subtracts after every write without taking it, and
     /// pushes (under the lock) read it to enforce the limit.
@@ -121,7 +121,7 @@ pub struct Outbox {
 }
 
 /// What the writer should do next.
-pub enum Next {
+pub(crate) enum Next {
     /// Write these frames (the whole queue, taken at once).
     Frames(Frames),
     /// Nothing queued; the connection is closing with this reason.
@@ -140,7 +140,7 @@ impl Outbox {
     /// Queues `frame` unless that would pass `limits`, in which case the
     /// connection starts closing as a slow consumer and its queue is dropped.
     /// [`Pushed`] says who writes it: a flush or the task.
-    pub fn push(&self, frame: &Bytes, limits: OutboxLimits) -> Pushed {
+    pub(crate) fn push(&self, frame: &Bytes, limits: OutboxLimits) -> Pushed {
         let mut s = self.lock();
         if s.closing.is_some() {
             return Pushed::Closed;
@@ -171,7 +171,7 @@ impl Outbox {
 
     /// Writes what is queued to the socket, unless the task is writing or
     /// there is no socket (see the module doc).
-    pub fn flush(&self) -> Flushed {
+    pub(crate) fn flush(&self) -> Flushed {
         let mut guard = self.lock();
         let s = &mut *guard;
         let mut done = Flushed::default();
@@ -215,19 +215,19 @@ impl Outbox {
     }
 
     /// Lets flushes write to `socket` (see the module doc).
-    pub fn attach(&self, socket: Arc<TcpStream>) {
+    pub(crate) fn attach(&self, socket: Arc<TcpStream>) {
         self.lock().socket = Some(socket);
     }
 
     /// Ends flushes. The connection's task calls this when it ends, so the
     /// socket closes when the task lets it go and nothing is written after.
-    pub fn detach(&self) {
+    pub(crate) fn detach(&self) {
         self.lock().socket = None;
     }
 
     /// Starts closing: frames already queued are still written, then the
     /// close frame. Returns the waker to wake, or None if already closing.
-    pub fn close(&self, reason: CloseReason) -> Option<Option<Waker>> {
+    pub(crate) fn close(&self, reason: CloseReason) -> Option<Option<Waker>> {
         let mut s = self.lock();
         if s.closing.is_some() {
             return None;
@@ -237,13 +237,14 @@ impl Outbox {
     }
 
     /// Whether the connection is closing (refusing new frames).
-    pub fn is_closing(&self) -> bool {
+    #[cfg(test)]
+    fn is_closing(&self) -> bool {
         self.lock().closing.is_some()
     }
 
     /// Called by the writer: take everything queued, or learn that the
     /// queue is empty (then `waker` is stored and woken by the next push).
-    pub fn next(&self, waker: &Waker) -> Next {
+    pub(crate) fn next(&self, waker: &Waker) -> Next {
         let mut s = self.lock();
         if s.discard {
             s.frames = Frames::default();
@@ -264,7 +265,7 @@ impl Outbox {
     }
 
     /// Frames and bytes written to the socket so far.
-    pub fn written_so_far(&self) -> (u64, u64) {
+    pub(crate) fn written_so_far(&self) -> (u64, u64) {
         (
             self.msgs_out.load(Ordering::Relaxed),
             self.bytes_out.load(Ordering::Relaxed),
@@ -273,7 +274,7 @@ impl Outbox {
 
     /// Called by the writer after `n` bytes, completing `frames` frames,
     /// reached the socket.
-    pub fn written(&self, frames: u64, n: usize) {
+    pub(crate) fn written(&self, frames: u64, n: usize) {
         self.msgs_out.fetch_add(frames, Ordering::Relaxed);
         self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
         // Bytes written were counted by the push that queued them, except

@@ -12,11 +12,11 @@ use std::io::IoSlice;
 use bytes::Bytes;
 
 /// Most frames handed to one vectored write.
-pub const MAX_IOVECS: usize = 64;
+pub(crate) const MAX_IOVECS: usize = 64;
 
 /// Frames waiting to be written, in order.
 #[derive(Debug, Default)]
-pub struct Frames {
+pub(crate) struct Frames {
     /// The first frame; `None` exactly when the queue is empty.
     head: Option<Bytes>,
     rest: VecDeque<Bytes>,
@@ -24,7 +24,7 @@ pub struct Frames {
 
 impl Frames {
     /// Adds a frame at the end.
-    pub fn push_back(&mut self, frame: Bytes) {
+    pub(crate) fn push_back(&mut self, frame: Bytes) {
         if self.head.is_none() {
             self.head = Some(frame);
         } else {
@@ -33,12 +33,12 @@ impl Frames {
     }
 
     /// Whether no frame is waiting.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.head.is_none()
     }
 
     /// How many frames are waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         usize::from(self.head.is_some()) + self.rest.len()
     }
 
@@ -50,13 +50,13 @@ impl Frames {
     }
 
     /// The frames, first to last.
-    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Bytes> {
         self.head.iter().chain(&self.rest)
     }
 
     /// Fills `slices` with the first frames; returns how many slices were
     /// filled and how many bytes they hold.
-    pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
+    pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
         let mut count = 0;
         let mut bytes = 0;
         for (slot, frame) in slices.iter_mut().zip(self.iter()) {
@@ -70,7 +70,7 @@ impl Frames {
     /// Drops the first `n` written bytes (the first frame left may have
     /// been written in part); returns how many whole frames went. An
     /// emptied queue gives its memory back.
-    pub fn consume(&mut self, mut n: usize) -> u64 {
+    pub(crate) fn consume(&mut self, mut n: usize) -> u64 {
         let mut whole = 0;
         while let Some(head) = &mut self.head {
             if n < head.len() {
