@@ -5,8 +5,8 @@
 //! cargo run --release --example autobahn-echo -- 127.0.0.1:9001
 //! ```
 //!
-//! After the opening handshake (checked by `ws::handshake`, the module the
-//! daemon uses) each connection is driven by `ws::conn::drive`, the task
+//! After the opening handshake (checked by `base::codec::handshake`, the module the
+//! daemon uses) each connection is driven by `doors::page::driver::drive`, the task
 //! that serves pages, with its frame parser, message assembler, outbox and
 //! vectored writer. Only what a message means differs: `EchoHandler` sends
 //! every text and binary message back. The limits are raised for the suite,

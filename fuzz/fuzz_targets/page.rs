@@ -22,7 +22,8 @@ use pagewire::engine::exec::PageRights;
 use pagewire::engine::Engine;
 use pagewire::engine::hub::{Hub, HubLimits};
 use pagewire::engine::monitor::Monitor;
-use pagewire::doors::page::driver::{self as conn, ConnLimits};
+use pagewire::doors::page::driver::ConnLimits;
+use pagewire::doors::page as conn;
 
 /// One runtime for every input. Its clock is paused and jumps ahead
 /// whenever every task waits, so timeouts cost no real time and a task

@@ -17,7 +17,7 @@
 //! `hub::outbox`) and leaves the task only what the socket would not take.
 //!
 //! What a complete message means is up to a [`MessageHandler`]: for a page
-//! ([`run`]) a text message is a command line for the executor; the
+//! ([`super::run`]) a text message is a command line for the executor; the
 //! conformance harness (`examples/autobahn-echo.rs`) drives the same task
 //! with [`EchoHandler`], which sends every message back.
 
@@ -25,7 +25,6 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::IoSlice;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,11 +38,8 @@ use super::budget::{PartialBudget, DEFAULT_BUDGET};
 use crate::base::codec::{
     self as frame, Arriving, Limits, Message, MessageAssembler, OpCode, ProtocolError,
 };
-use crate::base::door::Door;
-use crate::base::protocol::{ServerFrame, PROTOCOL_VERSION};
 use crate::engine::hub::queue::{Frames, MAX_IOVECS};
-use crate::engine::hub::{CloseReason, Conn, Hub, Next, OpenError};
-use crate::engine::Engine;
+use crate::engine::hub::{CloseReason, Conn, Hub, Next};
 
 /// Limits of one WebSocket connection.
 #[derive(Clone, Copy, Debug)]
@@ -139,46 +135,6 @@ pub trait MessageHandler: Send + Unpin {
     }
 }
 
-/// pagewire's pages: a text message is a command line, run by the executor
-/// with the page's rights and answered with a `reply` or an `error` frame;
-/// binary messages are refused with 1003.
-struct PageHandler {
-    engine: Arc<Engine>,
-    id: u64,
-}
-
-impl MessageHandler for PageHandler {
-    fn on_text(&mut self, text: Cow<'_, str>) -> Action {
-        Action::Run(text.into_owned())
-    }
-
-    fn on_binary(&mut self, _data: Cow<'_, [u8]>) -> Action {
-        Action::Close(CloseReason {
-            code: frame::close_code::UNSUPPORTED,
-            reason: "binary frames are not accepted",
-        })
-    }
-
-    fn run(&mut self, line: String) -> impl Future<Output = ()> + Send + 'static {
-        let (engine, id) = (self.engine.clone(), self.id);
-        async move {
-            let mut reply = engine.exec.run_line(&line, Door::Page(id)).await;
-            engine.out.print_console_text(&mut reply);
-            let frame = if reply.is_ok() {
-                ServerFrame::Reply {
-                    ok: true,
-                    output: &reply.output,
-                }
-            } else {
-                ServerFrame::Error {
-                    message: &reply.output,
-                }
-            };
-            engine.hub.send_to(id, &frame.encode());
-        }
-    }
-}
-
 /// Sends every text and binary message back to its sender as it came, in
 /// one frame. It is what a conformance suite talks to: the transport under
 /// test is the very one pages use.
@@ -232,53 +188,6 @@ struct Driver<S, H> {
     deadline: Option<Pin<Box<Sleep>>>,
     /// Why the connection is ending, once known.
     reason: Option<CloseReason>,
-}
-
-/// Adds a page's connection to the hub with its `hello` frame queued
-/// first, so the page learns its index before anything else. `response`
-/// is the HTTP 101 response if it was held back to go out in the same
-/// write (see `http::hold`), else empty.
-pub fn open_page(
-    hub: &Hub,
-    remote: SocketAddr,
-    page: &str,
-    response: &[u8],
-) -> Result<Arc<Conn>, OpenError> {
-    hub.open_greeted(remote, page, |index| {
-        let hello = ServerFrame::Hello {
-            index,
-            version: PROTOCOL_VERSION,
-        }
-        .encode();
-        if response.is_empty() {
-            return Some(hello);
-        }
-        let mut first = Vec::with_capacity(response.len() + hello.len());
-        first.extend_from_slice(response);
-        first.extend_from_slice(&hello);
-        Some(first.into())
-    })
-}
-
-/// Serves one page's upgraded connection (opened with [`open_page`]) until
-/// it closes, running the command lines it sends. `pre` holds bytes the
-/// HTTP layer read past the handshake.
-pub fn run<S>(
-    io: S,
-    pre: Bytes,
-    conn: Arc<Conn>,
-    engine: Arc<Engine>,
-    limits: ConnLimits,
-) -> impl Future<Output = ()> + Send
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let hub = engine.hub.clone();
-    let handler = PageHandler {
-        engine,
-        id: conn.id(),
-    };
-    drive(io, pre, conn, hub, handler, limits)
 }
 
 /// Serves one upgraded connection until it closes, handing each complete

@@ -203,7 +203,7 @@ fn wait_for_the_end(daemon: UnixStream) {
 fn kill_the_rest() {
     let me = std::process::id();
     loop {
-        for pid in super::children_of(me) {
+        for pid in super::spawn::children_of(me) {
             if let Ok(pid) = i32::try_from(pid) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
