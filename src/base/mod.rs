@@ -1,6 +1,7 @@
 //! The leaves: what every other layer uses and that imports nothing of the
 //! daemon.
 
+pub(crate) mod backoff;
 pub mod codec;
 pub mod command;
 pub(crate) mod door;

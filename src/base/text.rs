@@ -35,6 +35,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 /// Whether `c` is shown escaped rather than printed (see the module docs).
 pub(crate) fn needs_escape(c: char) -> bool {
@@ -193,6 +194,32 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// A wait or timeout as a person writes it: `1s`, `1.5s` or `250ms`.
+///
+/// Written here rather than with `humantime`, whose `1s 500ms` and `1m 5s`
+/// would change what the Monitor and the listings say (and what tests and
+/// scripts match on).
+pub(crate) fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if ms > 1000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// An age in the `ws` listing: `5s`, `1m05s`, `2h02m`, always short.
+pub(crate) fn age(age: Duration) -> String {
+    let s = age.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +324,14 @@ mod tests {
             escape_lines("1 a\u{1b}[2J\r\n2 b\u{202e}"),
             "1 a\\u{1b}[2J\\r\n2 b\\u{202e}"
         );
+    }
+
+    #[test]
+    fn durations_and_ages_read_naturally() {
+        assert_eq!(duration(Duration::from_millis(1000)), "1s");
+        assert_eq!(duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(age(Duration::from_secs(5)), "5s");
+        assert_eq!(age(Duration::from_secs(65)), "1m05s");
+        assert_eq!(age(Duration::from_secs(7322)), "2h02m");
     }
 }

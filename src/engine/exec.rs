@@ -10,12 +10,12 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::base::command::{self, Command, Target};
 use crate::base::door::{Door, Reply};
+use crate::base::text;
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
 use crate::engine::backplane::{Backplane, Listing, Message, Outcome};
 use crate::engine::hub::Hub;
@@ -344,7 +344,7 @@ pub(crate) fn render_run(run: &RunningAction) -> String {
         run.action,
         run.run,
         run.output,
-        render_age(run.age)
+        text::age(run.age)
     )
 }
 
@@ -389,7 +389,7 @@ pub(crate) fn render_list(listing: &Listing) -> String {
             c.id,
             names,
             c.remote,
-            render_age(c.age),
+            text::age(c.age),
             c.msgs_in,
             c.bytes_in,
             c.msgs_out,
@@ -408,18 +408,10 @@ pub(crate) fn render_list(listing: &Listing) -> String {
     out
 }
 
-fn render_age(age: Duration) -> String {
-    let s = age.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn run_output_follows_rights() {
@@ -587,12 +579,5 @@ mod tests {
              in=1msg/2B out=3msg/4B page=/\\u{1b}[2J node=web\\r1\n\
              note: node \\u{9b}2J did not answer"
         );
-    }
-
-    #[test]
-    fn ages_read_naturally() {
-        assert_eq!(render_age(Duration::from_secs(5)), "5s");
-        assert_eq!(render_age(Duration::from_secs(65)), "1m05s");
-        assert_eq!(render_age(Duration::from_secs(7322)), "2h02m");
     }
 }

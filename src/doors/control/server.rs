@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{read_line_limited, Answer, LineRead, Request, MAX_CONNECTIONS, MAX_REQUEST_LINE};
+use crate::base::backoff::sleep_or_stop;
 use crate::base::door::Door;
 use crate::engine::monitor::Monitor;
 use crate::engine::Engine;
@@ -45,10 +46,10 @@ pub(crate) async fn serve(
             Ok((stream, _)) => stream,
             Err(e) => {
                 monitor.emit(format_args!("control: accept failed: {e}"));
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                if !sleep_or_stop(ACCEPT_BACKOFF, &shutdown).await {
+                    break;
                 }
+                continue;
             }
         };
         let slot = Arc::clone(&slots).try_acquire_owned();

@@ -38,6 +38,7 @@ use tower::ServiceExt as _;
 
 use super::access;
 use super::body::DeadlineBody;
+use crate::base::backoff::{sleep_or_stop, Backoff};
 use crate::base::hold::{HoldWrites, HoldableTcp};
 use crate::engine::monitor::Monitor;
 
@@ -156,7 +157,7 @@ pub(crate) async fn serve(
         stop,
     });
     let connections = TaskTracker::new();
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = Backoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
     loop {
         let accepted = tokio::select! {
             _ = server.stop.cancelled() => break,
@@ -164,7 +165,7 @@ pub(crate) async fn serve(
         };
         let (tcp, peer) = match accepted {
             Ok(pair) => {
-                backoff = ACCEPT_BACKOFF_MIN;
+                backoff.reset();
                 pair
             }
             // The client gave up before we got to it: nothing to do.
@@ -172,15 +173,14 @@ pub(crate) async fn serve(
             Err(e) => {
                 // Most likely out of file descriptors. Accepting again at
                 // once would spin; waiting lets connections close first.
+                let wait = backoff.next();
                 server.monitor.emit_summarised(
                     "accept failed",
-                    format_args!("accept failed: {e}; retrying in {backoff:?}"),
+                    format_args!("accept failed: {e}; retrying in {wait:?}"),
                 );
-                tokio::select! {
-                    _ = server.stop.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !sleep_or_stop(wait, &server.stop).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
