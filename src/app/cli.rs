@@ -4,7 +4,7 @@
 //! a command line from their arguments and send it over the control socket;
 //! `pagewire monitor` tails the Monitor and `pagewire console` attaches a
 //! line editor to the running daemon. Exit codes are chosen in one place,
-//! [`Outcome`]: 0 success, 1 the daemon refused or failed the command, 2
+//! [`Exit`]: 0 success, 1 the daemon refused or failed the command, 2
 //! the CLI could not run it (bad flags, no daemon answering). `serve` exits
 //! 1 when the daemon cannot start; `monitor` and `console` exit 0 when the
 //! stream or the input ends and 2 when the daemon cannot be reached or goes
@@ -83,7 +83,7 @@ pub(crate) struct ConsoleArgs {
 
 /// How a CLI invocation ended; the one place exit codes are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum Exit {
     /// The command succeeded: exit 0.
     Success,
     /// The daemon refused or failed the command (or `serve` failed): exit 1.
@@ -92,12 +92,12 @@ pub(crate) enum Outcome {
     CannotRun,
 }
 
-impl From<Outcome> for ExitCode {
-    fn from(outcome: Outcome) -> ExitCode {
+impl From<Exit> for ExitCode {
+    fn from(outcome: Exit) -> ExitCode {
         ExitCode::from(match outcome {
-            Outcome::Success => 0,
-            Outcome::Refused => 1,
-            Outcome::CannotRun => 2,
+            Exit::Success => 0,
+            Exit::Refused => 1,
+            Exit::CannotRun => 2,
         })
     }
 }
@@ -108,16 +108,16 @@ pub fn main() -> ExitCode {
 }
 
 /// [`main`] with explicit arguments (the first is the program name).
-pub(crate) fn main_with(args: impl IntoIterator<Item = OsString>) -> Outcome {
+pub(crate) fn main_with(args: impl IntoIterator<Item = OsString>) -> Exit {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version end here too, successfully.
             let _ = e.print();
             return if e.use_stderr() {
-                Outcome::CannotRun
+                Exit::CannotRun
             } else {
-                Outcome::Success
+                Exit::Success
             };
         }
     };
@@ -141,7 +141,7 @@ fn control_path(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(control::default_path)
 }
 
-fn serve(args: ServeArgs) -> Outcome {
+fn serve(args: ServeArgs) -> Exit {
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -151,13 +151,13 @@ fn serve(args: ServeArgs) -> Outcome {
         Err(e) => {
             return fail(
                 format_args!("cannot start the runtime: {e}"),
-                Outcome::Refused,
+                Exit::Refused,
             )
         }
     };
     match runtime.block_on(crate::app::serve::run(args)) {
-        Ok(()) => Outcome::Success,
-        Err(e) => fail(format_args!("{e:#}"), Outcome::Refused),
+        Ok(()) => Exit::Success,
+        Err(e) => fail(format_args!("{e:#}"), Exit::Refused),
     }
 }
 
@@ -173,7 +173,7 @@ fn init_tracing() {
 }
 
 /// Runs a short-lived client future on a single-threaded runtime.
-fn client_runtime(work: impl std::future::Future<Output = Outcome>) -> Outcome {
+fn client_runtime(work: impl std::future::Future<Output = Exit>) -> Exit {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -181,12 +181,12 @@ fn client_runtime(work: impl std::future::Future<Output = Outcome>) -> Outcome {
         Ok(runtime) => runtime.block_on(work),
         Err(e) => fail(
             format_args!("cannot start the runtime: {e}"),
-            Outcome::CannotRun,
+            Exit::CannotRun,
         ),
     }
 }
 
-fn one_command(name: &str, words: CommandWords, control: Option<PathBuf>) -> Outcome {
+fn one_command(name: &str, words: CommandWords, control: Option<PathBuf>) -> Exit {
     let mut tokens = Vec::with_capacity(words.words.len() + 1);
     tokens.push(name.to_owned());
     tokens.extend(words.words);
@@ -196,21 +196,21 @@ fn one_command(name: &str, words: CommandWords, control: Option<PathBuf>) -> Out
         match control::run_command(&path, &line).await {
             Ok(reply) if reply.is_ok() => {
                 if reply.output.is_empty() {
-                    Outcome::Success
+                    Exit::Success
                 } else {
                     print_stdout(&reply.output)
                 }
             }
             Ok(reply) => {
                 print_stderr(&reply.output);
-                Outcome::Refused
+                Exit::Refused
             }
             Err(e) => client_failed(&e),
         }
     })
 }
 
-async fn monitor(path: PathBuf) -> Outcome {
+async fn monitor(path: PathBuf) -> Exit {
     // One Monitor line is one line, whatever the socket sent.
     let result = control::watch(&path, |line| {
         match print_line(&crate::base::text::escape(line)) {
@@ -221,12 +221,12 @@ async fn monitor(path: PathBuf) -> Outcome {
     })
     .await;
     match result {
-        Ok(()) => Outcome::Success,
+        Ok(()) => Exit::Success,
         Err(e) => client_failed(&e),
     }
 }
 
-async fn console(path: PathBuf, args: ConsoleArgs) -> Outcome {
+async fn console(path: PathBuf, args: ConsoleArgs) -> Exit {
     let mut client = match Client::connect(&path).await {
         Ok(client) => client,
         Err(e) => return client_failed(&e),
@@ -266,29 +266,29 @@ async fn console(path: PathBuf, args: ConsoleArgs) -> Outcome {
     }
     out.flush(Duration::from_secs(2)).await;
     match failure {
-        None => Outcome::Success,
+        None => Exit::Success,
         Some(e) => client_failed(&e),
     }
 }
 
-fn client_failed(e: &ClientError) -> Outcome {
-    fail(e, Outcome::CannotRun)
+fn client_failed(e: &ClientError) -> Exit {
+    fail(e, Exit::CannotRun)
 }
 
-fn fail(message: impl std::fmt::Display, outcome: Outcome) -> Outcome {
+fn fail(message: impl std::fmt::Display, outcome: Exit) -> Exit {
     print_stderr(&format!("error: {message}"));
     outcome
 }
 
 /// Prints a successful command's output; a closed stdout (`| head -1`) is
 /// not a failure of the command.
-fn print_stdout(text: &str) -> Outcome {
+fn print_stdout(text: &str) -> Exit {
     match print_line(text) {
-        Ok(()) => Outcome::Success,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Outcome::Success,
+        Ok(()) => Exit::Success,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Exit::Success,
         Err(e) => fail(
             format_args!("cannot write the output: {e}"),
-            Outcome::CannotRun,
+            Exit::CannotRun,
         ),
     }
 }
@@ -439,10 +439,10 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(ExitCode::from(Outcome::Success), ExitCode::from(0));
-        assert_eq!(ExitCode::from(Outcome::Refused), ExitCode::from(1));
-        assert_eq!(ExitCode::from(Outcome::CannotRun), ExitCode::from(2));
+        assert_eq!(ExitCode::from(Exit::Success), ExitCode::from(0));
+        assert_eq!(ExitCode::from(Exit::Refused), ExitCode::from(1));
+        assert_eq!(ExitCode::from(Exit::CannotRun), ExitCode::from(2));
         let args = ["pagewire", "--definitely-not-a-flag"].map(OsString::from);
-        assert_eq!(main_with(args), Outcome::CannotRun);
+        assert_eq!(main_with(args), Exit::CannotRun);
     }
 }

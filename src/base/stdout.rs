@@ -40,11 +40,11 @@ const REPLY_PRINT_WAIT: Duration = Duration::from_secs(1);
 /// blocks.
 #[derive(Clone, Debug)]
 pub struct ConsoleOut {
-    target: Target,
+    target: Dest,
 }
 
 #[derive(Clone, Debug)]
-enum Target {
+enum Dest {
     /// Lines go to the printer thread.
     Printer {
         tx: mpsc::Sender<Msg>,
@@ -92,10 +92,10 @@ impl ConsoleOut {
             .name("pagewire-console-out".into())
             .spawn(move || printer_thread(rx, counter));
         let target = match spawned {
-            Ok(_) => Target::Printer { tx, dropped },
+            Ok(_) => Dest::Printer { tx, dropped },
             Err(e) => {
                 tracing::warn!("cannot start the console printer thread: {e}");
-                Target::Direct
+                Dest::Direct
             }
         };
         ConsoleOut { target }
@@ -108,7 +108,7 @@ impl ConsoleOut {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             ConsoleOut {
-                target: Target::Capture(tx),
+                target: Dest::Capture(tx),
             },
             rx,
         )
@@ -119,7 +119,7 @@ impl ConsoleOut {
     pub(crate) fn print(&self, text: impl Into<String>) {
         let text = text.into();
         match &self.target {
-            Target::Printer { tx, dropped } => match tx.try_send(Msg::Text(text)) {
+            Dest::Printer { tx, dropped } => match tx.try_send(Msg::Text(text)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     dropped.fetch_add(1, Ordering::Relaxed);
@@ -127,8 +127,8 @@ impl ConsoleOut {
                 // The printer thread is gone; there is nowhere left to print.
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             },
-            Target::Direct => write_stdout(&crate::base::text::escape_lines(&text)),
-            Target::Capture(tx) => {
+            Dest::Direct => write_stdout(&crate::base::text::escape_lines(&text)),
+            Dest::Capture(tx) => {
                 let _ = tx.send(text);
             }
         }
@@ -147,7 +147,7 @@ impl ConsoleOut {
     /// Waits (at most `timeout`) until every line handed over so far has
     /// been written; call it before the process exits.
     pub(crate) async fn flush(&self, timeout: Duration) {
-        let Target::Printer { tx, .. } = &self.target else {
+        let Dest::Printer { tx, .. } = &self.target else {
             return;
         };
         let (ack, done) = oneshot::channel();
@@ -162,7 +162,7 @@ impl ConsoleOut {
     /// Prints `text` and waits (a bounded time) until it is written, so the
     /// editor's next prompt comes after it. For the editor thread only.
     pub(crate) fn print_and_wait(&self, text: String) {
-        let Target::Printer { tx, .. } = &self.target else {
+        let Dest::Printer { tx, .. } = &self.target else {
             self.print(text);
             return;
         };
@@ -178,14 +178,14 @@ impl ConsoleOut {
 
     /// Routes output through a line editor until [`ConsoleOut::use_stdout`].
     pub(crate) fn use_editor(&self, printer: Box<dyn ExternalPrinter + Send>) {
-        if let Target::Printer { tx, .. } = &self.target {
+        if let Dest::Printer { tx, .. } = &self.target {
             let _ = tx.blocking_send(Msg::UseEditor(printer));
         }
     }
 
     /// Routes output straight to standard output again.
     pub(crate) fn use_stdout(&self) {
-        if let Target::Printer { tx, .. } = &self.target {
+        if let Dest::Printer { tx, .. } = &self.target {
             let _ = tx.blocking_send(Msg::UseStdout);
         }
     }

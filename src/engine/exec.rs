@@ -17,7 +17,7 @@ use crate::base::command::{self, Command, Target};
 use crate::base::door::{Door, Reply};
 use crate::base::text;
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
-use crate::engine::backplane::{Backplane, Listing, Message, Outcome};
+use crate::engine::backplane::{Backplane, Listing, Delivery, Outcome};
 use crate::engine::hub::Hub;
 
 /// What pages may run over their own WebSocket, by command name
@@ -205,7 +205,7 @@ impl Executor {
             },
             Command::Write { target, text } => {
                 let console = crate::base::text::escape(&text).into_owned();
-                let msg = Message::Write { text };
+                let msg = Delivery::Write { text };
                 // One line, as text: the console is the operator's
                 // terminal, and the text may come from a page.
                 self.send(&target, &msg, "ws write", |why| {
@@ -214,7 +214,7 @@ impl Executor {
                 .await
             }
             Command::Exec { target, func, arg } => {
-                let msg = Message::Exec { func, arg };
+                let msg = Delivery::Exec { func, arg };
                 self.send(&target, &msg, "ws exec", |why| {
                     (format!("{why}; nothing sent"), None)
                 })
@@ -277,7 +277,7 @@ impl Executor {
     async fn send(
         &self,
         target: &Target,
-        msg: &Message,
+        msg: &Delivery,
         what: &str,
         nobody: impl FnOnce(&str) -> (String, Option<String>),
     ) -> Reply {

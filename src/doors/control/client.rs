@@ -9,7 +9,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use super::trust::{self, Reachable, Trust, Untrusted};
-use super::{read_line_limited, Answer, LineRead, Request, MAX_ANSWER_LINE};
+use super::{read_line_limited, ControlAnswer, LineRead, ControlRequest, MAX_ANSWER_LINE};
 use crate::base::door::Reply;
 
 /// Why the CLI could not get an answer from the daemon.
@@ -103,10 +103,10 @@ impl Client {
 
     /// Runs one command line on the daemon and returns its reply.
     pub(crate) async fn run(&mut self, line: &str) -> Result<Reply, ClientError> {
-        self.send(&Request::Command(line.to_owned())).await?;
+        self.send(&ControlRequest::Command(line.to_owned())).await?;
         match self.next_answer().await? {
-            Some(Answer::Reply { ok: true, output }) => Ok(Reply::ok(output)),
-            Some(Answer::Reply { ok: false, output }) => Ok(Reply::err(output)),
+            Some(ControlAnswer::Done { ok: true, output }) => Ok(Reply::ok(output)),
+            Some(ControlAnswer::Done { ok: false, output }) => Ok(Reply::err(output)),
             Some(other) => Err(ClientError::Protocol(format!(
                 "expected a reply, got {other:?}"
             ))),
@@ -122,16 +122,16 @@ impl Client {
         mut self,
         mut on_line: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<(), ClientError> {
-        self.send(&Request::Monitor).await?;
+        self.send(&ControlRequest::Monitor).await?;
         loop {
             let flow = match self.next_answer().await? {
                 None => return Ok(()),
-                Some(Answer::Line { line }) => on_line(&line),
-                Some(Answer::Missed { missed }) => {
+                Some(ControlAnswer::Line { line }) => on_line(&line),
+                Some(ControlAnswer::Missed { missed }) => {
                     on_line(&crate::engine::monitor::missed_note(missed))
                 }
                 // The daemon refused the tail (e.g. too many connections).
-                Some(Answer::Reply { ok: false, output }) => {
+                Some(ControlAnswer::Done { ok: false, output }) => {
                     return Err(ClientError::Protocol(output))
                 }
                 Some(other) => {
@@ -146,7 +146,7 @@ impl Client {
         }
     }
 
-    async fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+    async fn send(&mut self, request: &ControlRequest) -> Result<(), ClientError> {
         self.writer
             .write_all(&request.to_json_line())
             .await
@@ -154,7 +154,7 @@ impl Client {
     }
 
     /// The next answer line, or `None` when the daemon closed the connection.
-    async fn next_answer(&mut self) -> Result<Option<Answer>, ClientError> {
+    async fn next_answer(&mut self) -> Result<Option<ControlAnswer>, ClientError> {
         let read = read_line_limited(&mut self.reader, &mut self.buf, MAX_ANSWER_LINE)
             .await
             .map_err(closed_or_io)?;
@@ -163,7 +163,7 @@ impl Client {
             LineRead::TooLong => Err(ClientError::Protocol(format!(
                 "an answer longer than {MAX_ANSWER_LINE} bytes"
             ))),
-            LineRead::Line => Answer::from_json(&self.buf)
+            LineRead::Line => ControlAnswer::from_json(&self.buf)
                 .map(Some)
                 .map_err(|e| ClientError::Protocol(e.to_string())),
         }

@@ -59,7 +59,7 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// What a client asks for, one per line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Request {
+pub(crate) enum ControlRequest {
     /// Run this command line.
     Command(String),
     /// Stream Monitor lines on this connection from now on.
@@ -75,17 +75,17 @@ struct RawRequest<'a> {
     monitor: bool,
 }
 
-impl Request {
+impl ControlRequest {
     /// Parses one request line (without its newline).
-    pub(crate) fn from_json(bytes: &[u8]) -> Result<Request, String> {
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<ControlRequest, String> {
         // serde would also take a struct from an array; only objects are requests.
         if bytes.trim_ascii_start().first() != Some(&b'{') {
             return Err("expected a JSON object".into());
         }
         let raw: RawRequest<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         match (raw.cmd, raw.monitor) {
-            (Some(cmd), false) => Ok(Request::Command(cmd.into_owned())),
-            (None, true) => Ok(Request::Monitor),
+            (Some(cmd), false) => Ok(ControlRequest::Command(cmd.into_owned())),
+            (None, true) => Ok(ControlRequest::Monitor),
             (Some(_), true) => Err("a request has either \"cmd\" or \"monitor\", not both".into()),
             (None, false) => {
                 Err("expected {\"cmd\":\"COMMAND LINE\"} or {\"monitor\":true}".into())
@@ -96,11 +96,11 @@ impl Request {
     /// Renders the request as one line, newline included.
     pub(crate) fn to_json_line(&self) -> Vec<u8> {
         let raw = match self {
-            Request::Command(cmd) => RawRequest {
+            ControlRequest::Command(cmd) => RawRequest {
                 cmd: Some(Cow::Borrowed(cmd)),
                 monitor: false,
             },
-            Request::Monitor => RawRequest {
+            ControlRequest::Monitor => RawRequest {
                 cmd: None,
                 monitor: true,
             },
@@ -112,9 +112,9 @@ impl Request {
 /// What the daemon sends, one per line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum Answer {
-    /// The reply to one command request.
-    Reply {
+pub(crate) enum ControlAnswer {
+    /// The outcome of one command request.
+    Done {
         /// Whether the command succeeded.
         ok: bool,
         /// Its output, or the one-line error.
@@ -132,17 +132,17 @@ pub(crate) enum Answer {
     },
 }
 
-impl Answer {
+impl ControlAnswer {
     /// A failed reply produced by the control socket itself.
-    pub(crate) fn error(output: impl Into<String>) -> Answer {
-        Answer::Reply {
+    pub(crate) fn error(output: impl Into<String>) -> ControlAnswer {
+        ControlAnswer::Done {
             ok: false,
             output: output.into(),
         }
     }
 
     /// Parses one answer line (without its newline).
-    pub(crate) fn from_json(bytes: &[u8]) -> Result<Answer, serde_json::Error> {
+    pub(crate) fn from_json(bytes: &[u8]) -> Result<ControlAnswer, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
 
@@ -152,9 +152,9 @@ impl Answer {
     }
 }
 
-impl From<crate::base::door::Reply> for Answer {
-    fn from(reply: crate::base::door::Reply) -> Answer {
-        Answer::Reply {
+impl From<crate::base::door::Reply> for ControlAnswer {
+    fn from(reply: crate::base::door::Reply) -> ControlAnswer {
+        ControlAnswer::Done {
             ok: reply.is_ok(),
             output: reply.output,
         }
@@ -599,23 +599,23 @@ mod tests {
 
     #[test]
     fn requests_parse() {
-        let ok: &[(&str, Request)] = &[
-            (r#"{"cmd":"ws"}"#, Request::Command("ws".into())),
+        let ok: &[(&str, ControlRequest)] = &[
+            (r#"{"cmd":"ws"}"#, ControlRequest::Command("ws".into())),
             (
                 r#"{"cmd":"ws write status \"VPN up\""}"#,
-                Request::Command(r#"ws write status "VPN up""#.into()),
+                ControlRequest::Command(r#"ws write status "VPN up""#.into()),
             ),
-            (r#"{"cmd":""}"#, Request::Command(String::new())),
-            (r#"{"monitor":true}"#, Request::Monitor),
-            (r#" {"cmd":"ws","id":7} "#, Request::Command("ws".into())),
+            (r#"{"cmd":""}"#, ControlRequest::Command(String::new())),
+            (r#"{"monitor":true}"#, ControlRequest::Monitor),
+            (r#" {"cmd":"ws","id":7} "#, ControlRequest::Command("ws".into())),
             (
                 r#"{"cmd":"ws","monitor":false}"#,
-                Request::Command("ws".into()),
+                ControlRequest::Command("ws".into()),
             ),
         ];
         for (line, want) in ok {
             assert_eq!(
-                Request::from_json(line.as_bytes()).as_ref(),
+                ControlRequest::from_json(line.as_bytes()).as_ref(),
                 Ok(want),
                 "{line}"
             );
@@ -631,25 +631,25 @@ mod tests {
             "{\"cmd\":\"\u{0}",
         ];
         for line in bad {
-            assert!(Request::from_json(line.as_bytes()).is_err(), "{line:?}");
+            assert!(ControlRequest::from_json(line.as_bytes()).is_err(), "{line:?}");
         }
-        assert!(Request::from_json(b"{\"cmd\":\"\xff\"}").is_err());
+        assert!(ControlRequest::from_json(b"{\"cmd\":\"\xff\"}").is_err());
     }
 
     #[test]
     fn requests_serialize() {
         let cases = [
-            (Request::Command("ws".into()), "{\"cmd\":\"ws\"}\n"),
+            (ControlRequest::Command("ws".into()), "{\"cmd\":\"ws\"}\n"),
             (
-                Request::Command("ws write s \"a\\b\"\n".into()),
+                ControlRequest::Command("ws write s \"a\\b\"\n".into()),
                 "{\"cmd\":\"ws write s \\\"a\\\\b\\\"\\n\"}\n",
             ),
-            (Request::Monitor, "{\"monitor\":true}\n"),
+            (ControlRequest::Monitor, "{\"monitor\":true}\n"),
         ];
         for (request, want) in cases {
             let line = request.to_json_line();
             assert_eq!(String::from_utf8_lossy(&line), want);
-            let back = Request::from_json(&line[..line.len() - 1]);
+            let back = ControlRequest::from_json(&line[..line.len() - 1]);
             assert_eq!(back, Ok(request));
         }
     }
@@ -658,27 +658,27 @@ mod tests {
     fn answers_round_trip() {
         let cases = [
             (
-                Answer::Reply {
+                ControlAnswer::Done {
                     ok: true,
                     output: "1 connection".into(),
                 },
                 r#"{"ok":true,"output":"1 connection"}"#,
             ),
-            (Answer::error("no"), r#"{"ok":false,"output":"no"}"#),
+            (ControlAnswer::error("no"), r#"{"ok":false,"output":"no"}"#),
             (
-                Answer::Line {
+                ControlAnswer::Line {
                     line: "12:00:00.000 opened #1".into(),
                 },
                 r#"{"line":"12:00:00.000 opened #1"}"#,
             ),
-            (Answer::Missed { missed: 3 }, r#"{"missed":3}"#),
+            (ControlAnswer::Missed { missed: 3 }, r#"{"missed":3}"#),
         ];
         for (answer, want) in cases {
             let line = answer.to_json_line();
             assert_eq!(String::from_utf8_lossy(&line), format!("{want}\n"));
-            assert_eq!(Answer::from_json(want.as_bytes()).ok(), Some(answer));
+            assert_eq!(ControlAnswer::from_json(want.as_bytes()).ok(), Some(answer));
         }
-        assert!(Answer::from_json(br#"{"what":1}"#).is_err());
+        assert!(ControlAnswer::from_json(br#"{"what":1}"#).is_err());
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{read_line_limited, Answer, LineRead, Request, MAX_CONNECTIONS, MAX_REQUEST_LINE};
+use super::{read_line_limited, ControlAnswer, LineRead, ControlRequest, MAX_CONNECTIONS, MAX_REQUEST_LINE};
 use crate::base::backoff::sleep_or_stop;
 use crate::base::door::Door;
 use crate::engine::monitor::Monitor;
@@ -102,7 +102,7 @@ fn peer_allowed(stream: &UnixStream, owner: u32) -> Result<(), u32> {
 
 async fn refuse(mut stream: UnixStream, message: String) -> io::Result<()> {
     stream
-        .write_all(&Answer::error(message).to_json_line())
+        .write_all(&ControlAnswer::error(message).to_json_line())
         .await?;
     stream.shutdown().await
 }
@@ -133,7 +133,7 @@ impl Session {
                             "control: request longer than {MAX_REQUEST_LINE} bytes, connection closed"
                         ),
                     );
-                    let answer = Answer::error(format!(
+                    let answer = ControlAnswer::error(format!(
                         "control: request longer than {MAX_REQUEST_LINE} bytes"
                     ));
                     writer.write_all(&answer.to_json_line()).await?;
@@ -145,14 +145,14 @@ impl Session {
             if buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let answer = match Request::from_json(&buf) {
-                Ok(Request::Command(line)) => {
+            let answer = match ControlRequest::from_json(&buf) {
+                Ok(ControlRequest::Command(line)) => {
                     let mut reply = self.engine.exec.run_line(&line, Door::Control).await;
                     self.engine.out.print_console_text(&mut reply);
-                    Answer::from(reply)
+                    ControlAnswer::from(reply)
                 }
-                Ok(Request::Monitor) => return self.tail(reader, writer).await,
-                Err(e) => Answer::error(format!("control: malformed request: {e}")),
+                Ok(ControlRequest::Monitor) => return self.tail(reader, writer).await,
+                Err(e) => ControlAnswer::error(format!("control: malformed request: {e}")),
             };
             writer.write_all(&answer.to_json_line()).await?;
         }
@@ -177,8 +177,8 @@ impl Session {
                     Ok(_) => continue,
                 },
                 line = lines.recv() => match line {
-                    Ok(line) => Answer::Line { line: line.to_string() },
-                    Err(broadcast::error::RecvError::Lagged(missed)) => Answer::Missed { missed },
+                    Ok(line) => ControlAnswer::Line { line: line.to_string() },
+                    Err(broadcast::error::RecvError::Lagged(missed)) => ControlAnswer::Missed { missed },
                     Err(broadcast::error::RecvError::Closed) => break Ok(()),
                 },
             };
@@ -234,10 +234,10 @@ mod tests {
         (BufReader::new(r), w)
     }
 
-    async fn answer(reader: &mut BufReader<OwnedReadHalf>) -> Answer {
+    async fn answer(reader: &mut BufReader<OwnedReadHalf>) -> ControlAnswer {
         let mut line = String::new();
         reader.read_line(&mut line).await.expect("read answer");
-        Answer::from_json(line.trim_end().as_bytes()).expect("an answer line")
+        ControlAnswer::from_json(line.trim_end().as_bytes()).expect("an answer line")
     }
 
     #[tokio::test]
@@ -262,7 +262,7 @@ mod tests {
             .await
             .expect("write");
         match answer(&mut r).await {
-            Answer::Reply { ok: false, output } => {
+            ControlAnswer::Done { ok: false, output } => {
                 assert!(
                     output.starts_with("control: malformed request: "),
                     "{output}"
@@ -270,7 +270,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(answer(&mut r).await, Answer::Reply { .. }));
+        assert!(matches!(answer(&mut r).await, ControlAnswer::Done { .. }));
         f.shutdown.cancel();
         f.task.await.expect("serve ends");
     }
@@ -284,7 +284,7 @@ mod tests {
         let _ = w.write_all(&long).await;
         assert_eq!(
             answer(&mut r).await,
-            Answer::error(format!(
+            ControlAnswer::error(format!(
                 "control: request longer than {MAX_REQUEST_LINE} bytes"
             ))
         );
@@ -301,7 +301,7 @@ mod tests {
         let (mut r, mut w) = raw(&f.path).await;
         w.write_all(b"{\"monitor\":true}\n").await.expect("write");
         match answer(&mut r).await {
-            Answer::Line { line } => assert!(line.ends_with("monitor watcher attached")),
+            ControlAnswer::Line { line } => assert!(line.ends_with("monitor watcher attached")),
             other => panic!("unexpected {other:?}"),
         }
         // On this single-threaded runtime the server cannot run while we
@@ -310,9 +310,9 @@ mod tests {
         for i in 0..total {
             f.monitor.emit(format_args!("event {i}"));
         }
-        assert_eq!(answer(&mut r).await, Answer::Missed { missed: 100 });
+        assert_eq!(answer(&mut r).await, ControlAnswer::Missed { missed: 100 });
         match answer(&mut r).await {
-            Answer::Line { line } => assert!(line.ends_with(" event 100"), "{line}"),
+            ControlAnswer::Line { line } => assert!(line.ends_with(" event 100"), "{line}"),
             other => panic!("unexpected {other:?}"),
         }
         f.shutdown.cancel();

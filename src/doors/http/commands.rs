@@ -31,7 +31,7 @@ use crate::base::door::{Door, Reply, Status};
 pub(super) const API_COMMAND: &str = "/api/command";
 
 #[derive(Serialize)]
-struct JsonReply<'a> {
+struct JsonAnswer<'a> {
     ok: bool,
     output: &'a str,
 }
@@ -140,7 +140,7 @@ pub(super) fn refusal(path: &str, status: StatusCode, message: &str) -> Response
     if path == API_COMMAND {
         (
             status,
-            Json(JsonReply {
+            Json(JsonAnswer {
                 ok: false,
                 output: message,
             }),
@@ -234,7 +234,7 @@ pub(super) async fn api_command(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let json = |status: StatusCode, ok: bool, output: &str| {
-        (status, Json(JsonReply { ok, output })).into_response()
+        (status, Json(JsonAnswer { ok, output })).into_response()
     };
     let door = match caller(&front, peer, &headers) {
         Ok(c) => c.door,

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{Backplane, BoxFuture, Listed, Listing, Message, Outcome, Unknown, OPERATOR_CLOSE};
+use super::{Backplane, BoxFuture, Listed, Listing, Delivery, Outcome, Unknown, OPERATOR_CLOSE};
 use crate::base::command::Target;
 use crate::engine::hub::{Hub, TargetError};
 
@@ -45,7 +45,7 @@ impl Backplane for Local {
     fn send<'a>(
         &'a self,
         target: &'a Target,
-        msg: &'a Message,
+        msg: &'a Delivery,
     ) -> BoxFuture<'a, Result<Outcome, Unknown>> {
         let done = send(&self.hub, target, msg).map_err(Unknown::from);
         Box::pin(std::future::ready(done))
@@ -73,7 +73,7 @@ pub(crate) fn list(hub: &Hub, node: Option<&Arc<str>>) -> Vec<Listed> {
 }
 
 /// Encodes `msg` once and queues it for this hub's connections.
-pub(crate) fn send(hub: &Hub, target: &Target, msg: &Message) -> Result<Outcome, TargetError> {
+pub(crate) fn send(hub: &Hub, target: &Target, msg: &Delivery) -> Result<Outcome, TargetError> {
     let d = hub.deliver(target, &msg.encode(target))?;
     Ok(Outcome {
         reached: d.reached,

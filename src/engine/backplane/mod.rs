@@ -37,7 +37,7 @@ pub(crate) const OPERATOR_CLOSE: CloseReason = CloseReason {
 /// What `ws write` and `ws exec` send to pages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub(crate) enum Message {
+pub(crate) enum Delivery {
     /// Text for the page's element.
     Write {
         /// Plain text, never HTML.
@@ -52,14 +52,14 @@ pub(crate) enum Message {
     },
 }
 
-impl Message {
+impl Delivery {
     /// The WebSocket frame for `target`, encoded once: every connection it
     /// reaches on this node shares these bytes.
     pub(crate) fn encode(&self, target: &Target) -> Bytes {
         let name = target_name(target);
         match self {
-            Message::Write { text } => ServerFrame::Write { name, text }.encode(),
-            Message::Exec { func, arg } => ServerFrame::Exec { name, func, arg }.encode(),
+            Delivery::Write { text } => ServerFrame::Write { name, text }.encode(),
+            Delivery::Exec { func, arg } => ServerFrame::Exec { name, func, arg }.encode(),
         }
     }
 }
@@ -150,7 +150,7 @@ pub(crate) trait Backplane: Send + Sync {
     fn send<'a>(
         &'a self,
         target: &'a Target,
-        msg: &'a Message,
+        msg: &'a Delivery,
     ) -> BoxFuture<'a, Result<Outcome, Unknown>>;
 
     /// Closes every connection `target` selects with [`OPERATOR_CLOSE`];

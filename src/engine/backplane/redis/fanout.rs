@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use redis::RedisError;
 use tokio::sync::mpsc;
 
-use super::wire::{Answer, Op, Reply, Request, WireConn, WIRE_VERSION};
+use super::wire::{ClusterResult, Op, ClusterResponse, ClusterRequest, WireConn, WIRE_VERSION};
 use super::Node;
 use crate::base::command::Target;
 use crate::base::text;
-use crate::engine::backplane::{memory, Message, Outcome, Unknown};
+use crate::engine::backplane::{memory, Delivery, Outcome, Unknown};
 use crate::engine::hub::TargetError;
 
 /// Removes a pending request when its requester stops waiting, however it
@@ -21,7 +21,7 @@ pub(super) struct Waiting<'a> {
 }
 
 impl<'a> Waiting<'a> {
-    pub(super) fn new(node: &'a Node, id: u64, tx: mpsc::UnboundedSender<Reply>) -> Self {
+    pub(super) fn new(node: &'a Node, id: u64, tx: mpsc::UnboundedSender<ClusterResponse>) -> Self {
         node.pending().insert(id, tx);
         Waiting { node, id }
     }
@@ -35,16 +35,16 @@ impl Drop for Waiting<'_> {
 
 #[derive(Default)]
 pub(super) struct Gathered {
-    pub(super) answers: Vec<Reply>,
+    pub(super) answers: Vec<ClusterResponse>,
     pub(super) notes: Vec<String>,
 }
 
 impl Node {
     /// Runs another node's request on the local hub and publishes the
     /// answer on that node's reply channel.
-    pub(super) async fn answer(&self, req: Request) {
+    pub(super) async fn answer(&self, req: ClusterRequest) {
         let answer = self.act(&req.op, &req.from);
-        let reply = Reply {
+        let reply = ClusterResponse {
             v: WIRE_VERSION,
             id: req.id,
             node: self.id.to_string(),
@@ -69,17 +69,17 @@ impl Node {
         }
     }
 
-    pub(super) fn act(&self, op: &Op, from: &str) -> Answer {
+    pub(super) fn act(&self, op: &Op, from: &str) -> ClusterResult {
         let (what, target, done) = match op {
             Op::List => {
                 let conns = self.hub.list().into_iter().map(WireConn::from).collect();
-                return Answer::List { conns };
+                return ClusterResult::List { conns };
             }
             Op::Send { target, msg } => {
                 let t = Target::from(target.clone());
                 let what = match msg {
-                    Message::Write { .. } => "ws write",
-                    Message::Exec { .. } => "ws exec",
+                    Delivery::Write { .. } => "ws write",
+                    Delivery::Exec { .. } => "ws exec",
                 };
                 (what, t.clone(), memory::send(&self.hub, &t, msg))
             }
@@ -98,12 +98,12 @@ impl Node {
                         o.reached
                     ));
                 }
-                Answer::Done {
+                ClusterResult::Done {
                     reached: o.reached,
                     dropped: o.dropped,
                 }
             }
-            Err(TargetError::NoSuchIndex(_)) => Answer::NoIndex,
+            Err(TargetError::NoSuchIndex(_)) => ClusterResult::NoIndex,
         }
     }
 
@@ -140,7 +140,7 @@ impl Node {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _waiting = Waiting::new(self, id, tx);
-        let req = Request {
+        let req = ClusterRequest {
             v: WIRE_VERSION,
             id,
             from: self.id.to_string(),
@@ -263,7 +263,7 @@ impl Node {
         let mut found = !matches!(target, Target::Index(_));
         for reply in g.answers {
             sum.live += reply.live;
-            if let Answer::Done { reached, dropped } = reply.answer {
+            if let ClusterResult::Done { reached, dropped } = reply.answer {
                 sum.reached += reached;
                 sum.dropped += dropped;
                 found = true;

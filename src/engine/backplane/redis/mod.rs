@@ -47,10 +47,10 @@ mod wire;
 use blocks::{refill, take_indexes, Blocks};
 use lease::{keep_lease, open_commands, refresh_lease};
 use subscriber::{listen, open_pubsub};
-use wire::{Answer, Keys, Op, Reply};
+use wire::{ClusterResult, Keys, Op, ClusterResponse};
 
 use super::memory;
-use super::{Backplane, BoxFuture, Listed, Listing, Message, Outcome, Unknown};
+use super::{Backplane, BoxFuture, Listed, Listing, Delivery, Outcome, Unknown};
 use crate::base::command::Target;
 use crate::engine::hub::{Hub, IndexSource};
 use crate::engine::monitor::Monitor;
@@ -220,7 +220,7 @@ struct Node {
     /// Set by `leave`, so that the lease is not taken again.
     left: AtomicBool,
     /// Requests waiting for replies, by request id.
-    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Reply>>>,
+    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<ClusterResponse>>>,
     next_request: AtomicU64,
     blocks: Arc<Blocks>,
     monitor: Monitor,
@@ -246,7 +246,7 @@ impl Node {
         }
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<Reply>>> {
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<ClusterResponse>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -262,7 +262,7 @@ impl Backplane for Cluster {
             let mut conns = memory::list(&node.hub, Some(&node.id));
             let g = node.fan_out(Op::List).await;
             for reply in g.answers {
-                if let Answer::List { conns: theirs } = reply.answer {
+                if let ClusterResult::List { conns: theirs } = reply.answer {
                     let from: Arc<str> = reply.node.into();
                     conns.extend(theirs.into_iter().map(|c| Listed {
                         info: c.into(),
@@ -281,7 +281,7 @@ impl Backplane for Cluster {
     fn send<'a>(
         &'a self,
         target: &'a Target,
-        msg: &'a Message,
+        msg: &'a Delivery,
     ) -> BoxFuture<'a, Result<Outcome, Unknown>> {
         Box::pin(async move {
             let local = memory::send(&self.node.hub, target, msg);

@@ -10,7 +10,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use redis::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{Keys, Reply, Request, WIRE_VERSION};
+use super::wire::{Keys, ClusterResponse, ClusterRequest, WIRE_VERSION};
 use super::{Node, BACKOFF_MAX, BACKOFF_MIN, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use crate::base::backoff::{sleep_or_stop, Backoff};
 use crate::base::text;
@@ -100,7 +100,7 @@ impl Node {
         let channel = msg.get_channel_name();
         let payload = msg.get_payload_bytes();
         if channel == self.keys.cluster {
-            let req: Request = match serde_json::from_slice(payload) {
+            let req: ClusterRequest = match serde_json::from_slice(payload) {
                 Ok(r) => r,
                 Err(e) => {
                     self.monitor.emit(format_args!(
@@ -115,7 +115,7 @@ impl Node {
             let node = self.clone();
             tokio::spawn(async move { node.answer(req).await });
         } else if channel == self.reply_channel {
-            let reply: Reply = match serde_json::from_slice(payload) {
+            let reply: ClusterResponse = match serde_json::from_slice(payload) {
                 Ok(r) => r,
                 Err(e) => {
                     self.monitor.emit(format_args!(

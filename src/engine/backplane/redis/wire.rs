@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::base::command::Target;
-use crate::engine::backplane::Message;
+use crate::engine::backplane::Delivery;
 use crate::engine::hub::ConnInfo;
 
 /// Version of the request and reply messages; a node ignores other
@@ -43,7 +43,7 @@ impl Keys {
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub(super) struct Request {
+pub(super) struct ClusterRequest {
     pub(super) v: u32,
     pub(super) id: u64,
     pub(super) from: String,
@@ -54,7 +54,7 @@ pub(super) struct Request {
 #[serde(tag = "op", rename_all = "lowercase")]
 pub(super) enum Op {
     List,
-    Send { target: WireTarget, msg: Message },
+    Send { target: WireTarget, msg: Delivery },
     Close { target: WireTarget },
 }
 
@@ -77,18 +77,18 @@ impl From<&Target> for WireTarget {
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub(super) struct Reply {
+pub(super) struct ClusterResponse {
     pub(super) v: u32,
     pub(super) id: u64,
     pub(super) node: String,
     /// Connections live on the answering node.
     pub(super) live: usize,
-    pub(super) answer: Answer,
+    pub(super) answer: ClusterResult,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub(super) enum Answer {
+pub(super) enum ClusterResult {
     List { conns: Vec<WireConn> },
     Done { reached: usize, dropped: usize },
     NoIndex,
@@ -155,24 +155,24 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let req = Request {
+        let req = ClusterRequest {
             v: WIRE_VERSION,
             id: 7,
             from: "a".into(),
             op: Op::Send {
                 target: WireTarget::Name("status".into()),
-                msg: Message::Write {
+                msg: Delivery::Write {
                     text: "VPN \"up\"".into(),
                 },
             },
         };
         let json = serde_json::to_string(&req).expect("encodes");
-        let back: Request = serde_json::from_str(&json).expect("decodes");
+        let back: ClusterRequest = serde_json::from_str(&json).expect("decodes");
         assert!(matches!(
             back.op,
-            Op::Send { target: WireTarget::Name(ref n), msg: Message::Write { ref text } }
+            Op::Send { target: WireTarget::Name(ref n), msg: Delivery::Write { ref text } }
                 if n == "status" && text == "VPN \"up\""
         ));
-        assert!(serde_json::from_str::<Request>("{\"v\":1}").is_err());
+        assert!(serde_json::from_str::<ClusterRequest>("{\"v\":1}").is_err());
     }
 }
