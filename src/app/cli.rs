@@ -20,9 +20,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
-use crate::app::config::ServeArgs;
+use crate::app::config::ServeConfig;
 use crate::base::stdout::ConsoleOut;
 use crate::doors::console::{Editor, EditorConfig};
 use crate::doors::control::{self, Client, ClientError};
@@ -46,7 +46,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum CliCommand {
     /// Run the daemon: serve pages, WebSockets and the control socket.
-    Serve(Box<ServeArgs>),
+    Serve(Box<ServeConfig>),
     /// List, write to, exec on or close WebSocket connections (`pagewire help ws`).
     Ws(CommandWords),
     /// Change a daemon setting, e.g. `set notify status`.
@@ -109,8 +109,11 @@ pub fn main() -> ExitCode {
 
 /// [`main`] with explicit arguments (the first is the program name).
 pub(crate) fn main_with(args: impl IntoIterator<Item = OsString>) -> Exit {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             // --help and --version end here too, successfully.
             let _ = e.print();
@@ -122,12 +125,22 @@ pub(crate) fn main_with(args: impl IntoIterator<Item = OsString>) -> Exit {
         }
     };
     let control = cli.control;
-    match cli.command {
-        CliCommand::Serve(mut args) => {
-            // `--control` given before `serve` lands in the global flag.
-            args.control = args.control.or(control);
-            serve(*args)
-        }
+    match (cli.command, matches.subcommand()) {
+        // The configuration file under the flags (`--control` given before
+        // `serve` is among them: clap passes global flags down).
+        (CliCommand::Serve(_), Some((_, flags))) => match ServeConfig::load(flags) {
+            Ok(config) => serve(config),
+            Err(e) => fail(format_args!("{e:#}"), Exit::Refused),
+        },
+        (command, _) => client_command(command, control),
+    }
+}
+
+/// Runs a subcommand that talks to the daemon (every one but `serve`).
+fn client_command(command: CliCommand, control: Option<PathBuf>) -> Exit {
+    match command {
+        // Not reached: `serve` always comes with its flags.
+        CliCommand::Serve(_) => Exit::CannotRun,
         CliCommand::Ws(words) => one_command("ws", words, control),
         CliCommand::Set(words) => one_command("set", words, control),
         CliCommand::Run(words) => one_command("run", words, control),
@@ -141,21 +154,16 @@ fn control_path(flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(control::default_path)
 }
 
-fn serve(args: ServeArgs) -> Exit {
+fn serve(config: ServeConfig) -> Exit {
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            return fail(
-                format_args!("cannot start the runtime: {e}"),
-                Exit::Refused,
-            )
-        }
+        Err(e) => return fail(format_args!("cannot start the runtime: {e}"), Exit::Refused),
     };
-    match runtime.block_on(crate::app::serve::run(args)) {
+    match runtime.block_on(crate::app::serve::run(config)) {
         Ok(()) => Exit::Success,
         Err(e) => fail(format_args!("{e:#}"), Exit::Refused),
     }
@@ -375,11 +383,11 @@ mod tests {
             &["--control", "/x/a.sock", "serve"][..],
             &["serve", "--control", "/x/a.sock"][..],
         ] {
-            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-            let CliCommand::Serve(serve) = cli.command else {
-                panic!("{args:?}: not serve");
-            };
-            let path = serve.control.or(cli.control);
+            let argv = std::iter::once("pagewire").chain(args.iter().copied());
+            let matches = Cli::command().try_get_matches_from(argv).expect("parses");
+            let (_, flags) = matches.subcommand().expect("serve");
+            let serve = ServeConfig::load(flags).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let path = serve.control.path;
             assert_eq!(path.as_deref(), Some(Path::new("/x/a.sock")), "{args:?}");
         }
     }
@@ -407,15 +415,16 @@ mod tests {
         let CliCommand::Serve(args) = cli.command else {
             panic!("not serve");
         };
-        assert_eq!(args.listen, "127.0.0.1:0".parse().ok());
+        let http = &args.http;
+        assert_eq!(http.listen.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(
-            args.access,
+            http.access,
             Some(crate::doors::http::access::AccessMode::Acl)
         );
-        assert_eq!(args.allow.len(), 2);
-        assert_eq!(args.origin, ["https://a.example"]);
-        assert_eq!(args.token.as_deref(), Some("s3cret"));
-        assert_eq!(args.redis, None);
+        assert_eq!(http.allow.len(), 2);
+        assert_eq!(http.origins, ["https://a.example"]);
+        assert_eq!(http.token.as_deref(), Some("s3cret"));
+        assert_eq!(args.redis.redis, None);
     }
 
     #[test]

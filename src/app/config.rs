@@ -1,231 +1,136 @@
-//! Settings: the `serve` flags and the TOML configuration file, merged into
-//! one resolved [`Settings`]. Every flag can also be set in the file; a flag
-//! given on the command line wins over the file.
+//! The configuration: each part of the daemon declares its own settings
+//! (a struct that is both its `serve` flags and its keys in the TOML file),
+//! and this module only composes them, reads the file, lets the flags win,
+//! and resolves the whole into [`Settings`].
+//!
+//! | part | flags and top-level keys | tables |
+//! |---|---|---|
+//! | HTTP door (`doors::http::settings`) | `listen`, `root`, `access`, `allow`, `token`, `origins`, `allowed_hosts`, `serve_dotfiles`, `tls_*` | its share of `[limits]` |
+//! | control door | `control` | |
+//! | Redis backplane | `redis` | `[cluster]` |
+//! | hub | | its share of `[limits]`, `[heartbeat]` |
+//! | page door | | its share of `[limits]` |
+//! | executor | | `[pages]` |
+//! | actions | | its share of `[limits]`, `[actions.NAME]` |
+//!
+//! A flag given on the command line, or its environment variable where it
+//! names one (`env = ...` on the flag), wins over the file: clap sets on
+//! the file's values only what was given
+//! (`FromArgMatches::update_from_arg_matches`). Another source between
+//! them (more `PAGEWIRE_*` variables) is one `env` attribute per flag.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use ipnet::IpNet;
+use anyhow::Context as _;
+use clap::FromArgMatches as _;
 use serde::Deserialize;
 
-use crate::base::codec::Limits;
-use crate::doors::http::access::{AccessMode, AddressPolicy, AllowedHost};
+use crate::doors::control::ControlSettings;
+use crate::doors::http::access::{AddressPolicy, AllowedHost};
 use crate::doors::http::server::ServerOptions;
-use crate::doors::page::driver::ConnLimits;
-use crate::engine::actions::ActionConfig;
-use crate::engine::backplane::redis::ClusterConfig;
-use crate::engine::hub::{HubLimits, OutboxLimits};
+use crate::doors::http::settings::{HttpSettings, ServerLimits};
+use crate::doors::page::driver::{ConnLimits, PageLimits};
+use crate::engine::actions::{ActionConfig, ActionLimits};
+use crate::engine::backplane::redis::{ClusterConfig, RedisSettings};
+use crate::engine::exec::PagesSettings;
+use crate::engine::hub::{HeartbeatSettings, HubLimits, HubSettings};
 
-/// The default listen address.
-pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-
-/// Flags of `pagewire serve`.
-#[derive(clap::Args, Debug, Default, Clone)]
-pub(crate) struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR")]
-    pub(crate) listen: Option<SocketAddr>,
-    /// Serve this directory instead of the built-in demo site
-    #[arg(long, value_name = "DIR")]
-    pub(crate) root: Option<PathBuf>,
+/// `pagewire serve`'s flags and the configuration file, in one: each part's
+/// settings, flattened into both.
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServeConfig {
+    /// The HTTP door's flags and keys.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) http: HttpSettings,
     /// Read settings from this TOML file (flags win over it)
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub(crate) config: Option<PathBuf>,
-    /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,
-    /// else /run/pagewire/pagewire.sock for root, /tmp/pagewire-UID/pagewire.sock
-    /// for other users]
-    #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL")]
-    pub(crate) control: Option<PathBuf>,
-    /// Who may connect: local (loopback), private, public, or acl
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub(crate) access: Option<AccessMode>,
-    /// Admit this address range too; in acl mode, only these (repeatable)
-    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
-    pub(crate) allow: Vec<IpNet>,
-    /// Bearer token required for operator commands over HTTP
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "PAGEWIRE_TOKEN",
-        hide_env_values = true
-    )]
-    pub(crate) token: Option<String>,
-    /// Allow pages of this origin too, e.g. https://example.com (repeatable)
-    #[arg(long, value_name = "ORIGIN")]
-    pub(crate) origin: Vec<String>,
-    /// Serve requests for this host name too, e.g. pagewire.example or
-    /// kiosk.lan:8443 (repeatable); in modes other than local, only these
-    /// and loopback names once one is given
-    #[arg(long = "allowed-host", value_name = "HOST")]
-    pub(crate) allowed_host: Vec<String>,
-    /// Serve dot-files and dot-directories of --root (.git/, .env)
-    #[arg(long)]
-    pub(crate) serve_dotfiles: bool,
-    /// Join a cluster through this Redis server
-    #[arg(long, value_name = "URL")]
-    pub(crate) redis: Option<String>,
-    /// TLS certificate chain (PEM), to serve https and wss
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub(crate) tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM)
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub(crate) tls_key: Option<PathBuf>,
-}
-
-/// The configuration file, as written. See docs/CONFIG.md.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileConfig {
-    /// As `--listen`.
-    pub(crate) listen: Option<String>,
-    /// As `--root`; relative to the file's directory.
-    pub(crate) root: Option<PathBuf>,
-    /// As `--control`; relative to the file's directory.
-    pub(crate) control: Option<PathBuf>,
-    /// As `--access`.
-    pub(crate) access: Option<AccessMode>,
-    /// As `--allow`.
+    /// The control socket.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) control: ControlSettings,
+    /// The cluster to join, if any.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) redis: RedisSettings,
+    /// `[limits]`.
+    #[arg(skip)]
     #[serde(default)]
-    pub(crate) allow: Vec<String>,
-    /// As `--token`.
-    pub(crate) token: Option<String>,
-    /// As `--origin`.
+    pub(crate) limits: LimitsTable,
+    /// `[heartbeat]`.
+    #[arg(skip)]
     #[serde(default)]
-    pub(crate) origins: Vec<String>,
-    /// As `--allowed-host`.
+    pub(crate) heartbeat: HeartbeatSettings,
+    /// `[pages]`.
+    #[arg(skip)]
     #[serde(default)]
-    pub(crate) allowed_hosts: Vec<String>,
-    /// As `--serve-dotfiles`.
-    #[serde(default)]
-    pub(crate) serve_dotfiles: bool,
-    /// As `--redis`.
-    pub(crate) redis: Option<String>,
-    /// As `--tls-cert`.
-    pub(crate) tls_cert: Option<PathBuf>,
-    /// As `--tls-key`.
-    pub(crate) tls_key: Option<PathBuf>,
-    /// Size and count limits.
-    #[serde(default)]
-    pub(crate) limits: LimitsConfig,
-    /// Ping/pong settings.
-    #[serde(default)]
-    pub(crate) heartbeat: HeartbeatConfig,
-    /// What pages may do.
-    #[serde(default)]
-    pub(crate) pages: PagesConfig,
-    /// Configured actions, by name.
+    pub(crate) pages: PagesSettings,
+    /// `[actions.NAME]`, by name.
+    #[arg(skip)]
     #[serde(default)]
     pub(crate) actions: BTreeMap<String, ActionConfig>,
-    /// Cluster settings, used with `redis`.
+    /// `[cluster]`, used with `redis`.
+    #[arg(skip)]
     #[serde(default)]
     pub(crate) cluster: ClusterConfig,
 }
 
-/// `[limits]`.
-#[derive(Deserialize, Debug, Clone)]
+/// `[limits]`: one table in the file, each part's share declared by it.
+#[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct LimitsConfig {
-    /// Largest frame or message a page may send, in bytes (close 1009).
-    pub(crate) max_message_bytes: usize,
-    /// Outgoing queue per connection, in bytes (close 4001 when full).
-    pub(crate) outbox_bytes: usize,
-    /// Outgoing queue per connection, in frames.
-    pub(crate) outbox_frames: usize,
-    /// Most WebSocket connections in all.
-    pub(crate) max_connections: usize,
-    /// Most WebSocket connections from one address; default an eighth of
-    /// `max_connections`.
-    pub(crate) max_connections_per_ip: Option<usize>,
-    /// Most names one connection may register.
-    pub(crate) max_names_per_connection: usize,
-    /// Most actions running at once; `run` is refused beyond it.
-    pub(crate) max_running_actions: usize,
-    /// Seconds a new client has to complete its TLS handshake and send a
-    /// request head (and an idle keep-alive connection stays open).
-    pub(crate) handshake_timeout_secs: u64,
-    /// Seconds a request body may take to arrive after its head; default
-    /// `handshake_timeout_secs`.
-    pub(crate) body_timeout_secs: Option<u64>,
-    /// Most open TCP connections (HTTP and WebSocket) in all; default
-    /// `max_connections` plus room for plain HTTP.
-    pub(crate) max_tcp_connections: Option<usize>,
-    /// Most open TCP connections from one address; default
-    /// `max_connections_per_ip` plus room for plain HTTP.
-    pub(crate) max_tcp_connections_per_ip: Option<usize>,
-    /// Bytes held for frames and messages not fully arrived, all pages
-    /// together; the page that would need more is closed with 1013.
-    pub(crate) max_partial_bytes: usize,
-    /// Seconds a page has to finish a frame (a fragmented message: all of
-    /// it) once it started sending it; then it is closed with 1008.
-    pub(crate) partial_timeout_secs: u64,
+pub(crate) struct LimitsTable {
+    /// Connections, names and outgoing queues.
+    #[serde(flatten)]
+    pub(crate) hub: HubSettings,
+    /// What a page may send.
+    #[serde(flatten)]
+    pub(crate) page: PageLimits,
+    /// The accept loop.
+    #[serde(flatten)]
+    pub(crate) server: ServerLimits,
+    /// Runs at once.
+    #[serde(flatten)]
+    pub(crate) actions: ActionLimits,
 }
 
-/// TCP connections allowed beyond the WebSocket limit in all, for requests
-/// that are not WebSockets, when `max_tcp_connections` is not set.
-const HTTP_HEADROOM: usize = 1024;
-/// Likewise per address (a browser opens up to six per host).
-const HTTP_HEADROOM_PER_IP: usize = 64;
-/// One address may hold at most this share of the connections (1/8) by
-/// default, so that no single client can take most of them.
-const PER_IP_SHARE: usize = 8;
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        let hub = HubLimits::default();
-        LimitsConfig {
-            max_message_bytes: Limits::default().max_message,
-            outbox_bytes: hub.outbox.max_bytes,
-            outbox_frames: hub.outbox.max_frames,
-            max_connections: hub.max_connections,
-            max_connections_per_ip: None,
-            max_names_per_connection: hub.max_names_per_connection,
-            max_running_actions: crate::engine::actions::DEFAULT_MAX_RUNNING,
-            handshake_timeout_secs: ServerOptions::default().handshake_timeout.as_secs(),
-            body_timeout_secs: None,
-            max_tcp_connections: None,
-            max_tcp_connections_per_ip: None,
-            max_partial_bytes: crate::doors::page::budget::DEFAULT_MAX_PARTIAL_BYTES,
-            partial_timeout_secs: crate::doors::page::driver::DEFAULT_PARTIAL_TIMEOUT.as_secs(),
-        }
+impl ServeConfig {
+    /// The file named by `--config` (if any) with the flags in `matches`
+    /// set over it. Paths in the file are relative to its directory.
+    pub(crate) fn load(matches: &clap::ArgMatches) -> anyhow::Result<ServeConfig> {
+        let flags = ServeConfig::from_arg_matches(matches)?;
+        let Some(path) = &flags.config else {
+            return Ok(flags);
+        };
+        let mut config = ServeConfig::read(path)?;
+        config.update_from_arg_matches(matches)?;
+        Ok(config)
     }
-}
 
-/// `[heartbeat]`.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct HeartbeatConfig {
-    /// Seconds between pings.
-    pub(crate) interval_secs: u64,
-    /// Seconds of silence after which a page is dropped.
-    pub(crate) timeout_secs: u64,
-}
-
-impl Default for HeartbeatConfig {
-    fn default() -> Self {
-        HeartbeatConfig {
-            interval_secs: 30,
-            timeout_secs: 75,
+    /// The file at `path` alone, its relative paths made relative to its
+    /// directory, as if given with `--config` and no other flag.
+    pub(crate) fn read(path: &Path) -> anyhow::Result<ServeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: ServeConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config.config = Some(path.to_path_buf());
+        if let Some(base) = path.parent() {
+            for p in [
+                &mut config.http.root,
+                &mut config.http.tls_cert,
+                &mut config.http.tls_key,
+                &mut config.control.path,
+            ] {
+                *p = p.take().map(|p| relative_to(Some(base), p));
+            }
         }
-    }
-}
-
-/// `[pages]`.
-#[derive(Deserialize, Debug, Clone)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct PagesConfig {
-    /// Commands a page may run over its WebSocket (or /shell without
-    /// operator rights), by name: "ws register", "run", "ws write", ...
-    pub(crate) allow: Vec<String>,
-}
-
-impl Default for PagesConfig {
-    fn default() -> Self {
-        PagesConfig {
-            allow: vec!["ws register".into(), "run".into()],
-        }
+        Ok(config)
     }
 }
 
@@ -272,6 +177,63 @@ pub(crate) struct Settings {
     pub(crate) max_running_actions: usize,
 }
 
+impl Settings {
+    /// Checks every part of `config` and resolves it.
+    pub(crate) fn resolve(config: ServeConfig) -> anyhow::Result<Settings> {
+        let http = &config.http;
+        let addresses = http.addresses()?;
+        let origins = http.origins()?;
+        let allowed_hosts = http.allowed_hosts()?;
+        let tls = http.tls()?;
+        let limits = &config.limits;
+        let hub = limits.hub.limits();
+        let conn = limits.page.conn_limits()?;
+        let max_running_actions = limits.actions.check()?;
+        let base = config.config.as_deref().and_then(Path::parent);
+        let mut actions = BTreeMap::new();
+        for (name, action) in config.actions {
+            let action = resolve_action(action, &name, base)?;
+            actions.insert(name, action);
+        }
+        let server = limits
+            .server
+            .options(hub.max_connections, hub.max_connections_per_ip)?;
+        let (ping_interval, ping_timeout) = config.heartbeat.check()?;
+        config.cluster.check()?;
+        Ok(Settings {
+            listen: http.listen(),
+            root: http.root()?,
+            control: config.control.path(),
+            addresses,
+            origins,
+            allowed_hosts,
+            serve_dotfiles: http.serve_dotfiles.unwrap_or(false),
+            token: http.token.clone().filter(|t| !t.is_empty()),
+            redis: config.redis.redis,
+            cluster: config.cluster,
+            tls,
+            hub,
+            conn,
+            server,
+            ping_interval,
+            ping_timeout,
+            page_commands: config.pages.allow,
+            actions,
+            max_running_actions,
+        })
+    }
+
+    /// The listen address, resolved.
+    pub(crate) fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        self.listen
+            .to_socket_addrs()
+            .with_context(|| format!("invalid listen address '{}'", self.listen))?
+            .next()
+            .with_context(|| format!("listen address '{}' resolves to nothing", self.listen))
+    }
+}
+
 /// Checks one `[actions.NAME]` table and makes its relative paths
 /// relative to the configuration file's directory `base`, as `root` and
 /// `control` are, so that the daemon's own working directory does not
@@ -298,197 +260,10 @@ fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
     }
 }
 
-impl Settings {
-    /// Merges flags over the configuration file (if any) over defaults.
-    pub(crate) fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
-        let (file, base) = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                let file: FileConfig = toml::from_str(&text)
-                    .with_context(|| format!("invalid config file {}", path.display()))?;
-                (file, path.parent().map(Path::to_path_buf))
-            }
-            None => (FileConfig::default(), None),
-        };
-        let base = base.as_deref();
-        let allow = if args.allow.is_empty() {
-            file.allow
-                .iter()
-                .map(|a| parse_cidr(a))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| anyhow::anyhow!("config: {e}"))?
-        } else {
-            args.allow.clone()
-        };
-        let mode = args.access.or(file.access).unwrap_or_default();
-        if mode == AccessMode::Acl && allow.is_empty() {
-            bail!("access mode acl needs at least one --allow CIDR");
-        }
-        let origins = if args.origin.is_empty() {
-            file.origins
-        } else {
-            args.origin.clone()
-        };
-        for o in &origins {
-            if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
-                bail!(
-                    "invalid origin '{o}'; expected scheme://host[:port], e.g. https://example.com"
-                );
-            }
-        }
-        let allowed_hosts = if args.allowed_host.is_empty() {
-            &file.allowed_hosts
-        } else {
-            &args.allowed_host
-        }
-        .iter()
-        .map(|h| h.parse::<AllowedHost>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!(e))?;
-        let tls = match (
-            args.tls_cert
-                .clone()
-                .or(file.tls_cert.map(|p| relative_to(base, p))),
-            args.tls_key
-                .clone()
-                .or(file.tls_key.map(|p| relative_to(base, p))),
-        ) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            _ => bail!("TLS needs both a certificate and a key (--tls-cert and --tls-key)"),
-        };
-        let l = &file.limits;
-        if l.max_message_bytes < 1024 {
-            bail!("limits.max_message_bytes must be at least 1024");
-        }
-        let max_connections_per_ip = l
-            .max_connections_per_ip
-            .unwrap_or((l.max_connections / PER_IP_SHARE).max(1));
-        let hub = HubLimits {
-            outbox: OutboxLimits {
-                max_bytes: l.outbox_bytes,
-                max_frames: l.outbox_frames,
-            },
-            max_connections: l.max_connections,
-            max_connections_per_ip,
-            max_names_per_connection: l.max_names_per_connection,
-        };
-        if l.max_partial_bytes < l.max_message_bytes {
-            bail!("limits.max_partial_bytes must be at least max_message_bytes");
-        }
-        if l.partial_timeout_secs == 0 {
-            bail!("limits.partial_timeout_secs must be at least 1");
-        }
-        let conn = ConnLimits {
-            frames: Limits {
-                max_frame: l.max_message_bytes,
-                max_message: l.max_message_bytes,
-            },
-            partial_timeout: Duration::from_secs(l.partial_timeout_secs),
-            // One per daemon start, shared by all its pages.
-            partial_budget: crate::doors::page::budget::PartialBudget::leak(l.max_partial_bytes),
-            ..ConnLimits::default()
-        };
-        if l.max_running_actions == 0 {
-            bail!("limits.max_running_actions must be at least 1");
-        }
-        let max_running_actions = l.max_running_actions;
-        let mut actions = BTreeMap::new();
-        for (name, action) in file.actions {
-            let action = resolve_action(action, &name, base)?;
-            actions.insert(name, action);
-        }
-        if l.handshake_timeout_secs == 0 {
-            bail!("limits.handshake_timeout_secs must be at least 1");
-        }
-        if l.body_timeout_secs == Some(0) {
-            bail!("limits.body_timeout_secs must be at least 1");
-        }
-        let server = ServerOptions {
-            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
-            max_connections: l
-                .max_tcp_connections
-                .unwrap_or(l.max_connections.saturating_add(HTTP_HEADROOM)),
-            max_connections_per_ip: l
-                .max_tcp_connections_per_ip
-                .unwrap_or(max_connections_per_ip.saturating_add(HTTP_HEADROOM_PER_IP)),
-            body_timeout: Duration::from_secs(
-                l.body_timeout_secs.unwrap_or(l.handshake_timeout_secs),
-            ),
-            ..ServerOptions::default()
-        };
-        if server.max_connections == 0 || server.max_connections_per_ip == 0 {
-            bail!("limits.max_tcp_connections and max_tcp_connections_per_ip must be at least 1");
-        }
-        let hb = &file.heartbeat;
-        if hb.interval_secs == 0 || hb.timeout_secs <= hb.interval_secs {
-            bail!("heartbeat: interval_secs must be positive and timeout_secs larger than it");
-        }
-        file.cluster.check()?;
-        let root = args
-            .root
-            .clone()
-            .or(file.root.map(|p| relative_to(base, p)));
-        if let Some(r) = &root {
-            if !r.is_dir() {
-                bail!("web root {} is not a directory", r.display());
-            }
-        }
-        Ok(Settings {
-            listen: match (args.listen, file.listen) {
-                (Some(addr), _) => addr.to_string(),
-                (None, Some(text)) => text,
-                (None, None) => DEFAULT_LISTEN.into(),
-            },
-            root,
-            control: args
-                .control
-                .clone()
-                .or(file.control.map(|p| relative_to(base, p)))
-                .unwrap_or_else(crate::doors::control::default_path),
-            addresses: AddressPolicy { mode, allow },
-            origins,
-            allowed_hosts,
-            serve_dotfiles: args.serve_dotfiles || file.serve_dotfiles,
-            token: args.token.clone().or(file.token).filter(|t| !t.is_empty()),
-            redis: args.redis.clone().or(file.redis),
-            cluster: file.cluster,
-            tls,
-            hub,
-            conn,
-            server,
-            ping_interval: Duration::from_secs(hb.interval_secs),
-            ping_timeout: Duration::from_secs(hb.timeout_secs),
-            page_commands: file.pages.allow,
-            actions,
-            max_running_actions,
-        })
-    }
-
-    /// The listen address, resolved.
-    pub(crate) fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        use std::net::ToSocketAddrs;
-        self.listen
-            .to_socket_addrs()
-            .with_context(|| format!("invalid listen address '{}'", self.listen))?
-            .next()
-            .with_context(|| format!("listen address '{}' resolves to nothing", self.listen))
-    }
-}
-
-fn parse_cidr(s: &str) -> anyhow::Result<IpNet> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net);
-    }
-    s.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| {
-        anyhow::anyhow!("invalid --allow '{s}'; expected an address or CIDR, e.g. 192.168.1.0/24")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doors::http::access::AccessMode;
 
     #[test]
     fn example_config_parses() {
@@ -504,16 +279,16 @@ mod tests {
             program = "uptime"
             timeout_secs = 5
         "#;
-        let file: FileConfig = toml::from_str(text).expect("parses");
-        assert_eq!(file.access, Some(AccessMode::Private));
-        assert_eq!(file.limits.outbox_bytes, 65536);
+        let file: ServeConfig = toml::from_str(text).expect("parses");
+        assert_eq!(file.http.access, Some(AccessMode::Private));
+        assert_eq!(file.limits.hub.outbox_bytes, 65536);
         assert_eq!(file.actions["uptime"].program, "uptime");
         assert_eq!(file.cluster, ClusterConfig::default());
-        let file: FileConfig =
+        let file: ServeConfig =
             toml::from_str("[cluster]\nlease_secs = 2\nindex_block = 8").expect("parses");
         assert_eq!((file.cluster.lease_secs, file.cluster.index_block), (2, 8));
         assert!(file.cluster.check().is_ok());
-        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+        assert!(toml::from_str::<ServeConfig>("bogus = 1").is_err());
     }
 
     #[test]
@@ -525,7 +300,7 @@ mod tests {
             [actions.up]
             program = "uptime"
         "#;
-        let file: FileConfig = toml::from_str(text).expect("parses");
+        let file: ServeConfig = toml::from_str(text).expect("parses");
         let base = Path::new("/etc/pagewire");
         let mut actions = file.actions.into_iter();
         let (name, build) = actions.next().expect("build");
@@ -600,7 +375,7 @@ mod tests {
 
     #[test]
     fn per_address_limits_and_the_body_timeout_follow_the_totals() {
-        let s = Settings::resolve(&ServeArgs::default()).expect("defaults");
+        let s = Settings::resolve(ServeConfig::default()).expect("defaults");
         assert_eq!(s.hub.max_connections_per_ip, 18_000 / 8);
         assert_eq!(s.server.max_connections, 18_000 + 1024);
         assert_eq!(s.server.max_connections_per_ip, 18_000 / 8 + 64);
@@ -615,29 +390,22 @@ mod tests {
              max_connections = 40\nhandshake_timeout_secs = 30\nbody_timeout_secs = 3\n",
         )
         .expect("write");
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            ..ServeArgs::default()
-        };
-        let s = Settings::resolve(&args).expect("valid");
+        let config = ServeConfig::read(&path).expect("readable");
+        let s = Settings::resolve(config).expect("valid");
         assert_eq!(s.hub.max_connections_per_ip, 5);
         assert_eq!(s.server.max_connections_per_ip, 5 + 64);
         assert_eq!(s.server.body_timeout, Duration::from_secs(3));
         assert_eq!(s.allowed_hosts, ["kiosk.lan".parse().expect("host")]);
         assert!(s.serve_dotfiles);
 
-        let args = ServeArgs {
-            allowed_host: vec!["http://kiosk.lan/".into()],
-            ..ServeArgs::default()
+        let config = ServeConfig {
+            http: HttpSettings {
+                allowed_hosts: vec!["http://kiosk.lan/".into()],
+                ..HttpSettings::default()
+            },
+            ..ServeConfig::default()
         };
-        let err = Settings::resolve(&args).expect_err("not a host");
+        let err = Settings::resolve(config).expect_err("not a host");
         assert!(err.to_string().contains("invalid allowed host"), "{err}");
-    }
-
-    #[test]
-    fn cidrs() {
-        assert!(parse_cidr("10.0.0.0/8").is_ok());
-        assert!(parse_cidr("127.0.0.2").is_ok());
-        assert!(parse_cidr("nope").is_err());
     }
 }

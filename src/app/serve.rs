@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::config::{ServeArgs, Settings};
+use crate::app::config::{ServeConfig, Settings};
 use crate::app::shutdown;
 use crate::base::codec as frame;
 use crate::base::command::Target;
@@ -33,8 +33,8 @@ const ACTIONS_GRACE: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGINT/SIGTERM (or the console's end).
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::resolve(&args)?;
+pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let settings = Settings::resolve(config)?;
     // Certificate problems are reported before anything starts listening.
     let tls = match &settings.tls {
         Some((cert, key)) => Some(http::server::tls_acceptor(cert, key)?),

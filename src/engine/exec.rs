@@ -17,8 +17,25 @@ use crate::base::command::{self, Command, Target};
 use crate::base::door::{Door, Reply};
 use crate::base::text;
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
-use crate::engine::backplane::{Backplane, Listing, Delivery, Outcome};
+use crate::engine::backplane::{Backplane, Delivery, Listing, Outcome};
 use crate::engine::hub::Hub;
+
+/// `[pages]` in the configuration file: what pages may do.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PagesSettings {
+    /// Commands a page may run over its WebSocket (or /shell without
+    /// operator rights), by name: "ws register", "run", "ws write", ...
+    pub(crate) allow: Vec<String>,
+}
+
+impl Default for PagesSettings {
+    fn default() -> Self {
+        PagesSettings {
+            allow: PageRights::default().allowed,
+        }
+    }
+}
 
 /// What pages may run over their own WebSocket, by command name
 /// (`Command::name`). The default is `ws register` and `run`.

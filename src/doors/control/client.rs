@@ -9,7 +9,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use super::trust::{self, Reachable, Trust, Untrusted};
-use super::{read_line_limited, ControlAnswer, LineRead, ControlRequest, MAX_ANSWER_LINE};
+use super::{read_line_limited, ControlAnswer, ControlRequest, LineRead, MAX_ANSWER_LINE};
 use crate::base::door::Reply;
 
 /// Why the CLI could not get an answer from the daemon.

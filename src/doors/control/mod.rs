@@ -47,6 +47,31 @@ use tokio::net::UnixListener;
 pub(crate) use client::{run_command, watch, Client, ClientError};
 pub(crate) use server::serve;
 
+/// Where the control socket is: a flag of `pagewire serve` (and of the CLI),
+/// and the `control` key of the configuration file.
+#[derive(clap::Args, serde::Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub(crate) struct ControlSettings {
+    /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,
+    /// else /run/pagewire/pagewire.sock for root, /tmp/pagewire-UID/pagewire.sock
+    /// for other users]
+    #[arg(
+        id = "control",
+        long = "control",
+        value_name = "PATH",
+        env = "PAGEWIRE_CONTROL"
+    )]
+    #[serde(rename = "control")]
+    pub(crate) path: Option<PathBuf>,
+}
+
+impl ControlSettings {
+    /// The path given, or the default one ([`default_path`]).
+    pub(crate) fn path(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(default_path)
+    }
+}
+
 /// The longest request line the daemon accepts, in bytes (newline excluded).
 pub(crate) const MAX_REQUEST_LINE: usize = 128 * 1024;
 
@@ -607,7 +632,10 @@ mod tests {
             ),
             (r#"{"cmd":""}"#, ControlRequest::Command(String::new())),
             (r#"{"monitor":true}"#, ControlRequest::Monitor),
-            (r#" {"cmd":"ws","id":7} "#, ControlRequest::Command("ws".into())),
+            (
+                r#" {"cmd":"ws","id":7} "#,
+                ControlRequest::Command("ws".into()),
+            ),
             (
                 r#"{"cmd":"ws","monitor":false}"#,
                 ControlRequest::Command("ws".into()),
@@ -631,7 +659,10 @@ mod tests {
             "{\"cmd\":\"\u{0}",
         ];
         for line in bad {
-            assert!(ControlRequest::from_json(line.as_bytes()).is_err(), "{line:?}");
+            assert!(
+                ControlRequest::from_json(line.as_bytes()).is_err(),
+                "{line:?}"
+            );
         }
         assert!(ControlRequest::from_json(b"{\"cmd\":\"\xff\"}").is_err());
     }

@@ -11,7 +11,9 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{read_line_limited, ControlAnswer, LineRead, ControlRequest, MAX_CONNECTIONS, MAX_REQUEST_LINE};
+use super::{
+    read_line_limited, ControlAnswer, ControlRequest, LineRead, MAX_CONNECTIONS, MAX_REQUEST_LINE,
+};
 use crate::base::backoff::sleep_or_stop;
 use crate::base::door::Door;
 use crate::engine::monitor::Monitor;

@@ -14,6 +14,7 @@ mod commands;
 mod files;
 mod metrics;
 pub(crate) mod server;
+pub(crate) mod settings;
 mod upgrade;
 
 use std::net::SocketAddr;

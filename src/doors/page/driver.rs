@@ -57,6 +57,56 @@ pub struct ConnLimits {
     pub partial_budget: &'static PartialBudget,
 }
 
+/// The page connections' share of `[limits]` in the configuration file.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(default)]
+pub(crate) struct PageLimits {
+    /// Largest frame or message a page may send, in bytes (close 1009).
+    pub(crate) max_message_bytes: usize,
+    /// Bytes held for frames and messages not fully arrived, all pages
+    /// together; the page that would need more is closed with 1013.
+    pub(crate) max_partial_bytes: usize,
+    /// Seconds a page has to finish a frame (a fragmented message: all of
+    /// it) once it started sending it; then it is closed with 1008.
+    pub(crate) partial_timeout_secs: u64,
+}
+
+impl Default for PageLimits {
+    fn default() -> Self {
+        PageLimits {
+            max_message_bytes: Limits::default().max_message,
+            max_partial_bytes: super::budget::DEFAULT_MAX_PARTIAL_BYTES,
+            partial_timeout_secs: DEFAULT_PARTIAL_TIMEOUT.as_secs(),
+        }
+    }
+}
+
+impl PageLimits {
+    /// The limits of each connection; makes the daemon's budget for
+    /// incomplete frames, so call it once per daemon.
+    pub(crate) fn conn_limits(&self) -> anyhow::Result<ConnLimits> {
+        if self.max_message_bytes < 1024 {
+            anyhow::bail!("limits.max_message_bytes must be at least 1024");
+        }
+        if self.max_partial_bytes < self.max_message_bytes {
+            anyhow::bail!("limits.max_partial_bytes must be at least max_message_bytes");
+        }
+        if self.partial_timeout_secs == 0 {
+            anyhow::bail!("limits.partial_timeout_secs must be at least 1");
+        }
+        Ok(ConnLimits {
+            frames: Limits {
+                max_frame: self.max_message_bytes,
+                max_message: self.max_message_bytes,
+            },
+            partial_timeout: Duration::from_secs(self.partial_timeout_secs),
+            // One per daemon start, shared by all its pages.
+            partial_budget: PartialBudget::leak(self.max_partial_bytes),
+            ..ConnLimits::default()
+        })
+    }
+}
+
 /// Default of [`ConnLimits::partial_timeout`].
 pub(crate) const DEFAULT_PARTIAL_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -138,6 +138,32 @@ impl ActionConfig {
     }
 }
 
+/// The actions' share of `[limits]` in the configuration file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(default)]
+pub(crate) struct ActionLimits {
+    /// Most actions running at once; `run` is refused beyond it.
+    pub(crate) max_running_actions: usize,
+}
+
+impl Default for ActionLimits {
+    fn default() -> Self {
+        ActionLimits {
+            max_running_actions: DEFAULT_MAX_RUNNING,
+        }
+    }
+}
+
+impl ActionLimits {
+    /// Checks the limit.
+    pub(crate) fn check(&self) -> anyhow::Result<usize> {
+        if self.max_running_actions == 0 {
+            bail!("limits.max_running_actions must be at least 1");
+        }
+        Ok(self.max_running_actions)
+    }
+}
+
 /// Where a run's output goes, besides the Monitor (which gets every line).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Output {

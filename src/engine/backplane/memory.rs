@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{Backplane, BoxFuture, Listed, Listing, Delivery, Outcome, Unknown, OPERATOR_CLOSE};
+use super::{Backplane, BoxFuture, Delivery, Listed, Listing, Outcome, Unknown, OPERATOR_CLOSE};
 use crate::base::command::Target;
 use crate::engine::hub::{Hub, TargetError};
 

@@ -36,6 +36,91 @@ use crate::engine::monitor::Monitor;
 /// Close code for a page whose outgoing queue overflowed.
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4001;
 
+/// The hub's share of `[limits]` in the configuration file.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(default)]
+pub(crate) struct HubSettings {
+    /// Outgoing queue per connection, in bytes (close 4001 when full).
+    pub(crate) outbox_bytes: usize,
+    /// Outgoing queue per connection, in frames.
+    pub(crate) outbox_frames: usize,
+    /// Most WebSocket connections in all.
+    pub(crate) max_connections: usize,
+    /// Most WebSocket connections from one address; default an eighth of
+    /// `max_connections`.
+    pub(crate) max_connections_per_ip: Option<usize>,
+    /// Most names one connection may register.
+    pub(crate) max_names_per_connection: usize,
+}
+
+/// One address may hold at most this share of the connections (1/8) by
+/// default, so that no single client can take most of them.
+const PER_IP_SHARE: usize = 8;
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        let hub = HubLimits::default();
+        HubSettings {
+            outbox_bytes: hub.outbox.max_bytes,
+            outbox_frames: hub.outbox.max_frames,
+            max_connections: hub.max_connections,
+            max_connections_per_ip: None,
+            max_names_per_connection: hub.max_names_per_connection,
+        }
+    }
+}
+
+impl HubSettings {
+    /// The limits these settings give.
+    pub(crate) fn limits(&self) -> HubLimits {
+        HubLimits {
+            outbox: OutboxLimits {
+                max_bytes: self.outbox_bytes,
+                max_frames: self.outbox_frames,
+            },
+            max_connections: self.max_connections,
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .unwrap_or((self.max_connections / PER_IP_SHARE).max(1)),
+            max_names_per_connection: self.max_names_per_connection,
+        }
+    }
+}
+
+/// `[heartbeat]`: how the hub pings its pages.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HeartbeatSettings {
+    /// Seconds between pings.
+    pub(crate) interval_secs: u64,
+    /// Seconds of silence after which a page is dropped.
+    pub(crate) timeout_secs: u64,
+}
+
+impl Default for HeartbeatSettings {
+    fn default() -> Self {
+        HeartbeatSettings {
+            interval_secs: 30,
+            timeout_secs: 75,
+        }
+    }
+}
+
+impl HeartbeatSettings {
+    /// The ping interval and the silence after which a page is dropped.
+    pub(crate) fn check(&self) -> anyhow::Result<(Duration, Duration)> {
+        if self.interval_secs == 0 || self.timeout_secs <= self.interval_secs {
+            anyhow::bail!(
+                "heartbeat: interval_secs must be positive and timeout_secs larger than it"
+            );
+        }
+        Ok((
+            Duration::from_secs(self.interval_secs),
+            Duration::from_secs(self.timeout_secs),
+        ))
+    }
+}
+
 /// Limits the hub enforces.
 #[derive(Clone, Copy, Debug)]
 pub struct HubLimits {

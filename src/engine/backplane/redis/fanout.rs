@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use redis::RedisError;
 use tokio::sync::mpsc;
 
-use super::wire::{ClusterResult, Op, ClusterResponse, ClusterRequest, WireConn, WIRE_VERSION};
+use super::wire::{ClusterRequest, ClusterResponse, ClusterResult, Op, WireConn, WIRE_VERSION};
 use super::Node;
 use crate::base::command::Target;
 use crate::base::text;

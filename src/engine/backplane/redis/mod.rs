@@ -47,10 +47,10 @@ mod wire;
 use blocks::{refill, take_indexes, Blocks};
 use lease::{keep_lease, open_commands, refresh_lease};
 use subscriber::{listen, open_pubsub};
-use wire::{ClusterResult, Keys, Op, ClusterResponse};
+use wire::{ClusterResponse, ClusterResult, Keys, Op};
 
 use super::memory;
-use super::{Backplane, BoxFuture, Listed, Listing, Delivery, Outcome, Unknown};
+use super::{Backplane, BoxFuture, Delivery, Listed, Listing, Outcome, Unknown};
 use crate::base::command::Target;
 use crate::engine::hub::{Hub, IndexSource};
 use crate::engine::monitor::Monitor;
@@ -368,6 +368,16 @@ fn redact(url: &str) -> String {
 }
 
 // ---- Settings ----
+
+/// Whether the daemon is a node of a cluster: a flag of `pagewire serve`,
+/// and the `redis` key of the configuration file.
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub(crate) struct RedisSettings {
+    /// Join a cluster through this Redis server
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+}
 
 /// `[cluster]`: how a node takes part in a cluster (`--redis`).
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use redis::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{Keys, ClusterResponse, ClusterRequest, WIRE_VERSION};
+use super::wire::{ClusterRequest, ClusterResponse, Keys, WIRE_VERSION};
 use super::{Node, BACKOFF_MAX, BACKOFF_MIN, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use crate::base::backoff::{sleep_or_stop, Backoff};
 use crate::base::text;
