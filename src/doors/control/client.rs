@@ -4,13 +4,15 @@ use std::io;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use futures_util::StreamExt as _;
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use super::trust::{self, Reachable, Trust, Untrusted};
-use super::{read_line_limited, ControlAnswer, ControlRequest, LineRead, MAX_ANSWER_LINE};
+use super::{lines, ControlAnswer, ControlRequest, MAX_ANSWER_LINE};
 use crate::base::door::Reply;
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 
 /// Why the CLI could not get an answer from the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +54,8 @@ pub(crate) enum ClientError {
 /// One connection to the daemon's control socket.
 #[derive(Debug)]
 pub(crate) struct Client {
-    reader: BufReader<OwnedReadHalf>,
+    answers: FramedRead<OwnedReadHalf, AnyDelimiterCodec>,
     writer: OwnedWriteHalf,
-    buf: Vec<u8>,
 }
 
 impl Client {
@@ -95,9 +96,8 @@ impl Client {
             })?;
         let (reader, writer) = stream.into_split();
         Ok(Client {
-            reader: BufReader::new(reader),
+            answers: lines(reader, MAX_ANSWER_LINE),
             writer,
-            buf: Vec::new(),
         })
     }
 
@@ -155,15 +155,13 @@ impl Client {
 
     /// The next answer line, or `None` when the daemon closed the connection.
     async fn next_answer(&mut self) -> Result<Option<ControlAnswer>, ClientError> {
-        let read = read_line_limited(&mut self.reader, &mut self.buf, MAX_ANSWER_LINE)
-            .await
-            .map_err(closed_or_io)?;
-        match read {
-            LineRead::Eof => Ok(None),
-            LineRead::TooLong => Err(ClientError::Protocol(format!(
-                "an answer longer than {MAX_ANSWER_LINE} bytes"
-            ))),
-            LineRead::Line => ControlAnswer::from_json(&self.buf)
+        match self.answers.next().await {
+            None => Ok(None),
+            Some(Err(AnyDelimiterCodecError::Io(e))) => Err(closed_or_io(e)),
+            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => Err(
+                ClientError::Protocol(format!("an answer longer than {MAX_ANSWER_LINE} bytes")),
+            ),
+            Some(Ok(line)) => ControlAnswer::from_json(&line)
                 .map(Some)
                 .map_err(|e| ClientError::Protocol(e.to_string())),
         }

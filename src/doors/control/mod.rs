@@ -41,8 +41,9 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::AsyncRead;
 use tokio::net::UnixListener;
+use tokio_util::codec::{AnyDelimiterCodec, FramedRead};
 
 pub(crate) use client::{run_command, watch, Client, ClientError};
 pub(crate) use server::serve;
@@ -194,48 +195,15 @@ fn json_line(value: &impl Serialize) -> Vec<u8> {
     bytes
 }
 
-/// How reading one line ended.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum LineRead {
-    /// A line is in the buffer (a last line without newline counts too).
-    Line,
-    /// The line is longer than the limit; the buffer holds a prefix of it.
-    TooLong,
-    /// The peer closed the connection before sending anything more.
-    Eof,
-}
-
-/// Reads one line into `buf` (newline removed), refusing to buffer more
-/// than `limit` bytes, so a peer cannot make us hold an endless line.
-pub(crate) async fn read_line_limited<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    limit: usize,
-) -> io::Result<LineRead> {
-    buf.clear();
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(if buf.is_empty() {
-                LineRead::Eof
-            } else {
-                LineRead::Line
-            });
-        }
-        let (chunk, found) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], true),
-            None => (available, false),
-        };
-        if buf.len() + chunk.len() > limit {
-            return Ok(LineRead::TooLong);
-        }
-        buf.extend_from_slice(chunk);
-        let used = chunk.len() + usize::from(found);
-        reader.consume(used);
-        if found {
-            return Ok(LineRead::Line);
-        }
-    }
+/// The lines a peer sends, each at most `limit` bytes (newline excluded),
+/// read with `tokio_util`'s delimiter codec: a longer line is an error
+/// (`MaxChunkLengthExceeded`) before more than `limit` bytes are held, and
+/// the peer's last line may lack its newline. Lines are bytes, not text:
+/// one that is not UTF-8 is a malformed request like any other, answered,
+/// and the connection stays (`LinesCodec` would end it).
+pub(crate) fn lines<R: AsyncRead>(reader: R, limit: usize) -> FramedRead<R, AnyDelimiterCodec> {
+    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), limit);
+    FramedRead::new(reader, codec)
 }
 
 /// Why the control socket could not be set up.
@@ -714,14 +682,16 @@ mod tests {
 
     #[tokio::test]
     async fn lines_are_limited() {
-        let mut input: &[u8] = b"abc\n\ndefgh\r\nxyz";
-        let mut buf = Vec::new();
+        use futures_util::StreamExt as _;
+        use tokio_util::codec::AnyDelimiterCodecError::MaxChunkLengthExceeded;
+        let input: &[u8] = b"abc\n\ndefgh\r\nxyz";
+        let mut read = lines(input, 5);
         let mut got = Vec::new();
-        loop {
-            match read_line_limited(&mut input, &mut buf, 5).await {
-                Ok(LineRead::Line) => got.push(String::from_utf8_lossy(&buf).into_owned()),
-                Ok(other) => {
-                    got.push(format!("{other:?}"));
+        while let Some(line) = read.next().await {
+            match line {
+                Ok(line) => got.push(String::from_utf8_lossy(&line).into_owned()),
+                Err(MaxChunkLengthExceeded) => {
+                    got.push("TooLong".into());
                     break;
                 }
                 Err(e) => panic!("{e}"),
@@ -730,10 +700,11 @@ mod tests {
         // "defgh\r" is six bytes: one over the limit.
         assert_eq!(got, ["abc", "", "TooLong"]);
 
-        let mut input: &[u8] = b"12345\nxyz";
+        let input: &[u8] = b"12345\nxyz";
         let mut got = Vec::new();
-        while let Ok(LineRead::Line) = read_line_limited(&mut input, &mut buf, 5).await {
-            got.push(String::from_utf8_lossy(&buf).into_owned());
+        let mut read = lines(input, 5);
+        while let Some(Ok(line)) = read.next().await {
+            got.push(String::from_utf8_lossy(&line).into_owned());
         }
         assert_eq!(got, ["12345", "xyz"]);
     }

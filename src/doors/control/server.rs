@@ -4,16 +4,16 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, Semaphore};
+use tokio_util::codec::AnyDelimiterCodecError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{
-    read_line_limited, ControlAnswer, ControlRequest, LineRead, MAX_CONNECTIONS, MAX_REQUEST_LINE,
-};
+use super::{lines, ControlAnswer, ControlRequest, MAX_CONNECTIONS, MAX_REQUEST_LINE};
 use crate::base::backoff::sleep_or_stop;
 use crate::base::door::Door;
 use crate::engine::monitor::Monitor;
@@ -119,16 +119,16 @@ struct Session {
 impl Session {
     async fn run(self, stream: UnixStream) -> io::Result<()> {
         let (reader, mut writer) = stream.into_split();
-        let mut reader = BufReader::new(reader);
-        let mut buf = Vec::new();
+        let mut requests = lines(reader, MAX_REQUEST_LINE);
         loop {
             let read = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
-                read = read_line_limited(&mut reader, &mut buf, MAX_REQUEST_LINE) => read?,
+                read = requests.next() => read,
             };
-            match read {
-                LineRead::Eof => return Ok(()),
-                LineRead::TooLong => {
+            let buf = match read {
+                None => return Ok(()),
+                Some(Err(AnyDelimiterCodecError::Io(e))) => return Err(e),
+                Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                     self.monitor.emit_summarised(
                         "control: request too long",
                         format_args!(
@@ -141,8 +141,8 @@ impl Session {
                     writer.write_all(&answer.to_json_line()).await?;
                     return writer.shutdown().await;
                 }
-                LineRead::Line => {}
-            }
+                Some(Ok(line)) => line,
+            };
             // A blank line is no request; tolerate it (handy with socat).
             if buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -153,7 +153,9 @@ impl Session {
                     self.engine.out.print_console_text(&mut reply);
                     ControlAnswer::from(reply)
                 }
-                Ok(ControlRequest::Monitor) => return self.tail(reader, writer).await,
+                Ok(ControlRequest::Monitor) => {
+                    return self.tail(requests.into_inner(), writer).await
+                }
                 Err(e) => ControlAnswer::error(format!("control: malformed request: {e}")),
             };
             writer.write_all(&answer.to_json_line()).await?;
@@ -161,11 +163,7 @@ impl Session {
     }
 
     /// Streams Monitor lines until the peer leaves or the daemon stops.
-    async fn tail(
-        self,
-        mut reader: BufReader<OwnedReadHalf>,
-        mut writer: OwnedWriteHalf,
-    ) -> io::Result<()> {
+    async fn tail(self, mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf) -> io::Result<()> {
         // Subscribe first, so the watcher sees its own arrival.
         let mut lines = self.monitor.subscribe();
         self.monitor.emit("control: monitor watcher attached");
@@ -198,7 +196,7 @@ impl Session {
 mod tests {
     use super::*;
     use crate::doors::control::{bind, Client, ClientError};
-    use tokio::io::AsyncBufReadExt;
+    use tokio::io::{AsyncBufReadExt, BufReader};
 
     struct Fixture {
         _dir: tempfile::TempDir,

@@ -295,7 +295,9 @@ pub(super) async fn shell(
     plain(status_of(&reply), &reply.output)
 }
 
-/// Parses an `application/x-www-form-urlencoded` body, if that is what it is.
+/// Parses an `application/x-www-form-urlencoded` body, if that is what it
+/// is, with `serde_urlencoded` (what `axum::Form` uses; the body is read
+/// already here, and a body that is no form is taken as the raw line).
 fn serde_urlencoded_form(headers: &HeaderMap, body: &Bytes) -> Option<HashMap<String, String>> {
     let is_form = headers
         .get(header::CONTENT_TYPE)
@@ -304,18 +306,32 @@ fn serde_urlencoded_form(headers: &HeaderMap, body: &Bytes) -> Option<HashMap<St
     if !is_form {
         return None;
     }
-    axum::extract::Query::<HashMap<String, String>>::try_from_uri(
-        &format!("/?{}", std::str::from_utf8(body).ok()?)
-            .parse()
-            .ok()?,
-    )
-    .ok()
-    .map(|q| q.0)
+    serde_urlencoded::from_bytes(body).ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::base::command;
+
+    #[test]
+    fn a_form_gives_its_cmd_and_anything_else_is_the_line() {
+        let mut form = HeaderMap::new();
+        form.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().expect("header"),
+        );
+        let cmd = |headers: &HeaderMap, body: &'static str| {
+            serde_urlencoded_form(headers, &Bytes::from_static(body.as_bytes()))
+                .and_then(|mut f| f.remove("cmd"))
+        };
+        assert_eq!(
+            cmd(&form, "cmd=ws+write+status+%22VPN+up%22").as_deref(),
+            Some("ws write status \"VPN up\"")
+        );
+        assert_eq!(cmd(&form, "ws"), None);
+        assert_eq!(cmd(&HeaderMap::new(), "cmd=ws"), None);
+    }
 
     #[test]
     fn only_listing_and_help_are_read_only() {

@@ -11,6 +11,13 @@ pub(crate) const CUT_MARK: &str = "…";
 
 /// Reads one stream of a program line by line, keeping at most
 /// [`MAX_LINE_BYTES`] of a line, whatever the program writes.
+///
+/// Not `tokio_util`'s `LinesCodec::new_with_max_length`: it drops a line
+/// over the limit with an error and ends at the first bytes that are not
+/// UTF-8, where a page must see the start of the long line (cut, with
+/// [`CUT_MARK`]) and the rest of a program's output with U+FFFD in place
+/// of bad bytes. The control socket, which refuses long lines, uses the
+/// codec (`doors::control::lines`).
 pub(super) struct LineReader<R> {
     pub(super) reader: Option<BufReader<R>>,
     pub(super) line: Vec<u8>,

@@ -329,8 +329,8 @@ impl Backplane for Cluster {
 /// A node id: host name, process id and a random part, so that a restarted
 /// daemon is a new node and two daemons on one host differ.
 fn node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
     let host: String = host
         .trim()
