@@ -1,11 +1,13 @@
 //! `pagewire serve`: wires the hub, the doors and the background tasks
 //! together, runs until a stop signal, then shuts down in order.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -61,34 +63,21 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         monitor.emit(notice.as_str());
     }
 
-    let (hub, backplane) = match &settings.redis {
-        None => {
-            let hub = Hub::new(settings.hub, monitor.clone());
-            (hub.clone(), backplane::Local::shared(hub))
-        }
-        Some(url) => {
-            let listen = format!("http://{local}");
-            let joining =
-                backplane::redis::connect(url, &settings.cluster, &listen, &monitor).await?;
-            let hub = Hub::with_index_source(settings.hub, monitor.clone(), joining.indexes());
-            let cluster = joining.start(hub.clone(), stop.clone(), &tasks).await?;
-            (hub, cluster as Arc<dyn Backplane>)
-        }
-    };
+    let joined = join(&settings, &monitor, local, &stop, &tasks).await?;
     let engine = Engine::new(
-        backplane.clone(),
+        joined.clone(),
         PageRights::new(settings.page_commands.clone()),
         Actions::new(settings.actions.clone(), settings.max_running_actions),
         out.clone(),
     );
     tasks.spawn(notify::notify_pages(
         monitor.clone(),
-        hub.clone(),
+        engine.hub.clone(),
         engine.exec.notify_target(),
         stop.clone(),
     ));
     tasks.spawn(heartbeat(
-        hub.clone(),
+        engine.hub.clone(),
         settings.ping_interval,
         settings.ping_timeout,
         stop.clone(),
@@ -96,9 +85,60 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(listener) = control.listener.take() {
         tasks.spawn(control::serve(listener, engine.clone(), stop.clone()));
     }
-
     let pages = Arc::new(Pages::new(engine.clone(), settings.conn));
-    let front = Arc::new(Front {
+    let front = front(&settings, &engine, &pages, tls.is_some());
+    out.print(format!(
+        "pagewire listening on {}://{local} ({})",
+        front.scheme,
+        control.describe()
+    ));
+    let _console = console::spawn_console(engine.clone(), stop.clone());
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        http::app(front.clone()),
+        tls,
+        settings.server,
+        front.server.clone(),
+        monitor.clone(),
+        stop.clone(),
+    ));
+    stop.cancelled().await;
+
+    shut_down(&engine, &joined, &pages, server).await;
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
+    // No flood timer fires any more: say now what floods held back.
+    monitor.flush_floods();
+    printer_stop.cancel();
+    let _ = printer.await;
+    out.flush(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+/// The backplane: this daemon's hub alone, or, with `--redis`, a cluster
+/// joined through Redis (its hub takes indexes from the cluster).
+async fn join(
+    settings: &Settings,
+    monitor: &Monitor,
+    local: SocketAddr,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<Arc<dyn Backplane>> {
+    let Some(url) = &settings.redis else {
+        let hub = Hub::new(settings.hub, monitor.clone());
+        return Ok(backplane::Local::shared(hub));
+    };
+    let listen = format!("http://{local}");
+    let joining = backplane::redis::connect(url, &settings.cluster, &listen, monitor).await?;
+    let hub = Hub::with_index_source(settings.hub, monitor.clone(), joining.indexes());
+    let cluster = joining.start(hub, stop.clone(), tasks).await?;
+    Ok(cluster)
+}
+
+/// The HTTP door, its WebSockets handed to `pages`.
+fn front(settings: &Settings, engine: &Arc<Engine>, pages: &Arc<Pages>, tls: bool) -> Arc<Front> {
+    let pages = pages.clone();
+    Arc::new(Front {
         engine: engine.clone(),
         addresses: settings.addresses.clone(),
         origins: OriginPolicy {
@@ -108,39 +148,26 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         token: Token::new(settings.token.clone()),
         root: settings.root.clone(),
         serve_dotfiles: settings.serve_dotfiles,
-        scheme: if tls.is_some() { "https" } else { "http" },
-        pages: {
-            let pages = pages.clone();
-            Box::new(move |upgrade| pages.accept(upgrade))
-        },
+        scheme: if tls { "https" } else { "http" },
+        pages: Box::new(move |upgrade| pages.accept(upgrade)),
         server: Arc::default(),
-    });
-    let app = http::app(front.clone());
+    })
+}
 
-    out.print(format!(
-        "pagewire listening on {}://{local} ({})",
-        front.scheme,
-        control.describe()
-    ));
-    let _console = console::spawn_console(engine.clone(), stop.clone());
-
-    let server = tokio::spawn(http::server::serve(
-        listener,
-        app,
-        tls,
-        settings.server,
-        front.server.clone(),
-        monitor.clone(),
-        stop.clone(),
-    ));
-    stop.cancelled().await;
-
-    // Stop: runs are killed first, so that their pages still get the done
-    // frame; then pages hear 1001 and reconnect to the next daemon.
+/// Stops in order: runs are killed first, so that their pages still get
+/// the done frame; then the cluster is left, pages hear 1001 and reconnect
+/// to the next daemon, and in-flight HTTP requests finish.
+async fn shut_down(
+    engine: &Engine,
+    joined: &Arc<dyn Backplane>,
+    pages: &Pages,
+    server: JoinHandle<()>,
+) {
+    let monitor = &engine.monitor;
     monitor.emit("shutting down");
     engine.actions.shutdown(ACTIONS_GRACE).await;
-    backplane.leave().await;
-    let _ = hub.close(
+    joined.leave().await;
+    let _ = engine.hub.close(
         &Target::All,
         CloseReason {
             code: frame::close_code::GOING_AWAY,
@@ -159,14 +186,6 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Err(e) = server.await {
         monitor.emit(format_args!("HTTP server task failed: {e}"));
     }
-    tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
-    // No flood timer fires any more: say now what floods held back.
-    monitor.flush_floods();
-    printer_stop.cancel();
-    let _ = printer.await;
-    out.flush(Duration::from_secs(1)).await;
-    Ok(())
 }
 
 /// Pings every page on an interval and drops those silent for too long.

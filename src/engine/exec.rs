@@ -189,16 +189,7 @@ impl Executor {
     pub(crate) async fn run(&self, cmd: Command, door: Door) -> Reply {
         let operator = door.is_operator();
         if !operator && !self.inner.page_rights.allows(&cmd) {
-            let msg = format!(
-                "'{}' needs operator rights; pages may only use {}",
-                cmd.name(),
-                self.page_rights_list()
-            );
-            return if matches!(door, Door::Http { .. }) {
-                Reply::denied(format!("{msg} (send Authorization: Bearer TOKEN)"))
-            } else {
-                Reply::denied(msg)
-            };
+            return self.needs_operator(&cmd, door);
         }
         let hub = &self.inner.hub;
         match cmd {
@@ -260,20 +251,27 @@ impl Executor {
                     Err(reply) => return reply,
                 };
                 let requester = Requester { door, output };
-                match self
-                    .inner
-                    .actions
-                    .start(&action, args, requester, hub)
-                    .await
-                {
-                    Ok(started) => Reply::ok(started),
-                    Err(e) => Reply::err(e),
-                }
+                let started = self.inner.actions.start(&action, args, requester, hub);
+                started.await.map_or_else(Reply::err, Reply::ok)
             }
             Command::Help { topic } => match command::help_text(topic.as_deref()) {
                 Ok(text) => Reply::ok(text),
                 Err(e) => Reply::err(e),
             },
+        }
+    }
+
+    /// The refusal of a command that needs operator rights.
+    fn needs_operator(&self, cmd: &Command, door: Door) -> Reply {
+        let msg = format!(
+            "'{}' needs operator rights; pages may only use {}",
+            cmd.name(),
+            self.page_rights_list()
+        );
+        if matches!(door, Door::Http { .. }) {
+            Reply::denied(format!("{msg} (send Authorization: Bearer TOKEN)"))
+        } else {
+            Reply::denied(msg)
         }
     }
 

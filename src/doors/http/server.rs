@@ -184,21 +184,7 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let ip = access::canonical(peer.ip());
-        match server.limiter.acquire(ip) {
-            Ok(slot) => {
-                let server = server.clone();
-                connections.spawn(async move { server.serve_connection(tcp, peer, slot).await });
-            }
-            Err(why) => {
-                server.stats.refused.fetch_add(1, Ordering::Relaxed);
-                server.monitor.emit_summarised(
-                    why.kind(),
-                    format_args!("refused connection from {peer}: {why}"),
-                );
-                server.refuse(tcp, why);
-            }
-        }
+        server.admit(tcp, peer, &connections);
     }
     // Stop accepting at once: new clients are refused by the kernel instead
     // of waiting in the backlog of a daemon that will not answer them.
@@ -250,6 +236,25 @@ struct Server {
 }
 
 impl Server {
+    /// Serves a new connection within the limits, or answers it with a 503.
+    fn admit(self: &Arc<Self>, tcp: TcpStream, peer: SocketAddr, connections: &TaskTracker) {
+        let ip = access::canonical(peer.ip());
+        match self.limiter.acquire(ip) {
+            Ok(slot) => {
+                let server = self.clone();
+                connections.spawn(async move { server.serve_connection(tcp, peer, slot).await });
+            }
+            Err(why) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.monitor.emit_summarised(
+                    why.kind(),
+                    format_args!("refused connection from {peer}: {why}"),
+                );
+                self.refuse(tcp, why);
+            }
+        }
+    }
+
     async fn serve_connection(&self, tcp: TcpStream, peer: SocketAddr, slot: ConnSlot) {
         let Some(acceptor) = &self.tls else {
             let (io, hold) = HoldableTcp::new(tcp);

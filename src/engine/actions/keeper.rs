@@ -26,7 +26,7 @@
 //! keeper passes on and lets go of.
 
 use std::ffi::OsString;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::os::fd::AsFd as _;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt as _;
@@ -203,13 +203,54 @@ fn wait_for_the_end(daemon: UnixStream) {
 fn kill_the_rest() {
     let me = std::process::id();
     loop {
-        for pid in super::spawn::children_of(me) {
+        for pid in children_of(me) {
             if let Ok(pid) = i32::try_from(pid) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
         std::thread::sleep(KILL_ROUND);
     }
+}
+
+/// Process ids whose parent is process `parent`, zombies included.
+pub(super) fn children_of(parent: u32) -> Vec<u32> {
+    // Each thread's list of children, when the kernel keeps them
+    // (CONFIG_PROC_CHILDREN): a few small files instead of all of /proc.
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
+        let mut found = Vec::new();
+        let mut listed = true;
+        for task in tasks.flatten() {
+            match std::fs::read_to_string(task.path().join("children")) {
+                Ok(text) => found.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    listed = false;
+                    break;
+                }
+                // A thread that just ended.
+                Err(_) => {}
+            }
+        }
+        if listed {
+            return found;
+        }
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+/// The parent of process `pid`, from /proc/PID/stat.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMMAND) STATE PPID ...": the command may hold anything.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -242,5 +283,22 @@ mod tests {
         let killed = Report::Signaled(9).status().expect("status");
         assert_eq!((killed.code(), killed.signal()), (None, Some(9)));
         assert!(Report::Started(1).status().is_none());
+    }
+
+    #[test]
+    fn children_are_found_in_proc() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let found = children_of(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert_eq!(parent_of(child.id()), None);
+        assert_eq!(
+            parent_of(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
     }
 }

@@ -31,7 +31,7 @@ mod spawn;
 mod supervise;
 
 use sink::{Flow, Pacer, Sink, ROOM_PATIENCE};
-use spawn::{become_subreaper, RunProcess, SpawnError};
+use spawn::{become_subreaper, RunProcess};
 use supervise::{supervise, RunCtx};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -482,75 +482,21 @@ impl Actions {
         requester: Requester,
         hub: &Hub,
     ) -> Result<String, ActionError> {
-        let inner = &self.inner;
-        let Some(config) = inner.configs.get(name) else {
-            return Err(ActionError::Unknown {
-                name: shown(name),
-                configured: self.configured_phrase(),
-            });
-        };
-        check_arguments(name, config, &args)?;
-        if inner.stop.is_cancelled() {
-            return Err(ActionError::ShuttingDown);
-        }
-        match &requester.output {
-            Output::Page(id) | Output::To(Target::Index(id)) if !hub.is_live(*id) => {
-                return Err(TargetError::NoSuchIndex(*id).into());
-            }
-            _ => {}
-        }
-
-        let run = {
-            let mut running = inner.running();
-            if running.len() >= inner.max_running {
-                drop(running);
-                inner.refused.fetch_add(1, Relaxed);
-                hub.monitor().emit(format_args!(
-                    "action {name} refused for {}: {} running already",
-                    requester.door, inner.max_running
-                ));
-                return Err(ActionError::Busy(inner.max_running));
-            }
-            // Numbered under the lock so that refused runs leave no gaps.
-            let run = inner.next_run.fetch_add(1, Relaxed);
-            running.insert(
-                run,
-                Entry {
-                    action: name.to_string(),
-                    pid: None,
-                    door: requester.door,
-                    output: requester.output.clone(),
-                    started: Instant::now(),
-                },
-            );
-            run
-        };
+        let config = self.check(name, &args, &requester, hub)?;
         // From here on, returning early frees the place again.
-        let slot = Slot {
-            inner: inner.clone(),
-            run,
-        };
-
+        let slot = self.reserve(name, &requester, hub)?;
+        let run = slot.run;
         become_subreaper(hub);
         let page = match requester.output {
             Output::Page(id) => Some(id),
             _ => None,
         };
         let env = environment(config, name, run, page, std::env::vars_os());
+        let inner = &self.inner;
         let mut process = match RunProcess::spawn(inner, config, &args, env).await {
             Ok(process) => process,
             Err(e) => {
-                let e = match e {
-                    SpawnError::Keeper(why) => ActionError::Keeper {
-                        name: name.to_string(),
-                        why,
-                    },
-                    SpawnError::Program(error) => ActionError::Spawn {
-                        name: name.to_string(),
-                        program: config.program.clone(),
-                        error,
-                    },
-                };
+                let e = e.for_action(name, config);
                 hub.monitor().emit(format_args!(
                     "action {name}[{run}] failed to start for {}: {e}",
                     requester.door
@@ -558,50 +504,99 @@ impl Actions {
                 return Err(e);
             }
         };
-        let pid = process.pid;
         if let Some(entry) = inner.running().get_mut(&run) {
-            entry.pid = Some(pid);
+            entry.pid = Some(process.pid);
         }
         inner.started.fetch_add(1, Relaxed);
-
         let argv: Vec<String> = std::iter::once(config.program.clone())
             .chain(config.args.iter().cloned())
             .chain(args)
             .collect();
-        let whereto = match &requester.output {
-            Output::Page(id) => format!("connection {id}"),
-            Output::To(Target::Index(id)) => format!("connection {id}"),
-            Output::To(Target::Name(n)) => format!("connections named '{n}'"),
-            Output::To(Target::All) => "every connection".to_string(),
-            Output::Monitor => "the Monitor only".to_string(),
+        let reply = announce(name, run, process.pid, &argv, &requester, hub);
+        let (sink, pacer) = self.output(name, run, requester.output, hub);
+        let ctx = RunCtx {
+            sink,
+            pacer,
+            timeout: config
+                .timeout_secs
+                .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+            started: Instant::now(),
+            stop: inner.stop.clone(),
         };
-        hub.monitor().emit(format_args!(
-            "action {name}[{run}] started by {} (pid {pid}): {}; output to {whereto}",
-            requester.door,
-            quote(&argv)
-        ));
-        let reply = match &requester.output {
-            Output::Page(_) => {
-                format!("started action '{name}' (run {run}, pid {pid}); its output follows here")
-            }
-            Output::Monitor => format!(
-                "started action '{name}' (run {run}, pid {pid}); its output goes to the \
-                 Monitor only ('run --to TARGET {name}' sends it to pages)"
-            ),
-            Output::To(_) => {
-                format!("started action '{name}' (run {run}, pid {pid}); output to {whereto}")
-            }
-        };
+        let out = process.keeper.stdout.take();
+        let err = process.keeper.stderr.take();
+        inner.tasks.spawn(supervise(process, out, err, ctx, slot));
+        Ok(reply)
+    }
 
-        let timeout = config
-            .timeout_secs
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    /// The configuration of action `name`, if `requester` may run it with
+    /// `args` now.
+    fn check(
+        &self,
+        name: &str,
+        args: &[String],
+        requester: &Requester,
+        hub: &Hub,
+    ) -> Result<&ActionConfig, ActionError> {
+        let inner = &self.inner;
+        let Some(config) = inner.configs.get(name) else {
+            return Err(ActionError::Unknown {
+                name: shown(name),
+                configured: self.configured_phrase(),
+            });
+        };
+        check_arguments(name, config, args)?;
+        if inner.stop.is_cancelled() {
+            return Err(ActionError::ShuttingDown);
+        }
+        match &requester.output {
+            Output::Page(id) | Output::To(Target::Index(id)) if !hub.is_live(*id) => {
+                Err(TargetError::NoSuchIndex(*id).into())
+            }
+            _ => Ok(config),
+        }
+    }
+
+    /// Takes a place among the running actions, and the run's number.
+    fn reserve(&self, name: &str, requester: &Requester, hub: &Hub) -> Result<Slot, ActionError> {
+        let inner = &self.inner;
+        let mut running = inner.running();
+        if running.len() >= inner.max_running {
+            drop(running);
+            inner.refused.fetch_add(1, Relaxed);
+            hub.monitor().emit(format_args!(
+                "action {name} refused for {}: {} running already",
+                requester.door, inner.max_running
+            ));
+            return Err(ActionError::Busy(inner.max_running));
+        }
+        // Numbered under the lock so that refused runs leave no gaps.
+        let run = inner.next_run.fetch_add(1, Relaxed);
+        running.insert(
+            run,
+            Entry {
+                action: name.to_string(),
+                pid: None,
+                door: requester.door,
+                output: requester.output.clone(),
+                started: Instant::now(),
+            },
+        );
+        Ok(Slot {
+            inner: inner.clone(),
+            run,
+        })
+    }
+
+    /// Where run `run` of action `name` sends its output, and how it
+    /// keeps to the room its pages' queues have.
+    fn output(&self, name: &str, run: u64, output: Output, hub: &Hub) -> (Sink, Pacer) {
         let limits = hub.limits().outbox;
-        let (target, bound, pacer) = match requester.output {
+        let (target, bound, pacer) = match output {
             Output::Page(id) => (
                 Some(Target::Index(id)),
                 Some(id),
-                Pacer::new(inner.page_flow(id, limits), None),
+                Pacer::new(self.inner.page_flow(id, limits), None),
             ),
             Output::To(t) => (
                 Some(t),
@@ -622,17 +617,7 @@ impl Actions {
             run,
             flow: pacer.flow.clone(),
         };
-        let out = process.keeper.stdout.take();
-        let err = process.keeper.stderr.take();
-        let ctx = RunCtx {
-            sink,
-            pacer,
-            timeout,
-            started: Instant::now(),
-            stop: inner.stop.clone(),
-        };
-        inner.tasks.spawn(supervise(process, out, err, ctx, slot));
-        Ok(reply)
+        (sink, pacer)
     }
 
     /// Kills every run (each page is told why) and waits up to `grace` for
@@ -657,6 +642,42 @@ impl Actions {
             phrase.push_str(&format!(" and {more} more"));
         }
         phrase
+    }
+}
+
+/// Says in the Monitor that run `run` of action `name` started (program
+/// `argv`, process `pid`) and where its output goes; returns the reply.
+fn announce(
+    name: &str,
+    run: u64,
+    pid: u32,
+    argv: &[String],
+    requester: &Requester,
+    hub: &Hub,
+) -> String {
+    let whereto = match &requester.output {
+        Output::Page(id) => format!("connection {id}"),
+        Output::To(Target::Index(id)) => format!("connection {id}"),
+        Output::To(Target::Name(n)) => format!("connections named '{n}'"),
+        Output::To(Target::All) => "every connection".to_string(),
+        Output::Monitor => "the Monitor only".to_string(),
+    };
+    hub.monitor().emit(format_args!(
+        "action {name}[{run}] started by {} (pid {pid}): {}; output to {whereto}",
+        requester.door,
+        quote(argv)
+    ));
+    match &requester.output {
+        Output::Page(_) => {
+            format!("started action '{name}' (run {run}, pid {pid}); its output follows here")
+        }
+        Output::Monitor => format!(
+            "started action '{name}' (run {run}, pid {pid}); its output goes to the \
+             Monitor only ('run --to TARGET {name}' sends it to pages)"
+        ),
+        Output::To(_) => {
+            format!("started action '{name}' (run {run}, pid {pid}); output to {whereto}")
+        }
     }
 }
 

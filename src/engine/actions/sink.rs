@@ -225,7 +225,7 @@ mod tests {
     use std::sync::atomic::Ordering::Relaxed;
 
     #[tokio::test]
-    pub(super) async fn a_flow_holds_back_at_half_and_wakes_at_a_quarter() {
+    async fn a_flow_holds_back_at_half_and_wakes_at_a_quarter() {
         let flow = Flow::new(OutboxLimits {
             max_bytes: 400,
             max_frames: 1000,
@@ -260,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    pub(super) fn a_broadcast_frame_is_not_counted() {
+    fn a_broadcast_frame_is_not_counted() {
         let flow = Flow::new(OutboxLimits::default());
         let carried = flow.carry(Bytes::from_static(b"line"));
         assert_eq!(&carried[..], b"line");

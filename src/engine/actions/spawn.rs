@@ -13,8 +13,8 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::Child;
 
-use super::keeper::{self, Report};
-use super::{lock, shown, ActionConfig, Inner};
+use super::keeper::{self, children_of, Report};
+use super::{lock, shown, ActionConfig, ActionError, Inner};
 use crate::engine::hub::Hub;
 
 /// The keeper is this very binary, started again (see [`keeper`]). Through
@@ -54,6 +54,23 @@ pub(super) enum SpawnError {
     Keeper(String),
     /// The keeper could not start the program: what the system said.
     Program(io::Error),
+}
+
+impl SpawnError {
+    /// The error a door shows, for action `name` of `config`.
+    pub(super) fn for_action(self, name: &str, config: &ActionConfig) -> ActionError {
+        match self {
+            SpawnError::Keeper(why) => ActionError::Keeper {
+                name: name.to_string(),
+                why,
+            },
+            SpawnError::Program(error) => ActionError::Spawn {
+                name: name.to_string(),
+                program: config.program.clone(),
+                error,
+            },
+        }
+    }
 }
 
 /// One run's keeper and the daemon's end of its socket.
@@ -216,67 +233,4 @@ pub(super) async fn sweep(inner: &Arc<Inner>) {
         }
     })
     .await;
-}
-
-/// Process ids whose parent is process `parent`, zombies included.
-pub(super) fn children_of(parent: u32) -> Vec<u32> {
-    // Each thread's list of children, when the kernel keeps them
-    // (CONFIG_PROC_CHILDREN): a few small files instead of all of /proc.
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
-        let mut found = Vec::new();
-        let mut listed = true;
-        for task in tasks.flatten() {
-            match std::fs::read_to_string(task.path().join("children")) {
-                Ok(text) => found.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<u32>().ok()),
-                ),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    listed = false;
-                    break;
-                }
-                // A thread that just ended.
-                Err(_) => {}
-            }
-        }
-        if listed {
-            return found;
-        }
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| parent_of(*pid) == Some(parent))
-        .collect()
-}
-
-/// The parent of process `pid`, from /proc/PID/stat.
-pub(super) fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "PID (COMMAND) STATE PPID ...": the command may hold anything.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    pub(super) fn children_are_found_in_proc() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("sleep");
-        let found = children_of(std::process::id());
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(found.contains(&child.id()), "{found:?}");
-        assert_eq!(parent_of(child.id()), None);
-        assert_eq!(
-            parent_of(std::process::id()),
-            Some(std::os::unix::process::parent_id())
-        );
-    }
 }

@@ -5,6 +5,7 @@ use std::process::ExitStatus;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use tokio::process::{ChildStderr, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
 use super::keeper::Report;
@@ -51,8 +52,20 @@ pub(super) async fn supervise(
         started,
         stop,
     } = ctx;
-    let mut out = LineReader::new(stdout);
-    let mut err = LineReader::new(stderr);
+    let streams = (LineReader::new(stdout), LineReader::new(stderr));
+    let limits = (timeout, &stop);
+    let end = stream(&mut process, streams, &sink, &mut pacer, limits).await;
+    report(process, end, &sink, timeout, started, slot).await;
+}
+
+/// Passes the program's output on until the run ends, and says how.
+async fn stream(
+    process: &mut RunProcess,
+    (mut out, mut err): (LineReader<ChildStdout>, LineReader<ChildStderr>),
+    sink: &Sink,
+    pacer: &mut Pacer,
+    (timeout, stop): (Duration, &CancellationToken),
+) -> End {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(LIVENESS_INTERVAL);
@@ -62,25 +75,25 @@ pub(super) async fn supervise(
     let mut held: Option<(&'static str, String)> = None;
     let mut status: Option<ExitStatus> = None;
     let mut reports_open = true;
-    let end = loop {
+    loop {
         if held.is_none() && out.done && err.done {
             if let Some(status) = status {
-                break End::Exited(status);
+                return End::Exited(status);
             }
         }
         if !reports_open && status.is_none() {
             // The keeper is gone without a word about the program.
-            break End::Lost;
+            return End::Lost;
         }
         // Biased, limits first: a program that never stops writing must
         // still meet its timeout and its page's departure.
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break End::Shutdown,
-            _ = &mut deadline => break End::Timeout,
+            _ = stop.cancelled() => return End::Shutdown,
+            _ = &mut deadline => return End::Timeout,
             _ = tick.tick(), if sink.bound.is_some() => {
                 if !sink.is_live() {
-                    break End::PageGone;
+                    return End::PageGone;
                 }
             }
             _ = pacer.wait(), if held.is_some() => {}
@@ -106,12 +119,23 @@ pub(super) async fn supervise(
         if held.is_some() && pacer.ready() {
             if let Some((stream, text)) = held.take() {
                 if !sink.line(stream, &text) {
-                    break End::PageGone;
+                    return End::PageGone;
                 }
             }
         }
-    };
-    drop((out, err));
+    }
+}
+
+/// Has the keeper end what is left of the run, frees its place (once no
+/// process of it is left) and tells the Monitor and the pages how it ended.
+async fn report(
+    mut process: RunProcess,
+    end: End,
+    sink: &Sink,
+    timeout: Duration,
+    started: Instant,
+    slot: Slot,
+) {
     let (status, mut message) = match end {
         End::Exited(status) => describe(status),
         End::Lost => (

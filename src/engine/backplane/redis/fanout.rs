@@ -3,8 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
+use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::wire::{ClusterRequest, ClusterResponse, ClusterResult, Op, WireConn, WIRE_VERSION};
 use super::Node;
@@ -37,6 +39,16 @@ impl Drop for Waiting<'_> {
 pub(super) struct Gathered {
     pub(super) answers: Vec<ClusterResponse>,
     pub(super) notes: Vec<String>,
+}
+
+impl Gathered {
+    /// Nothing gathered, for the reason `note` gives.
+    fn note(note: String) -> Self {
+        Gathered {
+            answers: Vec::new(),
+            notes: vec![note],
+        }
+    }
 }
 
 impl Node {
@@ -110,35 +122,21 @@ impl Node {
     /// Asks every other live node to run `op` and gathers their replies,
     /// waiting at most the reply timeout in all.
     pub(super) async fn fan_out(&self, op: Op) -> Gathered {
-        let deadline = tokio::time::Instant::now() + self.reply_timeout;
-        let mut g = Gathered::default();
+        let deadline = Instant::now() + self.reply_timeout;
         let conn = self.conn();
         let (Some(mut conn), true) = (conn, self.subscribed.load(Ordering::Acquire)) else {
-            g.notes.push(format!(
+            return Gathered::note(format!(
                 "Redis at {} is unreachable: other nodes were not asked",
                 self.server
             ));
-            return g;
         };
-        let members = tokio::time::timeout_at(
-            deadline,
-            redis::cmd("SMEMBERS")
-                .arg(&self.keys.nodes)
-                .query_async::<Vec<String>>(&mut conn),
-        )
-        .await;
-        let others: Vec<String> = match self.answered(members) {
-            Ok(m) => m.into_iter().filter(|m| **m != *self.id).collect(),
-            Err(note) => {
-                g.notes.push(note);
-                return g;
-            }
+        let others = match self.other_nodes(&mut conn, deadline).await {
+            Ok(others) if others.is_empty() => return Gathered::default(),
+            Ok(others) => others,
+            Err(note) => return Gathered::note(note),
         };
-        if others.is_empty() {
-            return g;
-        }
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         let _waiting = Waiting::new(self, id, tx);
         let req = ClusterRequest {
             v: WIRE_VERSION,
@@ -147,8 +145,41 @@ impl Node {
             op,
         };
         let Ok(payload) = serde_json::to_vec(&req) else {
-            return g;
+            return Gathered::default();
         };
+        match self.publish(conn, others, payload, deadline).await {
+            Ok((live, hearers)) => self.gather(rx, live, hearers, deadline).await,
+            Err(note) => Gathered::note(note),
+        }
+    }
+
+    /// The other nodes that may hold a lease.
+    async fn other_nodes(
+        &self,
+        conn: &mut MultiplexedConnection,
+        deadline: Instant,
+    ) -> Result<Vec<String>, String> {
+        let members = tokio::time::timeout_at(
+            deadline,
+            redis::cmd("SMEMBERS")
+                .arg(&self.keys.nodes)
+                .query_async::<Vec<String>>(conn),
+        )
+        .await;
+        let members = self.answered(members)?;
+        Ok(members.into_iter().filter(|m| **m != *self.id).collect())
+    }
+
+    /// Publishes the request while reading the leases of `others`; returns
+    /// the nodes with a lease, and how many connections heard the request
+    /// besides this node's own. Nodes whose lease is gone leave the set.
+    async fn publish(
+        &self,
+        mut conn: MultiplexedConnection,
+        others: Vec<String>,
+        payload: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(Vec<String>, usize), String> {
         let leases: Vec<String> = others.iter().map(|n| self.keys.lease(n)).collect();
         let mut pipe = redis::pipe();
         pipe.cmd("MGET")
@@ -161,22 +192,13 @@ impl Node {
             pipe.query_async::<(Vec<Option<String>>, usize)>(&mut conn),
         )
         .await;
-        let (held, subscribers) = match self.answered(published) {
-            Ok(v) => v,
-            Err(note) => {
-                g.notes.push(note);
-                return g;
-            }
-        };
-        let mut waiting = Vec::new();
-        let mut dead = Vec::new();
-        for (node, lease) in others.into_iter().zip(held) {
-            if lease.is_some() {
-                waiting.push(node);
-            } else {
-                dead.push(node);
-            }
-        }
+        let (held, subscribers) = self.answered(published)?;
+        let (live, dead): (Vec<_>, Vec<_>) = others
+            .into_iter()
+            .zip(held)
+            .partition(|(_, lease)| lease.is_some());
+        let live = live.into_iter().map(|(node, _)| node).collect();
+        let dead: Vec<String> = dead.into_iter().map(|(node, _)| node).collect();
         if !dead.is_empty() {
             // The set is only an index of candidates; pruning it is
             // housekeeping that no command needs to wait for.
@@ -190,10 +212,21 @@ impl Node {
             });
         }
         // PUBLISH counts the connections that heard the request, this
-        // node's own among them: once that many others have answered,
-        // nobody else can, such as a node that crashed but whose lease has
-        // not expired yet.
-        let hearers = subscribers.saturating_sub(1);
+        // node's own among them.
+        Ok((live, subscribers.saturating_sub(1)))
+    }
+
+    /// Waits for the replies of `waiting` until the deadline, or until as
+    /// many as heard the request have answered: nobody else can, such as a
+    /// node that crashed but whose lease has not expired yet.
+    async fn gather(
+        &self,
+        mut rx: mpsc::UnboundedReceiver<ClusterResponse>,
+        mut waiting: Vec<String>,
+        hearers: usize,
+        deadline: Instant,
+    ) -> Gathered {
+        let mut g = Gathered::default();
         let mut heard_all = false;
         while !waiting.is_empty() {
             if g.answers.len() >= hearers {
