@@ -210,14 +210,7 @@ async fn churn_returns_to_the_starting_level() {
         "RSS {rss_before} KiB -> {rss_after} KiB after {} connections",
         ROUNDS * PER_ROUND
     );
-    let metrics = client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("body");
+    let metrics = d.metrics().await;
     let opened = (ROUNDS + 1) * PER_ROUND;
     assert!(
         metrics.contains(&format!("pagewire_connections_opened_total {opened}")),

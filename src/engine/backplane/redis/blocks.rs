@@ -11,8 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::wire::Keys;
 use super::{Node, BACKOFF_MAX, BACKOFF_MIN};
-use crate::base::backoff::{sleep_or_stop, Backoff};
-use crate::base::text;
+use crate::base::backoff::Backoff;
 use crate::engine::hub::IndexSource;
 
 /// Raises the index counter to at least the node's highest index (so that a
@@ -132,13 +131,10 @@ pub(super) async fn refill(node: Arc<Node>, stop: CancellationToken) {
             }
             Err(e) => {
                 node.failed(&e);
-                let wait = backoff.next();
-                node.monitor.emit(format_args!(
-                    "cluster: cannot take indexes from Redis at {}: {e}; retrying in {}",
-                    node.server,
-                    text::duration(wait)
-                ));
-                if !sleep_or_stop(wait, &stop).await {
+                if !node
+                    .retry("take indexes from", &e, &mut backoff, &stop)
+                    .await
+                {
                     return;
                 }
             }

@@ -12,7 +12,6 @@ use super::blocks::take_indexes;
 use super::wire::Keys;
 use super::{Node, BACKOFF_MAX, BACKOFF_MIN, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
 use crate::base::backoff::{sleep_or_stop, Backoff};
-use crate::base::text;
 
 /// Keeps the lease alive and the command connection up: refreshes every
 /// third of the lease, reconnects with backoff when Redis goes away.
@@ -31,14 +30,8 @@ pub(super) async fn keep_lease(node: Arc<Node>, stop: CancellationToken) {
                     c
                 }
                 Err(e) => {
-                    let wait = backoff.next();
-                    node.monitor.emit(format_args!(
-                        "cluster: cannot reach Redis at {}: {e}; retrying in {}",
-                        node.server,
-                        text::duration(wait)
-                    ));
                     lost = true;
-                    if !sleep_or_stop(wait, &stop).await {
+                    if !node.retry("reach", &e, &mut backoff, &stop).await {
                         return;
                     }
                     continue;

@@ -62,13 +62,7 @@ pub(super) async fn listen(
                     break;
                 }
                 Err(e) => {
-                    let wait = backoff.next();
-                    node.monitor.emit(format_args!(
-                        "cluster: cannot subscribe to Redis at {}: {e}; retrying in {}",
-                        node.server,
-                        text::duration(wait)
-                    ));
-                    if !sleep_or_stop(wait, &stop).await {
+                    if !node.retry("subscribe to", &e, &mut backoff, &stop).await {
                         return;
                     }
                 }
@@ -100,14 +94,8 @@ impl Node {
         let channel = msg.get_channel_name();
         let payload = msg.get_payload_bytes();
         if channel == self.keys.cluster {
-            let req: ClusterRequest = match serde_json::from_slice(payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.monitor.emit(format_args!(
-                        "cluster: ignored a malformed request on {channel}: {e}"
-                    ));
-                    return;
-                }
+            let Some(req) = self.parse::<ClusterRequest>("request", channel, payload) else {
+                return;
             };
             if req.v != WIRE_VERSION || *req.from == *self.id {
                 return;
@@ -115,14 +103,8 @@ impl Node {
             let node = self.clone();
             tokio::spawn(async move { node.answer(req).await });
         } else if channel == self.reply_channel {
-            let reply: ClusterResponse = match serde_json::from_slice(payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.monitor.emit(format_args!(
-                        "cluster: ignored a malformed reply on {channel}: {e}"
-                    ));
-                    return;
-                }
+            let Some(reply) = self.parse::<ClusterResponse>("reply", channel, payload) else {
+                return;
             };
             let waiting = self.pending().get(&reply.id).cloned();
             if let Some(tx) = waiting {
@@ -130,5 +112,40 @@ impl Node {
                 let _ = tx.send(reply);
             }
         }
+    }
+
+    /// A message of `kind` read from `payload`; a malformed one is logged
+    /// and dropped.
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        channel: &str,
+        payload: &[u8],
+    ) -> Option<T> {
+        serde_json::from_slice(payload)
+            .inspect_err(|e| {
+                self.monitor.emit(format_args!(
+                    "cluster: ignored a malformed {kind} on {channel}: {e}"
+                ));
+            })
+            .ok()
+    }
+
+    /// Says in the Monitor that this node cannot `what` Redis (`e`), waits
+    /// the next backoff, and returns false if the daemon stops meanwhile.
+    pub(super) async fn retry(
+        &self,
+        what: &str,
+        e: &(dyn std::fmt::Display + Sync),
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> bool {
+        let wait = backoff.next();
+        self.monitor.emit(format_args!(
+            "cluster: cannot {what} Redis at {}: {e}; retrying in {}",
+            self.server,
+            text::duration(wait)
+        ));
+        sleep_or_stop(wait, stop).await
     }
 }
