@@ -20,6 +20,9 @@
 //! what nothing uses.
 
 #![warn(unreachable_pub)]
+// The docs link freely to crate-private items: they are for whoever works
+// on pagewire (`cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
 pub mod base;

@@ -81,16 +81,16 @@ impl MessageAssembler {
     }
 
     /// Checks the text that has arrived so far of an incomplete frame at
-    /// the start of `buf` (one [`parse_frame`] returned `Ok(None)` for), so
+    /// the start of `buf` (one [`parse_frame`](super::parse_frame) returned `Ok(None)` for), so
     /// that invalid UTF-8 is refused as soon as it arrives, not once the
     /// whole frame is in: a peer streaming a large bad frame is stopped
     /// early (Autobahn's cases 6.4.3 and 6.4.4 expect it).
     ///
     /// `progress` carries what earlier calls checked of the same frame;
     /// start each frame with `Arriving::default()`. Leaves `buf` as it is
-    /// (still masked), so [`parse_frame`] can take the frame when complete.
+    /// (still masked), so [`parse_frame`](super::parse_frame) can take the frame when complete.
     /// Frames that are not text, and errors other than bad UTF-8, are left
-    /// to [`parse_frame`] and [`push`](Self::push).
+    /// to [`parse_frame`](super::parse_frame) and [`push`](Self::push).
     pub fn check_arriving(&self, buf: &[u8], progress: &mut Arriving) -> Result<(), ProtocolError> {
         let Some(&b0) = buf.first() else {
             return Ok(());

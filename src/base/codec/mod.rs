@@ -4,7 +4,7 @@
 //! and unmasked in place, so a payload is never copied just to be read. A
 //! [`MessageAssembler`] turns frames into messages; only a fragmented message
 //! needs an owned accumulator, so an idle connection holds no buffer here.
-//! Server frames are unmasked and encoded into one [`Bytes`], which a
+//! Server frames are unmasked and encoded into one [`Bytes`](bytes::Bytes), which a
 //! broadcast shares between every connection it goes to.
 //!
 //! Driving it from a read buffer (with a `BytesMut`, `advance(consumed)`

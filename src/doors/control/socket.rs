@@ -60,7 +60,7 @@ impl ControlError {
 /// The daemon's control socket, as [`bind`] set it up.
 #[derive(Debug)]
 pub(crate) struct Bound {
-    /// The listener to hand to [`serve`] (taken from here to do so); `None`
+    /// The listener to hand to [`super::serve`] (taken from here to do so); `None`
     /// when the daemon serves without a control socket (see [`bind`]).
     pub(crate) listener: Option<UnixListener>,
     /// The socket's path; `None` without a control socket.
@@ -105,14 +105,14 @@ impl From<ControlError> for Refused {
     }
 }
 
-/// Binds the control socket at `path`, ready to hand to [`serve`].
+/// Binds the control socket at `path`, ready to hand to [`super::serve`].
 ///
 /// The parent directory is created (mode 0700) when missing. It, and every
 /// directory above it, must pass the [`trust`] rule. A socket file left
 /// behind by a daemon of ours that crashed is removed; one that a live
 /// daemon answers on is an error, as is a file of ours that is not a
 /// socket. The socket is made mode 0600: only this user may drive the
-/// daemon (and [`serve`] checks the peer's uid as well).
+/// daemon (and [`super::serve`] checks the peer's uid as well).
 ///
 /// When another user's file is at the path, or a directory on the way
 /// belongs to another user or is writable by others, nothing there is

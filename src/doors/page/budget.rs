@@ -22,7 +22,7 @@ pub struct PartialBudget {
     held: AtomicUsize,
 }
 
-/// The budget of [`ConnLimits::default`](super::conn::ConnLimits), with the
+/// The budget of [`ConnLimits::default`](super::driver::ConnLimits), with the
 /// default limit.
 pub(crate) static DEFAULT_BUDGET: PartialBudget = PartialBudget::new(DEFAULT_MAX_PARTIAL_BYTES);
 

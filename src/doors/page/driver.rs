@@ -7,7 +7,7 @@
 //! fragmented message until its last fragment. What is kept grows with what
 //! has arrived (at most doubling what is already held), never with what a
 //! header announces; it is charged to the daemon's
-//! [`PartialBudget`](super::budget::PartialBudget), and a connection whose
+//! [`super::budget::PartialBudget`], and a connection whose
 //! bytes would go over it is closed with 1013. A frame (a fragmented
 //! message: all of it) must arrive within `partial_timeout` of its first
 //! bytes, or the connection is closed with 1008. Writes take the

@@ -22,7 +22,7 @@
 //! The daemon starts no child process but keepers. It is a child subreaper
 //! too: should a keeper die before its run (killed from outside), what is
 //! left of the run becomes the daemon's, and is killed and reaped
-//! ([`sweep`]).
+//! ([`spawn::sweep`]).
 
 pub mod keeper;
 mod lines;
@@ -291,7 +291,7 @@ struct Inner {
     next_run: AtomicU64,
     running: Mutex<BTreeMap<u64, Entry>>,
     /// Process ids of the live keepers: the daemon's only children. Held
-    /// while a keeper is started and while a [`sweep`] looks for other
+    /// while a keeper is started and while a [`spawn::sweep`] looks for other
     /// children, so that a sweep never mistakes a new keeper for a stray.
     keepers: Mutex<HashSet<u32>>,
     /// The output flow of each page that runs actions, shared by its runs.
