@@ -48,7 +48,7 @@ pub(crate) struct ServeConfig {
     #[serde(flatten)]
     pub(crate) http: HttpSettings,
     /// Read settings from this TOML file (flags win over it)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", display_order = 3)]
     #[serde(skip)]
     pub(crate) config: Option<PathBuf>,
     /// The control socket.

@@ -56,7 +56,8 @@ pub(crate) struct ControlSettings {
         id = "control",
         long = "control",
         value_name = "PATH",
-        env = "PAGEWIRE_CONTROL"
+        env = "PAGEWIRE_CONTROL",
+        display_order = 4
     )]
     #[serde(rename = "control")]
     pub(crate) path: Option<PathBuf>,

@@ -23,21 +23,22 @@ const HTTP_HEADROOM: usize = 1024;
 const HTTP_HEADROOM_PER_IP: usize = 64;
 
 /// What and how the HTTP door serves: flags of `pagewire serve`, and the
-/// same keys at the top of the configuration file.
+/// same keys at the top of the configuration file. (`display_order` keeps
+/// `serve --help` in the order it always had, across the parts.)
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(default)]
 pub(crate) struct HttpSettings {
     /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR", value_parser = socket_addr)]
+    #[arg(long, value_name = "ADDR", value_parser = socket_addr, display_order = 1)]
     pub(crate) listen: Option<String>,
     /// Serve this directory instead of the built-in demo site
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", display_order = 2)]
     pub(crate) root: Option<PathBuf>,
     /// Who may connect: local (loopback), private, public, or acl
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(long, value_enum, value_name = "MODE", display_order = 5)]
     pub(crate) access: Option<AccessMode>,
     /// Admit this address range too; in acl mode, only these (repeatable)
-    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, display_order = 6)]
     #[serde(deserialize_with = "cidrs")]
     pub(crate) allow: Vec<IpNet>,
     /// Bearer token required for operator commands over HTTP
@@ -45,26 +46,27 @@ pub(crate) struct HttpSettings {
         long,
         value_name = "TOKEN",
         env = "PAGEWIRE_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        display_order = 7
     )]
     pub(crate) token: Option<String>,
     /// Allow pages of this origin too, e.g. https://example.com (repeatable)
-    #[arg(long = "origin", value_name = "ORIGIN")]
+    #[arg(long = "origin", value_name = "ORIGIN", display_order = 8)]
     pub(crate) origins: Vec<String>,
     /// Serve requests for this host name too, e.g. pagewire.example or
     /// kiosk.lan:8443 (repeatable); in modes other than local, only these
     /// and loopback names once one is given
-    #[arg(long = "allowed-host", value_name = "HOST")]
+    #[arg(long = "allowed-host", value_name = "HOST", display_order = 9)]
     pub(crate) allowed_hosts: Vec<String>,
     /// Serve dot-files and dot-directories of --root (.git/, .env)
     // An Option, so that a file's `true` stands when the flag is absent.
-    #[arg(long, num_args = 0, default_missing_value = "true")]
+    #[arg(long, num_args = 0, default_missing_value = "true", display_order = 10)]
     pub(crate) serve_dotfiles: Option<bool>,
     /// TLS certificate chain (PEM), to serve https and wss
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE", requires = "tls_key", display_order = 12)]
     pub(crate) tls_cert: Option<PathBuf>,
     /// TLS private key (PEM)
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert", display_order = 13)]
     pub(crate) tls_key: Option<PathBuf>,
 }
 

@@ -375,7 +375,7 @@ fn redact(url: &str) -> String {
 #[serde(default)]
 pub(crate) struct RedisSettings {
     /// Join a cluster through this Redis server
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", display_order = 11)]
     pub(crate) redis: Option<String>,
 }
 
