@@ -18,6 +18,7 @@
 //! the file's values only what was given
 //! (`FromArgMatches::update_from_arg_matches`). Another source between
 //! them (more `PAGEWIRE_*` variables) is one `env` attribute per flag.
+//! `app::file` reads the file, each error at its line.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +27,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::FromArgMatches as _;
-use serde::Deserialize;
 
 use crate::doors::control::ControlSettings;
 use crate::doors::http::access::{AddressPolicy, AllowedHost};
@@ -39,63 +39,49 @@ use crate::engine::exec::PagesSettings;
 use crate::engine::hub::{HeartbeatSettings, HubLimits, HubSettings};
 
 /// `pagewire serve`'s flags and the configuration file, in one: each part's
-/// settings, flattened into both.
-#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
-#[serde(deny_unknown_fields)]
+/// settings, its flags flattened into the command line, its keys read from
+/// the file (`app::file`).
+#[derive(clap::Args, Debug, Default, Clone)]
 pub(crate) struct ServeConfig {
     /// The HTTP door's flags and keys.
     #[command(flatten)]
-    #[serde(flatten)]
     pub(crate) http: HttpSettings,
     /// Read settings from this TOML file (flags win over it)
     #[arg(long, value_name = "FILE", display_order = 3)]
-    #[serde(skip)]
     pub(crate) config: Option<PathBuf>,
     /// The control socket.
     #[command(flatten)]
-    #[serde(flatten)]
     pub(crate) control: ControlSettings,
     /// The cluster to join, if any.
     #[command(flatten)]
-    #[serde(flatten)]
     pub(crate) redis: RedisSettings,
     /// `[limits]`.
     #[arg(skip)]
-    #[serde(default)]
     pub(crate) limits: LimitsTable,
     /// `[heartbeat]`.
     #[arg(skip)]
-    #[serde(default)]
     pub(crate) heartbeat: HeartbeatSettings,
     /// `[pages]`.
     #[arg(skip)]
-    #[serde(default)]
     pub(crate) pages: PagesSettings,
     /// `[actions.NAME]`, by name.
     #[arg(skip)]
-    #[serde(default)]
     pub(crate) actions: BTreeMap<String, ActionConfig>,
     /// `[cluster]`, used with `redis`.
     #[arg(skip)]
-    #[serde(default)]
     pub(crate) cluster: ClusterConfig,
 }
 
 /// `[limits]`: one table in the file, each part's share declared by it.
-#[derive(Deserialize, Debug, Default, Clone)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct LimitsTable {
     /// Connections, names and outgoing queues.
-    #[serde(flatten)]
     pub(crate) hub: HubSettings,
     /// What a page may send.
-    #[serde(flatten)]
     pub(crate) page: PageLimits,
     /// The accept loop.
-    #[serde(flatten)]
     pub(crate) server: ServerLimits,
     /// Runs at once.
-    #[serde(flatten)]
     pub(crate) actions: ActionLimits,
 }
 
@@ -117,7 +103,7 @@ impl ServeConfig {
     pub(crate) fn read(path: &Path) -> anyhow::Result<ServeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut config: ServeConfig = toml::from_str(&text)
+        let mut config = super::file::parse(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         config.config = Some(path.to_path_buf());
         if let Some(base) = path.parent() {
@@ -279,16 +265,16 @@ mod tests {
             program = "uptime"
             timeout_secs = 5
         "#;
-        let file: ServeConfig = toml::from_str(text).expect("parses");
+        let file = crate::app::file::parse(text).expect("parses");
         assert_eq!(file.http.access, Some(AccessMode::Private));
         assert_eq!(file.limits.hub.outbox_bytes, 65536);
         assert_eq!(file.actions["uptime"].program, "uptime");
         assert_eq!(file.cluster, ClusterConfig::default());
-        let file: ServeConfig =
-            toml::from_str("[cluster]\nlease_secs = 2\nindex_block = 8").expect("parses");
+        let file =
+            crate::app::file::parse("[cluster]\nlease_secs = 2\nindex_block = 8").expect("parses");
         assert_eq!((file.cluster.lease_secs, file.cluster.index_block), (2, 8));
         assert!(file.cluster.check().is_ok());
-        assert!(toml::from_str::<ServeConfig>("bogus = 1").is_err());
+        assert!(crate::app::file::parse("bogus = 1").is_err());
     }
 
     #[test]
@@ -300,7 +286,7 @@ mod tests {
             [actions.up]
             program = "uptime"
         "#;
-        let file: ServeConfig = toml::from_str(text).expect("parses");
+        let file = crate::app::file::parse(text).expect("parses");
         let base = Path::new("/etc/pagewire");
         let mut actions = file.actions.into_iter();
         let (name, build) = actions.next().expect("build");

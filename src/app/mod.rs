@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub(crate) mod config;
+mod file;
 pub(crate) mod serve;
 pub(crate) mod shutdown;
