@@ -59,31 +59,55 @@ fn code_of(text: &str) -> String {
         .join("\n")
 }
 
-/// The modules a file's code names through `crate::` paths, as the first
-/// two parts of each path (`crate::engine::hub::Hub` names `engine::hub`).
-/// `use crate::{a, b}` at the root is not used in this crate: it is refused,
-/// so that no import hides from this check.
-fn imports(code: &str) -> Result<BTreeSet<Vec<String>>, String> {
-    let mut found = BTreeSet::new();
-    for (at, _) in code.match_indices("crate::") {
-        let rest = &code[at + "crate::".len()..];
-        if rest.starts_with('{') {
-            return Err("a `crate::{...}` group: name each path whole".into());
-        }
-        let path: Vec<String> = rest
-            .split("::")
-            .take(2)
-            .map(|p| {
-                p.chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect()
-            })
-            .take_while(|p: &String| !p.is_empty())
-            .collect();
-        found.insert(path);
-    }
+/// The modules a file's code (in `module`) names through `crate::` and
+/// `super::` paths, as the first two parts of each path
+/// (`crate::engine::hub::Hub` names `engine::hub`; `super::{a, b}` names
+/// `a` and `b` beside the module). `use crate::{a, b}` at the root and
+/// `super::super` are not used in this crate: they are refused, so that no
+/// import hides from this check.
+fn imports(module: &[String], code: &str) -> Result<BTreeSet<Vec<String>>, String> {
     if code.contains("super::super") {
         return Err("`super::super`: name the module by its `crate::` path".into());
+    }
+    let mut found = BTreeSet::new();
+    // `super::x` in module `a::b` is `a::x`.
+    let parent = &module[..module.len().saturating_sub(1)];
+    for (prefix, base) in [("crate::", &[][..]), ("super::", parent)] {
+        for (at, _) in code.match_indices(prefix) {
+            let before = code[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let rest = &code[at + prefix.len()..];
+            // `super::{a, b::c}` names `a` and `b` beside this module.
+            let heads: Vec<&str> = match rest.strip_prefix('{') {
+                Some(_) if prefix == "crate::" => {
+                    return Err("a `crate::{...}` group: name each path whole".into());
+                }
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .collect(),
+                None => vec![rest],
+            };
+            for head in heads {
+                let named = head.split("::").map(|p| {
+                    p.chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect::<String>()
+                });
+                let path: Vec<String> = base
+                    .iter()
+                    .cloned()
+                    .chain(named.take_while(|p| !p.is_empty() && p != "self"))
+                    .take(2)
+                    .collect();
+                found.insert(path);
+            }
+        }
     }
     Ok(found)
 }
@@ -106,7 +130,7 @@ fn no_import_runs_up_a_layer_or_from_door_to_door_or_in_a_circle() {
             .unwrap_or(file)
             .display()
             .to_string();
-        let named = match imports(&code_of(&text)) {
+        let named = match imports(&module, &code_of(&text)) {
             Ok(named) => named,
             Err(e) => {
                 wrong.push(format!("{shown}: {e}"));

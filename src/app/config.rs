@@ -28,6 +28,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::FromArgMatches as _;
 
+use super::file;
 use crate::doors::control::ControlSettings;
 use crate::doors::http::access::{AddressPolicy, AllowedHost};
 use crate::doors::http::server::ServerOptions;
@@ -98,12 +99,35 @@ impl ServeConfig {
         Ok(config)
     }
 
+    /// The configuration file's `text`, each part read straight from it (see
+    /// `app::file`: every error keeps its line).
+    pub(crate) fn parse(text: &str) -> Result<ServeConfig, toml::de::Error> {
+        file::check_keys(text)?;
+        let tables: file::Tables = toml::from_str(text)?;
+        Ok(ServeConfig {
+            http: toml::from_str(text)?,
+            config: None,
+            control: toml::from_str(text)?,
+            redis: toml::from_str(text)?,
+            limits: LimitsTable {
+                hub: file::limits(text)?,
+                page: file::limits(text)?,
+                server: file::limits(text)?,
+                actions: file::limits(text)?,
+            },
+            heartbeat: tables.heartbeat,
+            pages: tables.pages,
+            actions: tables.actions,
+            cluster: tables.cluster,
+        })
+    }
+
     /// The file at `path` alone, its relative paths made relative to its
     /// directory, as if given with `--config` and no other flag.
     pub(crate) fn read(path: &Path) -> anyhow::Result<ServeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut config = super::file::parse(&text)
+        let mut config = ServeConfig::parse(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         config.config = Some(path.to_path_buf());
         if let Some(base) = path.parent() {
@@ -265,16 +289,16 @@ mod tests {
             program = "uptime"
             timeout_secs = 5
         "#;
-        let file = crate::app::file::parse(text).expect("parses");
+        let file = ServeConfig::parse(text).expect("parses");
         assert_eq!(file.http.access, Some(AccessMode::Private));
         assert_eq!(file.limits.hub.outbox_bytes, 65536);
         assert_eq!(file.actions["uptime"].program, "uptime");
         assert_eq!(file.cluster, ClusterConfig::default());
         let file =
-            crate::app::file::parse("[cluster]\nlease_secs = 2\nindex_block = 8").expect("parses");
+            ServeConfig::parse("[cluster]\nlease_secs = 2\nindex_block = 8").expect("parses");
         assert_eq!((file.cluster.lease_secs, file.cluster.index_block), (2, 8));
         assert!(file.cluster.check().is_ok());
-        assert!(crate::app::file::parse("bogus = 1").is_err());
+        assert!(ServeConfig::parse("bogus = 1").is_err());
     }
 
     #[test]
@@ -286,7 +310,7 @@ mod tests {
             [actions.up]
             program = "uptime"
         "#;
-        let file = crate::app::file::parse(text).expect("parses");
+        let file = ServeConfig::parse(text).expect("parses");
         let base = Path::new("/etc/pagewire");
         let mut actions = file.actions.into_iter();
         let (name, build) = actions.next().expect("build");

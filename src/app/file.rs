@@ -15,7 +15,6 @@ use std::sync::OnceLock;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::config::{LimitsTable, ServeConfig};
 use crate::doors::control::ControlSettings;
 use crate::doors::http::settings::{HttpSettings, ServerLimits};
 use crate::doors::page::driver::PageLimits;
@@ -27,11 +26,11 @@ use crate::engine::hub::{HeartbeatSettings, HubSettings};
 /// The tables of the file that belong to one part each.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct Tables {
-    heartbeat: HeartbeatSettings,
-    pages: PagesSettings,
-    actions: std::collections::BTreeMap<String, ActionConfig>,
-    cluster: ClusterConfig,
+pub(super) struct Tables {
+    pub(super) heartbeat: HeartbeatSettings,
+    pub(super) pages: PagesSettings,
+    pub(super) actions: std::collections::BTreeMap<String, ActionConfig>,
+    pub(super) cluster: ClusterConfig,
 }
 
 /// One part's share of `[limits]`, read from the whole document.
@@ -41,29 +40,14 @@ struct InLimits<T: Default> {
     limits: T,
 }
 
-/// The configuration in `text`, each key checked.
-pub(crate) fn parse(text: &str) -> Result<ServeConfig, toml::de::Error> {
-    toml::from_str::<KnownKeys>(text)?;
-    let tables: Tables = toml::from_str(text)?;
-    Ok(ServeConfig {
-        http: toml::from_str(text)?,
-        config: None,
-        control: toml::from_str(text)?,
-        redis: toml::from_str(text)?,
-        limits: LimitsTable {
-            hub: limits(text)?,
-            page: limits(text)?,
-            server: limits(text)?,
-            actions: limits(text)?,
-        },
-        heartbeat: tables.heartbeat,
-        pages: tables.pages,
-        actions: tables.actions,
-        cluster: tables.cluster,
-    })
+/// Fails on a key of `text` that no part reads (at its line, listing those
+/// that are read), as `deny_unknown_fields` would.
+pub(super) fn check_keys(text: &str) -> Result<(), toml::de::Error> {
+    toml::from_str::<KnownKeys>(text).map(|KnownKeys| ())
 }
 
-fn limits<T: DeserializeOwned + Default>(text: &str) -> Result<T, toml::de::Error> {
+/// One part's share of `[limits]` in `text`.
+pub(super) fn limits<T: DeserializeOwned + Default>(text: &str) -> Result<T, toml::de::Error> {
     toml::from_str::<InLimits<T>>(text).map(|l| l.limits)
 }
 
@@ -247,7 +231,10 @@ mod tests {
             ("[limits]\n\nbogus = 1\n", 3, "unknown field `bogus`"),
             ("[heartbeat]\nbogus = 1\n", 2, "unknown field `bogus`"),
         ] {
-            let e = parse(text).map(|_| ()).expect_err(text).to_string();
+            let e = crate::app::config::ServeConfig::parse(text)
+                .map(|_| ())
+                .expect_err(text)
+                .to_string();
             assert!(e.contains(&format!("at line {line},")), "{text:?}: {e}");
             assert!(e.contains(what), "{text:?}: {e}");
         }
