@@ -5,8 +5,8 @@
 //! cargo run --release --example autobahn-echo -- 127.0.0.1:9001
 //! ```
 //!
-//! After the opening handshake (checked by `ws::handshake`, the module the
-//! daemon uses) each connection is driven by `ws::conn::drive`, the task
+//! After the opening handshake (checked by `base::codec::handshake`, the module the
+//! daemon uses) each connection is driven by `doors::page::driver::drive`, the task
 //! that serves pages, with its frame parser, message assembler, outbox and
 //! vectored writer. Only what a message means differs: `EchoHandler` sends
 //! every text and binary message back. The limits are raised for the suite,
@@ -22,13 +22,13 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use pagewire::hub::{Hub, HubLimits, OutboxLimits};
-use pagewire::monitor::Monitor;
-use pagewire::ws::budget::PartialBudget;
-use pagewire::ws::conn::{self, ConnLimits, EchoHandler};
-use pagewire::ws::frame::Limits;
-use pagewire::ws::handshake;
-use pagewire::ws::socket::SharedTcp;
+use pagewire::base::codec::handshake;
+use pagewire::base::codec::Limits;
+use pagewire::doors::page::budget::PartialBudget;
+use pagewire::doors::page::driver::{self, ConnLimits, EchoHandler};
+use pagewire::doors::page::socket::SharedTcp;
+use pagewire::engine::hub::{Hub, HubLimits, OutboxLimits};
+use pagewire::engine::monitor::Monitor;
 
 /// Largest frame and message accepted: four times the suite's largest.
 const MAX_MESSAGE: usize = 64 << 20;
@@ -137,7 +137,7 @@ async fn serve(
     let conn = hub.open(peer, request.target)?;
     // As for a page: replies may go straight to the socket.
     let stream = SharedTcp::attach(stream, &conn);
-    conn::drive(stream, pre, conn, hub, EchoHandler, limits).await;
+    driver::drive(stream, pre, conn, hub, EchoHandler, limits).await;
     Ok(())
 }
 

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pagewire::monitor::{Monitor, MONITOR_BACKLOG};
-use pagewire::text;
+use pagewire::base::text;
+use pagewire::engine::monitor::{Monitor, MONITOR_BACKLOG};
 use tokio::sync::broadcast;
 
 fn wrong_token(port: u32) -> String {

@@ -3,11 +3,11 @@
 
 /// A small xorshift generator, so randomized tests need no extra crate and
 /// every run tries the same inputs.
-pub struct XorShift(pub u64);
+pub(crate) struct XorShift(pub(crate) u64);
 
 impl XorShift {
     /// The next 64 pseudo-random bits.
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -15,14 +15,14 @@ impl XorShift {
     }
 
     /// A number below `n` (`n` is small, so modulo bias does not matter).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
 
 /// A masked client frame with first byte `b0`, the shortest length
 /// encoding, and masking key `key`.
-pub fn masked(key: [u8; 4], b0: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn masked(key: [u8; 4], b0: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![b0];
     if payload.len() <= 125 {
         out.push(0x80 | payload.len() as u8);
@@ -36,13 +36,13 @@ pub fn masked(key: [u8; 4], b0: u8, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&key);
     let start = out.len();
     out.extend_from_slice(payload);
-    crate::ws::frame::apply_mask(&mut out[start..], key);
+    crate::base::codec::apply_mask(&mut out[start..], key);
     out
 }
 
 /// A connected TCP pair on loopback: the accepted (server) end, then the
 /// client's.
-pub async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+pub(crate) async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pagewire::command::{parse, quote, tokenize, MAX_LINE_BYTES};
+use pagewire::base::command::{parse, quote, tokenize, MAX_LINE_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     // Every door hands the parser text: bytes that are not UTF-8 are

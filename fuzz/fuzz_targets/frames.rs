@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use libfuzzer_sys::fuzz_target;
-use pagewire::ws::frame::{
+use pagewire::base::codec::{
     next_frame, Arriving, CloseFrame, Limits, Message, MessageAssembler, ProtocolError,
 };
 

@@ -16,12 +16,14 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{duplex, split, AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::{Builder, Runtime};
 
-use pagewire::command::COMMANDS;
-use pagewire::console::ConsoleOut;
-use pagewire::exec::{Executor, PageRights};
-use pagewire::hub::{Hub, HubLimits};
-use pagewire::monitor::Monitor;
-use pagewire::ws::conn::{self, ConnLimits};
+use pagewire::base::command::COMMANDS;
+use pagewire::base::stdout::ConsoleOut;
+use pagewire::engine::exec::PageRights;
+use pagewire::engine::Engine;
+use pagewire::engine::hub::{Hub, HubLimits};
+use pagewire::engine::monitor::Monitor;
+use pagewire::doors::page::driver::ConnLimits;
+use pagewire::doors::page as conn;
 
 /// One runtime for every input. Its clock is paused and jumps ahead
 /// whenever every task waits, so timeouts cost no real time and a task
@@ -73,7 +75,7 @@ fn check_output(mut out: &[u8]) {
                 assert!((2..=125).contains(&len), "close of {len} bytes");
                 let code = u16::from_be_bytes([payload[0], payload[1]]);
                 assert!(
-                    pagewire::ws::frame::close_code::is_valid(code),
+                    pagewire::base::codec::close_code::is_valid(code),
                     "close {code}"
                 );
                 assert!(std::str::from_utf8(&payload[2..]).is_ok());
@@ -91,14 +93,14 @@ async fn session(piece: usize, stream: &[u8]) {
     // are reachable from the stream.
     let rights = PageRights::new(COMMANDS.iter().map(|c| c.name.to_owned()).collect());
     let (console, _printed) = ConsoleOut::capture();
-    let exec = Executor::new(hub.clone(), console, rights, Default::default());
+    let engine = Engine::local(hub.clone(), rights, Default::default(), console);
     let conn = conn::open_page(&hub, ([127, 0, 0, 1], 4000).into(), "/fuzz", &[]).expect("open");
     let (client, server) = duplex(16 * 1024);
     let task = tokio::spawn(conn::run(
         server,
         Bytes::new(),
         conn,
-        exec,
+        engine,
         ConnLimits::default(),
     ));
     let (mut rd, mut wr) = split(client);

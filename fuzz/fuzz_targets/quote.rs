@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pagewire::command::{parse, quote, tokenize, MAX_LINE_BYTES};
+use pagewire::base::command::{parse, quote, tokenize, MAX_LINE_BYTES};
 
 fuzz_target!(|args: Vec<String>| {
     let line = quote(&args);

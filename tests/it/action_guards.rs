@@ -7,13 +7,12 @@
 //! by a deadline.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::page::{listing, Page};
-use crate::support::{Daemon, TIMEOUT};
+use crate::support::{eventually, Daemon, TIMEOUT};
 
 /// A daemon started with `config` as its configuration file and `env` set.
 fn daemon(config: &str, env: &[(&str, &str)]) -> (Daemon, tempfile::TempDir) {
@@ -123,14 +122,6 @@ fn assert_none_left(markers: &[String], when: &str) {
     for m in markers {
         let left = pids_with(m);
         assert!(left.is_empty(), "{when}: sleep {m} still runs as {left:?}");
-    }
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -301,7 +292,7 @@ async fn the_slot_stays_taken_while_a_process_of_the_run_lives() {
     }
     // The shell exits; its detached sleep holds the run (and its output)
     // open.
-    wait_until("the sleep to start", || !pids_with(&m).is_empty()).await;
+    eventually("the sleep to start", TIMEOUT, || !pids_with(&m).is_empty()).await;
     page.send("run hold").await;
     let refused = page.recv_type("error").await;
     assert_eq!(
@@ -345,7 +336,7 @@ async fn a_keeper_killed_from_outside_leaves_nothing_behind() {
                 .expect("a pid");
         }
     };
-    wait_until("both sleeps to start", || {
+    eventually("both sleeps to start", TIMEOUT, || {
         markers.iter().all(|m| !pids_with(m).is_empty())
     })
     .await;
@@ -393,7 +384,7 @@ async fn start_lingering(d: &Daemon, markers: &[String]) -> Page {
     while !texts(&frames).iter().any(|t| t == "up") {
         frames.push(page.recv().await);
     }
-    wait_until("every sleep to start", || {
+    eventually("every sleep to start", TIMEOUT, || {
         markers.iter().all(|m| !pids_with(m).is_empty())
     })
     .await;
@@ -422,7 +413,7 @@ async fn a_killed_daemon_leaves_no_action_process_behind() {
     d.kill();
     // Nothing of the daemon is left to report: its runs' keepers see it go
     // and end them by themselves.
-    wait_until("the run's processes to go", || {
+    eventually("the run's processes to go", TIMEOUT, || {
         markers.iter().all(|m| pids_with(m).is_empty())
     })
     .await;
@@ -583,7 +574,7 @@ async fn a_fast_action_waits_for_its_slow_page() {
     let mut seq = None;
     let mut last_count = usize::MAX;
     let mut steady = 0;
-    wait_until("the action to be held back", || {
+    eventually("the action to be held back", TIMEOUT, || {
         let pid = match seq {
             Some(pid) => pid,
             None => match pids_of("seq", &format_arg).first() {

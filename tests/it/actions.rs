@@ -4,242 +4,24 @@
 //! Every wait is on a condition (a frame, a line of the daemon's output, a
 //! process leaving /proc) with a deadline, never a fixed sleep.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::page::Page;
+use crate::support::{eventually, Daemon, TIMEOUT};
 
 /// How long any one expected event may take.
-const DEADLINE: Duration = Duration::from_secs(15);
+const DEADLINE: Duration = TIMEOUT;
 
-/// A running `pagewire serve` with its own temporary directory.
-struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-    addr: String,
-    /// The daemon's standard output (Monitor lines), line by line.
-    stdout: mpsc::UnboundedReceiver<String>,
-}
-
-impl Daemon {
-    /// Starts the daemon with `config` as its configuration file; `@DIR@`
-    /// in it stands for the temporary directory.
-    async fn start(config: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("pagewire.toml");
-        let config = config.replace("@DIR@", &dir.path().display().to_string());
-        std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pagewire"))
-            .arg("--control")
-            .arg(dir.path().join("ctl.sock"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config_path)
-            .env_remove("PAGEWIRE_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start pagewire");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, mut stdout) = mpsc::unbounded_channel();
-        // Read on a thread of its own, always: a daemon whose stdout pipe
-        // fills would stall on its next Monitor line.
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let prefix = "pagewire listening on http://";
-        let first = tokio::time::timeout(DEADLINE, async {
-            loop {
-                match stdout.recv().await {
-                    Some(line) if line.starts_with(prefix) => return line,
-                    Some(_) => continue,
-                    None => panic!("pagewire exited before listening"),
-                }
-            }
-        })
-        .await
-        .expect("pagewire starts listening");
-        let addr = first[prefix.len()..]
-            .split_whitespace()
-            .next()
-            .expect("an address")
-            .to_string();
-        Daemon {
-            child,
-            dir,
-            addr,
-            stdout,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Waits for a line of the daemon's output that contains `want`.
-    async fn stdout_line(&mut self, want: &str) -> String {
-        let found = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = self.stdout.recv().await {
-                if line.contains(want) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!("pagewire exited before printing {want:?}"),
-            Err(_) => panic!("pagewire did not print {want:?} in time"),
-        }
-    }
-
-    /// Lines of the daemon's output up to and including the first that
-    /// contains `want`.
-    async fn stdout_until(&mut self, want: &str) -> Vec<String> {
-        let mut seen = Vec::new();
-        let found = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = self.stdout.recv().await {
-                let done = line.contains(want);
-                seen.push(line);
-                if done {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(found == Ok(true), "no {want:?} in time after {seen:#?}");
-        seen
-    }
-
-    /// Opens a WebSocket like a page does and reads its `hello`.
-    async fn page(&self) -> Page {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr))
-            .await
-            .expect("WebSocket upgrade");
-        let mut page = Page { ws, index: 0 };
-        let hello = page.next().await;
-        assert_eq!(hello["type"], "hello", "{hello}");
-        page.index = hello["index"].as_u64().expect("an index");
-        page
-    }
-
-    /// Runs a command line over `POST /api/command` as the operator.
-    async fn command(&self, line: &str) -> (bool, String) {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let answer: Value = client
-            .post(format!("http://{}/api/command", self.addr))
-            .body(line.to_string())
-            .send()
-            .await
-            .expect("POST /api/command")
-            .json()
-            .await
-            .expect("a JSON answer");
-        (
-            answer["ok"].as_bool().expect("ok"),
-            answer["output"].as_str().expect("output").to_string(),
-        )
-    }
-
-    async fn metrics(&self) -> String {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        client
-            .get(format!("http://{}/metrics", self.addr))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    }
-}
-
-impl Drop for Daemon {
-    /// Stops the daemon as an operator would (SIGTERM), so that it kills
-    /// its running actions; SIGKILL only if it does not stop in time.
-    fn drop(&mut self) {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A page's WebSocket, seen from the page.
-struct Page {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    index: u64,
-}
-
-impl Page {
-    async fn send(&mut self, line: &str) {
-        self.ws
-            .send(Message::text(line))
-            .await
-            .expect("send a command line");
-    }
-
-    /// The next JSON frame from the server.
-    async fn next(&mut self) -> Value {
-        let frame = tokio::time::timeout(DEADLINE, async {
-            loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Text(text))) => {
-                        return serde_json::from_str::<Value>(text.as_str()).expect("JSON frame")
-                    }
-                    Some(Ok(Message::Close(c))) => panic!("connection closed: {c:?}"),
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => panic!("WebSocket error: {e}"),
-                    None => panic!("connection ended"),
-                }
-            }
-        })
-        .await;
-        frame.expect("a frame in time")
-    }
-
-    /// Reads frames up to and including the first that `want` accepts.
-    async fn until(&mut self, want: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let mut seen = Vec::new();
-        loop {
-            let frame = self.next().await;
-            let done = want(&frame);
-            seen.push(frame);
-            if done {
-                return seen;
-            }
-        }
-    }
+/// Starts the daemon with `config` as its configuration file (`@DIR@` in
+/// it stands for its temporary directory); it is stopped with SIGTERM at
+/// the end, so that it ends its runs itself.
+fn start(config: &str) -> Daemon {
+    Daemon::builder().config(config).terminate_on_drop().start()
 }
 
 fn is_type(frame: &Value, kind: &str) -> bool {
@@ -290,14 +72,6 @@ fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
-async fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn mkfifo(path: &Path) {
     let status = Command::new("mkfifo")
         .arg(path)
@@ -331,9 +105,9 @@ env = { FIFO = "@DIR@/fifo" }
 
 #[tokio::test]
 async fn lines_reach_the_page_while_the_action_still_runs() {
-    let mut d = Daemon::start(STEP_ACTION).await;
+    let mut d = start(STEP_ACTION);
     mkfifo(&d.path("fifo"));
-    let mut page = d.page().await;
+    let mut page = Page::open(&d).await;
     page.send("run step").await;
     // Line one arrives while the program is blocked on the fifo, which
     // only this test can release: so it was streamed, not gathered.
@@ -346,7 +120,7 @@ async fn lines_reach_the_page_while_the_action_still_runs() {
     assert_eq!(one["action"], "step");
     assert_eq!(one["stream"], "stdout");
     assert!(one.get("name").is_none(), "{one}");
-    d.stdout_line("action step[1] stdout: one").await;
+    d.next_stdout("action step[1] stdout: one").await;
 
     release(d.path("fifo")).await;
     let rest = page.until(|f| is_type(f, "done")).await;
@@ -368,21 +142,20 @@ async fn lines_reach_the_page_while_the_action_still_runs() {
     assert_eq!(done["status"], 0, "{done}");
     assert_eq!(done["message"], "exited with 0");
     assert_eq!(done["action"], "step");
-    d.stdout_line("action step[1] done: exited with 0").await;
+    d.next_stdout("action step[1] done: exited with 0").await;
 }
 
 #[tokio::test]
 async fn a_timeout_kills_the_action_and_tells_the_page() {
-    let d = Daemon::start(
+    let d = start(
         r#"
 [actions.slow]
 program = "sleep"
 args = ["30"]
 timeout_secs = 1
 "#,
-    )
-    .await;
-    let mut page = d.page().await;
+    );
+    let mut page = Page::open(&d).await;
     let start = Instant::now();
     page.send("run slow").await;
     let frames = page.until(|f| is_type(f, "done")).await;
@@ -394,7 +167,7 @@ timeout_secs = 1
 
 #[tokio::test]
 async fn pages_run_configured_actions_only_and_never_a_shell() {
-    let d = Daemon::start(
+    let d = start(
         r#"
 [actions.ok]
 program = "true"
@@ -403,9 +176,8 @@ program = "true"
 program = "echo"
 page_args = true
 "#,
-    )
-    .await;
-    let mut page = d.page().await;
+    );
+    let mut page = Page::open(&d).await;
     let cases = [
         (
             "run sh -c 'touch @DIR@/pwned'",
@@ -430,10 +202,10 @@ page_args = true
             "'ws write' needs operator rights; pages may only use 'ws register' and 'run'",
         ),
     ];
-    let dir = d.dir.path().display().to_string();
+    let dir = d.dir().display().to_string();
     for (line, want) in cases {
         page.send(&line.replace("@DIR@", &dir)).await;
-        let frame = page.next().await;
+        let frame = page.recv().await;
         assert_eq!(frame["type"], "error", "{line}: {frame}");
         assert_eq!(frame["message"], want, "{line}");
     }
@@ -449,15 +221,14 @@ page_args = true
 
 #[tokio::test]
 async fn the_action_dies_with_its_page() {
-    let mut d = Daemon::start(
+    let mut d = start(
         r#"
 [actions.hold]
 program = "sh"
 args = ["-c", "echo $$; sleep 30; echo never"]
 "#,
-    )
-    .await;
-    let mut page = d.page().await;
+    );
+    let mut page = Page::open(&d).await;
     page.send("run hold").await;
     let frames = page.until(|f| is_type(f, "line")).await;
     let pid: u32 = frames
@@ -469,12 +240,14 @@ args = ["-c", "echo $$; sleep 30; echo never"]
     // (led by the run's keeper).
     let pgid = group_of(pid).expect("the shell's group");
     assert_ne!(pgid, pid, "the keeper leads the group");
-    wait_for("the sleep to start", || group_members(pgid).len() >= 3).await;
+    eventually("the sleep to start", DEADLINE, || {
+        group_members(pgid).len() >= 3
+    })
+    .await;
     assert!(!is_gone(pid));
 
-    page.ws.close(None).await.expect("close");
-    drop(page);
-    d.stdout_line("action hold[1] done: killed: its page went away")
+    page.leave().await;
+    d.next_stdout("action hold[1] done: killed: its page went away")
         .await;
     // Gone by the time the page is told: no waiting needed.
     assert!(is_gone(pid));
@@ -483,7 +256,7 @@ args = ["-c", "echo $$; sleep 30; echo never"]
 
 #[tokio::test]
 async fn the_cap_refuses_extra_runs_and_ws_lists_running_ones() {
-    let mut d = Daemon::start(
+    let mut d = start(
         r#"
 [limits]
 max_running_actions = 2
@@ -492,9 +265,8 @@ max_running_actions = 2
 program = "sh"
 args = ["-c", "echo up; sleep 30"]
 "#,
-    )
-    .await;
-    let mut page = d.page().await;
+    );
+    let mut page = Page::open(&d).await;
     for _ in 0..2 {
         page.send("run hold").await;
         page.until(|f| is_line(f, "up")).await;
@@ -541,26 +313,24 @@ args = ["-c", "echo up; sleep 30"]
     );
 
     // Closing the page frees both places.
-    page.ws.close(None).await.expect("close");
-    drop(page);
-    d.stdout_line("done: killed: its page went away").await;
-    d.stdout_line("done: killed: its page went away").await;
-    let mut page = d.page().await;
+    page.leave().await;
+    d.next_stdout("done: killed: its page went away").await;
+    d.next_stdout("done: killed: its page went away").await;
+    let mut page = Page::open(&d).await;
     page.send("run hold").await;
     page.until(|f| is_line(f, "up")).await;
 }
 
 #[tokio::test]
 async fn the_operator_sends_output_to_pages_by_name_or_to_the_monitor() {
-    let mut d = Daemon::start(
+    let mut d = start(
         r#"
 [actions.hello]
 program = "echo"
 args = ["hello"]
 "#,
-    )
-    .await;
-    let mut watcher = d.page().await;
+    );
+    let mut watcher = Page::open(&d).await;
     watcher.send("ws register status").await;
     watcher.until(|f| is_type(f, "reply")).await;
 
@@ -581,7 +351,7 @@ args = ["hello"]
     let (ok, out) = d.command("run hello").await;
     assert!(ok, "{out}");
     assert!(out.contains("to the Monitor only"), "{out}");
-    d.stdout_line("action hello[2] stdout: hello").await;
+    d.next_stdout("action hello[2] stdout: hello").await;
 
     let (ok, out) = d.command("run --to 999 hello").await;
     assert!(!ok);
@@ -593,7 +363,7 @@ args = ["hello"]
 
 #[tokio::test]
 async fn without_the_token_shell_runs_reach_the_monitor_and_no_page() {
-    let mut d = Daemon::start(
+    let mut d = start(
         r#"
 token = "s3cret"
 
@@ -601,9 +371,8 @@ token = "s3cret"
 program = "echo"
 args = ["hello"]
 "#,
-    )
-    .await;
-    let mut page = d.page().await;
+    );
+    let mut page = Page::open(&d).await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -628,7 +397,7 @@ args = ["hello"]
     assert_eq!(answer.status(), 200);
     let text = answer.text().await.expect("text");
     assert!(text.contains("to the Monitor only"), "{text}");
-    d.stdout_line("action hello[1] stdout: hello").await;
+    d.next_stdout("action hello[1] stdout: hello").await;
 
     // The page runs it over its own WebSocket to see the output.
     page.send("run hello").await;
@@ -638,14 +407,13 @@ args = ["hello"]
 
 #[tokio::test]
 async fn output_and_status_reach_the_monitor() {
-    let mut d = Daemon::start(
+    let mut d = start(
         r#"
 [actions.s]
 program = "sh"
 args = ["-c", "echo out; echo err >&2; printf 'no newline'; exit 3"]
 "#,
-    )
-    .await;
+    );
     let (ok, reply) = d.command("run s").await;
     assert!(ok, "{reply}");
     assert!(reply.contains("Monitor only"), "{reply}");
@@ -670,7 +438,7 @@ args = ["-c", "echo out; echo err >&2; printf 'no newline'; exit 3"]
 
 #[tokio::test]
 async fn a_program_that_cannot_start_is_an_error_and_frees_its_place() {
-    let d = Daemon::start(
+    let d = start(
         r#"
 [limits]
 max_running_actions = 1
@@ -685,8 +453,7 @@ cwd = "/nonexistent/dir"
 [actions.ok]
 program = "true"
 "#,
-    )
-    .await;
+    );
     let (ok, out) = d.command("run elsewhere").await;
     assert!(!ok);
     assert_eq!(

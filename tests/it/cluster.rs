@@ -6,10 +6,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::page::{listing, Page};
-use crate::support::{Daemon, Output, TIMEOUT};
+use crate::support::{eventually, until, Daemon, Output, TIMEOUT};
 
 /// A private `redis-server`, without persistence, killed on drop.
 struct Redis {
@@ -19,7 +19,7 @@ struct Redis {
 }
 
 impl Redis {
-    fn start() -> Redis {
+    async fn start() -> Redis {
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
             l.local_addr().expect("its address").port()
@@ -30,12 +30,12 @@ impl Redis {
             dir,
             child: None,
         };
-        redis.run();
+        redis.run().await;
         redis
     }
 
     /// Starts the server (again) on the same port and waits for PONG.
-    fn run(&mut self) {
+    async fn run(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
@@ -51,14 +51,7 @@ impl Redis {
                 )
             });
         self.child = Some(child);
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.pong() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server never answered PING"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually("redis-server to answer PING", TIMEOUT, || self.pong()).await;
     }
 
     fn pong(&self) -> bool {
@@ -130,23 +123,19 @@ fn ok(n: &Node, args: &[&str]) -> Output {
     out
 }
 
-/// Polls `ws` on `n` until `pred` holds for its output; panics with the
-/// last output after [`TIMEOUT`].
-fn wait_for_listing(n: &Node, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let out = ok(n, &[]);
-        if pred(&out.stdout) {
-            return out.stdout;
-        }
-        assert!(Instant::now() < deadline, "listing never matched\n{out}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Polls `ws` on `n` until `pred` holds for its output, bounded by
+/// [`TIMEOUT`].
+async fn wait_for_listing(n: &Node, pred: impl Fn(&str) -> bool) -> String {
+    let listing = || {
+        let out = ok(n, &[]).stdout;
+        std::future::ready(pred(&out).then_some(out))
+    };
+    until("the listing to match", TIMEOUT, listing).await
 }
 
 #[tokio::test]
 async fn indexes_are_unique_and_every_node_lists_every_page() {
-    let redis = Redis::start();
+    let redis = Redis::start().await;
     let (a, b, c) = (node(&redis), node(&redis), node(&redis));
     let mut pages = Vec::new();
     // More pages than one block of indexes, so that refills happen too.
@@ -185,7 +174,7 @@ async fn indexes_are_unique_and_every_node_lists_every_page() {
 
 #[tokio::test]
 async fn write_and_exec_by_name_index_and_star_reach_every_node() {
-    let redis = Redis::start();
+    let redis = Redis::start().await;
     let (a, b, c) = (node(&redis), node(&redis), node(&redis));
     let mut on_a = Page::with_names(&a.d, &["clock"]).await;
     let mut on_b = Page::with_names(&b.d, &["status"]).await;
@@ -228,7 +217,7 @@ async fn write_and_exec_by_name_index_and_star_reach_every_node() {
 
 #[tokio::test]
 async fn close_by_index_and_star_on_other_nodes() {
-    let redis = Redis::start();
+    let redis = Redis::start().await;
     let (a, b) = (node(&redis), node(&redis));
     let first = Page::with_names(&b.d, &["x"]).await;
     let second = Page::with_names(&b.d, &["y"]).await;
@@ -242,17 +231,18 @@ async fn close_by_index_and_star_on_other_nodes() {
     );
     wait_for_listing(&a, |out| {
         out.lines().filter(|l| l.contains(" node=")).count() == 2
-    });
+    })
+    .await;
 
     ok(&a, &["close"]).assert_stdout_contains("closed 2 connections");
     assert_eq!(second.closed().await.code, Some(1000));
     assert_eq!(mine.closed().await.code, Some(1000));
-    wait_for_listing(&b, |out| out.starts_with("no WebSocket connections"));
+    wait_for_listing(&b, |out| out.starts_with("no WebSocket connections")).await;
 }
 
 #[tokio::test]
 async fn unknown_index_fails_and_an_unregistered_name_prints_where_it_ran() {
-    let redis = Redis::start();
+    let redis = Redis::start().await;
     let (a, b) = (node(&redis), node(&redis));
     let _page = Page::with_names(&a.d, &["status"]).await;
 
@@ -278,16 +268,16 @@ async fn unknown_index_fails_and_an_unregistered_name_prints_where_it_ran() {
 
 #[tokio::test]
 async fn a_killed_node_vanishes_once_its_lease_expires() {
-    let redis = Redis::start();
+    let redis = Redis::start().await;
     let (a, b) = (node(&redis), node(&redis));
     let on_b = Page::with_names(&b.d, &["status"]).await;
     let line = format!("{} ", on_b.index);
-    wait_for_listing(&a, |out| out.starts_with(&line));
+    wait_for_listing(&a, |out| out.starts_with(&line)).await;
 
     b.d.kill();
     // Until the lease expires A waits for B and says so; then B is gone
     // without a trace: no connection, no note.
-    let out = wait_for_listing(&a, |out| !out.contains(" node=") && !out.contains("note:"));
+    let out = wait_for_listing(&a, |out| !out.contains(" node=") && !out.contains("note:")).await;
     assert_eq!(out.trim(), "no WebSocket connections", "{out}");
     ok(&a, &["write", "status", "anyone?"])
         .assert_stdout_contains("no WebSocket connections; printed on the console");
@@ -295,11 +285,11 @@ async fn a_killed_node_vanishes_once_its_lease_expires() {
 
 #[tokio::test]
 async fn a_stopped_node_leaves_at_once() {
-    let redis = Redis::start();
+    let redis = Redis::start().await;
     let (a, b) = (node(&redis), node(&redis));
     let on_b = Page::with_names(&b.d, &["status"]).await;
     let line = format!("{} ", on_b.index);
-    wait_for_listing(&a, |out| out.starts_with(&line));
+    wait_for_listing(&a, |out| out.starts_with(&line)).await;
     b.d.stop().assert_exit_code(0);
     // B deleted its lease on the way out: A neither lists nor waits for it.
     let out = ok(&a, &[]);
@@ -308,7 +298,7 @@ async fn a_stopped_node_leaves_at_once() {
 
 #[tokio::test]
 async fn without_redis_at_start_the_node_refuses_to_start() {
-    let redis = Redis::start();
+    let redis = Redis::start().await;
     let url = redis.url();
     drop(redis);
     let out = Daemon::builder()
@@ -322,7 +312,7 @@ async fn without_redis_at_start_the_node_refuses_to_start() {
 
 #[tokio::test]
 async fn a_redis_outage_keeps_local_delivery_and_heals() {
-    let mut redis = Redis::start();
+    let mut redis = Redis::start().await;
     let (a, b) = (node(&redis), node(&redis));
     let mut on_a = Page::with_names(&a.d, &["status"]).await;
     let on_b = Page::with_names(&b.d, &["status"]).await;
@@ -340,14 +330,14 @@ async fn a_redis_outage_keeps_local_delivery_and_heals() {
 
     // Redis comes back empty; both nodes rejoin and see each other again,
     // and a new page gets an index above every earlier one.
-    redis.run();
+    redis.run().await;
     let both = |out: &str| {
         out.contains(&format!(" node={}", a.id))
             && out.contains(&format!(" node={}", b.id))
             && !out.contains("note:")
     };
-    wait_for_listing(&a, both);
-    wait_for_listing(&b, both);
+    wait_for_listing(&a, both).await;
+    wait_for_listing(&b, both).await;
     let newer = Page::open(&b.d).await;
     assert!(
         newer.index > on_a.index.max(on_b.index),

@@ -15,7 +15,7 @@ use crate::secure::{
     config_file, connect_from, exchange, lo, own_origin, post_request, read_response,
     upgrade_request, wait_eof, Raw,
 };
-use crate::support::{Daemon, TIMEOUT};
+use crate::support::{until, Daemon, TIMEOUT};
 
 /// Sends `request` as is on a fresh connection and reads the answer.
 async fn send(d: &Daemon, request: &str) -> Raw {
@@ -414,20 +414,16 @@ fn post_head(d: &Daemon, path: &str, len: usize, extra: &str) -> String {
 
 /// Asks for `/healthz` until it is answered 200, bounded by [`TIMEOUT`].
 async fn until_served(d: &Daemon) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
+    until("/healthz to be served", TIMEOUT, || async {
         let mut s = TcpStream::connect(d.addr).await.expect("connect");
         let req = format!(
             "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
             d.addr
         );
         let resp = exchange(&mut s, &req).await;
-        if resp.as_ref().is_some_and(|r| r.status == 200) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "still not served: {resp:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        resp.is_some_and(|r| r.status == 200).then_some(())
+    })
+    .await
 }
 
 #[tokio::test]

@@ -2,10 +2,6 @@
 //! page protocol to a running daemon, with waits that time out instead of
 //! sleeping.
 
-#![allow(dead_code)] // Not every test module uses every helper.
-
-use std::time::Duration;
-
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -15,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::support::{Daemon, TIMEOUT};
+use crate::support::{until, Daemon, TIMEOUT};
 
 /// One connected page.
 pub struct Page {
@@ -138,14 +134,23 @@ impl Page {
         }
     }
 
-    /// Asserts that no data frame arrives within `wait` (used only to
-    /// check an absence, after a positive event proved delivery works).
-    pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some(Ok(msg))) = tokio::time::timeout(wait, self.ws.next()).await {
-            if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
-                panic!("expected nothing, got {msg:?}");
+    /// Reads frames up to and including the first that `want` accepts.
+    pub async fn until(&mut self, want: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let frame = self.recv().await;
+            let done = want(&frame);
+            seen.push(frame);
+            if done {
+                return seen;
             }
         }
+    }
+
+    /// Leaves as a closing browser tab does: a close frame without a code,
+    /// and gone without waiting for the answer.
+    pub async fn leave(mut self) {
+        self.ws.close(None).await.expect("close");
     }
 
     /// Reads until the connection ends; returns how.
@@ -197,17 +202,11 @@ pub fn listing(d: &Daemon) -> Vec<String> {
 }
 
 /// Waits until `ws` lists exactly `n` connections.
-pub fn wait_for_count(d: &Daemon, n: usize) -> Vec<String> {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
+pub async fn wait_for_count(d: &Daemon, n: usize) -> Vec<String> {
+    let what = format!("{n} connections in the listing");
+    until(&what, TIMEOUT, || {
         let l = listing(d);
-        if l.len() == n {
-            return l;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "expected {n} connections, listing: {l:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        std::future::ready((l.len() == n).then_some(l))
+    })
+    .await
 }

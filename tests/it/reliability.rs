@@ -69,7 +69,7 @@ async fn a_stalled_page_is_closed_and_the_others_get_everything() {
         readers.push(Page::with_names(&d, &["status"]).await);
     }
     let stalled = stalled_socket(&d).await;
-    wait_for_count(&d, READERS + 1);
+    wait_for_count(&d, READERS + 1).await;
     let rss_before = rss_kib(pid);
 
     let counting: Vec<_> = readers
@@ -105,7 +105,7 @@ async fn a_stalled_page_is_closed_and_the_others_get_everything() {
         pages.push(task.await.expect("every reader got every message in order"));
     }
     d.wait_for_stdout(|l| l.contains("slow consumer"));
-    wait_for_count(&d, READERS);
+    wait_for_count(&d, READERS).await;
     let rss_after = rss_kib(pid);
     eprintln!(
         "stalled page: RSS {rss_before} KiB before, {rss_after} KiB after {MESSAGES} broadcasts"
@@ -125,14 +125,14 @@ async fn a_silent_peer_is_dropped_and_a_live_one_stays() {
     let mut live = Page::with_names(&d, &["live"]).await;
     // A peer that never answers pings: it never reads, never writes.
     let silent = stalled_socket(&d).await;
-    wait_for_count(&d, 2);
+    wait_for_count(&d, 2).await;
     // The live page reads all along, and so answers every ping.
     let reading = tokio::spawn(async move {
         let f = live.recv_type("write").await;
         (live, f)
     });
     d.wait_for_stdout(|l| l.contains("heartbeat timeout"));
-    wait_for_count(&d, 1);
+    wait_for_count(&d, 1).await;
     // Several ping intervals later the live page is still there.
     d.cli(&["ws", "write", "live", "still here"])
         .assert_exit_code(0);
@@ -189,12 +189,12 @@ async fn churn_returns_to_the_starting_level() {
 
     // One warm-up round: allocator pools and thread-locals settle.
     round(&d, &client, PER_ROUND, 0).await;
-    wait_for_count(&d, 0);
+    wait_for_count(&d, 0).await;
     let (fds_before, rss_before) = (open_fds(pid), rss_kib(pid));
     for tag in 1..=ROUNDS {
         round(&d, &client, PER_ROUND, tag).await;
     }
-    wait_for_count(&d, 0);
+    wait_for_count(&d, 0).await;
     let deadline = Instant::now() + TIMEOUT;
     while open_fds(pid) > fds_before && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -210,14 +210,7 @@ async fn churn_returns_to_the_starting_level() {
         "RSS {rss_before} KiB -> {rss_after} KiB after {} connections",
         ROUNDS * PER_ROUND
     );
-    let metrics = client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("body");
+    let metrics = d.metrics().await;
     let opened = (ROUNDS + 1) * PER_ROUND;
     assert!(
         metrics.contains(&format!("pagewire_connections_opened_total {opened}")),
@@ -253,7 +246,7 @@ async fn ping_payloads_are_answered() {
     }
     // Read nothing else: drop closes the socket; the daemon notices.
     drop(ws);
-    wait_for_count(&d, 0);
+    wait_for_count(&d, 0).await;
     let mut s = tokio::net::TcpStream::connect(d.addr)
         .await
         .expect("connect");

@@ -860,7 +860,7 @@ async fn websocket_limits_in_all_and_per_address() {
     d.cli(&["ws", "write", &a1.index.to_string(), "still here"])
         .assert_exit_code(0);
     assert_eq!(a1.recv().await["text"], "still here");
-    assert_eq!(wait_for_count(&d, 3).len(), 3);
+    assert_eq!(wait_for_count(&d, 3).await.len(), 3);
     let ok = reqwest::get(d.url("/healthz")).await.expect("request");
     assert_eq!(ok.status(), 200);
 }

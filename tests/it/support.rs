@@ -14,8 +14,8 @@
 //! - [`run_cli`] runs the CLI with exactly the given arguments (no daemon).
 //! - [`Process`] is any child whose output is collected line by line; it is
 //!   killed when dropped, or on demand with [`Daemon::kill`] (SIGKILL).
-
-#![allow(dead_code)] // Not every test module uses everything here.
+//! - [`eventually`] and [`until`] are the one poll loop, for what no line or
+//!   frame announces (a process leaving /proc, a listing catching up).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -37,6 +37,45 @@ const READY_CONTROL: &str = " (control socket ";
 /// Environment variables that would change the binary's defaults; every
 /// process started here runs without them unless a test sets them.
 const ISOLATED_ENV: &[&str] = &["PAGEWIRE_CONTROL", "PAGEWIRE_TOKEN", "RUST_LOG"];
+
+/// An HTTP client that talks to the daemon directly (no proxy).
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
+}
+
+/// How often [`until`] tries again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Tries `attempt` until it gives a value, every [`POLL`], and panics
+/// naming `what` once `deadline` has passed. The only poll loop of these
+/// tests: for a condition that no line, frame or exit announces.
+pub async fn until<T, F>(what: &str, deadline: Duration, mut attempt: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `condition` holds; see [`until`].
+pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    until(what, deadline, || {
+        std::future::ready(condition().then_some(()))
+    })
+    .await
+}
 
 /// The `pagewire` binary under test.
 pub fn bin() -> &'static str {
@@ -295,15 +334,6 @@ impl Process {
         }
     }
 
-    /// Waits for a stderr line matching `pred`; panics as above.
-    #[track_caller]
-    pub fn wait_for_stderr(&self, pred: impl Fn(&str) -> bool) -> String {
-        match self.stderr.wait_for(0, &pred, TIMEOUT) {
-            Some((_, line)) => line,
-            None => panic!("no matching stderr line\n{}", self.snapshot()),
-        }
-    }
-
     /// Every stdout line so far.
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lock().lines.clone()
@@ -393,7 +423,9 @@ pub struct Daemon {
     pub scheme: &'static str,
     /// Its control socket.
     pub control: PathBuf,
-    process: Process,
+    /// Always `Some` but in `Drop`, which stops it.
+    process: Option<Process>,
+    terminate_on_drop: bool,
 }
 
 /// How to start a daemon; see [`Daemon::builder`].
@@ -402,6 +434,8 @@ pub struct DaemonBuilder {
     args: Vec<OsString>,
     control: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
+    config: Option<String>,
+    terminate_on_drop: bool,
 }
 
 impl DaemonBuilder {
@@ -430,10 +464,26 @@ impl DaemonBuilder {
         self
     }
 
+    /// Gives the daemon a configuration file with this text, written in its
+    /// temporary directory; `@DIR@` in it stands for that directory.
+    pub fn config(mut self, text: &str) -> Self {
+        self.config = Some(text.to_owned());
+        self
+    }
+
+    /// Stops the daemon with SIGTERM when it is dropped, as an operator
+    /// would, so that it ends its actions' runs itself (SIGKILL only if it
+    /// does not stop in time).
+    pub fn terminate_on_drop(mut self) -> Self {
+        self.terminate_on_drop = true;
+        self
+    }
+
     /// Starts the daemon and waits for its ready line; panics with its
     /// output if it does not come.
     #[track_caller]
     pub fn start(self) -> Daemon {
+        let terminate_on_drop = self.terminate_on_drop;
         let (mut process, control, dir) = self.launch();
         process.dir = dir;
         let ready = match process
@@ -462,7 +512,8 @@ impl DaemonBuilder {
             addr,
             scheme,
             control,
-            process,
+            process: Some(process),
+            terminate_on_drop,
         }
     }
 
@@ -476,15 +527,21 @@ impl DaemonBuilder {
     }
 
     fn launch(self) -> (Process, PathBuf, Option<tempfile::TempDir>) {
-        let (control, dir) = match self.control {
-            Some(path) => (path, None),
-            None => {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-                (dir.path().join("ctl.sock"), Some(dir))
-            }
+        let needs_dir = self.control.is_none() || self.config.is_some();
+        let dir = needs_dir.then(|| tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")));
+        let control = match (self.control, &dir) {
+            (Some(path), _) => path,
+            (None, Some(dir)) => dir.path().join("ctl.sock"),
+            (None, None) => unreachable!("a directory is made when no socket is given"),
         };
         let mut cmd = command(["serve", "--listen", "127.0.0.1:0", "--control"]);
         cmd.arg(&control).args(&self.args);
+        if let (Some(text), Some(dir)) = (&self.config, &dir) {
+            let path = dir.path().join("pagewire.toml");
+            let text = text.replace("@DIR@", &dir.path().display().to_string());
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("write the config: {e}"));
+            cmd.arg("--config").arg(path);
+        }
         for (key, value) in &self.env {
             cmd.env(key, value);
         }
@@ -527,31 +584,120 @@ impl Daemon {
 
     /// The daemon's own process (its output so far, waits on it).
     pub fn process(&self) -> &Process {
-        &self.process
+        self.process.as_ref().expect("the daemon's process")
+    }
+
+    fn process_mut(&mut self) -> &mut Process {
+        self.process.as_mut().expect("the daemon's process")
     }
 
     /// Waits for a daemon stdout line matching `pred`; see
     /// [`Process::wait_for_stdout`].
     #[track_caller]
     pub fn wait_for_stdout(&self, pred: impl Fn(&str) -> bool) -> String {
-        self.process.wait_for_stdout(pred)
+        self.process().wait_for_stdout(pred)
+    }
+
+    /// Waits for the next daemon stdout line (after the last this
+    /// returned) that contains `want`, without blocking the test's runtime.
+    pub async fn next_stdout(&mut self, want: &str) -> String {
+        let from = self.process().consumed;
+        let stdout = self.process().stdout.clone();
+        let want = want.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            stdout.wait_for(from, &|l| l.contains(&want), TIMEOUT)
+        })
+        .await
+        .expect("the wait for a line");
+        match found {
+            Some((index, line)) => {
+                self.process_mut().consumed = index + 1;
+                line
+            }
+            None => panic!("no matching stdout line\n{}", self.process().snapshot()),
+        }
+    }
+
+    /// The daemon's stdout lines from the next one up to and including the
+    /// first that contains `want`.
+    pub async fn stdout_until(&mut self, want: &str) -> Vec<String> {
+        let from = self.process().consumed;
+        self.next_stdout(want).await;
+        let to = self.process().consumed;
+        self.process().stdout_lines()[from..to].to_vec()
+    }
+
+    /// Runs a command line over `POST /api/command` as the operator (from
+    /// loopback, with no token configured): whether it succeeded, and its
+    /// output.
+    pub async fn command(&self, line: &str) -> (bool, String) {
+        let answer: serde_json::Value = http_client()
+            .post(self.url("/api/command"))
+            .body(line.to_string())
+            .send()
+            .await
+            .expect("POST /api/command")
+            .json()
+            .await
+            .expect("a JSON answer");
+        (
+            answer["ok"].as_bool().expect("ok"),
+            answer["output"].as_str().expect("output").to_string(),
+        )
+    }
+
+    /// `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        http_client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The daemon's temporary directory.
+    pub fn dir(&self) -> &Path {
+        let dir = self.process().dir.as_ref().expect("a temporary directory");
+        dir.path()
+    }
+
+    /// A file in the daemon's temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
     }
 
     /// Kills the daemon with SIGKILL, as a crash would, and returns what it
     /// did.
     #[track_caller]
-    pub fn kill(self) -> Output {
-        self.process.kill()
+    pub fn kill(mut self) -> Output {
+        self.process.take().expect("the daemon's process").kill()
     }
 
     /// Stops the daemon with SIGTERM and returns what it did.
     #[track_caller]
-    pub fn stop(self) -> Output {
-        self.process.terminate()
+    pub fn stop(mut self) -> Output {
+        self.process
+            .take()
+            .expect("the daemon's process")
+            .terminate()
     }
 
     /// The path of the control socket, for tests that look at the file.
     pub fn control_path(&self) -> &Path {
         &self.control
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Without terminate_on_drop the process is killed as it is dropped.
+        if let (true, Some(process)) = (self.terminate_on_drop, self.process.take()) {
+            if !std::thread::panicking() {
+                process.terminate();
+            }
+        }
     }
 }

@@ -100,7 +100,7 @@ async fn close_one_then_all() {
         .assert_stdout_contains("closed 2 connections");
     assert_eq!(b.closed().await.code, Some(1000));
     assert_eq!(c.closed().await.code, Some(1000));
-    wait_for_count(&d, 0);
+    wait_for_count(&d, 0).await;
     d.cli(&["ws"])
         .assert_stdout_contains("no WebSocket connections");
 }
@@ -134,7 +134,7 @@ async fn indexes_are_never_reused() {
     let a = Page::open(&d).await;
     let first = a.index;
     a.close().await;
-    wait_for_count(&d, 0);
+    wait_for_count(&d, 0).await;
     let b = Page::open(&d).await;
     assert!(b.index > first, "new index {} after {}", b.index, first);
     // The stale index is an error, not the new page.
@@ -178,7 +178,7 @@ async fn a_page_may_only_register() {
     // The victim got nothing: the next thing it sees is the operator's write.
     d.cli(&["ws", "write", "status", "operator"]);
     assert_eq!(victim.recv().await["text"], "operator");
-    wait_for_count(&d, 2);
+    wait_for_count(&d, 2).await;
 }
 
 #[tokio::test]
@@ -235,7 +235,7 @@ async fn hostile_frames_get_their_close_codes_and_others_are_unharmed() {
     d.cli(&["ws", "write", "status", "still here"])
         .assert_exit_code(0);
     assert_eq!(good.recv().await["text"], "still here");
-    wait_for_count(&d, 1);
+    wait_for_count(&d, 1).await;
 }
 
 #[tokio::test]

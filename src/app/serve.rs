@@ -1,0 +1,208 @@
+//! `pagewire serve`: wires the hub, the doors and the background tasks
+//! together, runs until a stop signal, then shuts down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::config::{ServeConfig, Settings};
+use crate::app::shutdown;
+use crate::base::codec as frame;
+use crate::base::command::Target;
+use crate::base::stdout::ConsoleOut;
+use crate::doors::console;
+use crate::doors::control;
+use crate::doors::http::access::{HostPolicy, OriginPolicy, Token};
+use crate::doors::http::{self, Front};
+use crate::doors::page::Pages;
+use crate::engine::actions::Actions;
+use crate::engine::backplane::{self, Backplane};
+use crate::engine::exec::PageRights;
+use crate::engine::hub::{CloseReason, Hub};
+use crate::engine::monitor::Monitor;
+use crate::engine::{notify, Engine};
+
+/// How long shutdown waits for killed actions to report their end.
+const ACTIONS_GRACE: Duration = Duration::from_secs(2);
+
+/// How long shutdown waits for pages to receive their close frames.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the daemon until SIGINT/SIGTERM (or the console's end).
+pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let settings = Settings::resolve(config)?;
+    // Certificate problems are reported before anything starts listening.
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(http::server::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let addr = settings.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let mut control = control::bind(&settings.control)?;
+    let _socket_guard = control.guard();
+
+    let monitor = Monitor::new();
+    let stop = shutdown::on_signals(monitor.clone())?;
+    let out = ConsoleOut::stdout();
+    let tasks = TaskTracker::new();
+    // The printer starts first so that joining a cluster is on the console,
+    // and outlives the stop signal, so that what shutdown reports is
+    // printed too; it is stopped last.
+    let printer_stop = CancellationToken::new();
+    let printer = console::spawn_monitor_printer(&monitor, out.clone(), printer_stop.clone());
+    if let Some(notice) = &control.notice {
+        monitor.emit(notice.as_str());
+    }
+
+    let joined = join(&settings, &monitor, local, &stop, &tasks).await?;
+    let engine = Engine::new(
+        joined.clone(),
+        PageRights::new(settings.page_commands.clone()),
+        Actions::new(settings.actions.clone(), settings.max_running_actions),
+        out.clone(),
+    );
+    tasks.spawn(notify::notify_pages(
+        monitor.clone(),
+        engine.hub.clone(),
+        engine.exec.notify_target(),
+        stop.clone(),
+    ));
+    tasks.spawn(heartbeat(
+        engine.hub.clone(),
+        settings.ping_interval,
+        settings.ping_timeout,
+        stop.clone(),
+    ));
+    if let Some(listener) = control.listener.take() {
+        tasks.spawn(control::serve(listener, engine.clone(), stop.clone()));
+    }
+    let pages = Arc::new(Pages::new(engine.clone(), settings.conn));
+    let front = front(&settings, &engine, &pages, tls.is_some());
+    out.print(format!(
+        "pagewire listening on {}://{local} ({})",
+        front.scheme,
+        control.describe()
+    ));
+    let _console = console::spawn_console(engine.clone(), stop.clone());
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        http::app(front.clone()),
+        tls,
+        settings.server,
+        front.server.clone(),
+        monitor.clone(),
+        stop.clone(),
+    ));
+    stop.cancelled().await;
+
+    shut_down(&engine, &joined, &pages, server).await;
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
+    // No flood timer fires any more: say now what floods held back.
+    monitor.flush_floods();
+    printer_stop.cancel();
+    let _ = printer.await;
+    out.flush(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+/// The backplane: this daemon's hub alone, or, with `--redis`, a cluster
+/// joined through Redis (its hub takes indexes from the cluster).
+async fn join(
+    settings: &Settings,
+    monitor: &Monitor,
+    local: SocketAddr,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
+) -> anyhow::Result<Arc<dyn Backplane>> {
+    let Some(url) = &settings.redis else {
+        let hub = Hub::new(settings.hub, monitor.clone());
+        return Ok(backplane::Local::shared(hub));
+    };
+    let listen = format!("http://{local}");
+    let joining = backplane::redis::connect(url, &settings.cluster, &listen, monitor).await?;
+    let hub = Hub::with_index_source(settings.hub, monitor.clone(), joining.indexes());
+    let cluster = joining.start(hub, stop.clone(), tasks).await?;
+    Ok(cluster)
+}
+
+/// The HTTP door, its WebSockets handed to `pages`.
+fn front(settings: &Settings, engine: &Arc<Engine>, pages: &Arc<Pages>, tls: bool) -> Arc<Front> {
+    let pages = pages.clone();
+    Arc::new(Front {
+        engine: engine.clone(),
+        addresses: settings.addresses.clone(),
+        origins: OriginPolicy {
+            extra: settings.origins.clone(),
+            hosts: HostPolicy::new(settings.addresses.mode, settings.allowed_hosts.clone()),
+        },
+        token: Token::new(settings.token.clone()),
+        root: settings.root.clone(),
+        serve_dotfiles: settings.serve_dotfiles,
+        scheme: if tls { "https" } else { "http" },
+        pages: Box::new(move |upgrade| pages.accept(upgrade)),
+        server: Arc::default(),
+    })
+}
+
+/// Stops in order: runs are killed first, so that their pages still get
+/// the done frame; then the cluster is left, pages hear 1001 and reconnect
+/// to the next daemon, and in-flight HTTP requests finish.
+async fn shut_down(
+    engine: &Engine,
+    joined: &Arc<dyn Backplane>,
+    pages: &Pages,
+    server: JoinHandle<()>,
+) {
+    let monitor = &engine.monitor;
+    monitor.emit("shutting down");
+    engine.actions.shutdown(ACTIONS_GRACE).await;
+    joined.leave().await;
+    let _ = engine.hub.close(
+        &Target::All,
+        CloseReason {
+            code: frame::close_code::GOING_AWAY,
+            reason: "server shutting down",
+        },
+    );
+    pages.tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, pages.tasks.wait())
+        .await
+        .is_err()
+    {
+        monitor.emit("some pages did not finish closing in time");
+    }
+    // In-flight HTTP requests drained meanwhile; the server bounds that
+    // wait itself.
+    if let Err(e) = server.await {
+        monitor.emit(format_args!("HTTP server task failed: {e}"));
+    }
+}
+
+/// Pings every page on an interval and drops those silent for too long.
+async fn heartbeat(hub: Hub, interval: Duration, timeout: Duration, stop: CancellationToken) {
+    let ping = frame::empty_ping();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let dropped = hub.heartbeat(&ping, timeout);
+                if dropped > 0 {
+                    hub.monitor().emit(format_args!("heartbeat: dropped {dropped} silent connections"));
+                }
+            }
+        }
+    }
+}

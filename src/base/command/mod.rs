@@ -1,0 +1,554 @@
+//! The command language: a line of text in, a [`Command`] or a [`ParseError`] out.
+//!
+//! Parsing knows quoting and syntax only; whether index 7 exists or whether a
+//! door may run a command is decided by `exec`. Nothing here does I/O.
+
+use std::fmt;
+
+mod defs;
+mod lex;
+
+pub(crate) use defs::help_text;
+pub use defs::{CommandDef, COMMANDS};
+pub use lex::{quote, tokenize};
+
+/// The longest command line accepted, in bytes.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The longest name (`ws register`, a TARGET, `set notify`, an action), in
+/// characters (ASCII, so bytes too).
+pub(crate) const MAX_NAME_LEN: usize = 64;
+
+/// What a name may hold, as every refusal of one says it (spec section 1).
+pub(crate) const NAME_RULE: &str =
+    "a name is 1 to 64 characters of ASCII letters, digits and -_.: \
+                             and does not start with a digit";
+
+/// The connections a command addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One connection, by the index `ws` lists (never 0).
+    Index(u64),
+    /// Every connection that registered this name.
+    Name(String),
+    /// Every connection (`*`).
+    All,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Index(index) => write!(f, "{index}"),
+            Target::Name(name) => f.write_str(name),
+            Target::All => f.write_str("*"),
+        }
+    }
+}
+
+/// One parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `ws`: list current connections.
+    List,
+    /// `ws register NAME`: the sending page's element NAME takes writes for NAME.
+    Register {
+        /// The element name, valid per [`valid_name`].
+        name: String,
+    },
+    /// `ws write TARGET TEXT`: show text in the target pages' elements.
+    Write {
+        /// Who receives the text.
+        target: Target,
+        /// The text, shown as text (possibly empty, which clears the element).
+        text: String,
+    },
+    /// `ws exec TARGET FUNC [ARG]`: call `FUNC(ARG)` on the target pages.
+    Exec {
+        /// Who receives the call.
+        target: Target,
+        /// The function's name (never empty).
+        func: String,
+        /// Its argument; empty when left out.
+        arg: String,
+    },
+    /// `ws close [TARGET]`: close connections.
+    Close {
+        /// Who is closed; [`Target::All`] when left out.
+        target: Target,
+    },
+    /// `set notify NAME|off`: send Monitor lines to every page's element NAME.
+    Notify {
+        /// The element name, or `None` for `off`.
+        name: Option<String>,
+    },
+    /// `run [--to TARGET] ACTION [ARG...]`: start a configured action.
+    Run {
+        /// The action's name in the configuration (never empty, never
+        /// starting with `-`).
+        action: String,
+        /// The remaining tokens, as given.
+        args: Vec<String>,
+        /// Where the output goes (`--to TARGET`); `None` leaves it to the
+        /// door: the page that ran it, or the Monitor.
+        to: Option<Target>,
+    },
+    /// `help [COMMAND]`: usage text.
+    Help {
+        /// The full name of the command asked about (`write` becomes
+        /// `ws write`), or `None` for the list of all commands.
+        topic: Option<String>,
+    },
+}
+
+impl Command {
+    /// The command's entry in the table of commands.
+    pub(crate) fn def(&self) -> &'static CommandDef {
+        match self {
+            Command::List => &defs::WS,
+            Command::Register { .. } => &defs::WS_REGISTER,
+            Command::Write { .. } => &defs::WS_WRITE,
+            Command::Exec { .. } => &defs::WS_EXEC,
+            Command::Close { .. } => &defs::WS_CLOSE,
+            Command::Notify { .. } => &defs::SET_NOTIFY,
+            Command::Run { .. } => &defs::RUN,
+            Command::Help { .. } => &defs::HELP,
+        }
+    }
+
+    /// The command's name for logs and metrics, e.g. `ws write`.
+    pub(crate) fn name(&self) -> &'static str {
+        self.def().name
+    }
+
+    /// Whether the command only reads: it changes nothing on any page, in
+    /// the daemon or outside it. A request that cannot show where it comes
+    /// from may run only these. A new command is not read-only until it is
+    /// listed here.
+    pub(crate) fn is_read_only(&self) -> bool {
+        match self {
+            Command::List | Command::Help { .. } => true,
+            Command::Register { .. }
+            | Command::Write { .. }
+            | Command::Exec { .. }
+            | Command::Close { .. }
+            | Command::Notify { .. }
+            | Command::Run { .. } => false,
+        }
+    }
+}
+
+/// Why a name is not valid; see [`valid_name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameProblem {
+    /// Nothing at all.
+    #[error("it is empty")]
+    Empty,
+    /// Longer than [`MAX_NAME_LEN`].
+    #[error("it is longer than {MAX_NAME_LEN} characters")]
+    TooLong,
+    /// A digit first: `7abc` would start like an index.
+    #[error("it starts with a digit")]
+    LeadingDigit,
+    /// A character outside the rule (a blank, `*`, `/`, a non-ASCII letter...).
+    #[error("'{}' is not allowed", crate::base::text::Escaped(.0.encode_utf8(&mut [0; 4])))]
+    Char(char),
+}
+
+/// A command line that cannot be parsed. The `Display` text is the one-line
+/// error every door shows: what is wrong, then what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Nothing but blanks.
+    #[error("empty command line; try 'help'")]
+    Empty,
+    /// More than [`MAX_LINE_BYTES`].
+    #[error("line is longer than {MAX_LINE_BYTES} bytes")]
+    TooLong,
+    /// NUL, CR or LF somewhere in the line.
+    #[error("line contains {}; a command line is one line of text", char_name(*.ch))]
+    ForbiddenChar {
+        /// The offending character.
+        ch: char,
+    },
+    /// A quoted token with no closing quote.
+    #[error("unterminated double quote")]
+    UnterminatedQuote,
+    /// Something other than a blank right after a closing quote.
+    #[error(
+        "unexpected '{}' after a closing double quote; expected a blank or the end of the line",
+        shown(.found)
+    )]
+    TextAfterQuote {
+        /// The text up to the next blank.
+        found: String,
+    },
+    /// A double quote that does not start a token.
+    #[error(
+        "double quote inside '{}'; a double quote may only start a token \
+         (inside a quoted token write \\\")",
+        shown(.token)
+    )]
+    QuoteInsideToken {
+        /// The unquoted token holding it.
+        token: String,
+    },
+    /// A first word that is no command.
+    #[error("unknown command '{}'; try 'help'", shown(.name))]
+    UnknownCommand {
+        /// The first word of the line.
+        name: String,
+    },
+    /// A second word that is no subcommand of the first.
+    #[error("{command}: unknown subcommand '{}'; expected {expected}", shown(.sub))]
+    UnknownSubcommand {
+        /// The command, e.g. `ws`.
+        command: &'static str,
+        /// The word given.
+        sub: String,
+        /// The subcommands it has, e.g. `register, write, exec or close`.
+        expected: String,
+    },
+    /// A command that needs a subcommand got none.
+    #[error("{command}: missing subcommand; expected {expected}")]
+    MissingSubcommand {
+        /// The command, e.g. `set`.
+        command: &'static str,
+        /// The subcommands it has.
+        expected: String,
+    },
+    /// A required argument is absent.
+    #[error("{command}: missing {what}; usage: {usage}")]
+    MissingArgument {
+        /// The command, e.g. `ws write`.
+        command: &'static str,
+        /// The argument's placeholder in the usage, e.g. `TEXT`.
+        what: &'static str,
+        /// The command's usage.
+        usage: &'static str,
+    },
+    /// An argument that may not be empty is `""`.
+    #[error("{command}: {what} must not be empty; usage: {usage}")]
+    EmptyArgument {
+        /// The command.
+        command: &'static str,
+        /// The argument's placeholder in the usage.
+        what: &'static str,
+        /// The command's usage.
+        usage: &'static str,
+    },
+    /// More arguments than the command takes.
+    #[error("{command}: unexpected extra argument '{}'; usage: {usage}{}", shown(.arg), Hint(*.hint))]
+    ExtraArgument {
+        /// The command.
+        command: &'static str,
+        /// The first argument too many.
+        arg: String,
+        /// The command's usage.
+        usage: &'static str,
+        /// A reminder shown after the usage, e.g. to quote text.
+        hint: Option<&'static str>,
+    },
+    /// A word starting with `-` where the command takes no such option.
+    #[error("{command}: unknown option '{}'; usage: {usage}", shown(.option))]
+    UnknownOption {
+        /// The command.
+        command: &'static str,
+        /// The word given.
+        option: String,
+        /// The command's usage.
+        usage: &'static str,
+    },
+    /// A TARGET of only zeros.
+    #[error("index must be a positive integer, not 0")]
+    IndexZero,
+    /// A TARGET of digits beyond `u64::MAX`.
+    #[error("index {} is too large; the largest index is {}", shown(.index), u64::MAX)]
+    IndexTooLarge {
+        /// The digits given.
+        index: String,
+    },
+    /// A name that [`valid_name`] refuses.
+    #[error("invalid name '{}': {problem}; {NAME_RULE}", shown(.name))]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        problem: NameProblem,
+    },
+    /// `help` about something that is no command.
+    #[error("help: unknown topic '{}'; known topics: {known}", shown(.topic))]
+    UnknownTopic {
+        /// The topic given.
+        topic: String,
+        /// Every command name.
+        known: String,
+    },
+}
+
+/// How a forbidden character is named in an error.
+fn char_name(ch: char) -> String {
+    match ch {
+        '\0' => "a NUL character".to_string(),
+        '\n' => "a newline".to_string(),
+        '\r' => "a carriage return".to_string(),
+        other => format!("the character {other:?}"),
+    }
+}
+
+/// Shows user input inside an error: enough to recognise a token; a
+/// 64 KiB token must not make a 64 KiB error line.
+fn shown(text: &str) -> crate::base::text::Shown<'_> {
+    crate::base::text::shown(text, 40)
+}
+
+/// Shows an optional hint after a usage, with a separating space.
+struct Hint(Option<&'static str>);
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(hint) => write!(f, " {hint}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks a name given to `ws register`, as a TARGET, to `set notify` or
+/// to a configured action, against [`NAME_RULE`]: 1 to [`MAX_NAME_LEN`]
+/// ASCII letters, digits and `-_.:`, not starting with a digit (so that it
+/// can never read as an index; `*` is refused as well). ASCII only, on
+/// purpose: a name is an element id in a page and a word in listings and
+/// Monitor lines, where look-alike letters from other scripts, bidi
+/// overrides or invisible characters would let two different names look
+/// the same.
+pub(crate) fn valid_name(s: &str) -> Result<(), ParseError> {
+    let problem = if s.is_empty() {
+        NameProblem::Empty
+    } else if let Some(c) = s
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        NameProblem::Char(c)
+    } else if s.len() > MAX_NAME_LEN {
+        NameProblem::TooLong
+    } else if s.starts_with(|c: char| c.is_ascii_digit()) {
+        NameProblem::LeadingDigit
+    } else {
+        return Ok(());
+    };
+    Err(ParseError::InvalidName {
+        name: s.to_string(),
+        problem,
+    })
+}
+
+/// Parses one command line.
+pub fn parse(line: &str) -> Result<Command, ParseError> {
+    let mut words = tokenize(line)?.into_iter();
+    let Some(first) = words.next() else {
+        return Err(ParseError::Empty);
+    };
+    match first.as_str() {
+        "ws" => parse_ws(words),
+        "set" => parse_set(words),
+        "run" => {
+            let mut args = Args::new(&defs::RUN, words);
+            let mut action = args.non_empty("ACTION")?;
+            let mut to = None;
+            // Options come before ACTION only: everything after it belongs
+            // to the action, so `run build --to 3` passes `--to 3` on.
+            if action == "--to" {
+                to = Some(args.target()?);
+                action = args.non_empty("ACTION")?;
+            }
+            if action.starts_with('-') {
+                return Err(ParseError::UnknownOption {
+                    command: defs::RUN.name,
+                    option: action,
+                    usage: defs::RUN.usage,
+                });
+            }
+            Ok(Command::Run {
+                action,
+                args: args.rest(),
+                to,
+            })
+        }
+        "help" => {
+            let words: Vec<String> = words.collect();
+            if words.is_empty() {
+                return Ok(Command::Help { topic: None });
+            }
+            let topic = words.join(" ");
+            match defs::find(&topic) {
+                Some(def) => Ok(Command::Help {
+                    topic: Some(def.name.to_string()),
+                }),
+                None => Err(ParseError::UnknownTopic {
+                    topic,
+                    known: defs::known_topics(),
+                }),
+            }
+        }
+        _ => Err(ParseError::UnknownCommand { name: first }),
+    }
+}
+
+/// Parses what follows `ws`.
+fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError> {
+    let Some(sub) = words.next() else {
+        return Ok(Command::List);
+    };
+    let command = match sub.as_str() {
+        "register" => {
+            let mut args = Args::new(&defs::WS_REGISTER, words);
+            let name = args.name("NAME")?;
+            args.finish()?;
+            Command::Register { name }
+        }
+        "write" => {
+            let mut args = Args::new(&defs::WS_WRITE, words);
+            let target = args.target()?;
+            let text = args.required("TEXT")?;
+            args.finish()?;
+            Command::Write { target, text }
+        }
+        "exec" => {
+            let mut args = Args::new(&defs::WS_EXEC, words);
+            let target = args.target()?;
+            let func = args.non_empty("FUNC")?;
+            let arg = args.optional().unwrap_or_default();
+            args.finish()?;
+            Command::Exec { target, func, arg }
+        }
+        "close" => {
+            let mut args = Args::new(&defs::WS_CLOSE, words);
+            let target = match args.optional() {
+                Some(word) => parse_target(word)?,
+                None => Target::All,
+            };
+            args.finish()?;
+            Command::Close { target }
+        }
+        _ => {
+            return Err(ParseError::UnknownSubcommand {
+                command: "ws",
+                sub,
+                expected: defs::subcommands("ws"),
+            })
+        }
+    };
+    Ok(command)
+}
+
+/// Parses what follows `set`.
+fn parse_set(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError> {
+    match words.next().as_deref() {
+        Some("notify") => {
+            let mut args = Args::new(&defs::SET_NOTIFY, words);
+            let word = args.required("NAME")?;
+            let name = if word == "off" {
+                None
+            } else {
+                valid_name(&word)?;
+                Some(word)
+            };
+            args.finish()?;
+            Ok(Command::Notify { name })
+        }
+        Some(other) => Err(ParseError::UnknownSubcommand {
+            command: "set",
+            sub: other.to_string(),
+            expected: defs::subcommands("set"),
+        }),
+        None => Err(ParseError::MissingSubcommand {
+            command: "set",
+            expected: defs::subcommands("set"),
+        }),
+    }
+}
+
+/// Reads a TARGET word: `*`, an index, or a name.
+fn parse_target(word: String) -> Result<Target, ParseError> {
+    if word == "*" {
+        return Ok(Target::All);
+    }
+    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits, so the only way `parse` can fail is overflow.
+        return match word.parse::<u64>() {
+            Ok(0) => Err(ParseError::IndexZero),
+            Ok(index) => Ok(Target::Index(index)),
+            Err(_) => Err(ParseError::IndexTooLarge { index: word }),
+        };
+    }
+    valid_name(&word)?;
+    Ok(Target::Name(word))
+}
+
+/// The arguments after a command's name, read left to right; errors name the
+/// command and its usage from the table.
+struct Args {
+    def: &'static CommandDef,
+    words: std::vec::IntoIter<String>,
+}
+
+impl Args {
+    fn new(def: &'static CommandDef, words: std::vec::IntoIter<String>) -> Self {
+        Args { def, words }
+    }
+
+    fn optional(&mut self) -> Option<String> {
+        self.words.next()
+    }
+
+    fn required(&mut self, what: &'static str) -> Result<String, ParseError> {
+        self.words.next().ok_or(ParseError::MissingArgument {
+            command: self.def.name,
+            what,
+            usage: self.def.usage,
+        })
+    }
+
+    fn non_empty(&mut self, what: &'static str) -> Result<String, ParseError> {
+        let word = self.required(what)?;
+        if word.is_empty() {
+            return Err(ParseError::EmptyArgument {
+                command: self.def.name,
+                what,
+                usage: self.def.usage,
+            });
+        }
+        Ok(word)
+    }
+
+    fn name(&mut self, what: &'static str) -> Result<String, ParseError> {
+        let word = self.required(what)?;
+        valid_name(&word)?;
+        Ok(word)
+    }
+
+    fn target(&mut self) -> Result<Target, ParseError> {
+        parse_target(self.required("TARGET")?)
+    }
+
+    fn rest(self) -> Vec<String> {
+        self.words.collect()
+    }
+
+    /// Refuses leftovers: a forgotten pair of quotes must not silently drop
+    /// the end of the text.
+    fn finish(mut self) -> Result<(), ParseError> {
+        match self.words.next() {
+            None => Ok(()),
+            Some(arg) => Err(ParseError::ExtraArgument {
+                command: self.def.name,
+                arg,
+                usage: self.def.usage,
+                hint: self.def.extra_hint,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

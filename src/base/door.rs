@@ -1,0 +1,129 @@
+//! What every door shares with the engine: where a command line came from
+//! ([`Door`]) and what came of it ([`Reply`]), before any door renders it.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Where a command line came from; decides what it may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Door {
+    /// The interactive console of `pagewire serve`.
+    Console,
+    /// The local control socket (the CLI, `pagewire console`).
+    Control,
+    /// `POST /api/command` or `/shell`; `operator` is false when the caller
+    /// only has a page's rights (no valid token where one is required).
+    Http {
+        /// Whether the request carries operator rights.
+        operator: bool,
+    },
+    /// A page, over its own WebSocket (the connection's index).
+    Page(u64),
+}
+
+impl Door {
+    /// Every door's label, in the order of [`Door::slot`].
+    pub(crate) const LABELS: [&'static str; 4] = ["console", "control", "http", "page"];
+
+    /// The door's name, without a page's index: `console`, `control`,
+    /// `http` or `page`.
+    pub(crate) fn label(self) -> &'static str {
+        Self::LABELS[self.slot()]
+    }
+
+    /// The door's place in [`Door::LABELS`].
+    pub(crate) fn slot(self) -> usize {
+        match self {
+            Door::Console => 0,
+            Door::Control => 1,
+            Door::Http { .. } => 2,
+            Door::Page(_) => 3,
+        }
+    }
+
+    /// Whether lines from this door run with the operator's rights.
+    pub(crate) fn is_operator(self) -> bool {
+        match self {
+            Door::Console | Door::Control => true,
+            Door::Http { operator } => operator,
+            Door::Page(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for Door {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Door::Page(id) => write!(f, "page {id}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// How a command line ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// It succeeded.
+    Ok,
+    /// It was refused or failed: a parse error, an index nobody holds.
+    Failed,
+    /// It needs rights the door does not have (HTTP answers 401).
+    Denied,
+}
+
+/// The outcome of one command line, before any door renders it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Reply {
+    /// How it ended.
+    pub(crate) status: Status,
+    /// The output text (no trailing newline), or the one-line error.
+    pub(crate) output: String,
+    /// Text for this daemon's console (a `ws write` that reached no page):
+    /// the door that asked prints it there, escaped already.
+    pub(crate) console: Option<String>,
+}
+
+impl Reply {
+    /// A successful reply.
+    pub(crate) fn ok(output: impl Into<String>) -> Self {
+        Reply::with(Status::Ok, output.into())
+    }
+
+    /// A failed reply.
+    pub(crate) fn err(output: impl fmt::Display) -> Self {
+        Reply::with(Status::Failed, output.to_string())
+    }
+
+    /// A reply refusing the command for lack of rights.
+    pub(crate) fn denied(output: impl fmt::Display) -> Self {
+        Reply::with(Status::Denied, output.to_string())
+    }
+
+    fn with(status: Status, output: String) -> Self {
+        Reply {
+            status,
+            output,
+            console: None,
+        }
+    }
+
+    /// Whether the command succeeded.
+    pub(crate) fn is_ok(&self) -> bool {
+        self.status == Status::Ok
+    }
+}
+
+/// A WebSocket that the HTTP door has accepted (it checked the handshake,
+/// the Origin and the limits, and answered 101), handed to the page door
+/// that serves it; `serve` joins the two doors.
+pub(crate) struct Upgrade {
+    /// The connection, once hyper has let go of it.
+    pub(crate) pending: hyper::upgrade::OnUpgrade,
+    /// The peer's address.
+    pub(crate) peer: SocketAddr,
+    /// The page it came from, for the listing.
+    pub(crate) page: String,
+    /// Kept for as long as the WebSocket lives: its place in the accept
+    /// loop's connection limits.
+    pub(crate) keep: Box<dyn Send>,
+}

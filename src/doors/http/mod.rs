@@ -1,0 +1,257 @@
+//! The HTTP front: the router shared by `serve` and the tests, static files
+//! and ws.js, the `/ws` upgrade, the command endpoints, health and metrics.
+//!
+//! Every request passes the guard first: the client's address (a refused
+//! client gets a bare 403), the host it names (only the daemon's own: this
+//! stops DNS rebinding), and the size of the body it announces. Command
+//! endpoints and the upgrade then check Origin and Referer so that a page of
+//! another site can neither run commands nor open a WebSocket.
+
+pub(crate) mod access;
+pub(crate) mod assets;
+mod body;
+mod commands;
+mod files;
+mod metrics;
+pub(crate) mod server;
+pub(crate) mod settings;
+mod upgrade;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode, Version};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::base::door::Upgrade;
+use crate::engine::Engine;
+use access::{shown, AddressPolicy, OriginPolicy, Token};
+
+/// Largest command body accepted over HTTP.
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Everything the HTTP front needs, shared by all requests.
+pub(crate) struct Front {
+    /// The engine: the hub, the Monitor, the executor.
+    pub(crate) engine: Arc<Engine>,
+    /// Which client addresses are served.
+    pub(crate) addresses: AddressPolicy,
+    /// Cross-site checks.
+    pub(crate) origins: OriginPolicy,
+    /// The operator token, if any.
+    pub(crate) token: Token,
+    /// The web root; None serves the built-in demo.
+    pub(crate) root: Option<PathBuf>,
+    /// Whether dot-files and dot-directories of the web root are served.
+    pub(crate) serve_dotfiles: bool,
+    /// `http` or `https`, for Origin checks.
+    pub(crate) scheme: &'static str,
+    /// Where an accepted WebSocket goes: the page door.
+    pub(crate) pages: Box<dyn Fn(Upgrade) + Send + Sync>,
+    /// The accept loop's counters.
+    pub(crate) server: Arc<server::ServerStats>,
+}
+
+type Shared = Arc<Front>;
+
+/// Builds the router; `main` and the tests use the same one.
+pub(crate) fn app(front: Arc<Front>) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade::upgrade))
+        .route(commands::API_COMMAND, post(commands::api_command))
+        .route("/shell", get(commands::shell).post(commands::shell))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/ws.js", get(files::ws_js))
+        .fallback(files::static_files)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(front.clone(), check_address))
+        .with_state(front)
+}
+
+/// What a request for a host the daemon does not serve gets, and nothing
+/// else: no page, no data.
+const HOST_REFUSAL: &str = "this host name is not served here\n";
+
+/// Why a request is refused before any route sees it.
+enum Guarded {
+    /// The client's address is outside the access mode: a bare 403.
+    Address,
+    /// A request names a host that is not served (DNS rebinding): 403.
+    Host(String),
+    /// A malformed request head (HTTP/1.1 without Host, two Hosts): 400.
+    BadHost(&'static str),
+    /// A body announced larger than any route takes: 413, at once.
+    TooLarge(u64),
+}
+
+/// Checks that every host a request names is served: its Host header, and
+/// the authority of an absolute-form target (which, per RFC 9112, is the
+/// one that counts).
+fn check_host(front: &Front, req: &Request) -> Result<(), Guarded> {
+    let hosts = &front.origins.hosts;
+    let mut named = req.headers().get_all(header::HOST).iter();
+    match (named.next(), named.next()) {
+        (Some(_), Some(_)) => return Err(Guarded::BadHost("more than one Host header")),
+        (Some(host), None) => {
+            let text = String::from_utf8_lossy(host.as_bytes());
+            if !hosts.allows(&text) {
+                return Err(Guarded::Host(text.into_owned()));
+            }
+        }
+        // HTTP/1.0 tools may leave Host out; a browser never does, so
+        // such a request cannot come from a page on a rebound name.
+        (None, None) if req.version() <= Version::HTTP_10 => {}
+        (None, _) => return Err(Guarded::BadHost("missing Host header")),
+    }
+    if let Some(authority) = req.uri().authority() {
+        if !hosts.allows(authority.as_str()) {
+            return Err(Guarded::Host(authority.as_str().to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// The body length a request announces, when it is more than any route
+/// takes.
+fn announced_too_large(req: &Request) -> Option<u64> {
+    let len: u64 = req
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    (len > MAX_BODY_BYTES as u64).then_some(len)
+}
+
+/// Refuses, before any route runs, clients outside the access mode,
+/// requests for hosts that are not served, and bodies announced over the
+/// limit; adds the headers every answer carries.
+async fn check_address(
+    State(front): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let guarded = if !front.addresses.admits(peer.ip()) {
+        Err(Guarded::Address)
+    } else {
+        check_host(&front, &req).and_then(|()| match announced_too_large(&req) {
+            Some(len) => Err(Guarded::TooLarge(len)),
+            None => Ok(()),
+        })
+    };
+    let mut resp = match guarded {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => refuse(&front, peer, &req, refusal),
+    };
+    // Pages of this daemon must not be framed by other sites.
+    resp.headers_mut()
+        .entry(header::X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("SAMEORIGIN"));
+    resp.headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// The method, for a Monitor kind: one of a few words, whatever was sent.
+fn method_class(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        _ => "other method",
+    }
+}
+
+/// The route a path falls on, for a Monitor kind: a stranger chooses the
+/// path, so a flood of refusals must not become a kind per path.
+fn route_class(path: &str) -> &'static str {
+    match path {
+        "/ws" => "/ws",
+        "/api/command" => "/api/command",
+        "/shell" => "/shell",
+        "/metrics" => "/metrics",
+        "/healthz" => "/healthz",
+        "/ws.js" => "/ws.js",
+        _ => "files",
+    }
+}
+
+/// Answers a request the guard refused, and says so in the Monitor.
+fn refuse(front: &Front, peer: SocketAddr, req: &Request, refusal: Guarded) -> Response {
+    let hub = &front.engine.hub;
+    let (method, path) = (req.method(), shown(req.uri().path()));
+    let why = match &refusal {
+        Guarded::Address => format!(
+            "address not admitted by access mode {:?}",
+            front.addresses.mode
+        ),
+        Guarded::Host(host) => format!("host \"{}\" is not served", shown(host)),
+        Guarded::BadHost(why) => (*why).to_owned(),
+        Guarded::TooLarge(len) => format!(
+            "request body too large ({len} bytes announced, {} KiB at most)",
+            MAX_BODY_BYTES / 1024
+        ),
+    };
+    if matches!(refusal, Guarded::Address | Guarded::Host(_)) {
+        front
+            .server
+            .refused_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let reason = match refusal {
+        Guarded::Address => "address",
+        Guarded::Host(_) => "host not served",
+        Guarded::BadHost(_) => "malformed host",
+        Guarded::TooLarge(_) => "body too large",
+    };
+    hub.monitor().emit_summarised(
+        format_args!(
+            "refused request: {reason} ({} {})",
+            method_class(req.method()),
+            route_class(req.uri().path())
+        ),
+        format_args!("refused {peer}: {why} ({method} {path})"),
+    );
+    match refusal {
+        Guarded::Address => StatusCode::FORBIDDEN.into_response(),
+        Guarded::Host(_) => plain(StatusCode::FORBIDDEN, HOST_REFUSAL.to_owned()),
+        Guarded::BadHost(why) => plain(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        Guarded::TooLarge(_) => {
+            let message = format!(
+                "request body too large ({} KiB at most)",
+                MAX_BODY_BYTES / 1024
+            );
+            // The body is never read: the connection cannot carry another
+            // request after it.
+            let mut resp =
+                commands::refusal(req.uri().path(), StatusCode::PAYLOAD_TOO_LARGE, &message);
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
+/// A plain-text answer.
+fn plain(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}

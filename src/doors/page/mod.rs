@@ -1,0 +1,202 @@
+//! The page door: each page's own WebSocket. A text message is a command
+//! line, run with the page's rights and answered with a `reply` or an
+//! `error` frame.
+//!
+//! The HTTP door accepts the upgrade and hands it here ([`Pages::accept`]);
+//! [`driver`] is the task that serves one connection, [`socket`] the TCP
+//! stream it shares with the hub, [`budget`] the daemon-wide bound on the
+//! bytes of frames still arriving.
+
+pub mod budget;
+pub mod driver;
+pub mod socket;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::task::TaskTracker;
+
+use crate::base::codec::close_code;
+use crate::base::door::{Door, Upgrade};
+use crate::base::hold::HoldableTcp;
+use crate::base::protocol::{ServerFrame, PROTOCOL_VERSION};
+use crate::engine::hub::{CloseReason, Conn, Hub, OpenError};
+use crate::engine::Engine;
+use driver::{drive, Action, ConnLimits, MessageHandler};
+use socket::SharedTcp;
+
+/// The pages' connections: what serves them, and their tasks, so that
+/// shutdown can wait for them.
+pub(crate) struct Pages {
+    engine: Arc<Engine>,
+    limits: ConnLimits,
+    /// Every page's task (and the short task before it that waits for the
+    /// upgrade).
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Pages {
+    /// Pages served by `engine`, each connection within `limits`.
+    pub(crate) fn new(engine: Arc<Engine>, limits: ConnLimits) -> Self {
+        Pages {
+            engine,
+            limits,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Serves a WebSocket the HTTP door accepted, once hyper lets go of it.
+    pub(crate) fn accept(&self, upgrade: Upgrade) {
+        let Upgrade {
+            pending,
+            peer,
+            page,
+            keep,
+        } = upgrade;
+        let engine = self.engine.clone();
+        let limits = self.limits;
+        let tasks = self.tasks.clone();
+        self.tasks.spawn(async move {
+            let upgraded = match pending.await {
+                Ok(u) => u,
+                Err(e) => {
+                    engine
+                        .monitor
+                        .emit(format_args!("WebSocket upgrade from {peer} failed: {e}"));
+                    return;
+                }
+            };
+            let open = |head: &[u8]| open_logged(&engine, peer, &page, head);
+            // The connection gets a task of its own, holding only its own
+            // state: this one, with the handshake's leftovers, ends here. A
+            // plain TCP stream is driven directly, and deliveries may write
+            // to it themselves; anything else (TLS) goes through hyper's
+            // upgraded wrapper.
+            let release = move |()| drop(keep);
+            match upgraded.downcast::<TokioIo<HoldableTcp>>() {
+                Ok(parts) => {
+                    let (tcp, response) = parts.io.into_inner().into_parts();
+                    let Ok(conn) = open(&response) else { return };
+                    let io = SharedTcp::attach(tcp, &conn);
+                    let task = run(io, parts.read_buf, conn, engine, limits);
+                    tasks.spawn(task.map(release));
+                }
+                Err(upgraded) => {
+                    let Ok(conn) = open(&[]) else { return };
+                    let io = TokioIo::new(upgraded);
+                    let task = run(io, Bytes::new(), conn, engine, limits);
+                    tasks.spawn(task.map(release));
+                }
+            }
+        });
+    }
+}
+
+/// Opens the page's connection ([`open_page`]); a refusal (a limit
+/// reached since the upgrade was accepted) goes to the Monitor.
+fn open_logged(
+    engine: &Engine,
+    peer: SocketAddr,
+    page: &str,
+    head: &[u8],
+) -> Result<Arc<Conn>, OpenError> {
+    open_page(&engine.hub, peer, page, head).inspect_err(|e| {
+        engine.monitor.emit_summarised(
+            format_args!("refused WebSocket: {}", e.kind()),
+            format_args!("refused WebSocket from {peer}: {e}"),
+        );
+    })
+}
+
+/// pagewire's pages: a text message is a command line, run by the executor
+/// with the page's rights and answered with a `reply` or an `error` frame;
+/// binary messages are refused with 1003.
+struct PageHandler {
+    engine: Arc<Engine>,
+    id: u64,
+}
+
+impl MessageHandler for PageHandler {
+    fn on_text(&mut self, text: Cow<'_, str>) -> Action {
+        Action::Run(text.into_owned())
+    }
+
+    fn on_binary(&mut self, _data: Cow<'_, [u8]>) -> Action {
+        Action::Close(CloseReason {
+            code: close_code::UNSUPPORTED,
+            reason: "binary frames are not accepted",
+        })
+    }
+
+    fn run(&mut self, line: String) -> impl Future<Output = ()> + Send + 'static {
+        let (engine, id) = (self.engine.clone(), self.id);
+        async move {
+            let mut reply = engine.exec.run_line(&line, Door::Page(id)).await;
+            engine.out.print_console_text(&mut reply);
+            let frame = if reply.is_ok() {
+                ServerFrame::Reply {
+                    ok: true,
+                    output: &reply.output,
+                }
+            } else {
+                ServerFrame::Error {
+                    message: &reply.output,
+                }
+            };
+            engine.hub.send_to(id, &frame.encode());
+        }
+    }
+}
+
+/// Adds a page's connection to the hub with its `hello` frame queued
+/// first, so the page learns its index before anything else. `response`
+/// is the HTTP 101 response if it was held back to go out in the same
+/// write (see `http::hold`), else empty.
+pub fn open_page(
+    hub: &Hub,
+    remote: SocketAddr,
+    page: &str,
+    response: &[u8],
+) -> Result<Arc<Conn>, OpenError> {
+    hub.open_greeted(remote, page, |index| {
+        let hello = ServerFrame::Hello {
+            index,
+            version: PROTOCOL_VERSION,
+        }
+        .encode();
+        if response.is_empty() {
+            return Some(hello);
+        }
+        let mut first = Vec::with_capacity(response.len() + hello.len());
+        first.extend_from_slice(response);
+        first.extend_from_slice(&hello);
+        Some(first.into())
+    })
+}
+
+/// Serves one page's upgraded connection (opened with [`open_page`]) until
+/// it closes, running the command lines it sends. `pre` holds bytes the
+/// HTTP layer read past the handshake.
+pub fn run<S>(
+    io: S,
+    pre: Bytes,
+    conn: Arc<Conn>,
+    engine: Arc<Engine>,
+    limits: ConnLimits,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let hub = engine.hub.clone();
+    let handler = PageHandler {
+        engine,
+        id: conn.id(),
+    };
+    drive(io, pre, conn, hub, handler, limits)
+}

@@ -1,0 +1,163 @@
+//! The backplane: how the commands that address connections (`ws`, `ws
+//! write`, `ws exec`, `ws close`) reach them.
+//!
+//! [`Backplane`] is the one interface the executor uses. [`memory::Local`],
+//! the default, is this daemon's hub and nothing else. [`redis::Cluster`]
+//! (`serve --redis URL`) joins daemons that share one connection table: it
+//! acts on the local hub as `Local` does, then asks every other live node to
+//! do the same over Redis pub/sub and merges their answers. Registration,
+//! heartbeats and `set notify` stay local: a page belongs to one node.
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::base::command::Target;
+use crate::base::protocol::ServerFrame;
+use crate::engine::hub::{CloseReason, ConnInfo, Hub, TargetError};
+
+pub(crate) use memory::Local;
+
+/// A boxed future, so that [`Backplane`] can be used as a trait object.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How `ws close` closes a page, on whichever node it lives.
+pub(crate) const OPERATOR_CLOSE: CloseReason = CloseReason {
+    code: 1000,
+    reason: "closed by operator",
+};
+
+/// What `ws write` and `ws exec` send to pages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub(crate) enum Delivery {
+    /// Text for the page's element.
+    Write {
+        /// Plain text, never HTML.
+        text: String,
+    },
+    /// A function call, or `func:arg` shown in the element.
+    Exec {
+        /// The function's name.
+        func: String,
+        /// Its one argument.
+        arg: String,
+    },
+}
+
+impl Delivery {
+    /// The WebSocket frame for `target`, encoded once: every connection it
+    /// reaches on this node shares these bytes.
+    pub(crate) fn encode(&self, target: &Target) -> Bytes {
+        let name = target_name(target);
+        match self {
+            Delivery::Write { text } => ServerFrame::Write { name, text }.encode(),
+            Delivery::Exec { func, arg } => ServerFrame::Exec { name, func, arg }.encode(),
+        }
+    }
+}
+
+/// The element a frame names: only when the operator addressed pages by
+/// name, since a frame for an index or `*` is shared by pages whose first
+/// element differs.
+fn target_name(target: &Target) -> Option<&str> {
+    match target {
+        Target::Name(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// One connection in a listing, and the node that holds it.
+#[derive(Clone, Debug)]
+pub(crate) struct Listed {
+    /// The connection.
+    pub(crate) info: ConnInfo,
+    /// The node holding it; `None` outside a cluster.
+    pub(crate) node: Option<Arc<str>>,
+}
+
+/// The `ws` listing: every reachable connection, by index.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Listing {
+    /// Connections, sorted by index.
+    pub(crate) conns: Vec<Listed>,
+    /// What could not be asked (a node that did not answer, Redis down).
+    pub(crate) notes: Vec<String>,
+}
+
+/// What a write, exec or close did, summed over every node that answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// Connections the frame was queued for (or that were closed).
+    pub(crate) reached: usize,
+    /// Connections that matched but were closed as slow consumers instead.
+    pub(crate) dropped: usize,
+    /// Connections live on the nodes that answered, matched or not: tells
+    /// "nobody has that name" from "there is nobody".
+    pub(crate) live: usize,
+    /// What could not be asked.
+    pub(crate) notes: Vec<String>,
+}
+
+/// An index that no reachable node holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Unknown {
+    /// The hub's error for it.
+    pub(crate) error: TargetError,
+    /// Nodes that could not be asked, which might hold it.
+    pub(crate) notes: Vec<String>,
+}
+
+impl fmt::Display for Unknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        // An error stays on one line; the notes say why it may be wrong.
+        if !self.notes.is_empty() {
+            write!(f, " ({})", self.notes.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+impl From<TargetError> for Unknown {
+    fn from(error: TargetError) -> Self {
+        Unknown {
+            error,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// The connection table the commands act on: this daemon's alone, or a
+/// cluster's.
+pub(crate) trait Backplane: Send + Sync {
+    /// This daemon's own hub.
+    fn hub(&self) -> &Hub;
+
+    /// Every reachable connection, sorted by index.
+    fn list(&self) -> BoxFuture<'_, Listing>;
+
+    /// Sends `msg` to every connection `target` selects. An index that no
+    /// reachable node holds is an error; a name nobody registered reaches
+    /// nothing (`reached == 0`).
+    fn send<'a>(
+        &'a self,
+        target: &'a Target,
+        msg: &'a Delivery,
+    ) -> BoxFuture<'a, Result<Outcome, Unknown>>;
+
+    /// Closes every connection `target` selects with [`OPERATOR_CLOSE`];
+    /// `reached` counts them.
+    fn close<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Outcome, Unknown>>;
+
+    /// Leaves the cluster at shutdown, so other nodes stop waiting for this
+    /// one at once instead of when its lease expires.
+    fn leave(&self) -> BoxFuture<'_, ()>;
+}

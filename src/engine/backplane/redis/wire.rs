@@ -1,0 +1,178 @@
+//! What the nodes of a cluster say to each other (JSON over pub/sub), and
+//! the names of their keys and channels in Redis.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::base::command::Target;
+use crate::engine::backplane::Delivery;
+use crate::engine::hub::ConnInfo;
+
+/// Version of the request and reply messages; a node ignores other
+/// versions (and is then reported as not answering).
+pub(super) const WIRE_VERSION: u32 = 1;
+
+/// Names of the keys and channels, from the configured prefix.
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    pub(super) index: String,
+    pub(super) nodes: String,
+    pub(super) cluster: String,
+    pub(super) prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Self {
+        Keys {
+            index: format!("{prefix}:index"),
+            nodes: format!("{prefix}:nodes"),
+            cluster: format!("{prefix}:cluster"),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub(super) fn lease(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    pub(super) fn reply(&self, node: &str) -> String {
+        format!("{}:reply:{node}", self.prefix)
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) struct ClusterRequest {
+    pub(super) v: u32,
+    pub(super) id: u64,
+    pub(super) from: String,
+    pub(super) op: Op,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub(super) enum Op {
+    List,
+    Send { target: WireTarget, msg: Delivery },
+    Close { target: WireTarget },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum WireTarget {
+    Index(u64),
+    Name(String),
+    All,
+}
+
+impl From<&Target> for WireTarget {
+    fn from(t: &Target) -> Self {
+        match t {
+            Target::Index(i) => WireTarget::Index(*i),
+            Target::Name(n) => WireTarget::Name(n.clone()),
+            Target::All => WireTarget::All,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) struct ClusterResponse {
+    pub(super) v: u32,
+    pub(super) id: u64,
+    pub(super) node: String,
+    /// Connections live on the answering node.
+    pub(super) live: usize,
+    pub(super) answer: ClusterResult,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub(super) enum ClusterResult {
+    List { conns: Vec<WireConn> },
+    Done { reached: usize, dropped: usize },
+    NoIndex,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) struct WireConn {
+    pub(super) id: u64,
+    pub(super) names: Vec<String>,
+    pub(super) remote: SocketAddr,
+    pub(super) page: String,
+    pub(super) age_ms: u64,
+    pub(super) msgs_in: u64,
+    pub(super) bytes_in: u64,
+    pub(super) msgs_out: u64,
+    pub(super) bytes_out: u64,
+}
+
+impl From<ConnInfo> for WireConn {
+    fn from(c: ConnInfo) -> Self {
+        WireConn {
+            id: c.id,
+            names: c.names,
+            remote: c.remote,
+            page: c.page,
+            age_ms: u64::try_from(c.age.as_millis()).unwrap_or(u64::MAX),
+            msgs_in: c.msgs_in,
+            bytes_in: c.bytes_in,
+            msgs_out: c.msgs_out,
+            bytes_out: c.bytes_out,
+        }
+    }
+}
+
+impl From<WireTarget> for Target {
+    fn from(t: WireTarget) -> Self {
+        match t {
+            WireTarget::Index(i) => Target::Index(i),
+            WireTarget::Name(n) => Target::Name(n),
+            WireTarget::All => Target::All,
+        }
+    }
+}
+
+impl From<WireConn> for ConnInfo {
+    fn from(c: WireConn) -> Self {
+        ConnInfo {
+            id: c.id,
+            names: c.names,
+            remote: c.remote,
+            page: c.page,
+            age: Duration::from_millis(c.age_ms),
+            msgs_in: c.msgs_in,
+            bytes_in: c.bytes_in,
+            msgs_out: c.msgs_out,
+            bytes_out: c.bytes_out,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let req = ClusterRequest {
+            v: WIRE_VERSION,
+            id: 7,
+            from: "a".into(),
+            op: Op::Send {
+                target: WireTarget::Name("status".into()),
+                msg: Delivery::Write {
+                    text: "VPN \"up\"".into(),
+                },
+            },
+        };
+        let json = serde_json::to_string(&req).expect("encodes");
+        let back: ClusterRequest = serde_json::from_str(&json).expect("decodes");
+        assert!(matches!(
+            back.op,
+            Op::Send { target: WireTarget::Name(ref n), msg: Delivery::Write { ref text } }
+                if n == "status" && text == "VPN \"up\""
+        ));
+        assert!(serde_json::from_str::<ClusterRequest>("{\"v\":1}").is_err());
+    }
+}

@@ -1,0 +1,598 @@
+//! Runs one command line from one door against the hub and returns a Reply.
+//!
+//! Every door (console, control socket, HTTP, a page's own WebSocket) calls
+//! [`Executor::run_line`] and renders the [`Reply`] its own way, so the same
+//! line gives the same output everywhere. Parsing knows syntax only; this
+//! module knows meaning: whether index 7 is live and whether this door may
+//! run the command.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::base::command::{self, Command, Target};
+use crate::base::door::{Door, Reply};
+use crate::base::text;
+use crate::engine::actions::{Actions, Output, Requester, RunningAction};
+use crate::engine::backplane::{Backplane, Delivery, Listing, Outcome};
+use crate::engine::hub::Hub;
+
+/// `[pages]` in the configuration file: what pages may do.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PagesSettings {
+    /// Commands a page may run over its WebSocket (or /shell without
+    /// operator rights), by name: "ws register", "run", "ws write", ...
+    pub(crate) allow: Vec<String>,
+}
+
+impl Default for PagesSettings {
+    fn default() -> Self {
+        PagesSettings {
+            allow: PageRights::default().allowed,
+        }
+    }
+}
+
+/// What pages may run over their own WebSocket, by command name
+/// (`Command::name`). The default is `ws register` and `run`.
+#[derive(Clone, Debug)]
+pub struct PageRights {
+    allowed: Vec<String>,
+}
+
+impl Default for PageRights {
+    fn default() -> Self {
+        PageRights {
+            allowed: vec!["ws register".into(), "run".into()],
+        }
+    }
+}
+
+impl PageRights {
+    /// Rights from a configured list of command names.
+    pub fn new(allowed: Vec<String>) -> Self {
+        PageRights { allowed }
+    }
+
+    fn allows(&self, cmd: &Command) -> bool {
+        self.allowed.iter().any(|a| a == cmd.name())
+    }
+}
+
+/// Commands run, by door and result, for `/metrics`.
+#[derive(Default, Debug)]
+pub(crate) struct CommandCounters {
+    counts: [[AtomicU64; 2]; 4],
+}
+
+impl CommandCounters {
+    /// (door, ok, count) for every door and result.
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, bool, u64)> {
+        let mut out = Vec::new();
+        for (door, row) in Door::LABELS.iter().zip(&self.counts) {
+            out.push((*door, true, row[1].load(Relaxed)));
+            out.push((*door, false, row[0].load(Relaxed)));
+        }
+        out
+    }
+}
+
+struct Inner {
+    hub: Hub,
+    page_rights: PageRights,
+    notify: watch::Sender<Option<String>>,
+    counters: CommandCounters,
+    actions: Actions,
+    backplane: Arc<dyn Backplane>,
+}
+
+/// Runs command lines; cheap to clone, one per door.
+#[derive(Clone)]
+pub(crate) struct Executor {
+    inner: Arc<Inner>,
+}
+
+impl Executor {
+    /// An executor whose `ws` commands reach the connections of `backplane`
+    /// (a daemon's own hub, or a cluster's with `--redis`), running the
+    /// configured `actions`.
+    pub(crate) fn new(
+        backplane: Arc<dyn Backplane>,
+        page_rights: PageRights,
+        actions: Actions,
+    ) -> Self {
+        let (notify, _) = watch::channel(None);
+        Executor {
+            inner: Arc::new(Inner {
+                hub: backplane.hub().clone(),
+                page_rights,
+                notify,
+                counters: CommandCounters::default(),
+                actions,
+                backplane,
+            }),
+        }
+    }
+
+    /// Commands run so far, by door and result.
+    pub(crate) fn counters(&self) -> &CommandCounters {
+        &self.inner.counters
+    }
+
+    /// The element Monitor lines go to while `set notify` is on.
+    pub(crate) fn notify_target(&self) -> watch::Receiver<Option<String>> {
+        self.inner.notify.subscribe()
+    }
+
+    /// Parses and runs `line` on behalf of `door`.
+    ///
+    /// The reply's output is escaped ([`crate::base::text::escape_lines`]): every
+    /// door may show it on a terminal (the CLI, `pagewire console`, curl on
+    /// `/shell`), so none of it may act as a control sequence there.
+    pub(crate) async fn run_line(&self, line: &str, door: Door) -> Reply {
+        let (mut reply, reported, name) = match command::parse(line) {
+            // A page's registration has its own Monitor line ("ws 7
+            // registered 'status'"); a second one per page would double
+            // what thousands of pages opening cost the Monitor.
+            Ok(cmd @ Command::Register { .. }) => {
+                let name = cmd.name();
+                let reply = self.run(cmd, door).await;
+                let reported = reply.is_ok() && matches!(door, Door::Page(_));
+                (reply, reported, name)
+            }
+            Ok(cmd) => {
+                let name = cmd.name();
+                (self.run(cmd, door).await, false, name)
+            }
+            Err(e) => (Reply::err(e), false, "(unreadable line)"),
+        };
+        if let Cow::Owned(escaped) = crate::base::text::escape_lines(&reply.output) {
+            reply.output = escaped;
+        }
+        let slot = &self.inner.counters.counts[door.slot()][usize::from(reply.is_ok())];
+        slot.fetch_add(1, Relaxed);
+        if reported {
+            return reply;
+        }
+        let first = reply.output.lines().next().unwrap_or("");
+        let more = if reply.output.lines().nth(1).is_some() {
+            " ..."
+        } else {
+            ""
+        };
+        let event = format_args!(
+            "{door}: {} -> {}: {first}{more}",
+            line.trim(),
+            if reply.is_ok() { "ok" } else { "error" },
+        );
+        let monitor = self.inner.hub.monitor();
+        if reply.is_ok() {
+            monitor.emit(event);
+        } else {
+            // A page (or anyone without the token) can send failing lines
+            // as fast as it likes, each different: one kind per door and
+            // command, so that a flood of them is summarised.
+            let from = match door {
+                Door::Page(_) => "page *",
+                other => other.label(),
+            };
+            monitor.emit_summarised(format_args!("{from}: {name} -> error"), event);
+        }
+        reply
+    }
+
+    /// Runs a parsed command on behalf of `door`.
+    pub(crate) async fn run(&self, cmd: Command, door: Door) -> Reply {
+        let operator = door.is_operator();
+        if !operator && !self.inner.page_rights.allows(&cmd) {
+            return self.needs_operator(&cmd, door);
+        }
+        let hub = &self.inner.hub;
+        match cmd {
+            Command::List => {
+                let mut out = render_list(&self.inner.backplane.list().await);
+                for run in self.inner.actions.running() {
+                    out.push('\n');
+                    out.push_str(&render_run(&run));
+                }
+                Reply::ok(out)
+            }
+            Command::Register { name } => match door {
+                Door::Page(id) => match hub.register(id, &name) {
+                    Ok(()) => Reply::ok(format!("registered '{name}' on connection {id}")),
+                    Err(e) => Reply::err(format!("ws register: {e}")),
+                },
+                _ => Reply::err(
+                    "ws register: only a page can register, over its own WebSocket \
+                     (wsInit('name') in ws.js)",
+                ),
+            },
+            Command::Write { target, text } => {
+                let console = crate::base::text::escape(&text).into_owned();
+                let msg = Delivery::Write { text };
+                // One line, as text: the console is the operator's
+                // terminal, and the text may come from a page.
+                self.send(&target, &msg, "ws write", |why| {
+                    (format!("{why}; printed on the console"), Some(console))
+                })
+                .await
+            }
+            Command::Exec { target, func, arg } => {
+                let msg = Delivery::Exec { func, arg };
+                self.send(&target, &msg, "ws exec", |why| {
+                    (format!("{why}; nothing sent"), None)
+                })
+                .await
+            }
+            Command::Close { target } => match self.inner.backplane.close(&target).await {
+                Ok(o) => Reply::ok(with_notes(
+                    format!("closed {}", plural(o.reached, "connection")),
+                    &o,
+                )),
+                Err(e) => Reply::err(format!("ws close: {e}")),
+            },
+            Command::Notify { name } => {
+                let out = match &name {
+                    Some(n) => {
+                        format!("notify on: Monitor lines go to element '{n}' on every page")
+                    }
+                    None => "notify off".to_string(),
+                };
+                self.inner.notify.send_replace(name);
+                Reply::ok(out)
+            }
+            Command::Run { action, args, to } => {
+                let output = match run_output(door, operator, to) {
+                    Ok(output) => output,
+                    Err(reply) => return reply,
+                };
+                let requester = Requester { door, output };
+                let started = self.inner.actions.start(&action, args, requester, hub);
+                started.await.map_or_else(Reply::err, Reply::ok)
+            }
+            Command::Help { topic } => match command::help_text(topic.as_deref()) {
+                Ok(text) => Reply::ok(text),
+                Err(e) => Reply::err(e),
+            },
+        }
+    }
+
+    /// The refusal of a command that needs operator rights.
+    fn needs_operator(&self, cmd: &Command, door: Door) -> Reply {
+        let msg = format!(
+            "'{}' needs operator rights; pages may only use {}",
+            cmd.name(),
+            self.page_rights_list()
+        );
+        if matches!(door, Door::Http { .. }) {
+            Reply::denied(format!("{msg} (send Authorization: Bearer TOKEN)"))
+        } else {
+            Reply::denied(msg)
+        }
+    }
+
+    fn page_rights_list(&self) -> String {
+        let list: Vec<String> = self
+            .inner
+            .page_rights
+            .allowed
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect();
+        list.join(" and ")
+    }
+
+    /// Sends `msg` through the backplane and words the outcome; `nobody`
+    /// words the case where nothing matched, and gives what to print on
+    /// this daemon's console then (`ws write` prints its text there).
+    async fn send(
+        &self,
+        target: &Target,
+        msg: &Delivery,
+        what: &str,
+        nobody: impl FnOnce(&str) -> (String, Option<String>),
+    ) -> Reply {
+        match self.inner.backplane.send(target, msg).await {
+            Err(e) => Reply::err(format!("{what}: {e}")),
+            Ok(o) if o.reached == 0 && o.dropped == 0 => {
+                let why = match target {
+                    Target::Name(n) if o.live > 0 => format!("no connection named '{n}'"),
+                    _ => "no WebSocket connections".to_string(),
+                };
+                let (output, console) = nobody(&why);
+                Reply {
+                    console,
+                    ..Reply::ok(with_notes(output, &o))
+                }
+            }
+            Ok(o) => {
+                let mut out = format!("sent to {}", plural(o.reached, "connection"));
+                if o.dropped > 0 {
+                    let _ = write!(out, " ({} closed as slow consumers)", o.dropped);
+                }
+                Reply::ok(with_notes(out, &o))
+            }
+        }
+    }
+}
+
+/// Where the output of `run` goes, from the door, its rights and `--to`.
+///
+/// A page's own runs stream to the page itself; `--to` with its own index
+/// means the same. Only operator rights may send a run's output to another
+/// connection: a caller with a page's rights over HTTP has no connection of
+/// its own, and naming one proves nothing (indexes are small and listed in
+/// every `hello`), so its `--to` is refused and its runs go to the Monitor.
+fn run_output(door: Door, operator: bool, to: Option<Target>) -> Result<Output, Reply> {
+    match (door, to) {
+        (Door::Page(id), None) => Ok(Output::Page(id)),
+        (Door::Page(id), Some(Target::Index(i))) if i == id => Ok(Output::Page(id)),
+        (Door::Page(_), Some(_)) => Err(Reply::denied(
+            "run: a page's action output goes to the page itself; --to TARGET needs \
+             operator rights",
+        )),
+        (_, None) => Ok(Output::Monitor),
+        (_, Some(target)) if operator => Ok(Output::To(target)),
+        (_, Some(_)) => Err(Reply::denied(
+            "run: --to TARGET needs operator rights (send Authorization: Bearer TOKEN); \
+             without them the output goes to the Monitor only, or run it from the page \
+             over its WebSocket",
+        )),
+    }
+}
+
+/// One `ws` listing line for a running action. It starts with `action`,
+/// never a digit, so that clients counting connection lines (those that
+/// start with an index) are not misled.
+pub(crate) fn render_run(run: &RunningAction) -> String {
+    let from = match run.door {
+        Door::Page(id) => format!("page:{id}"),
+        other => other.label().to_string(),
+    };
+    let pid = run.pid.map_or_else(|| "-".to_string(), |p| p.to_string());
+    format!(
+        "action {} run={} pid={pid} from={from} to={} age={}",
+        run.action,
+        run.run,
+        run.output,
+        text::age(run.age)
+    )
+}
+
+/// Appends what the backplane could not reach, one `note:` line each.
+fn with_notes(mut out: String, o: &Outcome) -> String {
+    for note in &o.notes {
+        let _ = write!(out, "\nnote: {note}");
+    }
+    out
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Renders the `ws` listing: one line per connection, the index first, and
+/// in a cluster the node that holds it last; then a `note:` line for each
+/// node that could not be asked. Every field that is text is escaped
+/// ([`crate::base::text::Escaped`]), so that none can start a line of its own:
+/// names and nodes may come from another node of a cluster.
+pub(crate) fn render_list(listing: &Listing) -> String {
+    use crate::base::text::Escaped;
+    let mut out = String::new();
+    if listing.conns.is_empty() {
+        out.push_str("no WebSocket connections\n");
+    }
+    for listed in &listing.conns {
+        let c = &listed.info;
+        let names = if c.names.is_empty() {
+            "-".to_string()
+        } else {
+            Escaped(&c.names.join(",")).to_string()
+        };
+        let page = if c.page.is_empty() { "-" } else { &c.page };
+        let _ = write!(
+            out,
+            "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
+            c.id,
+            names,
+            c.remote,
+            text::age(c.age),
+            c.msgs_in,
+            c.bytes_in,
+            c.msgs_out,
+            c.bytes_out,
+            Escaped(page)
+        );
+        if let Some(node) = &listed.node {
+            let _ = write!(out, " node={}", Escaped(node));
+        }
+        out.push('\n');
+    }
+    for note in &listing.notes {
+        let _ = writeln!(out, "note: {}", Escaped(note));
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn run_output_follows_rights() {
+        let idx = Target::Index;
+        let named = || Target::Name("status".into());
+        let http = Door::Http { operator: false };
+        assert_eq!(run_output(Door::Page(3), false, None), Ok(Output::Page(3)));
+        assert_eq!(
+            run_output(Door::Page(3), false, Some(idx(3))),
+            Ok(Output::Page(3))
+        );
+        assert!(run_output(Door::Page(3), false, Some(idx(4))).is_err());
+        assert!(run_output(Door::Page(3), false, Some(Target::All)).is_err());
+        assert_eq!(run_output(Door::Console, true, None), Ok(Output::Monitor));
+        assert_eq!(
+            run_output(Door::Control, true, Some(named())),
+            Ok(Output::To(named()))
+        );
+        assert_eq!(
+            run_output(Door::Http { operator: true }, true, Some(idx(5))),
+            Ok(Output::To(idx(5)))
+        );
+        assert_eq!(run_output(http, false, None), Ok(Output::Monitor));
+        // A page's rights over HTTP reach no connection, not even by index.
+        for to in [idx(5), named(), Target::All] {
+            let denied = run_output(http, false, Some(to)).expect_err("denied");
+            assert_eq!(denied.status, crate::base::door::Status::Denied);
+        }
+    }
+
+    /// Runs `line` from `door` against a hub holding two pages (1 and 2)
+    /// and returns the reply and the frames page 2 was sent.
+    async fn from_page_rights(door: Door, rights: PageRights, line: &str) -> (Reply, usize) {
+        use crate::engine::hub::HubLimits;
+        use crate::engine::monitor::Monitor;
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote = "127.0.0.1:1".parse().expect("address");
+        let one = hub.open(remote, "").expect("page 1");
+        let two = hub.open(remote, "").expect("page 2");
+        hub.register(2, "other").expect("register");
+        let backplane = crate::engine::backplane::Local::shared(hub.clone());
+        let exec = Executor::new(backplane, rights, Actions::default());
+        let reply = exec.run_line(line, door).await;
+        let waker = futures_util::task::noop_waker();
+        let mut sent = 0;
+        while let crate::engine::hub::Next::Frames(f) = two.next_out(&waker) {
+            sent += f.len();
+        }
+        drop(one);
+        (reply, sent)
+    }
+
+    #[tokio::test]
+    async fn a_pages_rights_never_reach_another_page() {
+        let every_command = [
+            "ws",
+            "ws register mine",
+            "ws write 2 x",
+            "ws write other x",
+            "ws write * x",
+            "ws exec 2 f a",
+            "ws exec * f a",
+            "ws close 2",
+            "ws close",
+            "set notify status",
+            "run --to 2 a",
+            "run --to other a",
+            "run --to * a",
+            "help",
+        ];
+        for door in [Door::Page(1), Door::Http { operator: false }] {
+            for line in every_command {
+                let (reply, sent) = from_page_rights(door, PageRights::default(), line).await;
+                assert_eq!(sent, 0, "{door} {line}: {reply:?}");
+                let own = line == "ws register mine" && door == Door::Page(1);
+                assert_eq!(reply.is_ok(), own, "{door} {line}: {reply:?}");
+            }
+        }
+        // `[pages] allow` is an explicit grant: with "ws write", a page
+        // writes to every page, as the operator would.
+        let grant = PageRights::new(vec!["ws write".into()]);
+        let (reply, sent) = from_page_rights(Door::Page(1), grant, "ws write other x").await;
+        assert!(reply.is_ok(), "{reply:?}");
+        assert_eq!(sent, 1);
+    }
+
+    #[test]
+    fn running_actions_never_start_with_a_digit() {
+        let line = render_run(&RunningAction {
+            run: 2,
+            action: "build".into(),
+            pid: Some(1234),
+            door: Door::Page(7),
+            output: Output::Page(7),
+            age: Duration::from_secs(4),
+        });
+        assert_eq!(line, "action build run=2 pid=1234 from=page:7 to=7 age=4s");
+    }
+
+    #[test]
+    fn cluster_listings_name_the_node_last_and_add_notes() {
+        use crate::engine::backplane::Listed;
+        use crate::engine::hub::ConnInfo;
+        let info = ConnInfo {
+            id: 7,
+            names: vec!["status".into()],
+            remote: "127.0.0.1:5000".parse().expect("address"),
+            page: "/x.html".into(),
+            age: Duration::from_secs(3),
+            msgs_in: 1,
+            bytes_in: 2,
+            msgs_out: 3,
+            bytes_out: 4,
+        };
+        let mut listing = Listing {
+            conns: vec![Listed {
+                info: info.clone(),
+                node: None,
+            }],
+            notes: Vec::new(),
+        };
+        let alone =
+            "7 names=status remote=127.0.0.1:5000 age=3s in=1msg/2B out=3msg/4B page=/x.html";
+        assert_eq!(render_list(&listing), alone);
+        listing.conns[0].node = Some("web1-42-abc".into());
+        listing
+            .notes
+            .push("node web2 did not answer within 1s".into());
+        assert_eq!(
+            render_list(&listing),
+            format!("{alone} node=web1-42-abc\nnote: node web2 did not answer within 1s")
+        );
+        listing.conns.clear();
+        assert_eq!(
+            render_list(&listing),
+            "no WebSocket connections\nnote: node web2 did not answer within 1s"
+        );
+    }
+
+    #[test]
+    fn listings_escape_every_text_field() {
+        use crate::engine::backplane::Listed;
+        use crate::engine::hub::ConnInfo;
+        // Names and node ids may come from another node of a cluster.
+        let listing = Listing {
+            conns: vec![Listed {
+                info: ConnInfo {
+                    id: 7,
+                    names: vec!["st\u{202e}atus".into(), "x\n8 names=forged".into()],
+                    remote: "127.0.0.1:5000".parse().expect("address"),
+                    page: "/\u{1b}[2J".into(),
+                    age: Duration::from_secs(3),
+                    msgs_in: 1,
+                    bytes_in: 2,
+                    msgs_out: 3,
+                    bytes_out: 4,
+                },
+                node: Some("web\r1".into()),
+            }],
+            notes: vec!["node \u{9b}2J did not answer".into()],
+        };
+        assert_eq!(
+            render_list(&listing),
+            "7 names=st\\u{202e}atus,x\\n8 names=forged remote=127.0.0.1:5000 age=3s \
+             in=1msg/2B out=3msg/4B page=/\\u{1b}[2J node=web\\r1\n\
+             note: node \\u{9b}2J did not answer"
+        );
+    }
+}

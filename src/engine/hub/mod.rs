@@ -1,0 +1,930 @@
+//! The hub: the table of live WebSocket connections, their names, and
+//! delivery of encoded frames to them.
+//!
+//! The table sits behind one `std::sync::Mutex` that is never held across an
+//! `.await`, nor while frames are queued or written: a delivery copies the
+//! list of its targets out and lets go. Tasks to wake are woken after every
+//! lock is released, so a delivery never runs another task's code while it
+//! holds one. A delivery queues without waking; the writing is done by a
+//! flush (see [`outbox`]) from the hub's flushing task.
+//!
+//! Indexes come from a counter, or from an [`IndexSource`] such as the
+//! cluster's blocks, and are never reused, so a stale index cannot reach a
+//! newer page.
+
+pub(crate) mod outbox;
+pub(crate) mod queue;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+pub(crate) use outbox::Next;
+pub use outbox::{CloseReason, OutboxLimits};
+use outbox::{Outbox, Pushed};
+
+use crate::base::command::Target;
+use crate::engine::monitor::Monitor;
+
+/// Close code for a page whose outgoing queue overflowed.
+pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4001;
+
+/// The hub's share of `[limits]` in the configuration file.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(default)]
+pub(crate) struct HubSettings {
+    /// Outgoing queue per connection, in bytes (close 4001 when full).
+    pub(crate) outbox_bytes: usize,
+    /// Outgoing queue per connection, in frames.
+    pub(crate) outbox_frames: usize,
+    /// Most WebSocket connections in all.
+    pub(crate) max_connections: usize,
+    /// Most WebSocket connections from one address; default an eighth of
+    /// `max_connections`.
+    pub(crate) max_connections_per_ip: Option<usize>,
+    /// Most names one connection may register.
+    pub(crate) max_names_per_connection: usize,
+}
+
+/// One address may hold at most this share of the connections (1/8) by
+/// default, so that no single client can take most of them.
+const PER_IP_SHARE: usize = 8;
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        let hub = HubLimits::default();
+        HubSettings {
+            outbox_bytes: hub.outbox.max_bytes,
+            outbox_frames: hub.outbox.max_frames,
+            max_connections: hub.max_connections,
+            max_connections_per_ip: None,
+            max_names_per_connection: hub.max_names_per_connection,
+        }
+    }
+}
+
+impl HubSettings {
+    /// The limits these settings give.
+    pub(crate) fn limits(&self) -> HubLimits {
+        HubLimits {
+            outbox: OutboxLimits {
+                max_bytes: self.outbox_bytes,
+                max_frames: self.outbox_frames,
+            },
+            max_connections: self.max_connections,
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .unwrap_or((self.max_connections / PER_IP_SHARE).max(1)),
+            max_names_per_connection: self.max_names_per_connection,
+        }
+    }
+}
+
+/// `[heartbeat]`: how the hub pings its pages.
+#[derive(serde::Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HeartbeatSettings {
+    /// Seconds between pings.
+    pub(crate) interval_secs: u64,
+    /// Seconds of silence after which a page is dropped.
+    pub(crate) timeout_secs: u64,
+}
+
+impl Default for HeartbeatSettings {
+    fn default() -> Self {
+        HeartbeatSettings {
+            interval_secs: 30,
+            timeout_secs: 75,
+        }
+    }
+}
+
+impl HeartbeatSettings {
+    /// The ping interval and the silence after which a page is dropped.
+    pub(crate) fn check(&self) -> anyhow::Result<(Duration, Duration)> {
+        if self.interval_secs == 0 || self.timeout_secs <= self.interval_secs {
+            anyhow::bail!(
+                "heartbeat: interval_secs must be positive and timeout_secs larger than it"
+            );
+        }
+        Ok((
+            Duration::from_secs(self.interval_secs),
+            Duration::from_secs(self.timeout_secs),
+        ))
+    }
+}
+
+/// Limits the hub enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct HubLimits {
+    /// Per-connection outgoing queue.
+    pub outbox: OutboxLimits,
+    /// Most connections in all.
+    pub max_connections: usize,
+    /// Most connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Most names one connection may register.
+    pub max_names_per_connection: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        HubLimits {
+            outbox: OutboxLimits::default(),
+            max_connections: 18_000,
+            // The configuration's default: one address gets an eighth.
+            max_connections_per_ip: 18_000 / 8,
+            max_names_per_connection: 32,
+        }
+    }
+}
+
+/// What a page sent, counted by the connection's own task. What it was
+/// sent is counted by its outbox.
+#[derive(Default, Debug)]
+pub(crate) struct Stats {
+    /// Messages received from the page.
+    pub(crate) msgs_in: AtomicU64,
+    /// Payload bytes received from the page.
+    pub(crate) bytes_in: AtomicU64,
+}
+
+/// One live connection, shared by the table and the connection's task.
+pub struct Conn {
+    id: u64,
+    remote: SocketAddr,
+    page: Box<str>,
+    opened: Instant,
+    /// Seconds since the hub started when the peer last sent anything.
+    last_seen: AtomicU32,
+    /// Traffic counters.
+    pub(crate) stats: Stats,
+    outbox: Outbox,
+    totals: Arc<Counters>,
+}
+
+impl Conn {
+    /// The connection's index.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Takes what the writer should do next; see [`Next`].
+    pub(crate) fn next_out(&self, waker: &Waker) -> Next {
+        self.outbox.next(waker)
+    }
+
+    /// Records that `n` queued bytes, completing `frames` frames, reached
+    /// the socket.
+    pub(crate) fn written(&self, frames: u64, n: usize) {
+        self.outbox.written(frames, n);
+        self.totals.written(frames, n);
+    }
+
+    /// Records one message of `n` payload bytes from the page.
+    pub(crate) fn received(&self, n: usize) {
+        for (mine, all, v) in [
+            (&self.stats.msgs_in, &self.totals.msgs_in, 1),
+            (&self.stats.bytes_in, &self.totals.bytes_in, n as u64),
+        ] {
+            mine.fetch_add(v, Relaxed);
+            all.fetch_add(v, Relaxed);
+        }
+    }
+
+    /// Lets deliveries write to `socket` themselves (a flush, see
+    /// [`outbox`]) instead of waking the connection's task. The task must
+    /// call [`Conn::detach_socket`] before it lets the socket go.
+    pub(crate) fn attach_socket(&self, socket: Arc<TcpStream>) {
+        self.outbox.attach(socket);
+    }
+
+    /// Ends flushes to the socket given to [`Conn::attach_socket`].
+    pub(crate) fn detach_socket(&self) {
+        self.outbox.detach();
+    }
+
+    /// Writes what is queued to the socket, unless the task is writing;
+    /// wakes the task for whatever the socket would not take. Returns the
+    /// frames and bytes written, for the daemon's totals.
+    fn flush(&self) -> (u64, usize) {
+        let flushed = self.outbox.flush();
+        if let Some(w) = flushed.wake {
+            w.wake();
+        }
+        (flushed.frames, flushed.bytes)
+    }
+}
+
+/// A snapshot of one connection, for the `ws` listing.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnInfo {
+    /// The index.
+    pub(crate) id: u64,
+    /// Registered names, in registration order.
+    pub(crate) names: Vec<String>,
+    /// The peer's address.
+    pub(crate) remote: SocketAddr,
+    /// The page it came from.
+    pub(crate) page: String,
+    /// Time since it opened.
+    pub(crate) age: Duration,
+    /// Messages in.
+    pub(crate) msgs_in: u64,
+    /// Bytes in.
+    pub(crate) bytes_in: u64,
+    /// Messages out.
+    pub(crate) msgs_out: u64,
+    /// Bytes out.
+    pub(crate) bytes_out: u64,
+}
+
+/// Daemon-wide counters for `/metrics`.
+#[derive(Default, Debug)]
+pub(crate) struct Counters {
+    /// Connections accepted.
+    pub(crate) opened: AtomicU64,
+    /// Connections gone.
+    pub(crate) closed: AtomicU64,
+    /// Connections closed because their queue overflowed.
+    pub(crate) slow_consumers: AtomicU64,
+    /// WebSocket upgrades refused by a connection limit.
+    pub(crate) refused: AtomicU64,
+    /// Messages received from pages.
+    pub(crate) msgs_in: AtomicU64,
+    /// Payload bytes received from pages.
+    pub(crate) bytes_in: AtomicU64,
+    /// Frames written to pages.
+    pub(crate) msgs_out: AtomicU64,
+    /// Bytes written to pages.
+    pub(crate) bytes_out: AtomicU64,
+    /// Frames queued for delivery, one per connection reached.
+    pub(crate) frames_delivered: AtomicU64,
+}
+
+impl Counters {
+    fn written(&self, frames: u64, n: usize) {
+        self.msgs_out.fetch_add(frames, Relaxed);
+        self.bytes_out.fetch_add(n as u64, Relaxed);
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OpenError {
+    /// The daemon holds its maximum number of connections.
+    #[error("too many connections ({0} at most)")]
+    TooMany(usize),
+    /// This address holds its maximum number of connections.
+    #[error("too many connections from {ip} ({max} at most)")]
+    TooManyFromAddress {
+        /// The address.
+        ip: IpAddr,
+        /// The limit.
+        max: usize,
+    },
+    /// The index source has no index to give right now.
+    #[error("no connection index available right now; try again shortly")]
+    NoIndex,
+}
+
+impl OpenError {
+    /// The refusal without its figures, for a Monitor kind.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            OpenError::TooMany(_) => "too many connections",
+            OpenError::TooManyFromAddress { .. } => "too many connections from one address",
+            OpenError::NoIndex => "no connection index available",
+        }
+    }
+}
+
+/// Where connection indexes come from when they must be unique beyond this
+/// daemon (a cluster). Asked once per opened connection, so it must answer
+/// from memory, without I/O.
+pub(crate) trait IndexSource: Send + Sync {
+    /// A fresh index, never handed out before anywhere; `None` when none can
+    /// be given now (the connection is then refused).
+    fn next_index(&self) -> Option<u64>;
+
+    /// Whether an index could be given now, checked before a handshake so
+    /// that a page is refused with an answer rather than a dropped socket.
+    fn available(&self) -> bool {
+        true
+    }
+}
+
+/// The hub's index source: its own counter unless one is plugged in.
+enum Indexes {
+    Counter(AtomicU64),
+    Source(Arc<dyn IndexSource>),
+}
+
+/// Why a target could not be resolved.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum TargetError {
+    /// No live connection has this index.
+    #[error("no connection with index {0}; 'ws' lists the current ones")]
+    NoSuchIndex(u64),
+}
+
+/// Why a name could not be registered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum RegisterError {
+    /// The connection is gone.
+    #[error("connection {0} is closed")]
+    Gone(u64),
+    /// The connection has registered its maximum number of names.
+    #[error("too many names on one connection ({0} at most)")]
+    TooManyNames(usize),
+}
+
+struct Entry {
+    conn: Arc<Conn>,
+    names: Vec<Box<str>>,
+}
+
+#[derive(Default)]
+struct Table {
+    conns: BTreeMap<u64, Entry>,
+    names: HashMap<Box<str>, Vec<Arc<Conn>>>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Table {
+    /// Removes a connection and its names; returns its entry if it was here.
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.conns.remove(&id)?;
+        for name in &entry.names {
+            if let Some(list) = self.names.get_mut(name) {
+                list.retain(|c| c.id != id);
+                if list.is_empty() {
+                    self.names.remove(name);
+                }
+            }
+        }
+        let ip = entry.conn.remote.ip();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+        Some(entry)
+    }
+}
+
+struct Shared {
+    indexes: Indexes,
+    table: Mutex<Table>,
+    /// Held while a delivery queues its frame; see [`Hub::deliver`].
+    delivering: Mutex<()>,
+    /// Connections a delivery left for the flushing task.
+    flushes: Mutex<FlushQueue>,
+    limits: HubLimits,
+    epoch: Instant,
+    counters: Arc<Counters>,
+    monitor: Monitor,
+}
+
+/// A cheap-to-clone handle on the connection table.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+/// Outcome of a delivery: how many connections got the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    /// Connections the frame was written or queued for.
+    pub(crate) reached: usize,
+    /// Connections that matched but were closed as slow consumers instead.
+    pub(crate) dropped: usize,
+}
+
+impl Hub {
+    /// An empty hub that numbers connections from 1 with its own counter.
+    pub fn new(limits: HubLimits, monitor: Monitor) -> Self {
+        Self::with_indexes(limits, monitor, Indexes::Counter(AtomicU64::new(1)))
+    }
+
+    /// An empty hub whose indexes come from `source`.
+    pub(crate) fn with_index_source(
+        limits: HubLimits,
+        monitor: Monitor,
+        source: Arc<dyn IndexSource>,
+    ) -> Self {
+        Self::with_indexes(limits, monitor, Indexes::Source(source))
+    }
+
+    fn with_indexes(limits: HubLimits, monitor: Monitor, indexes: Indexes) -> Self {
+        Hub {
+            shared: Arc::new(Shared {
+                indexes,
+                table: Mutex::new(Table::default()),
+                delivering: Mutex::new(()),
+                flushes: Mutex::default(),
+                limits,
+                epoch: Instant::now(),
+                counters: Arc::default(),
+                monitor,
+            }),
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // Every table update is completed before anything that could panic,
+        // so a poisoned lock still guards a consistent table.
+        self.shared.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The limits in force.
+    pub(crate) fn limits(&self) -> &HubLimits {
+        &self.shared.limits
+    }
+
+    /// Daemon-wide counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// The Monitor this hub reports to.
+    pub(crate) fn monitor(&self) -> &Monitor {
+        &self.shared.monitor
+    }
+
+    fn now_secs(&self) -> u32 {
+        u32::try_from(self.shared.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Checks the connection limits for `ip` before a handshake completes.
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<(), OpenError> {
+        if let Indexes::Source(source) = &self.shared.indexes {
+            if !source.available() {
+                self.shared.counters.refused.fetch_add(1, Relaxed);
+                return Err(OpenError::NoIndex);
+            }
+        }
+        let t = self.table();
+        self.check_limits(&t, ip)
+    }
+
+    fn check_limits(&self, t: &Table, ip: IpAddr) -> Result<(), OpenError> {
+        let limits = &self.shared.limits;
+        if t.conns.len() >= limits.max_connections {
+            return Err(OpenError::TooMany(limits.max_connections));
+        }
+        if t.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip {
+            return Err(OpenError::TooManyFromAddress {
+                ip,
+                max: limits.max_connections_per_ip,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a connection with a fresh index.
+    pub fn open(&self, remote: SocketAddr, page: &str) -> Result<Arc<Conn>, OpenError> {
+        self.open_greeted(remote, page, |_| None)
+    }
+
+    /// [`Hub::open`], with a first frame (made from the new index) queued
+    /// before the connection can be found: nothing delivered to it, not
+    /// even a Monitor line about its own opening, can overtake it.
+    pub(crate) fn open_greeted(
+        &self,
+        remote: SocketAddr,
+        page: &str,
+        greeting: impl FnOnce(u64) -> Option<Bytes>,
+    ) -> Result<Arc<Conn>, OpenError> {
+        // A plugged-in source is asked before the table is locked, since it
+        // may wake its refill task; an index it gives to a connection refused
+        // below is simply never used, which keeps indexes unique.
+        let mut id = match &self.shared.indexes {
+            Indexes::Counter(_) => 0,
+            Indexes::Source(source) => match source.next_index() {
+                Some(id) => id,
+                None => {
+                    self.shared.counters.refused.fetch_add(1, Relaxed);
+                    return Err(OpenError::NoIndex);
+                }
+            },
+        };
+        let mut t = self.table();
+        if let Err(e) = self.check_limits(&t, remote.ip()) {
+            self.shared.counters.refused.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+        if let Indexes::Counter(next) = &self.shared.indexes {
+            id = next.fetch_add(1, Relaxed);
+        }
+        let conn = Arc::new(Conn {
+            id,
+            remote,
+            page: page.into(),
+            opened: Instant::now(),
+            last_seen: AtomicU32::new(self.now_secs()),
+            stats: Stats::default(),
+            outbox: Outbox::default(),
+            totals: self.shared.counters.clone(),
+        });
+        if let Some(first) = greeting(id) {
+            // A fresh outbox is empty and open, so this always queues.
+            let _ = conn.outbox.push(&first, self.shared.limits.outbox);
+        }
+        t.conns.insert(
+            id,
+            Entry {
+                conn: conn.clone(),
+                names: Vec::new(),
+            },
+        );
+        *t.per_ip.entry(remote.ip()).or_insert(0) += 1;
+        drop(t);
+        self.shared.counters.opened.fetch_add(1, Relaxed);
+        self.monitor().emit(format_args!(
+            "ws {id} opened from {remote} page {}",
+            if page.is_empty() { "-" } else { page }
+        ));
+        Ok(conn)
+    }
+
+    /// Records that the peer of `conn` sent something (for heartbeats).
+    pub(crate) fn seen(&self, conn: &Conn) {
+        conn.last_seen.store(self.now_secs(), Relaxed);
+    }
+
+    /// Registers `name` on connection `id`. Registering a name twice is
+    /// harmless.
+    pub(crate) fn register(&self, id: u64, name: &str) -> Result<(), RegisterError> {
+        let max = self.shared.limits.max_names_per_connection;
+        let mut t = self.table();
+        let Some(entry) = t.conns.get_mut(&id) else {
+            return Err(RegisterError::Gone(id));
+        };
+        if entry.names.iter().any(|n| &**n == name) {
+            return Ok(());
+        }
+        if entry.names.len() >= max {
+            return Err(RegisterError::TooManyNames(max));
+        }
+        // Most pages register one name: room for exactly that, not the
+        // default four.
+        entry.names.reserve_exact(1);
+        entry.names.push(name.into());
+        let conn = entry.conn.clone();
+        t.names.entry(name.into()).or_default().push(conn);
+        drop(t);
+        self.monitor()
+            .emit(format_args!("ws {id} registered '{name}'"));
+        Ok(())
+    }
+
+    /// Number of live connections.
+    pub(crate) fn len(&self) -> usize {
+        self.table().conns.len()
+    }
+
+    /// Whether no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether connection `id` is still in the table (not closed or
+    /// closing).
+    pub(crate) fn is_live(&self, id: u64) -> bool {
+        self.table().conns.contains_key(&id)
+    }
+
+    /// Number of distinct registered names.
+    pub(crate) fn name_count(&self) -> usize {
+        self.table().names.len()
+    }
+
+    /// A snapshot of every connection, by index.
+    pub(crate) fn list(&self) -> Vec<ConnInfo> {
+        let t = self.table();
+        t.conns
+            .values()
+            .map(|e| {
+                let c = &e.conn;
+                let (msgs_out, bytes_out) = c.outbox.written_so_far();
+                ConnInfo {
+                    id: c.id,
+                    names: e.names.iter().map(|n| n.to_string()).collect(),
+                    remote: c.remote,
+                    page: c.page.to_string(),
+                    age: c.opened.elapsed(),
+                    msgs_in: c.stats.msgs_in.load(Relaxed),
+                    bytes_in: c.stats.bytes_in.load(Relaxed),
+                    msgs_out,
+                    bytes_out,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `f` on every connection `target` selects, under the table lock.
+    /// An index that is not live is an error; a name nobody registered
+    /// selects nothing.
+    fn each_target(
+        &self,
+        t: &Table,
+        target: &Target,
+        mut f: impl FnMut(&Arc<Conn>),
+    ) -> Result<(), TargetError> {
+        match target {
+            Target::Index(id) => match t.conns.get(id) {
+                Some(e) => f(&e.conn),
+                None => return Err(TargetError::NoSuchIndex(*id)),
+            },
+            Target::Name(name) => {
+                for c in t.names.get(name.as_str()).into_iter().flatten() {
+                    f(c)
+                }
+            }
+            Target::All => {
+                for e in t.conns.values() {
+                    f(&e.conn)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the same encoded `frame` for every connection `target`
+    /// selects. A connection whose queue is full is closed as a slow
+    /// consumer instead.
+    ///
+    /// Connections whose socket the hub may write are flushed after the
+    /// queueing (see [`outbox`]): at once for a few, by the flushing task
+    /// for more, so the caller is answered without waiting for thousands
+    /// of writes, and broadcasts that come faster than the sockets take them
+    /// go out together, several frames per write. The task of such a
+    /// connection is not woken at all unless its socket is full.
+    ///
+    /// The table is locked only to find the targets, so that connecting
+    /// and registering go on during a large fan-out; the queueing of
+    /// deliveries takes turns, so every page gets them in the same order.
+    pub(crate) fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
+        let limits = self.shared.limits.outbox;
+        let turn = self
+            .shared
+            .delivering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut targets = Vec::new();
+        self.each_target(&self.table(), target, |c| targets.push(c.clone()))?;
+        let mut wake = Vec::new();
+        let mut to_flush = Vec::new();
+        let mut overflowed = Vec::new();
+        let mut reached = 0;
+        for c in targets {
+            match c.outbox.push(frame, limits) {
+                Pushed::Queued(w) => {
+                    reached += 1;
+                    wake.extend(w);
+                }
+                Pushed::ToFlush => {
+                    reached += 1;
+                    to_flush.push(c);
+                }
+                Pushed::Overflow(w) => {
+                    overflowed.push(c.id);
+                    wake.extend(w);
+                }
+                Pushed::Closed => {}
+            }
+        }
+        drop(turn);
+        if !overflowed.is_empty() {
+            // The task of an overflowed connection may have ended (and
+            // reported itself gone) already: count only those removed here.
+            let mut t = self.table();
+            overflowed.retain(|id| t.remove(*id).is_some());
+        }
+        for w in wake {
+            w.wake();
+        }
+        self.flush(to_flush);
+        let counters = &self.shared.counters;
+        counters.frames_delivered.fetch_add(reached as u64, Relaxed);
+        for id in &overflowed {
+            counters.slow_consumers.fetch_add(1, Relaxed);
+            counters.closed.fetch_add(1, Relaxed);
+            self.monitor().emit(format_args!(
+                "ws {id} closed: slow consumer (outgoing queue full, code {CLOSE_SLOW_CONSUMER})"
+            ));
+        }
+        Ok(Delivered {
+            reached,
+            dropped: overflowed.len(),
+        })
+    }
+
+    /// Queues `frame` for one connection, if it is still live.
+    pub(crate) fn send_to(&self, id: u64, frame: &Bytes) -> bool {
+        matches!(self.deliver(&Target::Index(id), frame), Ok(d) if d.reached == 1)
+    }
+
+    /// Starts closing every connection `target` selects: each leaves the
+    /// listing at once, gets what was queued for it, then the close frame.
+    pub(crate) fn close(&self, target: &Target, reason: CloseReason) -> Result<usize, TargetError> {
+        let mut closing = Vec::new();
+        let mut t = self.table();
+        self.each_target(&t, target, |c| closing.push(c.clone()))?;
+        for c in &closing {
+            t.remove(c.id);
+        }
+        drop(t);
+        for c in &closing {
+            self.closed(c.id, &reason);
+            if let Some(Some(w)) = c.outbox.close(reason.clone()) {
+                w.wake();
+            }
+        }
+        Ok(closing.len())
+    }
+
+    fn closed(&self, id: u64, reason: &CloseReason) {
+        self.shared.counters.closed.fetch_add(1, Relaxed);
+        self.monitor().emit(format_args!(
+            "ws {id} closed: {} (code {})",
+            reason.reason, reason.code
+        ));
+    }
+
+    /// Closes one connection for a reason of its own (a protocol error, too
+    /// many names); false if it is no longer live.
+    pub(crate) fn close_one(&self, id: u64, reason: CloseReason) -> bool {
+        matches!(self.close(&Target::Index(id), reason), Ok(1))
+    }
+
+    /// Called by a connection's task when it ends: removes it from the table
+    /// if it is still there and tells the Monitor why it went.
+    pub(crate) fn gone(&self, conn: &Conn, why: &CloseReason) {
+        let removed = self.table().remove(conn.id).is_some();
+        if removed {
+            self.closed(conn.id, why);
+        }
+    }
+
+    /// Pings every connection with the shared `ping` frame, and closes those
+    /// whose peer has said nothing for `timeout`. Returns how many were
+    /// dropped.
+    pub(crate) fn heartbeat(&self, ping: &Bytes, timeout: Duration) -> usize {
+        let now = self.now_secs();
+        let timeout = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
+        let mut dead = Vec::new();
+        {
+            let t = self.table();
+            for e in t.conns.values() {
+                if now.saturating_sub(e.conn.last_seen.load(Relaxed)) > timeout {
+                    dead.push(e.conn.id);
+                }
+            }
+        }
+        let reason = CloseReason {
+            code: 1001,
+            reason: "heartbeat timeout",
+        };
+        for id in &dead {
+            self.close_one(*id, reason.clone());
+        }
+        // Pinging is a delivery like any other: a page that stopped reading
+        // fills its queue with pings too.
+        let _ = self.deliver(&Target::All, ping);
+        dead.len()
+    }
+}
+
+/// Deliveries to at most this many flushable connections flush them at
+/// once (a reply, a pong); larger ones hand them to the flushing task.
+const FLUSH_AT_ONCE_MAX: usize = 32;
+
+/// Connections the flushing task writes to between two yields, so that
+/// during a large fan-out the worker still reads new requests (and queues
+/// the next broadcasts, which then share writes) every fraction of a
+/// millisecond.
+const FLUSH_CHUNK: usize = 32;
+
+/// Connections waiting for a flush, in the order their deliveries came.
+#[derive(Default)]
+struct FlushQueue {
+    conns: VecDeque<Arc<Conn>>,
+    /// A flushing task is running and will take what is added.
+    running: bool,
+}
+
+impl Hub {
+    /// Flushes `conns`: at once if they are few or there is no runtime
+    /// (a test), else through the one flushing task, started if needed.
+    fn flush(&self, conns: Vec<Arc<Conn>>) {
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if conns.len() > FLUSH_AT_ONCE_MAX => runtime,
+            _ => return self.flush_now(&conns),
+        };
+        let mut queue = self.flush_queue();
+        queue.conns.extend(conns);
+        if !queue.running {
+            queue.running = true;
+            runtime.spawn(self.clone().flushing());
+        }
+    }
+
+    /// Flushes `conns` here and now, and counts what went out.
+    fn flush_now(&self, conns: &[Arc<Conn>]) {
+        let (mut frames, mut bytes) = (0, 0);
+        for c in conns {
+            let (f, b) = c.flush();
+            frames += f;
+            bytes += b;
+        }
+        self.shared.counters.written(frames, bytes);
+    }
+
+    fn flush_queue(&self) -> MutexGuard<'_, FlushQueue> {
+        // Taking from or adding to a queue cannot leave it half-done.
+        self.shared
+            .flushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The flushing task: one for all deliveries, so connections are
+    /// written in the order their frames came, and it ends when nothing is
+    /// left to flush.
+    async fn flushing(self) {
+        let mut chunk = Vec::with_capacity(FLUSH_CHUNK);
+        loop {
+            {
+                let mut queue = self.flush_queue();
+                if queue.conns.is_empty() {
+                    queue.running = false;
+                    return;
+                }
+                let n = queue.conns.len().min(FLUSH_CHUNK);
+                chunk.extend(queue.conns.drain(..n));
+            }
+            self.flush_now(&chunk);
+            chunk.clear();
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("connections", &self.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out the indexes it holds, then none.
+    struct Fixed(Mutex<Vec<u64>>);
+
+    impl IndexSource for Fixed {
+        fn next_index(&self) -> Option<u64> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        }
+
+        fn available(&self) -> bool {
+            !self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        }
+    }
+
+    #[test]
+    fn indexes_come_from_a_plugged_in_source() {
+        let source = Arc::new(Fixed(Mutex::new(vec![900, 70])));
+        let hub = Hub::with_index_source(HubLimits::default(), Monitor::new(), source);
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(70));
+        assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(900));
+        assert_eq!(hub.admit(remote.ip()), Err(OpenError::NoIndex));
+        assert_eq!(
+            hub.open(remote, "").map(|c| c.id()),
+            Err(OpenError::NoIndex)
+        );
+        assert_eq!(hub.len(), 2);
+    }
+
+    #[test]
+    fn the_default_counter_starts_at_one() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(1));
+        assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(2));
+    }
+}

@@ -1,0 +1,130 @@
+//! [`Frames`]: an ordered queue of encoded frames that allocates nothing
+//! while it holds at most one.
+//!
+//! A fan-out queues one frame on each of thousands of connections and
+//! writes it out at once; a plain `VecDeque` would allocate and free its
+//! buffer once per connection per broadcast. Here the first frame waits in
+//! `head`, and only the frames behind it go to `rest`.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::Bytes;
+
+/// Most frames handed to one vectored write.
+pub(crate) const MAX_IOVECS: usize = 64;
+
+/// Frames waiting to be written, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Frames {
+    /// The first frame; `None` exactly when the queue is empty.
+    head: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Frames {
+    /// Adds a frame at the end.
+    pub(crate) fn push_back(&mut self, frame: Bytes) {
+        if self.head.is_none() {
+            self.head = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    /// Whether no frame is waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// How many frames are waiting.
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.len()
+    }
+
+    /// Whether the queue holds memory of its own (beyond the frames, which
+    /// it shares). For tests of the "no buffer while idle" promise.
+    #[cfg(test)]
+    pub(crate) fn owns_allocation(&self) -> bool {
+        self.rest.capacity() > 0
+    }
+
+    /// The frames, first to last.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.head.iter().chain(&self.rest)
+    }
+
+    /// Fills `slices` with the first frames; returns how many slices were
+    /// filled and how many bytes they hold.
+    pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
+        let mut count = 0;
+        let mut bytes = 0;
+        for (slot, frame) in slices.iter_mut().zip(self.iter()) {
+            *slot = IoSlice::new(frame);
+            count += 1;
+            bytes += frame.len();
+        }
+        (count, bytes)
+    }
+
+    /// Drops the first `n` written bytes (the first frame left may have
+    /// been written in part); returns how many whole frames went. An
+    /// emptied queue gives its memory back.
+    pub(crate) fn consume(&mut self, mut n: usize) -> u64 {
+        let mut whole = 0;
+        while let Some(head) = &mut self.head {
+            if n < head.len() {
+                if n > 0 {
+                    *head = head.slice(n..);
+                }
+                break;
+            }
+            n -= head.len();
+            self.head = self.rest.pop_front();
+            whole += 1;
+        }
+        if self.head.is_none() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+        whole
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parts: &[&'static str]) -> Frames {
+        let mut f = Frames::default();
+        for p in parts {
+            f.push_back(Bytes::from_static(p.as_bytes()));
+        }
+        f
+    }
+
+    #[test]
+    fn consume_drops_whole_frames_and_cuts_the_first_one_left() {
+        let mut f = frames(&["abc", "de", "fgh"]);
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.consume(0), 0);
+        assert_eq!(f.consume(4), 1);
+        assert_eq!(f.iter().collect::<Vec<_>>(), ["e", "fgh"]);
+        assert_eq!(f.consume(4), 2);
+        assert!(f.is_empty());
+        assert_eq!(f.len(), 0);
+    }
+
+    #[test]
+    fn one_frame_allocates_nothing_and_order_is_kept() {
+        let mut f = frames(&["one"]);
+        assert!(!f.owns_allocation());
+        f.push_back(Bytes::from_static(b"two"));
+        f.push_back(Bytes::from_static(b"three"));
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        assert_eq!(f.io_slices(&mut slices), (3, 11));
+        assert_eq!(&*slices[1], b"two");
+        assert_eq!(f.consume(11), 3);
+        // Emptied: the memory behind the first frame is given back.
+        assert!(!f.owns_allocation());
+    }
+}
