@@ -106,7 +106,7 @@ pub(super) async fn upgrade(
         pending: on_upgrade,
         peer,
         page,
-        keep: Box::new(slot),
+        keep: slot.map(ConnSlot::shared),
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
