@@ -66,7 +66,7 @@ impl PageRights {
 /// Commands run, by door and result, for `/metrics`.
 #[derive(Default, Debug)]
 pub(crate) struct CommandCounters {
-    counts: [[AtomicU64; 2]; 4],
+    counts: [[AtomicU64; 2]; Door::LABELS.len()],
 }
 
 impl CommandCounters {

@@ -64,6 +64,34 @@ impl Asset {
     }
 }
 
+/// The admin console (`/admin`): its page, under the demo page's policy,
+/// its script and its style.
+pub(crate) const ADMIN: &[Asset] = &[
+    Asset {
+        path: "/admin",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../../assets/admin.html"),
+        csp: Some(DEMO_CSP),
+    },
+    Asset {
+        path: "/admin/admin.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../assets/admin.js"),
+        csp: None,
+    },
+    Asset {
+        path: "/admin/admin.css",
+        content_type: "text/css; charset=utf-8",
+        // The demo page's look, then the console's own rules.
+        body: concat!(
+            include_str!("../../../assets/demo.css"),
+            include_str!("../../../assets/admin.css")
+        )
+        .as_bytes(),
+        csp: None,
+    },
+];
+
 /// The demo asset at `path` (`/` is `/index.html`).
 pub(crate) fn demo(path: &str) -> Option<&'static Asset> {
     let path = if path == "/" { "/index.html" } else { path };
