@@ -154,4 +154,24 @@ mod tests {
         assert_eq!(demo("/").and_then(|a| a.csp), Some(DEMO_CSP));
         assert!(!DEMO_CSP.contains("unsafe"));
     }
+
+    #[test]
+    fn the_admin_page_links_only_its_embedded_files_and_has_no_inline_script() {
+        let page = std::str::from_utf8(ADMIN[0].body).expect("the admin page is UTF-8");
+        let mut linked = attribute_values(page, "src");
+        linked.extend(
+            attribute_values(page, "href")
+                .into_iter()
+                .filter(|h| !h.starts_with("data:")),
+        );
+        assert_eq!(linked, ["admin/admin.js", "admin/admin.css"]);
+        for path in linked {
+            // Relative to /admin, so that a proxy's path prefix keeps working.
+            let at = format!("/{path}");
+            assert!(ADMIN.iter().any(|a| a.path == at), "{path} is not embedded");
+        }
+        assert!(!page.contains("<style") && !page.contains(" style=\""));
+        assert_eq!(page.matches("<script").count(), 1);
+        assert_eq!(ADMIN[0].csp, Some(DEMO_CSP));
+    }
 }
