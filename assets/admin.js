@@ -156,6 +156,7 @@
         everReady = true;
         retryMs = 500;
         $('auth').hidden = true;
+        $('node').textContent = f.node ? ` on node ${f.node}` : '';
         setState('open', 'connected');
         banner(back ? 'The daemon is back; the table is current again.' : null);
         if (back) setTimeout(() => { if (ready) banner(null); }, 4000);

@@ -123,6 +123,11 @@ impl Executor {
         &self.inner.counters
     }
 
+    /// This daemon's node id in a cluster; `None` on its own.
+    pub(crate) fn node(&self) -> Option<Arc<str>> {
+        self.inner.backplane.node()
+    }
+
     /// The element Monitor lines go to while `set notify` is on.
     pub(crate) fn notify_target(&self) -> watch::Receiver<Option<String>> {
         self.inner.notify.subscribe()

@@ -150,8 +150,9 @@ enum Outgoing<'a> {
     /// The socket is open; `auth` says whether a token must come first
     /// (`"token"`) or operator rights are granted (`"granted"`).
     Hello { auth: &'static str },
-    /// Rights granted: table, Monitor and commands follow.
-    Ready,
+    /// Rights granted: table, Monitor and commands follow. `node` is this
+    /// daemon's id in a cluster (the table lists its connections).
+    Ready { node: Option<&'a str> },
     /// A page of the connection table. `ages_ms` (one per row) is kept
     /// apart from the rows so that a row compares equal while only its age
     /// grows.
@@ -276,7 +277,11 @@ impl<'e> Session<'e> {
         let mut changes = hub.changes();
         let mut lines = self.engine.monitor.subscribe();
         let (replies, mut replied) = mpsc::channel::<(u64, Status, String)>(MAX_RUNNING);
-        if ws.send(Outgoing::Ready.message()).await.is_err() {
+        let node = self.engine.exec.node();
+        let ready = Outgoing::Ready {
+            node: node.as_deref(),
+        };
+        if ws.send(ready.message()).await.is_err() {
             return "gone";
         }
         if self.send_table(ws).await.is_err() {
