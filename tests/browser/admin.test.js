@@ -139,6 +139,38 @@ test('a command typed there reaches the page picked in the table, shows its repl
   assert.deepEqual(await admin.evaluate(() => window.violations), []);
 });
 
+test('a large table comes a hundred rows at a time, with a pager', async () => {
+  const admin = await openConsole();
+  // One page holding 105 sockets of its own (plain WebSockets to /ws).
+  const holder = await context.newPage();
+  await holder.goto(daemon.url + '/');
+  await holder.evaluate(() => new Promise((resolve) => {
+    window.held = [];
+    let open = 0;
+    for (let i = 0; i < 105; i++) {
+      const ws = new WebSocket(`ws://${location.host}/ws`);
+      ws.onopen = () => { if (++open === 105) resolve(); };
+      window.held.push(ws);
+    }
+  }));
+  await admin.waitForFunction(() => document.getElementById('count').textContent === '105 live', null, POLL);
+  assert.equal(await admin.locator('#pager').isVisible(), true);
+  assert.equal(await admin.locator('#range').textContent(), '1–100 of 105');
+  assert.equal(await admin.locator('#rows tr[data-id]').count(), 100);
+  assert.equal(await admin.locator('#prev').isDisabled(), true);
+
+  await admin.locator('#next').click();
+  await admin.waitForFunction(() => document.getElementById('range').textContent === '101–105 of 105', null, POLL);
+  assert.equal(await admin.locator('#rows tr[data-id]').count(), 5);
+  assert.equal(await admin.locator('#next').isDisabled(), true);
+
+  // The last page empties as its connections go; the console steps back.
+  await holder.evaluate(() => window.held.slice(100).forEach((ws) => ws.close()));
+  await admin.waitForFunction(() => document.getElementById('range').textContent === '1–100 of 100', null, POLL);
+  await holder.close();
+  await admin.waitForFunction(() => document.getElementById('count').textContent === '0 live', null, POLL);
+});
+
 test('the daemon restarted: the console says so and recovers', async () => {
   const admin = await openConsole();
   const demo = await openDemo();
