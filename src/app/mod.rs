@@ -6,3 +6,4 @@ pub(crate) mod config;
 mod file;
 pub(crate) mod serve;
 pub(crate) mod shutdown;
+mod systemd;

@@ -205,6 +205,33 @@ fn overview() -> String {
     text
 }
 
+/// The commands of `group` (`ws`, `set` …), one line each with its
+/// summary: what `pagewire ws --help` lists, since the CLI passes the
+/// words on to the daemon as they are.
+pub(crate) fn group_overview(group: &str) -> String {
+    let defs: Vec<&CommandDef> = COMMANDS
+        .iter()
+        .copied()
+        .filter(|def| def.name == group || def.name.starts_with(&format!("{group} ")))
+        .collect();
+    let width = defs
+        .iter()
+        .map(|def| def.usage.chars().count())
+        .filter(|&n| n <= MAX_ALIGNED_USAGE)
+        .max()
+        .unwrap_or(0);
+    let mut text = String::from("Commands:\n");
+    for def in &defs {
+        text.push_str(&format!("  {:width$}  {}\n", def.usage, def.summary));
+    }
+    if defs.iter().any(|def| def.usage.contains("TARGET")) {
+        text.push_str(TARGET_HELP);
+        text.push('\n');
+    }
+    text.push_str(&format!("'pagewire help {group} SUBCOMMAND' explains one."));
+    text
+}
+
 /// The long help of one command.
 fn details(def: &CommandDef) -> String {
     let mut text = format!(

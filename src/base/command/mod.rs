@@ -8,7 +8,7 @@ use std::fmt;
 mod defs;
 mod lex;
 
-pub(crate) use defs::help_text;
+pub(crate) use defs::{group_overview, help_text};
 pub use defs::{CommandDef, COMMANDS};
 pub use lex::{quote, tokenize};
 

@@ -13,7 +13,7 @@ mod editor;
 mod monitor_printer;
 
 pub(crate) use editor::{Editor, EditorConfig, EditorEnd};
-pub(crate) use monitor_printer::spawn_monitor_printer;
+pub(crate) use monitor_printer::{spawn_monitor_printer, LogStyle};
 
 use std::io::{self, IsTerminal};
 use std::sync::Arc;

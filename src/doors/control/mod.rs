@@ -46,7 +46,7 @@ pub(crate) use wire::{lines, ControlAnswer, ControlRequest, MAX_ANSWER_LINE, MAX
 
 /// Where the control socket is: a flag of `pagewire serve` (and of the CLI),
 /// and the `control` key of the configuration file.
-#[derive(clap::Args, serde::Deserialize, Debug, Default, Clone)]
+#[derive(clap::Args, serde::Deserialize, serde::Serialize, Debug, Default, Clone)]
 #[serde(default)]
 pub(crate) struct ControlSettings {
     /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,
