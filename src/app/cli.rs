@@ -214,7 +214,7 @@ fn check_config(path: &std::path::Path) -> Exit {
 }
 
 fn control_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.unwrap_or_else(control::default_path)
+    flag.unwrap_or_else(control::client_default_path)
 }
 
 fn serve(config: ServeConfig) -> Exit {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::FromArgMatches as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::file;
 use crate::base::logline::{LogFormat, LogSettings};

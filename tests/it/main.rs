@@ -12,6 +12,7 @@ mod http;
 mod page;
 mod reliability;
 mod secure;
+mod service;
 mod support;
 mod terminal;
 mod ws;

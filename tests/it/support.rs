@@ -498,9 +498,11 @@ impl DaemonBuilder {
             Some(rest) => ("https", rest),
             None => ("http", url.strip_prefix("http://").unwrap_or(url)),
         };
+        // `ADDR`, or `ADDR/PREFIX/` under a base path.
         let addr = rest
             .split(READY_CONTROL)
             .next()
+            .and_then(|a| a.split('/').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unreadable ready line {ready:?}\n{}", process.snapshot()));
         let want = format!("{READY_CONTROL}{})", control.display());

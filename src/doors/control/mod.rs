@@ -41,7 +41,7 @@ use std::path::PathBuf;
 
 pub(crate) use client::{run_command, watch, Client, ClientError};
 pub(crate) use server::serve;
-pub(crate) use socket::{bind, default_path};
+pub(crate) use socket::{bind, client_default_path, default_path, serves_group};
 pub(crate) use wire::{lines, ControlAnswer, ControlRequest, MAX_ANSWER_LINE, MAX_REQUEST_LINE};
 
 /// Where the control socket is: a flag of `pagewire serve` (and of the CLI),

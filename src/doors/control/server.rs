@@ -39,6 +39,12 @@ pub(crate) async fn serve(
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let owner = super::trust::current_uid();
+    // The service's group, when the daemon runs as the package's service
+    // user in its runtime directory.
+    let group = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().and_then(super::serves_group));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -61,7 +67,7 @@ pub(crate) async fn serve(
             shutdown: shutdown.clone(),
         };
         tracker.spawn(async move {
-            let refusal = match (&slot, peer_allowed(&stream, owner)) {
+            let refusal = match (&slot, peer_allowed(&stream, owner, group)) {
                 (Err(_), _) => Some(format!(
                     "control: too many connections (limit {MAX_CONNECTIONS})"
                 )),
@@ -90,11 +96,19 @@ pub(crate) async fn serve(
 }
 
 /// Whether the peer runs as `owner` (or as root, who could read the socket
-/// anyway). This backs up the file mode, which a permissive umask could
-/// leave open for the instant between bind and chmod.
-fn peer_allowed(stream: &UnixStream, owner: u32) -> Result<(), u32> {
+/// anyway), or is a member of the service's `group` when there is one.
+/// This backs up the file mode, which a permissive umask could leave open
+/// for the instant between bind and chmod.
+fn peer_allowed(stream: &UnixStream, owner: u32, group: Option<u32>) -> Result<(), u32> {
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == owner || cred.uid() == 0 => Ok(()),
+        Ok(cred)
+            if group.is_some_and(|gid| {
+                cred.gid() == gid || super::trust::service_group_member(cred.uid(), gid)
+            }) =>
+        {
+            Ok(())
+        }
         Ok(cred) => Err(cred.uid()),
         // The file mode still applies; do not lock the owner out because
         // the platform cannot tell.
