@@ -9,6 +9,7 @@ mod control_owner;
 mod frames_budget;
 mod guard;
 mod http;
+mod package;
 mod page;
 mod reliability;
 mod secure;
