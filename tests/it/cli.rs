@@ -197,3 +197,25 @@ fn console_runs_piped_lines() {
         "piped lines stay out of the history"
     );
 }
+
+#[test]
+fn the_daemons_console_says_that_exit_stops_the_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = format!(
+        "'{}' serve --listen 127.0.0.1:0 --control '{}'",
+        crate::support::bin(),
+        dir.path().join("ctl.sock").display()
+    );
+    // `script` gives the daemon a terminal, so it starts its console.
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qfec", &serve, "/dev/null"])
+        .env("HOME", dir.path())
+        .env("TERM", "dumb");
+    let out = Process::spawn_with_input(cmd, "help\nexit\n").wait_exit();
+    out.assert_exit_code(0)
+        .assert_stdout_contains(
+            "console: type 'help' for the commands; exit, quit, Ctrl-C or Ctrl-D stops pagewire",
+        )
+        .assert_stdout_contains("on this console: exit, quit, Ctrl-C or Ctrl-D stops pagewire")
+        .assert_stdout_contains("console closed; stopping pagewire");
+}
