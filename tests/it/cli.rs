@@ -219,3 +219,19 @@ fn the_daemons_console_says_that_exit_stops_the_daemon() {
         .assert_stdout_contains("on this console: exit, quit, Ctrl-C or Ctrl-D stops pagewire")
         .assert_stdout_contains("console closed; stopping pagewire");
 }
+
+#[test]
+fn the_daemon_says_when_its_socket_file_is_removed() {
+    let daemon = Daemon::start::<&str>(&[]);
+    std::fs::remove_file(&daemon.control).expect("remove the socket file");
+    let line = daemon.wait_for_stdout(|l| l.contains("was removed or replaced"));
+    assert!(
+        line.contains(&daemon.control.display().to_string()),
+        "{line}"
+    );
+    // And the CLI, which finds no socket, says no daemon answers there.
+    daemon
+        .cli(&["ws"])
+        .assert_exit_code(2)
+        .assert_stderr_contains("no pagewire daemon answering");
+}

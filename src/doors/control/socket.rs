@@ -343,7 +343,7 @@ pub(crate) struct SocketGuard {
 
 /// Device, inode and change time: inode numbers alone are reused at once
 /// on some file systems when a file is deleted and another created.
-type FileIdentity = (u64, u64, i64, i64);
+pub(super) type FileIdentity = (u64, u64, i64, i64);
 
 impl SocketGuard {
     /// Guards the socket file now at `path`.
@@ -370,7 +370,7 @@ impl Drop for SocketGuard {
     }
 }
 
-fn file_identity(path: &Path) -> Option<FileIdentity> {
+pub(super) fn file_identity(path: &Path) -> Option<FileIdentity> {
     std::fs::symlink_metadata(path)
         .ok()
         .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
