@@ -34,7 +34,8 @@ use crate::doors::control::{self, Client, ClientError};
 pub(crate) struct Cli {
     /// The daemon's control socket [default: $XDG_RUNTIME_DIR/pagewire.sock,
     /// else /run/pagewire/pagewire.sock for root, /tmp/pagewire-UID/pagewire.sock
-    /// for other users].
+    /// for other users; without a socket there, the service's
+    /// /run/pagewire/pagewire.sock for members of the group pagewire].
     #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL", global = true)]
     pub(crate) control: Option<PathBuf>,
 
