@@ -11,6 +11,10 @@ use std::process::Command;
 
 use crate::support::{Output, Process};
 
+/// How long a step may take: dpkg runs triggers (man-db) and the machine
+/// may be busy.
+const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Runs a program to its end.
 fn run(program: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(program);
@@ -19,7 +23,7 @@ fn run(program: &str, args: &[&str]) -> Output {
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("PAGEWIRE_CONTROL")
         .env_remove("PAGEWIRE_CONFIG");
-    Process::spawn(cmd).wait_exit()
+    Process::spawn(cmd).wait_exit_within(STEP_TIMEOUT)
 }
 
 fn installed() -> bool {
@@ -90,7 +94,7 @@ fn the_debian_package_installs_runs_and_is_removed() {
         .arg(out.path())
         .env("PAGEWIRE_DEB_BIN", crate::support::bin());
     // Minutes on a busy machine: stripping and compressing the binary.
-    let built = Process::spawn(build).wait_exit_within(std::time::Duration::from_secs(600));
+    let built = Process::spawn(build).wait_exit_within(2 * STEP_TIMEOUT);
     built.assert_exit_code(0);
     let deb = built.stdout.trim().to_owned();
     assert!(
