@@ -18,6 +18,7 @@ use crate::base::codec as frame;
 use crate::base::command::Target;
 use crate::base::logline::{self, Level};
 use crate::base::stdout::ConsoleOut;
+use crate::doors::admin::Admins;
 use crate::doors::console;
 use crate::doors::control;
 use crate::doors::http::access::{HostPolicy, OriginPolicy, Token};
@@ -101,7 +102,8 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         tasks.spawn(control::serve(listener, engine.clone(), stop.clone()));
     }
     let pages = Arc::new(Pages::new(engine.clone(), settings.conn));
-    let front = front(&settings, &engine, &pages, tls.is_some());
+    let admins = Arc::new(Admins::new(engine.clone()));
+    let front = front(&settings, &engine, &pages, &admins, tls.is_some());
     // Under a base path, the address of its pages (`/status/`).
     let url = match settings.base_path.as_str() {
         "" => format!("{}://{local}", front.scheme),
@@ -131,6 +133,9 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     listening.set(false);
     systemd.notify("STOPPING=1");
 
+    // Consoles first: they hold places in the accept loop's limits, which
+    // the server's drain waits for.
+    admins.close_all(SHUTDOWN_GRACE).await;
     shut_down(&engine, &joined, &pages, server).await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
@@ -185,8 +190,14 @@ async fn join(
 }
 
 /// The HTTP door, its WebSockets handed to `pages`.
-fn front(settings: &Settings, engine: &Arc<Engine>, pages: &Arc<Pages>, tls: bool) -> Arc<Front> {
-    let pages = pages.clone();
+fn front(
+    settings: &Settings,
+    engine: &Arc<Engine>,
+    pages: &Arc<Pages>,
+    admins: &Arc<Admins>,
+    tls: bool,
+) -> Arc<Front> {
+    let (pages, admins) = (pages.clone(), admins.clone());
     Arc::new(Front {
         engine: engine.clone(),
         addresses: settings.addresses.clone(),
@@ -201,6 +212,7 @@ fn front(settings: &Settings, engine: &Arc<Engine>, pages: &Arc<Pages>, tls: boo
         base_path: settings.base_path.clone(),
         trusted_proxies: settings.trusted_proxies.clone(),
         pages: Box::new(move |upgrade| pages.accept(upgrade)),
+        admins: Box::new(move |upgrade| admins.accept(upgrade)),
         server: Arc::default(),
     })
 }

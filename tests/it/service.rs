@@ -63,6 +63,10 @@ async fn everything_is_served_under_the_base_path() {
         ("/status/readyz", 200, "listening: ok"),
         ("/status/metrics", 200, "pagewire_"),
         ("/status/shell?cmd=help", 200, "ws write"),
+        ("/status/admin", 200, "src=\"admin/admin.js\""),
+        ("/status/admin/admin.js", 200, "admin/ws"),
+        ("/status/admin/", 308, "../admin"),
+        ("/admin", 404, "not found"),
         ("/status", 308, "/status/"),
         ("/status?x=1", 308, "/status/?x=1"),
         ("/", 404, "not found"),
@@ -161,6 +165,25 @@ async fn only_a_trusted_proxy_may_name_the_client_and_its_scheme() {
     assert_eq!(unproven.status(), StatusCode::UNAUTHORIZED);
     let local = post(&proxy, &[]).await.expect("POST");
     assert_eq!(local.status(), StatusCode::OK);
+    // The admin console, the same: only the loopback client itself.
+    for (who, client, headers, want) in [
+        ("loopback", &proxy, &[][..], StatusCode::OK),
+        (
+            "a private client via the proxy",
+            &proxy,
+            &private[..],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "a request naming a client unproven",
+            &stranger,
+            &[("x-forwarded-for", "127.0.0.1")][..],
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let (status, body) = get(client, d.url("/admin"), headers).await;
+        assert_eq!(status, want, "{who}: {body}");
+    }
 
     // WebSockets: the listing and the per-address limit see the clients.
     let origin = format!("http://{}", d.addr);
