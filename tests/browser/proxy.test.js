@@ -2,7 +2,8 @@
 // The daemon at a subpath behind Debian's nginx, configured with the
 // snippets the docs and the package ship (packaging/nginx/): the demo page
 // at /status/ in Chromium gets its ws.js, its WebSocket and its
-// broadcast's POST through nginx, and receives an operator's write.
+// broadcast's POST through nginx, and receives an operator's write; the
+// admin console at /status/admin works through it too.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -66,4 +67,27 @@ test('a page at /status/ behind nginx receives a write', async () => {
     return /"GET \/status\/ws\?page=%2Fstatus%2F HTTP\/1\.1" 101 /.test(text) && text;
   });
   assert.match(log, /"GET \/status\/ws\.js HTTP\/1\.1" 200 /);
+});
+
+test('the admin console at /status/admin behind nginx shows the page and runs a command', async () => {
+  const page = await context.newPage();
+  await page.goto(`${nginx.url}/status/`);
+  await page.getByRole('button', { name: 'Open WebSocket' }).click();
+  const index = await registered(daemon, page, ['status']);
+
+  const admin = await context.newPage();
+  const response = await admin.goto(`${nginx.url}/status/admin`);
+  assert.equal(response.status(), 200);
+  await admin.waitForFunction(() => document.getElementById('conn').dataset.state === 'open', null, POLL);
+  await admin.waitForFunction((i) => document.querySelector(`#rows tr[data-id="${i}"]`) !== null, index, POLL);
+  await admin.fill('#line', 'ws write status "from the admin console"');
+  await admin.press('#line', 'Enter');
+  await textIs(page, 'status', 'from the admin console');
+
+  await admin.close();
+  await page.close();
+  assert.deepEqual([...admin.errors, ...page.errors], []);
+  await until('the admin socket in nginx access log', () =>
+    /"GET \/status\/admin\/ws HTTP\/1\.1" 101 /.test(nginx.accessLog())
+  );
 });
