@@ -11,6 +11,7 @@
 //! | hub | | its share of `[limits]`, `[heartbeat]` |
 //! | page door | | its share of `[limits]` |
 //! | executor | | `[pages]` |
+//! | what the daemon remembers | `state_dir` | `[state]` |
 //! | actions | | its share of `[limits]`, `[actions.NAME]` |
 //!
 //! A flag given on the command line, or its environment variable where it
@@ -38,6 +39,7 @@ use crate::engine::actions::{ActionConfig, ActionLimits};
 use crate::engine::backplane::redis::{ClusterConfig, RedisSettings};
 use crate::engine::exec::PagesSettings;
 use crate::engine::hub::{HeartbeatSettings, HubLimits, HubSettings};
+use crate::engine::remember::{StateConfig, StateSettings};
 
 /// `pagewire serve`'s flags and the configuration file, in one: each part's
 /// settings, its flags flattened into the command line, its keys read from
@@ -56,6 +58,9 @@ pub(crate) struct ServeConfig {
     /// The cluster to join, if any.
     #[command(flatten)]
     pub(crate) redis: RedisSettings,
+    /// The state directory.
+    #[command(flatten)]
+    pub(crate) state: StateSettings,
     /// `[limits]`.
     #[arg(skip)]
     pub(crate) limits: LimitsTable,
@@ -71,6 +76,9 @@ pub(crate) struct ServeConfig {
     /// `[cluster]`, used with `redis`.
     #[arg(skip)]
     pub(crate) cluster: ClusterConfig,
+    /// `[state]`.
+    #[arg(skip)]
+    pub(crate) state_table: StateConfig,
 }
 
 /// `[limits]`: one table in the file, each part's share declared by it.
@@ -109,6 +117,7 @@ impl ServeConfig {
             config: None,
             control: toml::from_str(text)?,
             redis: toml::from_str(text)?,
+            state: toml::from_str(text)?,
             limits: LimitsTable {
                 hub: file::limits(text)?,
                 page: file::limits(text)?,
@@ -119,6 +128,7 @@ impl ServeConfig {
             pages: tables.pages,
             actions: tables.actions,
             cluster: tables.cluster,
+            state_table: tables.state,
         })
     }
 
@@ -136,6 +146,7 @@ impl ServeConfig {
                 &mut config.http.tls_cert,
                 &mut config.http.tls_key,
                 &mut config.control.path,
+                &mut config.state.state_dir,
             ] {
                 *p = p.take().map(|p| relative_to(Some(base), p));
             }
@@ -185,6 +196,8 @@ pub(crate) struct Settings {
     pub(crate) actions: BTreeMap<String, ActionConfig>,
     /// Most actions running at once.
     pub(crate) max_running_actions: usize,
+    /// The state directory, if there is one.
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -196,7 +209,8 @@ impl Settings {
         let allowed_hosts = http.allowed_hosts()?;
         let tls = http.tls()?;
         let limits = &config.limits;
-        let hub = limits.hub.limits();
+        let mut hub = limits.hub.limits();
+        hub.resume_grace = config.state_table.grace()?;
         let conn = limits.page.conn_limits()?;
         let max_running_actions = limits.actions.check()?;
         let base = config.config.as_deref().and_then(Path::parent);
@@ -230,6 +244,7 @@ impl Settings {
             page_commands: config.pages.allow,
             actions,
             max_running_actions,
+            state_dir: config.state.dir(),
         })
     }
 

@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::base::command::{self, Command, Target};
+use crate::base::command::{self, Command, Retain, Target};
 use crate::base::door::{Door, Reply};
 use crate::base::text;
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
 use crate::engine::backplane::{Backplane, Delivery, Listing, Outcome};
 use crate::engine::hub::Hub;
+use crate::engine::remember::Remember;
 
 /// `[pages]` in the configuration file: what pages may do.
 #[derive(serde::Deserialize, Debug, Clone)]
@@ -88,6 +89,7 @@ struct Inner {
     counters: CommandCounters,
     actions: Actions,
     backplane: Arc<dyn Backplane>,
+    remember: Arc<Remember>,
 }
 
 /// Runs command lines; cheap to clone, one per door.
@@ -104,6 +106,7 @@ impl Executor {
         backplane: Arc<dyn Backplane>,
         page_rights: PageRights,
         actions: Actions,
+        remember: Arc<Remember>,
     ) -> Self {
         let (notify, _) = watch::channel(None);
         Executor {
@@ -114,6 +117,7 @@ impl Executor {
                 counters: CommandCounters::default(),
                 actions,
                 backplane,
+                remember,
             }),
         }
     }
@@ -137,8 +141,10 @@ impl Executor {
         let (mut reply, reported, name) = match command::parse(line) {
             // A page's registration has its own Monitor line ("ws 7
             // registered 'status'"); a second one per page would double
-            // what thousands of pages opening cost the Monitor.
-            Ok(cmd @ Command::Register { .. }) => {
+            // what thousands of pages opening cost the Monitor. A page's
+            // visibility changes with every switch of tabs: it is shown by
+            // `ws`, not logged.
+            Ok(cmd @ (Command::Register { .. } | Command::Visibility { .. })) => {
                 let name = cmd.name();
                 let reply = self.run(cmd, door).await;
                 let reported = reply.is_ok() && matches!(door, Door::Page(_));
@@ -188,7 +194,9 @@ impl Executor {
     /// Runs a parsed command on behalf of `door`.
     pub(crate) async fn run(&self, cmd: Command, door: Door) -> Reply {
         let operator = door.is_operator();
-        if !operator && !self.inner.page_rights.allows(&cmd) {
+        // A page's report of its own visibility concerns nothing else.
+        let own_report = matches!(cmd, Command::Visibility { .. });
+        if !operator && !own_report && !self.inner.page_rights.allows(&cmd) {
             return self.needs_operator(&cmd, door);
         }
         let hub = &self.inner.hub;
@@ -211,23 +219,50 @@ impl Executor {
                      (wsInit('name') in ws.js)",
                 ),
             },
-            Command::Write { target, text } => {
+            Command::Write {
+                target,
+                text,
+                retain,
+            } => {
                 let console = crate::base::text::escape(&text).into_owned();
                 let msg = Delivery::Write { text };
                 // One line, as text: the console is the operator's
                 // terminal, and the text may come from a page.
-                self.send(&target, &msg, "ws write", |why| {
+                self.send(&target, &msg, retain, "ws write", |why| {
                     (format!("{why}; printed on the console"), Some(console))
                 })
                 .await
             }
-            Command::Exec { target, func, arg } => {
+            Command::Exec {
+                target,
+                func,
+                arg,
+                retain,
+            } => {
                 let msg = Delivery::Exec { func, arg };
-                self.send(&target, &msg, "ws exec", |why| {
+                self.send(&target, &msg, retain, "ws exec", |why| {
                     (format!("{why}; nothing sent"), None)
                 })
                 .await
             }
+            Command::Retained => Reply::ok(self.inner.remember.retained.render()),
+            Command::Forget { name } => match self.inner.remember.retained.forget(&name).await {
+                Ok(0) => Reply::ok(format!("nothing retained for '{name}'")),
+                Ok(n) => Reply::ok(format!(
+                    "forgot {} of '{name}'",
+                    plural(n, "retained value")
+                )),
+                Err(e) => Reply::err(format!("ws forget: {e}")),
+            },
+            Command::Visibility { state } => match door {
+                Door::Page(id) if hub.set_visibility(id, state) => {
+                    Reply::ok(format!("connection {id} is {}", state.word()))
+                }
+                Door::Page(id) => Reply::err(format!("ws visibility: connection {id} is closed")),
+                _ => Reply::err(
+                    "ws visibility: only a page reports its visibility, over its own WebSocket",
+                ),
+            },
             Command::Close { target } => match self.inner.backplane.close(&target).await {
                 Ok(o) => Reply::ok(with_notes(
                     format!("closed {}", plural(o.reached, "connection")),
@@ -288,13 +323,45 @@ impl Executor {
 
     /// Sends `msg` through the backplane and words the outcome; `nobody`
     /// words the case where nothing matched, and gives what to print on
-    /// this daemon's console then (`ws write` prints its text there).
+    /// this daemon's console then (`ws write` prints its text there). With
+    /// `retain`, the value is kept (durably) first, and retained writes
+    /// take turns until each is delivered.
     async fn send(
+        &self,
+        target: &Target,
+        msg: &Delivery,
+        retain: Option<Retain>,
+        what: &str,
+        nobody: impl FnOnce(&str) -> (String, Option<String>),
+    ) -> Reply {
+        let (Some(retain), Target::Name(name)) = (retain, target) else {
+            return self.deliver(target, msg, what, nobody, "").await;
+        };
+        let remember = &self.inner.remember;
+        let turn = match remember.retained.keep(name, msg, retain.ttl).await {
+            Ok(turn) => turn,
+            Err(e) => return Reply::err(format!("{what}: {e}; nothing sent")),
+        };
+        let mut kept = format!("; retained for pages that register '{name}'");
+        if let Some(ttl) = retain.ttl {
+            let _ = write!(kept, " for {}", text::age(ttl));
+        }
+        if !remember.is_durable() {
+            kept.push_str(" (until the daemon stops: it has no state directory)");
+        }
+        let reply = self.deliver(target, msg, what, nobody, &kept).await;
+        drop(turn);
+        reply
+    }
+
+    /// The delivery of [`Executor::send`]; `kept` ends the first line.
+    async fn deliver(
         &self,
         target: &Target,
         msg: &Delivery,
         what: &str,
         nobody: impl FnOnce(&str) -> (String, Option<String>),
+        kept: &str,
     ) -> Reply {
         match self.inner.backplane.send(target, msg).await {
             Err(e) => Reply::err(format!("{what}: {e}")),
@@ -306,7 +373,7 @@ impl Executor {
                 let (output, console) = nobody(&why);
                 Reply {
                     console,
-                    ..Reply::ok(with_notes(output, &o))
+                    ..Reply::ok(with_notes(output + kept, &o))
                 }
             }
             Ok(o) => {
@@ -314,6 +381,7 @@ impl Executor {
                 if o.dropped > 0 {
                     let _ = write!(out, " ({} closed as slow consumers)", o.dropped);
                 }
+                out.push_str(kept);
                 Reply::ok(with_notes(out, &o))
             }
         }
@@ -400,11 +468,13 @@ pub(crate) fn render_list(listing: &Listing) -> String {
         let page = if c.page.is_empty() { "-" } else { &c.page };
         let _ = write!(
             out,
-            "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
+            "{} names={} remote={} age={} idle={} visibility={} in={}msg/{}B out={}msg/{}B page={}",
             c.id,
             names,
             c.remote,
             text::age(c.age),
+            text::age(c.idle),
+            c.visibility.map_or("-", |v| v.word()),
             c.msgs_in,
             c.bytes_in,
             c.msgs_out,
@@ -468,7 +538,8 @@ mod tests {
         let two = hub.open(remote, "").expect("page 2");
         hub.register(2, "other").expect("register");
         let backplane = crate::engine::backplane::Local::shared(hub.clone());
-        let exec = Executor::new(backplane, rights, Actions::default());
+        let remember = Arc::new(Remember::in_memory());
+        let exec = Executor::new(backplane, rights, Actions::default(), remember);
         let reply = exec.run_line(line, door).await;
         let waker = futures_util::task::noop_waker();
         let mut sent = 0;
@@ -496,12 +567,17 @@ mod tests {
             "run --to other a",
             "run --to * a",
             "help",
+            "ws retained",
+            "ws forget other",
+            "ws write --retain other x",
+            "ws visibility hidden",
         ];
         for door in [Door::Page(1), Door::Http { operator: false }] {
             for line in every_command {
                 let (reply, sent) = from_page_rights(door, PageRights::default(), line).await;
                 assert_eq!(sent, 0, "{door} {line}: {reply:?}");
-                let own = line == "ws register mine" && door == Door::Page(1);
+                let own = matches!(line, "ws register mine" | "ws visibility hidden")
+                    && door == Door::Page(1);
                 assert_eq!(reply.is_ok(), own, "{door} {line}: {reply:?}");
             }
         }
@@ -536,6 +612,8 @@ mod tests {
             remote: "127.0.0.1:5000".parse().expect("address"),
             page: "/x.html".into(),
             age: Duration::from_secs(3),
+            idle: Duration::from_secs(1),
+            visibility: None,
             msgs_in: 1,
             bytes_in: 2,
             msgs_out: 3,
@@ -548,8 +626,8 @@ mod tests {
             }],
             notes: Vec::new(),
         };
-        let alone =
-            "7 names=status remote=127.0.0.1:5000 age=3s in=1msg/2B out=3msg/4B page=/x.html";
+        let alone = "7 names=status remote=127.0.0.1:5000 age=3s idle=1s visibility=- \
+                     in=1msg/2B out=3msg/4B page=/x.html";
         assert_eq!(render_list(&listing), alone);
         listing.conns[0].node = Some("web1-42-abc".into());
         listing
@@ -579,6 +657,8 @@ mod tests {
                     remote: "127.0.0.1:5000".parse().expect("address"),
                     page: "/\u{1b}[2J".into(),
                     age: Duration::from_secs(3),
+                    idle: Duration::from_secs(0),
+                    visibility: Some(crate::base::command::Visibility::Hidden),
                     msgs_in: 1,
                     bytes_in: 2,
                     msgs_out: 3,
@@ -590,8 +670,8 @@ mod tests {
         };
         assert_eq!(
             render_list(&listing),
-            "7 names=st\\u{202e}atus,x\\n8 names=forged remote=127.0.0.1:5000 age=3s \
-             in=1msg/2B out=3msg/4B page=/\\u{1b}[2J node=web\\r1\n\
+            "7 names=st\\u{202e}atus,x\\n8 names=forged remote=127.0.0.1:5000 age=3s idle=0s \
+             visibility=hidden in=1msg/2B out=3msg/4B page=/\\u{1b}[2J node=web\\r1\n\
              note: node \\u{9b}2J did not answer"
         );
     }

@@ -56,29 +56,39 @@ pub(super) static WS_REGISTER: CommandDef = CommandDef {
     extra_hint: None,
 };
 
-/// `ws write TARGET "text"`: show text on pages.
+/// `ws write [--retain [--ttl DURATION]] TARGET "text"`: show text on pages.
 pub(super) static WS_WRITE: CommandDef = CommandDef {
     name: "ws write",
-    usage: "ws write TARGET \"text\"",
-    summary: "show text in the registered element of the target pages",
+    usage: "ws write [--retain] TARGET \"text\"",
+    summary: "show text in the target pages' registered element",
     help: "The text replaces the content of the element that each target page\n\
            registered. It is shown as plain text, never parsed as HTML. Quote text that\n\
            has blanks. If no connection matches a name or *, the text is printed on the\n\
            daemon's console instead and the output says so; an index that does not\n\
-           exist is an error. Prints how many connections got the text.",
-    example: "ws write status \"VPN up\"",
+           exist is an error. Prints how many connections got the text.\n\
+           --retain (TARGET a NAME) also keeps the text as NAME's current text: a page\n\
+           that registers NAME later, or again after a reconnect, gets it first, and it\n\
+           survives a restart. --ttl DURATION after --retain (90s, 20m, 2h, 7d) lets it\n\
+           expire. A write without --retain is never kept and leaves a retained text as\n\
+           it is.",
+    example: "ws write --retain status \"VPN up\"",
     extra_hint: Some("(quote text that has spaces)"),
 };
 
-/// `ws exec TARGET FUNC [ARG]`: call a function on pages.
+/// `ws exec [--retain] TARGET FUNC [ARG]`: call a function
+/// on pages.
 pub(super) static WS_EXEC: CommandDef = CommandDef {
     name: "ws exec",
-    usage: "ws exec TARGET FUNC [ARG]",
+    usage: "ws exec [--retain] TARGET FUNC [ARG]",
     summary: "call FUNC(ARG) on the target pages",
     help: "If a target page has a JavaScript function FUNC, it is called as FUNC(ARG);\n\
            otherwise FUNC:ARG is shown in the page's registered element. ARG is one\n\
            token (quote it if it has blanks) and is the empty string when left out.\n\
-           Prints how many connections got it.",
+           Prints how many connections got it.\n\
+           --retain (TARGET a NAME) also keeps the call as NAME's last call of FUNC: a\n\
+           page that registers NAME later gets it (after NAME's retained text, if any),\n\
+           one call per FUNC, so setLevel and setColor are both kept. --ttl DURATION\n\
+           after --retain lets it expire.",
     example: "ws exec 3 setProgress 42",
     extra_hint: Some("(quote ARG if it has spaces)"),
 };
@@ -92,6 +102,44 @@ pub(super) static WS_CLOSE: CommandDef = CommandDef {
            left out or *. A page closed this way does not reconnect. Prints how many\n\
            connections were closed.",
     example: "ws close *",
+    extra_hint: None,
+};
+
+/// `ws retained`: list retained values.
+pub(super) static WS_RETAINED: CommandDef = CommandDef {
+    name: "ws retained",
+    usage: "ws retained",
+    summary: "list the values kept with --retain",
+    help: "Prints one line per retained value: the name, what is kept (write, or exec\n\
+           and the function), its age, when it expires (never, or in how long) and the\n\
+           start of the text or argument, escaped. A page that registers the name gets\n\
+           these first.",
+    example: "ws retained",
+    extra_hint: None,
+};
+
+/// `ws forget NAME`: drop retained values.
+pub(super) static WS_FORGET: CommandDef = CommandDef {
+    name: "ws forget",
+    usage: "ws forget NAME",
+    summary: "drop everything retained for NAME",
+    help: "Drops NAME's retained text and retained calls, here and in the state\n\
+           directory: pages that register NAME afterwards get nothing until the next\n\
+           --retain. Pages showing it now keep showing it.",
+    example: "ws forget status",
+    extra_hint: None,
+};
+
+/// `ws visibility STATE`: a page reports what the browser shows of it.
+pub(super) static WS_VISIBILITY: CommandDef = CommandDef {
+    name: "ws visibility",
+    usage: "ws visibility STATE",
+    summary: "(from a page) report: visible, hidden or frozen",
+    help: "STATE is visible, hidden or frozen. Sent by a page over its own WebSocket\n\
+           when the browser shows, hides or freezes it (ws.js sends it on open and on\n\
+           every change of the Page Visibility or lifecycle state): 'ws' shows it for\n\
+           the page. Any page may send it; from the console, the CLI or HTTP it is an error.",
+    example: "ws visibility hidden",
     extra_hint: None,
 };
 
@@ -138,12 +186,15 @@ pub(super) static HELP: CommandDef = CommandDef {
 };
 
 /// Every command, in the order `help` lists them.
-pub static COMMANDS: [&CommandDef; 8] = [
+pub static COMMANDS: [&CommandDef; 11] = [
     &WS,
     &WS_REGISTER,
     &WS_WRITE,
     &WS_EXEC,
     &WS_CLOSE,
+    &WS_RETAINED,
+    &WS_FORGET,
+    &WS_VISIBILITY,
     &SET_NOTIFY,
     &RUN,
     &HELP,
@@ -359,7 +410,7 @@ mod tests {
         assert_eq!(lines[COMMANDS.len()], TARGET_HELP);
         assert_eq!(
             lines[1],
-            "ws register NAME           (from a page) let the page's element NAME take writes to NAME"
+            "ws register NAME     (from a page) let the page's element NAME take writes to NAME"
         );
     }
 
@@ -367,13 +418,13 @@ mod tests {
     fn details_of_ws_write() {
         let text = help_text(Some("write")).expect("known topic");
         let want = format!(
-            "ws write - show text in the registered element of the target pages\n\
-             usage: ws write TARGET \"text\"\n\
+            "ws write - show text in the target pages' registered element\n\
+             usage: ws write [--retain] TARGET \"text\"\n\
              \n\
              {}\n\
              {TARGET_HELP}\n\
              \n\
-             example: ws write status \"VPN up\"",
+             example: ws write --retain status \"VPN up\"",
             WS_WRITE.help
         );
         assert_eq!(text, want);
@@ -385,7 +436,10 @@ mod tests {
         let text = help_text(Some("ws")).expect("known topic");
         assert!(text.starts_with("ws - list current WebSocket connections\nusage: ws\n"));
         assert!(!text.contains(TARGET_HELP));
-        assert!(text.ends_with("\nsee also: ws register, ws write, ws exec, ws close"));
+        assert!(text.ends_with(
+            "\nsee also: ws register, ws write, ws exec, ws close, ws retained, ws forget, \
+             ws visibility"
+        ));
     }
 
     #[test]
@@ -394,7 +448,7 @@ mod tests {
             help_text(Some("bogus")).map_err(|e| e.to_string()),
             Err(
                 "help: unknown topic 'bogus'; known topics: ws, ws register, ws write, \
-                 ws exec, ws close, set notify, run, help"
+                 ws exec, ws close, ws retained, ws forget, ws visibility, set notify, run, help"
                     .to_string()
             )
         );
@@ -402,7 +456,10 @@ mod tests {
 
     #[test]
     fn subcommand_phrases() {
-        assert_eq!(subcommands("ws"), "register, write, exec or close");
+        assert_eq!(
+            subcommands("ws"),
+            "register, write, exec, close, retained, forget or visibility"
+        );
         assert_eq!(subcommands("set"), "notify");
         assert_eq!(subcommands("help"), "");
     }

@@ -4,6 +4,7 @@
 //! door may run a command is decided by `exec`. Nothing here does I/O.
 
 use std::fmt;
+use std::time::Duration;
 
 mod defs;
 mod lex;
@@ -45,6 +46,63 @@ impl fmt::Display for Target {
     }
 }
 
+/// `--retain [--ttl DURATION]` on `ws write` and `ws exec`: keep the value
+/// as the name's current one, for pages that register it later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retain {
+    /// How long it is kept; `None` until `ws forget` or a newer value.
+    pub ttl: Option<Duration>,
+}
+
+/// The longest `--ttl` accepted.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// What a page reports of itself with `ws visibility`: the browser's Page
+/// Visibility and lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Shown on a screen (`document.visibilityState` is `visible`).
+    Visible,
+    /// In a background tab, a minimised window, a locked screen.
+    Hidden,
+    /// Frozen by the browser (the `freeze` event): its timers do not run.
+    Frozen,
+}
+
+impl Visibility {
+    /// Every state, in the order of [`Visibility::code`] (from 1).
+    pub(crate) const ALL: [Visibility; 3] =
+        [Visibility::Visible, Visibility::Hidden, Visibility::Frozen];
+
+    /// The word pages send and `ws` shows.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Visibility::Visible => "visible",
+            Visibility::Hidden => "hidden",
+            Visibility::Frozen => "frozen",
+        }
+    }
+
+    /// A small number for an atomic (0 stands for "not reported").
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Visibility::Visible => 1,
+            Visibility::Hidden => 2,
+            Visibility::Frozen => 3,
+        }
+    }
+
+    /// The state of a [`Visibility::code`]; `None` for 0 or anything else.
+    pub(crate) fn from_code(code: u8) -> Option<Visibility> {
+        Visibility::ALL.into_iter().find(|v| v.code() == code)
+    }
+
+    /// The state a [`Visibility::word`] names.
+    pub(crate) fn from_word(word: &str) -> Option<Visibility> {
+        Visibility::ALL.into_iter().find(|v| v.word() == word)
+    }
+}
+
 /// One parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -61,6 +119,8 @@ pub enum Command {
         target: Target,
         /// The text, shown as text (possibly empty, which clears the element).
         text: String,
+        /// `--retain`: also kept as the name's current text.
+        retain: Option<Retain>,
     },
     /// `ws exec TARGET FUNC [ARG]`: call `FUNC(ARG)` on the target pages.
     Exec {
@@ -70,6 +130,20 @@ pub enum Command {
         func: String,
         /// Its argument; empty when left out.
         arg: String,
+        /// `--retain`: also kept as the name's last call of `func`.
+        retain: Option<Retain>,
+    },
+    /// `ws retained`: list the retained values.
+    Retained,
+    /// `ws forget NAME`: drop what is retained for NAME.
+    Forget {
+        /// The name.
+        name: String,
+    },
+    /// `ws visibility STATE`: (from a page) what the browser shows of it.
+    Visibility {
+        /// The state reported.
+        state: Visibility,
     },
     /// `ws close [TARGET]`: close connections.
     Close {
@@ -109,6 +183,9 @@ impl Command {
             Command::Write { .. } => &defs::WS_WRITE,
             Command::Exec { .. } => &defs::WS_EXEC,
             Command::Close { .. } => &defs::WS_CLOSE,
+            Command::Retained => &defs::WS_RETAINED,
+            Command::Forget { .. } => &defs::WS_FORGET,
+            Command::Visibility { .. } => &defs::WS_VISIBILITY,
             Command::Notify { .. } => &defs::SET_NOTIFY,
             Command::Run { .. } => &defs::RUN,
             Command::Help { .. } => &defs::HELP,
@@ -126,8 +203,10 @@ impl Command {
     /// listed here.
     pub(crate) fn is_read_only(&self) -> bool {
         match self {
-            Command::List | Command::Help { .. } => true,
+            Command::List | Command::Help { .. } | Command::Retained => true,
             Command::Register { .. }
+            | Command::Forget { .. }
+            | Command::Visibility { .. }
             | Command::Write { .. }
             | Command::Exec { .. }
             | Command::Close { .. }
@@ -257,6 +336,33 @@ pub enum ParseError {
         option: String,
         /// The command's usage.
         usage: &'static str,
+    },
+    /// An option used wrongly: `--ttl` without `--retain`, `--retain` for
+    /// an index or `*`.
+    #[error("{command}: {why}; usage: {usage}")]
+    BadOption {
+        /// The command.
+        command: &'static str,
+        /// What is wrong.
+        why: &'static str,
+        /// The command's usage.
+        usage: &'static str,
+    },
+    /// A DURATION that does not read as one.
+    #[error(
+        "invalid duration '{}'; expected a whole number and s, m, h or d (90s, 20m, 2h), \
+         at most 366d",
+        shown(.given)
+    )]
+    BadDuration {
+        /// The word given.
+        given: String,
+    },
+    /// A visibility state that is none of the known ones.
+    #[error("ws visibility: unknown state '{}'; expected visible, hidden or frozen", shown(.given))]
+    BadVisibility {
+        /// The word given.
+        given: String,
     },
     /// A TARGET of only zeros.
     #[error("index must be a positive integer, not 0")]
@@ -408,18 +514,45 @@ fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError
         }
         "write" => {
             let mut args = Args::new(&defs::WS_WRITE, words);
-            let target = args.target()?;
+            let (retain, target) = args.retain_then_target()?;
             let text = args.required("TEXT")?;
             args.finish()?;
-            Command::Write { target, text }
+            Command::Write {
+                target,
+                text,
+                retain,
+            }
         }
         "exec" => {
             let mut args = Args::new(&defs::WS_EXEC, words);
-            let target = args.target()?;
+            let (retain, target) = args.retain_then_target()?;
             let func = args.non_empty("FUNC")?;
             let arg = args.optional().unwrap_or_default();
             args.finish()?;
-            Command::Exec { target, func, arg }
+            Command::Exec {
+                target,
+                func,
+                arg,
+                retain,
+            }
+        }
+        "retained" => {
+            Args::new(&defs::WS_RETAINED, words).finish()?;
+            Command::Retained
+        }
+        "forget" => {
+            let mut args = Args::new(&defs::WS_FORGET, words);
+            let name = args.name("NAME")?;
+            args.finish()?;
+            Command::Forget { name }
+        }
+        "visibility" => {
+            let mut args = Args::new(&defs::WS_VISIBILITY, words);
+            let word = args.required("STATE")?;
+            let state =
+                Visibility::from_word(&word).ok_or(ParseError::BadVisibility { given: word })?;
+            args.finish()?;
+            Command::Visibility { state }
         }
         "close" => {
             let mut args = Args::new(&defs::WS_CLOSE, words);
@@ -466,6 +599,33 @@ fn parse_set(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseErro
             expected: defs::subcommands("set"),
         }),
     }
+}
+
+/// Reads a DURATION: a whole number and a unit, `s`, `m`, `h` or `d`
+/// (`90s`, `20m`, `2h`), more than 0 and at most [`MAX_TTL`].
+pub(crate) fn parse_duration(word: &str) -> Result<Duration, ParseError> {
+    let bad = || ParseError::BadDuration {
+        given: word.to_string(),
+    };
+    let split = word.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = word.split_at(split);
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 24 * 3600,
+        _ => return Err(bad()),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|&s| s > 0)
+        .ok_or_else(bad)?;
+    let d = Duration::from_secs(secs);
+    if d > MAX_TTL {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 /// Reads a TARGET word: `*`, an index, or a name.
@@ -529,6 +689,46 @@ impl Args {
 
     fn target(&mut self) -> Result<Target, ParseError> {
         parse_target(self.required("TARGET")?)
+    }
+
+    /// The options before TARGET (`--retain`, `--ttl DURATION`), then
+    /// TARGET. Options come first only, so that text after TARGET is never
+    /// read as one.
+    fn retain_then_target(&mut self) -> Result<(Option<Retain>, Target), ParseError> {
+        let (mut retain, mut ttl) = (false, None);
+        let word = loop {
+            let word = self.required("TARGET")?;
+            match word.as_str() {
+                "--retain" => retain = true,
+                "--ttl" => ttl = Some(parse_duration(&self.required("DURATION")?)?),
+                w if w.starts_with("--") => {
+                    return Err(ParseError::UnknownOption {
+                        command: self.def.name,
+                        option: word,
+                        usage: self.def.usage,
+                    })
+                }
+                _ => break word,
+            }
+        };
+        let target = parse_target(word)?;
+        let bad = |why| ParseError::BadOption {
+            command: self.def.name,
+            why,
+            usage: self.def.usage,
+        };
+        if !retain {
+            return match ttl {
+                Some(_) => Err(bad("--ttl needs --retain")),
+                None => Ok((None, target)),
+            };
+        }
+        if !matches!(target, Target::Name(_)) {
+            return Err(bad(
+                "--retain needs a NAME as TARGET (a value is kept per name), not an index or *",
+            ));
+        }
+        Ok((Some(Retain { ttl }), target))
     }
 
     fn rest(self) -> Vec<String> {

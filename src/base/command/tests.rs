@@ -20,6 +20,7 @@ fn write(target: Target, text: &str) -> Command {
     Command::Write {
         target,
         text: text.to_string(),
+        retain: None,
     }
 }
 
@@ -28,6 +29,7 @@ fn exec(target: Target, func: &str, arg: &str) -> Command {
         target,
         func: func.to_string(),
         arg: arg.to_string(),
+        retain: None,
     }
 }
 
@@ -143,6 +145,28 @@ fn accepted() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "help notify" => Ok(help(Some("set notify"))),
         "help run" => Ok(help(Some("run"))),
         "help help" => Ok(help(Some("help"))),
+        "ws write --retain status up" => Ok(Command::Write {
+            target: name("status"),
+            text: "up".into(),
+            retain: Some(Retain { ttl: None }),
+        }),
+        "ws write --ttl 20m --retain status up" => Ok(Command::Write {
+            target: name("status"),
+            text: "up".into(),
+            retain: Some(Retain { ttl: Some(Duration::from_secs(1200)) }),
+        }),
+        "ws write status --retain" => Ok(write(name("status"), "--retain")),
+        "ws exec --retain --ttl 2h gauge setLevel 42" => Ok(Command::Exec {
+            target: name("gauge"),
+            func: "setLevel".into(),
+            arg: "42".into(),
+            retain: Some(Retain { ttl: Some(Duration::from_secs(7200)) }),
+        }),
+        "ws retained" => Ok(Command::Retained),
+        "ws forget status" => Ok(Command::Forget { name: "status".into() }),
+        "ws visibility hidden" => Ok(Command::Visibility { state: Visibility::Hidden }),
+        "ws visibility frozen" => Ok(Command::Visibility { state: Visibility::Frozen }),
+        "help retained" => Ok(help(Some("ws retained"))),
     }
 }
 
@@ -155,9 +179,9 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "WS" => Err("unknown command 'WS'; try 'help'"),
         "\"\"" => Err("unknown command ''; try 'help'"),
         "\"ws write\" 1 x" => Err("unknown command 'ws write'; try 'help'"),
-        "ws bogus" => Err("ws: unknown subcommand 'bogus'; expected register, write, exec or close"),
-        "ws list" => Err("ws: unknown subcommand 'list'; expected register, write, exec or close"),
-        "ws \"\"" => Err("ws: unknown subcommand ''; expected register, write, exec or close"),
+        "ws bogus" => Err("ws: unknown subcommand 'bogus'; expected register, write, exec, close, retained, forget or visibility"),
+        "ws list" => Err("ws: unknown subcommand 'list'; expected register, write, exec, close, retained, forget or visibility"),
+        "ws \"\"" => Err("ws: unknown subcommand ''; expected register, write, exec, close, retained, forget or visibility"),
         "ws write \"x" => Err("unterminated double quote"),
         "ws write status \"VPN up" => Err("unterminated double quote"),
         "ws write status \"VPN\"up" => Err("unexpected 'up' after a closing double quote; expected a blank or the end of the line"),
@@ -187,9 +211,9 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "ws register a,b" => Err(concat!("invalid name 'a,b': ',' is not allowed; ", rule!())),
         "ws register \"it's\"" => Err(concat!("invalid name 'it's': ''' is not allowed; ", rule!())),
         "ws register <b>" => Err(concat!("invalid name '<b>': '<' is not allowed; ", rule!())),
-        "ws write" => Err("ws write: missing TARGET; usage: ws write TARGET \"text\""),
-        "ws write status" => Err("ws write: missing TEXT; usage: ws write TARGET \"text\""),
-        "ws write status VPN up" => Err("ws write: unexpected extra argument 'up'; usage: ws write TARGET \"text\" (quote text that has spaces)"),
+        "ws write" => Err("ws write: missing TARGET; usage: ws write [--retain] TARGET \"text\""),
+        "ws write status" => Err("ws write: missing TEXT; usage: ws write [--retain] TARGET \"text\""),
+        "ws write status VPN up" => Err("ws write: unexpected extra argument 'up'; usage: ws write [--retain] TARGET \"text\" (quote text that has spaces)"),
         "ws write 0 x" => Err("index must be a positive integer, not 0"),
         "ws write 000 x" => Err("index must be a positive integer, not 0"),
         "ws write 18446744073709551616 x" => Err("index 18446744073709551616 is too large; the largest index is 18446744073709551615"),
@@ -200,10 +224,10 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "ws write статус x" => Err(concat!("invalid name 'статус': 'с' is not allowed; ", rule!())),
         "ws exec 1e3 f" => Err(concat!("invalid name '1e3': it starts with a digit; ", rule!())),
         "ws close a*" => Err(concat!("invalid name 'a*': '*' is not allowed; ", rule!())),
-        "ws exec" => Err("ws exec: missing TARGET; usage: ws exec TARGET FUNC [ARG]"),
-        "ws exec 1" => Err("ws exec: missing FUNC; usage: ws exec TARGET FUNC [ARG]"),
-        "ws exec 1 \"\" x" => Err("ws exec: FUNC must not be empty; usage: ws exec TARGET FUNC [ARG]"),
-        "ws exec 1 f a b" => Err("ws exec: unexpected extra argument 'b'; usage: ws exec TARGET FUNC [ARG] (quote ARG if it has spaces)"),
+        "ws exec" => Err("ws exec: missing TARGET; usage: ws exec [--retain] TARGET FUNC [ARG]"),
+        "ws exec 1" => Err("ws exec: missing FUNC; usage: ws exec [--retain] TARGET FUNC [ARG]"),
+        "ws exec 1 \"\" x" => Err("ws exec: FUNC must not be empty; usage: ws exec [--retain] TARGET FUNC [ARG]"),
+        "ws exec 1 f a b" => Err("ws exec: unexpected extra argument 'b'; usage: ws exec [--retain] TARGET FUNC [ARG] (quote ARG if it has spaces)"),
         "ws exec 0 f" => Err("index must be a positive integer, not 0"),
         "ws close 0" => Err("index must be a positive integer, not 0"),
         "ws close 1 2" => Err("ws close: unexpected extra argument '2'; usage: ws close [TARGET]"),
@@ -221,13 +245,28 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "run --to" => Err("run: missing TARGET; usage: run [--to TARGET] ACTION [ARG...]"),
         "run --to 3" => Err("run: missing ACTION; usage: run [--to TARGET] ACTION [ARG...]"),
         "run --to 0 build" => Err("index must be a positive integer, not 0"),
+        "ws write --retain 7 x" => Err("ws write: --retain needs a NAME as TARGET (a value is kept per name), not an index or *; usage: ws write [--retain] TARGET \"text\""),
+        "ws exec --retain * f" => Err("ws exec: --retain needs a NAME as TARGET (a value is kept per name), not an index or *; usage: ws exec [--retain] TARGET FUNC [ARG]"),
+        "ws write --ttl 5s status x" => Err("ws write: --ttl needs --retain; usage: ws write [--retain] TARGET \"text\""),
+        "ws write --retain --ttl 5 status x" => Err("invalid duration '5'; expected a whole number and s, m, h or d (90s, 20m, 2h), at most 366d"),
+        "ws write --retain --ttl 0s status x" => Err("invalid duration '0s'; expected a whole number and s, m, h or d (90s, 20m, 2h), at most 366d"),
+        "ws write --retain --ttl 367d status x" => Err("invalid duration '367d'; expected a whole number and s, m, h or d (90s, 20m, 2h), at most 366d"),
+        "ws write --retain --ttl 99999999999999999999s status x" => Err("invalid duration '99999999999999999999s'; expected a whole number and s, m, h or d (90s, 20m, 2h), at most 366d"),
+        "ws write --retain --ttl" => Err("ws write: missing DURATION; usage: ws write [--retain] TARGET \"text\""),
+        "ws write --retain" => Err("ws write: missing TARGET; usage: ws write [--retain] TARGET \"text\""),
+        "ws write --keep status x" => Err("ws write: unknown option '--keep'; usage: ws write [--retain] TARGET \"text\""),
+        "ws retained x" => Err("ws retained: unexpected extra argument 'x'; usage: ws retained"),
+        "ws forget" => Err("ws forget: missing NAME; usage: ws forget NAME"),
+        "ws forget 7" => Err(concat!("invalid name '7': it starts with a digit; ", rule!())),
+        "ws visibility" => Err("ws visibility: missing STATE; usage: ws visibility STATE"),
+        "ws visibility gone" => Err("ws visibility: unknown state 'gone'; expected visible, hidden or frozen"),
         "run --to \"a b\" build" => Err(concat!("invalid name 'a b': ' ' is not allowed; ", rule!())),
         "run --to é build" => Err(concat!("invalid name 'é': 'é' is not allowed; ", rule!())),
         "run --to 3 --to 4 build" => Err("run: unknown option '--to'; usage: run [--to TARGET] ACTION [ARG...]"),
         "run -x build" => Err("run: unknown option '-x'; usage: run [--to TARGET] ACTION [ARG...]"),
         "run --help" => Err("run: unknown option '--help'; usage: run [--to TARGET] ACTION [ARG...]"),
-        "help bogus" => Err("help: unknown topic 'bogus'; known topics: ws, ws register, ws write, ws exec, ws close, set notify, run, help"),
-        "help ws write now" => Err("help: unknown topic 'ws write now'; known topics: ws, ws register, ws write, ws exec, ws close, set notify, run, help"),
+        "help bogus" => Err("help: unknown topic 'bogus'; known topics: ws, ws register, ws write, ws exec, ws close, ws retained, ws forget, ws visibility, set notify, run, help"),
+        "help ws write now" => Err("help: unknown topic 'ws write now'; known topics: ws, ws register, ws write, ws exec, ws close, ws retained, ws forget, ws visibility, set notify, run, help"),
     }
 }
 
@@ -329,7 +368,7 @@ fn errors_keep_the_raw_input() {
         Err(ParseError::ExtraArgument {
             command: "ws write",
             arg: "up".to_string(),
-            usage: "ws write TARGET \"text\"",
+            usage: "ws write [--retain] TARGET \"text\"",
             hint: Some("(quote text that has spaces)"),
         })
     );
