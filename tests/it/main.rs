@@ -11,6 +11,7 @@ mod guard;
 mod http;
 mod page;
 mod reliability;
+mod remember;
 mod secure;
 mod support;
 mod terminal;
