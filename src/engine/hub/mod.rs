@@ -849,14 +849,16 @@ impl Hub {
             .map(|e| {
                 let c = &e.conn;
                 let (msgs_out, bytes_out) = c.outbox.written_so_far();
+                // Whole hub seconds: never shown as longer than the age.
                 let idle = now.saturating_sub(c.last_seen.load(Relaxed));
+                let age = c.opened.elapsed();
                 ConnInfo {
                     id: c.id,
                     names: e.names.iter().map(|n| n.to_string()).collect(),
                     remote: c.remote,
                     page: c.page.to_string(),
-                    age: c.opened.elapsed(),
-                    idle: Duration::from_secs(idle.into()),
+                    age,
+                    idle: Duration::from_secs(idle.into()).min(age),
                     visibility: Visibility::from_code(c.visibility.load(Relaxed)),
                     msgs_in: c.stats.msgs_in.load(Relaxed),
                     bytes_in: c.stats.bytes_in.load(Relaxed),
