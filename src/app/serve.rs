@@ -64,7 +64,11 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         monitor.emit(notice.as_str());
     }
 
-    let remember = Arc::new(Remember::open(settings.state_dir.as_deref(), &monitor));
+    let remember = Arc::new(Remember::open(
+        settings.state_dir.as_deref(),
+        &monitor,
+        settings.redis.is_some(),
+    ));
     let joined = join(&settings, &remember, &monitor, local, &stop, &tasks).await?;
     let engine = Engine::new(
         joined.clone(),

@@ -550,6 +550,64 @@ mod tests {
         (reply, sent)
     }
 
+    /// The first frame queued for `conn`.
+    fn first_frame(conn: &crate::engine::hub::Conn) -> bytes::Bytes {
+        let waker = futures_util::task::noop_waker();
+        match conn.next_out(&waker) {
+            crate::engine::hub::Next::Frames(f) => f.iter().next().expect("a frame").clone(),
+            _ => panic!("nothing queued"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retained_write_to_many_pages_is_encoded_once() {
+        use crate::engine::hub::HubLimits;
+        use crate::engine::monitor::Monitor;
+        const PAGES: usize = 10_000;
+        let limits = HubLimits {
+            max_connections: PAGES + 2,
+            max_connections_per_ip: PAGES + 2,
+            ..HubLimits::default()
+        };
+        let hub = Hub::new(limits, Monitor::new());
+        let remember = Arc::new(Remember::in_memory());
+        let (out, _printed) = crate::base::stdout::ConsoleOut::capture();
+        let engine = crate::engine::Engine::new(
+            crate::engine::backplane::Local::shared(hub.clone()),
+            PageRights::default(),
+            Actions::default(),
+            out,
+            remember,
+        );
+        let remote = "127.0.0.1:1".parse().expect("address");
+        let pages: Vec<_> = (0..PAGES)
+            .map(|_| {
+                let conn = hub.open(remote, "").expect("page");
+                hub.register(conn.id(), "wall").expect("register");
+                conn
+            })
+            .collect();
+        let reply = engine
+            .exec
+            .run_line("ws write --retain wall hi", Door::Control)
+            .await;
+        assert!(reply.is_ok(), "{reply:?}");
+        let first = first_frame(&pages[0]);
+        for conn in &pages[1..] {
+            let frame = first_frame(conn);
+            assert_eq!(frame.as_ptr(), first.as_ptr(), "one buffer for every page");
+        }
+        // A page that registers later gets the retained frame, encoded
+        // when the value was kept, not for it.
+        let late = hub.open(remote, "").expect("late page");
+        hub.register(late.id(), "wall").expect("register");
+        let replayed = first_frame(&late);
+        assert_eq!(replayed, first);
+        let again = hub.open(remote, "").expect("another");
+        hub.register(again.id(), "wall").expect("register");
+        assert_eq!(first_frame(&again).as_ptr(), replayed.as_ptr());
+    }
+
     #[tokio::test]
     async fn a_pages_rights_never_reach_another_page() {
         let every_command = [

@@ -345,3 +345,23 @@ async fn a_redis_outage_keeps_local_delivery_and_heals() {
         newer.index
     );
 }
+
+#[tokio::test]
+async fn retain_is_refused_on_a_node_of_a_cluster() {
+    // A retained value would reach the pages of one node only: refused,
+    // and nothing is sent.
+    let redis = Redis::start().await;
+    let a = node(&redis);
+    let mut page = Page::with_names(&a.d, &["status"]).await;
+    let out = a.d.cli(&["ws", "write", "--retain", "status", "kept?"]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("--retain is not available in a cluster (--redis)"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("nothing sent"), "{out:?}");
+    ok(&a, &["write", "status", "plain"]);
+    assert_eq!(page.recv().await["text"], "plain");
+    ok(&a, &["retained"]).assert_stdout_contains("nothing retained");
+}

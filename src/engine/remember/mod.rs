@@ -107,6 +107,10 @@ pub(crate) struct Remember {
     last_alive: Option<u64>,
 }
 
+/// Why `--retain` is refused on a node of a cluster.
+const NOT_IN_A_CLUSTER: &str = "--retain is not available in a cluster (--redis): a retained \
+     value would reach the pages of this node only";
+
 /// How often the daemon records that it is alive, which bounds how late
 /// the grace period of its pages starts after a crash.
 pub(crate) const ALIVE_EVERY: Duration = Duration::from_secs(10);
@@ -114,8 +118,10 @@ pub(crate) const ALIVE_EVERY: Duration = Duration::from_secs(10);
 impl Remember {
     /// Opens the state directory `dir` (none: nothing is kept) and reads it;
     /// every problem goes to the Monitor and to standard error, and none
-    /// stops the daemon.
-    pub(crate) fn open(dir: Option<&Path>, monitor: &Monitor) -> Remember {
+    /// stops the daemon. A node of a `cluster` keeps no retained values:
+    /// they would reach the pages of this node only, so `--retain` is
+    /// refused there.
+    pub(crate) fn open(dir: Option<&Path>, monitor: &Monitor, cluster: bool) -> Remember {
         let mut report = |line: String| {
             eprintln!("pagewire: {line}");
             monitor.emit(line);
@@ -138,7 +144,11 @@ impl Remember {
                 report(format!("state: cannot keep the resume key: {e}"));
             }
         }
-        let (retained, problems) = Retained::new(store.clone(), loaded.retained);
+        let (retained, problems) = if cluster {
+            Retained::refusing(store.clone(), NOT_IN_A_CLUSTER)
+        } else {
+            Retained::new(store.clone(), loaded.retained)
+        };
         for problem in problems {
             report(problem);
         }

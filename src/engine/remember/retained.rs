@@ -105,6 +105,8 @@ pub(crate) struct Retained {
     /// delivered, before the next starts, so that the store, the map and
     /// the pages agree on which came last.
     writes: Arc<tokio::sync::Mutex<()>>,
+    /// Why nothing may be retained here, if so (a node of a cluster).
+    refused: Option<&'static str>,
 }
 
 /// Unix milliseconds now.
@@ -143,7 +145,19 @@ impl Retained {
             map: Arc::new(Mutex::new(map)),
             store,
             writes: Arc::default(),
+            refused: None,
         };
+        (retained, problems)
+    }
+
+    /// Retained values that refuse every `keep` for the reason `why`, and
+    /// hold nothing (what `store` holds stays there, untouched).
+    pub(crate) fn refusing(
+        store: Arc<dyn RetainedStore>,
+        why: &'static str,
+    ) -> (Retained, Vec<String>) {
+        let (mut retained, problems) = Retained::new(store, Vec::new());
+        retained.refused = Some(why);
         (retained, problems)
     }
 
@@ -161,6 +175,9 @@ impl Retained {
         msg: &Delivery,
         ttl: Option<Duration>,
     ) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
+        if let Some(why) = self.refused {
+            return Err(why.to_string());
+        }
         let turn = self.writes.clone().lock_owned().await;
         let now = now_ms();
         let record = Record {
