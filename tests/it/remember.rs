@@ -411,3 +411,27 @@ async fn ws_shows_what_a_page_reports_of_its_visibility() {
     assert!(!ok, "{out}");
     assert!(out.contains("only a page reports its visibility"), "{out}");
 }
+
+#[tokio::test]
+async fn a_grace_period_of_zero_lets_no_page_come_back() {
+    let d = Daemon::builder()
+        .config("[state]\nresume_grace_secs = 0\n")
+        .start();
+    let page = Page::open(&d).await;
+    let (index, token) = (page.index, page.resume_token());
+    drop(page);
+    eventually("the page is gone", TIMEOUT, || listing(&d).is_empty()).await;
+    let again = Page::open_resuming(&d, &token).await;
+    assert_ne!(again.index, index);
+
+    let bad = Daemon::builder()
+        .config("[state]\nresume_grace_secs = 999999999\n")
+        .spawn()
+        .wait_exit();
+    assert_ne!(bad.code, Some(0));
+    assert!(
+        bad.stderr
+            .contains("resume_grace_secs must be at most 604800"),
+        "{bad:?}"
+    );
+}

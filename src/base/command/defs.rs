@@ -33,9 +33,10 @@ pub(super) static WS: CommandDef = CommandDef {
     usage: "ws",
     summary: "list current WebSocket connections",
     help: "Prints one line per WebSocket connection: its index first, then the names it\n\
-           registered, its remote address, its age, the messages and bytes it sent and\n\
-           received, and the page it came from. The index, a name or * is the TARGET of\n\
-           the other ws commands.",
+           registered, its remote address, its age, how long ago it last sent anything\n\
+           (idle), what it reported of its visibility (visible, hidden, frozen; - for\n\
+           nothing yet), the messages and bytes it sent and received, and the page it\n\
+           came from. The index, a name or * is the TARGET of the other ws commands.",
     example: "ws",
     extra_hint: None,
 };
