@@ -435,3 +435,40 @@ async fn a_grace_period_of_zero_lets_no_page_come_back() {
         "{bad:?}"
     );
 }
+
+#[tokio::test]
+async fn a_page_that_comes_back_gets_the_output_of_the_run_it_started() {
+    let d = Daemon::builder()
+        .config(
+            r#"
+[pages]
+allow = ["ws register", "run"]
+
+[actions.count]
+program = "sh"
+args = ["-c", "echo one; echo two; while [ ! -e @DIR@/go ]; do sleep 0.05; done; echo three"]
+"#,
+        )
+        .terminate_on_drop()
+        .start();
+    let mut page = Page::open(&d).await;
+    let (index, token) = (page.index, page.resume_token());
+    page.send("run count").await;
+    page.until(|f| f["type"] == "line" && f["text"] == "two")
+        .await;
+    // The network drops while the run goes on: it is kept for the page.
+    drop(page);
+    eventually("the page is gone", TIMEOUT, || listing(&d).is_empty()).await;
+
+    let mut back = Page::open_resuming(&d, &token).await;
+    assert_eq!(back.index, index);
+    std::fs::write(d.path("go"), b"").expect("let it finish");
+    let frames = back.until(|f| f["type"] == "done").await;
+    let lines: Vec<&str> = frames
+        .iter()
+        .filter(|f| f["type"] == "line")
+        .filter_map(|f| f["text"].as_str())
+        .collect();
+    assert_eq!(lines, ["one", "two", "three"], "{frames:?}");
+    assert_eq!(frames.last().expect("done")["status"], 0);
+}
