@@ -4,10 +4,12 @@
 
 pub mod actions;
 pub(crate) mod backplane;
+pub(crate) mod events;
 pub mod exec;
 pub mod hub;
 pub mod monitor;
 pub(crate) mod notify;
+pub mod ready;
 pub(crate) mod remember;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use backplane::Backplane;
 use exec::{Executor, PageRights};
 use hub::Hub;
 use monitor::Monitor;
+use ready::Readiness;
 use remember::Remember;
 
 /// What every door receives: the engine's parts, made once by `serve`.
@@ -38,6 +41,8 @@ pub struct Engine {
     /// This daemon's standard output: where a door prints what a reply has
     /// for the console ([`crate::base::door::Reply::console`]).
     pub(crate) out: ConsoleOut,
+    /// What `/readyz` answers: the checks the parts added.
+    pub(crate) readiness: Readiness,
 }
 
 impl Engine {
@@ -69,6 +74,7 @@ impl Engine {
             actions,
             out,
             remember,
+            readiness: Readiness::default(),
         })
     }
 

@@ -29,18 +29,13 @@ use store::{unix_now, Store, META_LAST_ALIVE, META_RESUME_KEY};
 
 /// Where the daemon keeps what survives a restart: a flag of `pagewire
 /// serve` and the `state_dir` key of the configuration file.
-#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[derive(clap::Args, Deserialize, serde::Serialize, Debug, Default, Clone)]
 #[serde(default)]
 pub(crate) struct StateSettings {
     /// Keep retained values and the index counter in this directory
     /// [default: $XDG_STATE_HOME/pagewire, else ~/.local/state/pagewire;
     /// /var/lib/pagewire for root]
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "PAGEWIRE_STATE_DIR",
-        display_order = 14
-    )]
+    #[arg(long, value_name = "DIR", display_order = 14)]
     pub(crate) state_dir: Option<PathBuf>,
 }
 
@@ -67,11 +62,12 @@ pub(crate) fn default_dir() -> Option<PathBuf> {
 }
 
 /// `[state]`: how long pages are remembered.
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(clap::Args, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct StateConfig {
     /// Seconds a dropped page (or every page, after a restart) may come back
     /// to its index and names; 0 turns coming back off.
+    #[arg(id = "state_resume_grace_secs", long = "state-resume-grace-secs", value_name = "SECS", default_value_t = StateConfig::default().resume_grace_secs, help_heading = "State ([state] in the file)")]
     pub(crate) resume_grace_secs: u64,
 }
 
