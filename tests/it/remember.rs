@@ -472,3 +472,21 @@ args = ["-c", "echo one; echo two; while [ ! -e @DIR@/go ]; do sleep 0.05; done;
     assert_eq!(lines, ["one", "two", "three"], "{frames:?}");
     assert_eq!(frames.last().expect("done")["status"], 0);
 }
+
+#[test]
+fn without_a_state_dir_the_service_uses_systemds_state_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("from-systemd");
+    std::fs::create_dir(&state).expect("mkdir");
+    let mut cmd = crate::support::command(["serve", "--listen", "127.0.0.1:0", "--control"]);
+    cmd.arg(dir.path().join("ctl.sock"))
+        .env_remove("PAGEWIRE_STATE_DIR")
+        .env("STATE_DIRECTORY", &state);
+    let daemon = crate::support::Process::spawn(cmd);
+    let line = daemon.wait_for_stdout(|l| l.contains("state: "));
+    assert!(
+        line.contains(&format!("state: {} (0 retained)", state.display())),
+        "{line}"
+    );
+    assert!(state.join("state.redb").exists());
+}

@@ -33,8 +33,8 @@ use store::{unix_now, Store, META_LAST_ALIVE, META_RESUME_KEY};
 #[serde(default)]
 pub(crate) struct StateSettings {
     /// Keep retained values and the index counter in this directory
-    /// [default: $XDG_STATE_HOME/pagewire, else ~/.local/state/pagewire;
-    /// /var/lib/pagewire for root]
+    /// [default: $STATE_DIRECTORY (systemd), else /var/lib/pagewire for
+    /// root, else $XDG_STATE_HOME/pagewire or ~/.local/state/pagewire]
     #[arg(long, value_name = "DIR", display_order = 14)]
     pub(crate) state_dir: Option<PathBuf>,
 }
@@ -47,9 +47,18 @@ impl StateSettings {
     }
 }
 
-/// The state directory when none is given: the service's for root, the
-/// user's state directory (XDG) for anyone else.
+/// The state directory when none is given: the one systemd made for the
+/// service (`StateDirectory=`, in `$STATE_DIRECTORY`), else
+/// `/var/lib/pagewire` for root, else the user's state directory (XDG).
 pub(crate) fn default_dir() -> Option<PathBuf> {
+    let absolute = |p: PathBuf| Some(p).filter(|p| p.is_absolute());
+    // systemd lists one directory per StateDirectory= entry, with ':'.
+    let systemd = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .and_then(absolute);
+    if let Some(dir) = systemd {
+        return Some(dir);
+    }
     if nix::unistd::geteuid().is_root() {
         return Some(PathBuf::from("/var/lib/pagewire"));
     }
