@@ -109,7 +109,7 @@ pub(super) async fn upgrade(
         peer,
         page,
         resume,
-        keep: Box::new(slot),
+        keep: slot.map(ConnSlot::shared),
     });
     switching(&accept)
 }

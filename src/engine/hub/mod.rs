@@ -21,6 +21,7 @@
 //! of a plugged-in [`Replay`] while the delivery turn is held, so that no
 //! delivery can come between the replay and the page's place in the table.
 
+mod names;
 pub(crate) mod outbox;
 pub(crate) mod queue;
 
@@ -42,6 +43,7 @@ use outbox::{Outbox, Pushed};
 
 use crate::base::command::{Target, Visibility};
 use crate::engine::monitor::Monitor;
+use names::Names;
 
 /// Close code for a page whose outgoing queue overflowed.
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4001;
@@ -192,8 +194,11 @@ pub(crate) struct Stats {
 pub struct Conn {
     id: u64,
     remote: SocketAddr,
-    page: Box<str>,
-    opened: Instant,
+    /// Shared by every connection from the same page (see [`Table`]).
+    page: Arc<str>,
+    /// Milliseconds since the hub started when it opened: half an
+    /// `Instant`, and every page keeps one.
+    opened_ms: u64,
     /// Seconds since the hub started when the peer last sent anything.
     last_seen: AtomicU32,
     /// What the page last reported of itself ([`Visibility::code`]; 0 for
@@ -385,7 +390,7 @@ pub(crate) trait Replay: Send + Sync {
 
 /// A dropped page's index, waiting for it to come back.
 struct Parked {
-    names: Vec<Box<str>>,
+    names: Names,
     /// Hub seconds ([`Hub::now_secs`]) until which it may come back.
     until: u32,
 }
@@ -423,17 +428,18 @@ pub(crate) enum RegisterError {
 
 struct Entry {
     conn: Arc<Conn>,
-    names: Vec<Box<str>>,
+    names: Names,
 }
 
 impl Entry {
-    /// A snapshot of the connection, for a listing; `now` in hub seconds.
-    fn info(&self, now: u32) -> ConnInfo {
+    /// A snapshot of the connection, for a listing; `now_ms` is the hub's
+    /// clock (see [`Conn`]'s opening time), `now` the same in seconds.
+    fn info(&self, now_ms: u64, now: u32) -> ConnInfo {
         let c = &self.conn;
         let (msgs_out, bytes_out) = c.outbox.written_so_far();
         // Whole hub seconds: never shown as longer than the age.
         let idle = now.saturating_sub(c.last_seen.load(Relaxed));
-        let age = c.opened.elapsed();
+        let age = Duration::from_millis(now_ms.saturating_sub(c.opened_ms));
         ConnInfo {
             id: c.id,
             names: self.names.iter().map(|n| n.to_string()).collect(),
@@ -453,23 +459,36 @@ impl Entry {
 #[derive(Default)]
 struct Table {
     conns: BTreeMap<u64, Entry>,
-    names: HashMap<Box<str>, Vec<Arc<Conn>>>,
+    /// Each name once: a connection's list of names shares these strings.
+    names: HashMap<Arc<str>, Vec<Arc<Conn>>>,
     per_ip: HashMap<IpAddr, usize>,
     /// Dropped pages within their grace period, by index.
     parked: HashMap<u64, Parked>,
     previous: Option<Previous>,
+    /// Each page string once, shared by the connections from that page
+    /// (thousands of screens show the same dashboard), with how many
+    /// connections in the table have it.
+    pages: HashMap<Arc<str>, usize>,
 }
 
 impl Table {
     /// Removes a connection and its names; returns its entry if it was here.
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.conns.remove(&id)?;
-        for name in &entry.names {
+        for name in entry.names.iter() {
             if let Some(list) = self.names.get_mut(name) {
                 list.retain(|c| c.id != id);
                 if list.is_empty() {
                     self.names.remove(name);
                 }
+            }
+        }
+        // Counted, not judged by the `Arc`'s count: a closing connection
+        // leaves the table before its task lets the string go.
+        if let Some(n) = self.pages.get_mut(&entry.conn.page) {
+            *n -= 1;
+            if *n == 0 {
+                self.pages.remove(&entry.conn.page);
             }
         }
         let ip = entry.conn.remote.ip();
@@ -485,7 +504,7 @@ impl Table {
     /// Takes back the index `id` for a page coming back to it, with the
     /// names it had (none known for a page of the previous daemon); `None`
     /// when it is live, or not waiting for anyone.
-    fn unpark(&mut self, id: u64, now: u32) -> Option<Vec<Box<str>>> {
+    fn unpark(&mut self, id: u64, now: u32) -> Option<Names> {
         if self.conns.contains_key(&id) {
             return None;
         }
@@ -494,7 +513,7 @@ impl Table {
         }
         let prev = self.previous.as_mut()?;
         if id < prev.below && prev.until >= now && prev.claimed.insert(id) {
-            return Some(Vec::new());
+            return Some(Names::default());
         }
         None
     }
@@ -651,6 +670,10 @@ impl Hub {
         u32::try_from(self.shared.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Checks the connection limits for `ip` before a handshake completes.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<(), OpenError> {
         if let Indexes::Source(source) = &self.shared.indexes {
@@ -741,14 +764,26 @@ impl Hub {
                 if let Indexes::Counter(next) = &self.shared.indexes {
                     id = next.fetch_add(1, Relaxed);
                 }
-                Vec::new()
+                Names::default()
+            }
+        };
+        let known = t.pages.get_key_value(page).map(|(p, _)| p.clone());
+        let shared_page = match known {
+            Some(p) => {
+                *t.pages.entry(p.clone()).or_insert(0) += 1;
+                p
+            }
+            None => {
+                let p: Arc<str> = page.into();
+                t.pages.insert(p.clone(), 1);
+                p
             }
         };
         let conn = Arc::new(Conn {
             id,
             remote,
-            page: page.into(),
-            opened: Instant::now(),
+            page: shared_page,
+            opened_ms: self.now_ms(),
             last_seen: AtomicU32::new(now),
             visibility: AtomicU8::new(0),
             stats: Stats::default(),
@@ -759,11 +794,11 @@ impl Hub {
             // A fresh outbox is empty and open, so this always queues.
             let _ = conn.outbox.push(&first, self.shared.limits.outbox);
         }
-        for name in &names {
+        for name in names.iter() {
             t.names.entry(name.clone()).or_default().push(conn.clone());
         }
-        let replayed_names = if turn.is_some() {
-            names.clone()
+        let replayed_names: Vec<Arc<str>> = if turn.is_some() {
+            names.iter().cloned().collect()
         } else {
             Vec::new()
         };
@@ -842,7 +877,8 @@ impl Hub {
         let max = self.shared.limits.max_names_per_connection;
         let replay = self.shared.replay.get();
         let turn = replay.map(|_| self.turn());
-        let mut t = self.table();
+        let mut guard = self.table();
+        let t = &mut *guard;
         let Some(entry) = t.conns.get_mut(&id) else {
             return Err(RegisterError::Gone(id));
         };
@@ -852,16 +888,18 @@ impl Hub {
         if entry.names.len() >= max {
             return Err(RegisterError::TooManyNames(max));
         }
-        // Most pages register one name: room for exactly that, not the
-        // default four.
-        entry.names.reserve_exact(1);
-        entry.names.push(name.into());
+        // The name's string is the index's own, when others have it too.
+        let name: Arc<str> = match t.names.get_key_value(name) {
+            Some((shared, _)) => shared.clone(),
+            None => name.into(),
+        };
+        entry.names.push(name.clone());
         let conn = entry.conn.clone();
-        t.names.entry(name.into()).or_default().push(conn.clone());
-        drop(t);
+        t.names.entry(name.clone()).or_default().push(conn.clone());
+        drop(guard);
         if let (Some(turn), Some(replay)) = (turn, replay) {
             let mut frames = Vec::new();
-            replay.registered(name, &mut frames);
+            replay.registered(&name, &mut frames);
             self.queue_replay(&conn, &frames, turn);
         }
         self.monitor()
@@ -916,7 +954,8 @@ impl Hub {
     pub(crate) fn list(&self) -> Vec<ConnInfo> {
         let now = self.now_secs();
         let t = self.table();
-        t.conns.values().map(|e| e.info(now)).collect()
+        let now_ms = self.now_ms();
+        t.conns.values().map(|e| e.info(now_ms, now)).collect()
     }
 
     /// The number of connections and a snapshot of at most `limit` of them,
@@ -924,12 +963,13 @@ impl Hub {
     pub(crate) fn list_page(&self, offset: usize, limit: usize) -> (usize, Vec<ConnInfo>) {
         let now = self.now_secs();
         let t = self.table();
+        let now_ms = self.now_ms();
         let rows = t
             .conns
             .values()
             .skip(offset)
             .take(limit)
-            .map(|e| e.info(now))
+            .map(|e| e.info(now_ms, now))
             .collect();
         (t.conns.len(), rows)
     }
@@ -1150,7 +1190,7 @@ impl Hub {
 }
 
 /// Names a page came back with, for its Monitor line.
-struct NamesNote<'a>(&'a [Box<str>]);
+struct NamesNote<'a>(&'a [Arc<str>]);
 
 impl fmt::Display for NamesNote<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1260,6 +1300,29 @@ mod tests {
         fn available(&self) -> bool {
             !self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
         }
+    }
+
+    #[test]
+    fn a_page_string_is_kept_once_and_let_go_with_its_last_connection() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let a = hub.open(remote, "/dash").expect("open");
+        let b = hub.open(remote, "/dash").expect("open");
+        assert!(Arc::ptr_eq(&a.page, &b.page), "one string for both");
+        assert_eq!(hub.table().pages.get("/dash"), Some(&2));
+        // `a` closes: it leaves the table while its task still holds it.
+        let why = CloseReason {
+            code: 1000,
+            reason: "closed",
+        };
+        assert!(hub.close_one(a.id(), why.clone()));
+        assert_eq!(hub.table().pages.get("/dash"), Some(&1));
+        hub.close_one(b.id(), why);
+        drop((a, b));
+        assert!(
+            hub.table().pages.is_empty(),
+            "nothing kept for a page no one shows"
+        );
     }
 
     #[test]
