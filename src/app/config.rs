@@ -11,6 +11,7 @@
 //! | hub | | its share of `[limits]`, `[heartbeat]` |
 //! | page door | | its share of `[limits]` |
 //! | executor | | `[pages]` |
+//! | HTTP door's `/metrics` | | `[metrics]` |
 //! | actions | | its share of `[limits]`, `[actions.NAME]` |
 //!
 //! A flag given on the command line, or its environment variable where it
@@ -31,6 +32,7 @@ use clap::FromArgMatches as _;
 use super::file;
 use crate::doors::control::ControlSettings;
 use crate::doors::http::access::{AddressPolicy, AllowedHost};
+use crate::doors::http::metrics::MetricsSettings;
 use crate::doors::http::server::ServerOptions;
 use crate::doors::http::settings::{HttpSettings, ServerLimits};
 use crate::doors::page::driver::{ConnLimits, PageLimits};
@@ -71,6 +73,9 @@ pub(crate) struct ServeConfig {
     /// `[cluster]`, used with `redis`.
     #[arg(skip)]
     pub(crate) cluster: ClusterConfig,
+    /// `[metrics]`.
+    #[arg(skip)]
+    pub(crate) metrics: MetricsSettings,
 }
 
 /// `[limits]`: one table in the file, each part's share declared by it.
@@ -119,6 +124,7 @@ impl ServeConfig {
             pages: tables.pages,
             actions: tables.actions,
             cluster: tables.cluster,
+            metrics: tables.metrics,
         })
     }
 
@@ -185,6 +191,8 @@ pub(crate) struct Settings {
     pub(crate) actions: BTreeMap<String, ActionConfig>,
     /// Most actions running at once.
     pub(crate) max_running_actions: usize,
+    /// Names whose pages `/metrics` counts.
+    pub(crate) metric_names: Vec<String>,
 }
 
 impl Settings {
@@ -210,6 +218,7 @@ impl Settings {
             .options(hub.max_connections, hub.max_connections_per_ip)?;
         let (ping_interval, ping_timeout) = config.heartbeat.check()?;
         config.cluster.check()?;
+        let metric_names = config.metrics.names()?;
         Ok(Settings {
             listen: http.listen(),
             root: http.root()?,
@@ -230,6 +239,7 @@ impl Settings {
             page_commands: config.pages.allow,
             actions,
             max_running_actions,
+            metric_names,
         })
     }
 

@@ -151,6 +151,7 @@ fn front(settings: &Settings, engine: &Arc<Engine>, pages: &Arc<Pages>, tls: boo
         scheme: if tls { "https" } else { "http" },
         pages: Box::new(move |upgrade| pages.accept(upgrade)),
         server: Arc::default(),
+        metric_names: settings.metric_names.clone(),
     })
 }
 

@@ -12,7 +12,8 @@ pub(crate) mod assets;
 mod body;
 mod commands;
 mod files;
-mod metrics;
+pub(crate) mod metrics;
+mod probe;
 pub(crate) mod server;
 pub(crate) mod settings;
 mod upgrade;
@@ -55,6 +56,8 @@ pub(crate) struct Front {
     pub(crate) pages: Box<dyn Fn(Upgrade) + Send + Sync>,
     /// The accept loop's counters.
     pub(crate) server: Arc<server::ServerStats>,
+    /// Names whose pages `/metrics` counts (`[metrics] names`).
+    pub(crate) metric_names: Vec<String>,
 }
 
 type Shared = Arc<Front>;
@@ -67,6 +70,7 @@ pub(crate) fn app(front: Arc<Front>) -> Router {
         .route("/shell", get(commands::shell).post(commands::shell))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
+        .route("/probe/{name}", get(probe::probe))
         .route("/ws.js", get(files::ws_js))
         .fallback(files::static_files)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -181,6 +185,7 @@ fn route_class(path: &str) -> &'static str {
         "/shell" => "/shell",
         "/metrics" => "/metrics",
         "/healthz" => "/healthz",
+        p if p.starts_with("/probe/") => "/probe",
         "/ws.js" => "/ws.js",
         _ => "files",
     }
