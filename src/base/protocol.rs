@@ -220,10 +220,13 @@ pub(crate) enum PageFrame {
         /// [`MAX_RESULT_BYTES`]).
         answer: Answer,
     },
-    /// `{"type":"ack","id":N}`.
+    /// `{"type":"ack","id":N}`, or with `"error"` when the page could not
+    /// apply it (no such element, the function threw).
     Ack {
         /// The `ack` id of the `write` or `exec`.
         id: u64,
+        /// Why it was not applied (cut at [`MAX_ERROR_CHARS`]).
+        error: Option<String>,
     },
     /// A frame of a type this daemon does not know: ignored, so that later
     /// clients can send more.
@@ -243,6 +246,8 @@ enum RawPageFrame {
     },
     Ack {
         id: u64,
+        #[serde(default)]
+        error: Option<String>,
     },
     #[serde(other)]
     Other,
@@ -284,7 +289,10 @@ impl PageFrame {
                 };
                 PageFrame::Result { id, answer }
             }
-            RawPageFrame::Ack { id } => PageFrame::Ack { id },
+            RawPageFrame::Ack { id, error } => PageFrame::Ack {
+                id,
+                error: error.map(|e| cut(&e, MAX_ERROR_CHARS)),
+            },
             RawPageFrame::Other => PageFrame::Other,
         })
     }
@@ -443,7 +451,14 @@ mod tests {
             ),
             (
                 r#"{"type":"ack","id":7,"extra":true}"#.into(),
-                Ok(PageFrame::Ack { id: 7 }),
+                Ok(PageFrame::Ack { id: 7, error: None }),
+            ),
+            (
+                r#"{"type":"ack","id":7,"error":"no element 'x'"}"#.into(),
+                Ok(PageFrame::Ack {
+                    id: 7,
+                    error: Some("no element 'x'".into()),
+                }),
             ),
             (
                 r#"{"type":"visibility","state":"hidden"}"#.into(),

@@ -260,7 +260,7 @@ impl Asks {
     /// the wrong kind, or a second one, is ignored: the result is false.
     pub(crate) fn answer(&self, conn: u64, frame: PageFrame) -> bool {
         let id = match &frame {
-            PageFrame::Result { id, .. } | PageFrame::Ack { id } => *id,
+            PageFrame::Result { id, .. } | PageFrame::Ack { id, .. } => *id,
             PageFrame::Other => return false,
         };
         let Some(pending) = self.pending().get(&id).cloned() else {
@@ -271,7 +271,8 @@ impl Asks {
         }
         let answer = match frame {
             PageFrame::Result { answer, .. } => answer,
-            PageFrame::Ack { .. } | PageFrame::Other => Answer::Done,
+            PageFrame::Ack { error: Some(e), .. } => Answer::Error(e),
+            PageFrame::Ack { error: None, .. } | PageFrame::Other => Answer::Done,
         };
         let mut state = pending.state();
         let Some(slot @ None) = state.answers.get_mut(&conn) else {
@@ -338,7 +339,7 @@ mod tests {
         // Page 3 was not asked; an ack is not a result; a wrong id is
         // nobody's.
         assert!(!asks.answer(3, value("3")));
-        assert!(!asks.answer(1, PageFrame::Ack { id }));
+        assert!(!asks.answer(1, PageFrame::Ack { id, error: None }));
         assert!(!asks.answer(
             1,
             PageFrame::Result {

@@ -744,6 +744,14 @@ mod tests {
             "run --to other a",
             "run --to * a",
             "help",
+            "ws call 2 f",
+            "ws call * f",
+            "ws read 2",
+            "ws write --wait 2 x",
+            "ws exec --wait other f",
+            "ws who *",
+            "ws write --dry-run * x",
+            "ws wait other --timeout 1ms",
         ];
         for door in [Door::Page(1), Door::Http { operator: false }] {
             for line in every_command {

@@ -14,4 +14,5 @@ mod reliability;
 mod secure;
 mod support;
 mod terminal;
+mod verbs;
 mod ws;

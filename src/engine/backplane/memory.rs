@@ -170,3 +170,41 @@ pub(crate) fn close(hub: &Hub, target: &Target) -> Result<Outcome, TargetError> 
         notes: Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::hub::HubLimits;
+    use crate::engine::monitor::Monitor;
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_name_is_woken_by_registrations_not_time() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote = "127.0.0.1:1".parse().expect("address");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let waiting = wait_named(&hub, "kiosk", deadline, |n| n >= 2);
+        tokio::pin!(waiting);
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        let _one = hub.open(remote, "").expect("page 1");
+        hub.register(1, "kiosk").expect("register");
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        let _two = hub.open(remote, "").expect("page 2");
+        hub.register(2, "other").expect("register");
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        hub.register(2, "kiosk").expect("register");
+        // The clock is paused and never advanced: only the registration
+        // can have ended the wait.
+        let start = Instant::now();
+        assert_eq!(waiting.await, 2);
+        assert_eq!(Instant::now(), start);
+
+        let gone = wait_named(
+            &hub,
+            "kiosk",
+            Instant::now() + Duration::from_secs(1),
+            |n| n >= 3,
+        );
+        assert_eq!(gone.await, 2);
+        assert_eq!(Instant::now(), start + Duration::from_secs(1));
+    }
+}
