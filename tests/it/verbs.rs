@@ -12,7 +12,7 @@ use crate::support::{Daemon, Output};
 
 /// Answers the next frame of `kind` (`call`, `read`) on `page` with
 /// `fields` added to `{"type":"result","id":ID}`; returns that frame.
-async fn answer(page: &mut Page, kind: &str, fields: Value) -> Value {
+pub(crate) async fn answer(page: &mut Page, kind: &str, fields: Value) -> Value {
     let asked = page.recv_type(kind).await;
     let mut result = json!({"type": "result", "id": asked["id"]});
     for (k, v) in fields.as_object().expect("fields") {
