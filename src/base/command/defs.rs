@@ -118,8 +118,9 @@ pub(super) static WS_CALL: CommandDef = CommandDef {
            defined, never a browser built-in such as eval), and waits for the results.\n\
            Prints one line per page: its index, then the result as JSON (a Promise is\n\
            awaited), or 'error:' and why: no such function, threw: MESSAGE, timed out,\n\
-           closed. Nothing is shown in the page's element. Succeeds (exit 0) only when\n\
-           every target page answered without an error; no page at all is an error.",
+           closed before answering. Nothing is shown in the page's element. Succeeds\n\
+           (exit 0) only when every target page answered without an error; no page at\n\
+           all is an error. A result is at most 4096 bytes of JSON.",
     example: "ws call kiosk getVersion",
     extra_hint: Some("(quote ARG if it has spaces)"),
     options: &[&TIMEOUT, &DRY_RUN],
@@ -133,7 +134,8 @@ pub(super) static WS_READ: CommandDef = CommandDef {
     help: "Asks each target page for the text (textContent) of its element NAME; without\n\
            NAME, the element the TARGET names, or the page's first registered element.\n\
            Prints one line per page: its index, then the text, escaped and cut after\n\
-           1000 characters, or 'error:' and why (no element NAME, timed out, closed).\n\
+           1000 characters, or 'error:' and why (no element NAME, timed out, closed\n\
+           before answering).\n\
            Succeeds only when every target page answered.",
     example: "ws read status",
     extra_hint: None,
