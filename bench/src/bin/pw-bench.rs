@@ -800,7 +800,9 @@ fn metrics() -> Vec<Metric> {
         r.fanout_p99_ms
     }));
     v.push(m("call-10k", "answers/s", Higher, 0, |r| r.msgs_per_s));
-    v.push(m("call-10k", "server CPU ms", Lower, 0, |r| r.server_cpu_ms));
+    v.push(m("call-10k", "server CPU ms", Lower, 0, |r| {
+        r.server_cpu_ms
+    }));
     v.push(lost("call-10k"));
     v.push(m(
         "cli",
