@@ -371,7 +371,7 @@ async fn call_write_wait_and_wait_gather_answers_from_every_node() {
     mute.recv_type("call").await;
     let out = cli.wait_exit();
     out.assert_exit_code(1);
-    let mut want = vec![
+    let mut want = [
         (on_a.index, "\"from A\"".to_string()),
         (on_b.index, "error: threw: on B".to_string()),
         (mute.index, "error: timed out".to_string()),
