@@ -173,6 +173,11 @@ pub(crate) trait Backplane: Send + Sync {
     /// This daemon's own hub.
     fn hub(&self) -> &Hub;
 
+    /// This daemon's node id in a cluster; `None` on its own.
+    fn node(&self) -> Option<Arc<str>> {
+        None
+    }
+
     /// Every reachable connection, sorted by index.
     fn list(&self) -> BoxFuture<'_, Listing>;
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
+use tokio::sync::broadcast;
 
 pub(crate) use outbox::Next;
 pub use outbox::{CloseReason, OutboxLimits};
@@ -351,6 +352,25 @@ struct Entry {
     names: Vec<Box<str>>,
 }
 
+impl Entry {
+    /// A snapshot of the connection, for a listing.
+    fn info(&self) -> ConnInfo {
+        let c = &self.conn;
+        let (msgs_out, bytes_out) = c.outbox.written_so_far();
+        ConnInfo {
+            id: c.id,
+            names: self.names.iter().map(|n| n.to_string()).collect(),
+            remote: c.remote,
+            page: c.page.to_string(),
+            age: c.opened.elapsed(),
+            msgs_in: c.stats.msgs_in.load(Relaxed),
+            bytes_in: c.stats.bytes_in.load(Relaxed),
+            msgs_out,
+            bytes_out,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Table {
     conns: BTreeMap<u64, Entry>,
@@ -395,7 +415,25 @@ struct Shared {
     /// Woken when a name is registered, or a connection holding names
     /// leaves: what `ws wait` waits on.
     names_changed: tokio::sync::Notify,
+    /// Opened, registered and closed connections, for whoever watches the
+    /// table (the admin console); sent only while someone does.
+    changes: broadcast::Sender<TableChange>,
 }
+
+/// A change to the connection table, told to [`Hub::changes`] watchers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TableChange {
+    /// A connection opened (its index).
+    Opened(u64),
+    /// A connection registered a name.
+    Registered(u64),
+    /// A connection left the table.
+    Closed(u64),
+}
+
+/// Changes a slow watcher may fall behind by before it misses some (it is
+/// then told how many, and reads the table again).
+const CHANGES_BACKLOG: usize = 256;
 
 /// A cheap-to-clone handle on the connection table.
 #[derive(Clone)]
@@ -439,6 +477,7 @@ impl Hub {
                 counters: Arc::default(),
                 monitor,
                 names_changed: tokio::sync::Notify::new(),
+                changes: broadcast::channel(CHANGES_BACKLOG).0,
             }),
         }
     }
@@ -462,6 +501,20 @@ impl Hub {
     /// The Monitor this hub reports to.
     pub(crate) fn monitor(&self) -> &Monitor {
         &self.shared.monitor
+    }
+
+    /// Table changes from now on. Watching costs the hub one channel send
+    /// per open, registration and close; nothing per delivered frame.
+    pub(crate) fn changes(&self) -> broadcast::Receiver<TableChange> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Tells the watchers of [`Hub::changes`], if any; called with the table
+    /// unlocked, since it may wake them.
+    fn changed(&self, change: TableChange) {
+        if self.shared.changes.receiver_count() > 0 {
+            let _ = self.shared.changes.send(change);
+        }
     }
 
     fn now_secs(&self) -> u32 {
@@ -557,6 +610,7 @@ impl Hub {
             "ws {id} opened from {remote} page {}",
             if page.is_empty() { "-" } else { page }
         ));
+        self.changed(TableChange::Opened(id));
         Ok(conn)
     }
 
@@ -589,6 +643,7 @@ impl Hub {
         self.shared.names_changed.notify_waiters();
         self.monitor()
             .emit(format_args!("ws {id} registered '{name}'"));
+        self.changed(TableChange::Registered(id));
         Ok(())
     }
 
@@ -635,24 +690,21 @@ impl Hub {
     /// A snapshot of every connection, by index.
     pub(crate) fn list(&self) -> Vec<ConnInfo> {
         let t = self.table();
-        t.conns
+        t.conns.values().map(Entry::info).collect()
+    }
+
+    /// The number of connections and a snapshot of at most `limit` of them,
+    /// by index, from the `offset`th on: one page of a large table.
+    pub(crate) fn list_page(&self, offset: usize, limit: usize) -> (usize, Vec<ConnInfo>) {
+        let t = self.table();
+        let rows = t
+            .conns
             .values()
-            .map(|e| {
-                let c = &e.conn;
-                let (msgs_out, bytes_out) = c.outbox.written_so_far();
-                ConnInfo {
-                    id: c.id,
-                    names: e.names.iter().map(|n| n.to_string()).collect(),
-                    remote: c.remote,
-                    page: c.page.to_string(),
-                    age: c.opened.elapsed(),
-                    msgs_in: c.stats.msgs_in.load(Relaxed),
-                    bytes_in: c.stats.bytes_in.load(Relaxed),
-                    msgs_out,
-                    bytes_out,
-                }
-            })
-            .collect()
+            .skip(offset)
+            .take(limit)
+            .map(Entry::info)
+            .collect();
+        (t.conns.len(), rows)
     }
 
     /// Runs `f` on every connection `target` selects, under the table lock.
@@ -805,6 +857,7 @@ impl Hub {
     }
 
     fn closed(&self, id: u64, reason: &CloseReason) {
+        self.changed(TableChange::Closed(id));
         self.shared.counters.closed.fetch_add(1, Relaxed);
         self.monitor().emit(format_args!(
             "ws {id} closed: {} (code {})",
@@ -978,5 +1031,33 @@ mod tests {
         let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
         assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(1));
         assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(2));
+    }
+
+    #[test]
+    fn watchers_hear_opens_registrations_and_closes_and_read_a_page() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let early = hub.open(remote, "").expect("open");
+        let mut changes = hub.changes();
+        let conn = hub.open(remote, "/p").expect("open");
+        hub.register(conn.id(), "status").expect("register");
+        hub.gone(
+            &early,
+            &CloseReason {
+                code: 1000,
+                reason: "bye",
+            },
+        );
+        assert_eq!(changes.try_recv(), Ok(TableChange::Opened(2)));
+        assert_eq!(changes.try_recv(), Ok(TableChange::Registered(2)));
+        assert_eq!(changes.try_recv(), Ok(TableChange::Closed(1)));
+        assert!(changes.try_recv().is_err());
+        for _ in 0..3 {
+            hub.open(remote, "").expect("open");
+        }
+        let (total, rows) = hub.list_page(1, 2);
+        assert_eq!(total, 4);
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(hub.list_page(0, 1).1[0].names, ["status"]);
     }
 }

@@ -269,6 +269,10 @@ impl Backplane for Cluster {
         &self.node.hub
     }
 
+    fn node(&self) -> Option<Arc<str>> {
+        Some(self.node.id.clone())
+    }
+
     fn list(&self) -> BoxFuture<'_, Listing> {
         Box::pin(async move {
             let node = &self.node;
