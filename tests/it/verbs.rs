@@ -417,3 +417,35 @@ async fn who_and_dry_run_list_the_targets_and_send_nothing() {
         (Some("write"), Some("later"))
     );
 }
+
+#[tokio::test]
+async fn a_page_granted_ws_call_gets_the_results_in_its_reply() {
+    let d = Daemon::builder()
+        .config("[pages]\nallow = [\"ws register\", \"ws call\"]\n")
+        .start();
+    let mut asker = Page::with_names(&d, &["panel"]).await;
+    let mut kiosk = Page::with_names(&d, &["kiosk"]).await;
+
+    asker.send("ws call kiosk getState").await;
+    answer(&mut kiosk, "call", json!({"value": [1, "two"]})).await;
+    let reply = asker.recv_type("reply").await;
+    assert_eq!(
+        reply,
+        json!({
+            "type": "reply",
+            "ok": true,
+            "output": format!("{} [1,\"two\"]", kiosk.index),
+            "results": [{"index": kiosk.index, "ok": true, "value": [1, "two"]}],
+        })
+    );
+
+    // A page that failed it: an `error` frame, with the results too.
+    asker.send("ws call kiosk nope").await;
+    answer(&mut kiosk, "call", json!({"error": "no such function"})).await;
+    let error = asker.recv_type("error").await;
+    assert_eq!(
+        error["results"],
+        json!([{"index": kiosk.index, "ok": false, "error": "no such function"}]),
+        "{error}"
+    );
+}
