@@ -346,6 +346,52 @@ async fn a_redis_outage_keeps_local_delivery_and_heals() {
     );
 }
 
+/// `GET /readyz` of a node: its status and its lines.
+async fn readyz(n: &Node) -> (u16, String) {
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(n.d.url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn readyz_says_whether_the_node_is_joined() {
+    let mut redis = Redis::start().await;
+    let a = node(&redis);
+    let (status, body) = readyz(&a).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "listening: ok\ncluster: ok\n")
+    );
+    redis.kill();
+    let body = until("readyz to say the node is not joined", TIMEOUT, || {
+        let a = &a;
+        async move {
+            let (status, body) = readyz(a).await;
+            (status == 503).then_some(body)
+        }
+    })
+    .await;
+    assert!(body.contains("listening: ok\ncluster: "), "{body}");
+    assert!(
+        body.contains("Redis at 127.0.0.1:") || body.contains("not subscribed"),
+        "{body}"
+    );
+    // Joined again once Redis is back.
+    redis.run().await;
+    until("readyz to say ready again", TIMEOUT, || {
+        let a = &a;
+        async move { (readyz(a).await.0 == 200).then_some(()) }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn call_write_wait_and_wait_gather_answers_from_every_node() {
     use crate::verbs::answer;

@@ -10,7 +10,7 @@ mod defs;
 mod lex;
 mod options;
 
-pub(crate) use defs::help_text;
+pub(crate) use defs::{group_overview, help_text};
 pub use defs::{CommandDef, COMMANDS};
 pub use lex::{quote, tokenize};
 pub use options::{parse_duration, OptionDef, Options, DEFAULT_TIMEOUT, MAX_TIMEOUT};
@@ -280,13 +280,13 @@ pub enum ParseError {
         token: String,
     },
     /// A first word that is no command.
-    #[error("unknown command '{}'; try 'help'", shown(.name))]
+    #[error("unknown command '{}'; {}try 'help'", shown(.name), DidYouMean(defs::closest(.name, &defs::command_words())))]
     UnknownCommand {
         /// The first word of the line.
         name: String,
     },
     /// A second word that is no subcommand of the first.
-    #[error("{command}: unknown subcommand '{}'; expected {expected}", shown(.sub))]
+    #[error("{command}: unknown subcommand '{}'; {}expected {expected}", shown(.sub), DidYouMean(defs::closest(.sub, &defs::subcommand_words(command))))]
     UnknownSubcommand {
         /// The command, e.g. `ws`.
         command: &'static str,
@@ -401,6 +401,18 @@ fn shown(text: &str) -> crate::base::text::Shown<'_> {
     crate::base::text::shown(text, 40)
 }
 
+/// "did you mean 'write'? " for a mistyped word, or nothing.
+struct DidYouMean(Option<&'static str>);
+
+impl fmt::Display for DidYouMean {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(word) => write!(f, "did you mean '{word}'? "),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Shows an optional hint after a usage, with a separating space.
 struct Hint(Option<&'static str>);
 
@@ -511,6 +523,13 @@ fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError
         return Ok(Command::List);
     };
     let command = match sub.as_str() {
+        // As `help ws`: the question a new user asks first.
+        "help" => {
+            Args::new(&defs::HELP, words).finish()?;
+            Command::Help {
+                topic: Some("ws".to_string()),
+            }
+        }
         "register" => {
             let mut args = Args::new(&defs::WS_REGISTER, words);
             let name = args.name("NAME")?;

@@ -87,7 +87,7 @@ fn header(out: &mut String, name: &str, kind: Kind, help: &str) {
 }
 
 /// `[metrics]` in the configuration file.
-#[derive(serde::Deserialize, Debug, Clone, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct MetricsSettings {
     /// Registered names whose pages `/metrics` counts, one gauge each: only

@@ -198,6 +198,26 @@ pub(crate) struct Cluster {
     node: Arc<Node>,
 }
 
+impl Cluster {
+    /// Whether the node is joined now (for `/readyz`): its command
+    /// connection to Redis is up and it hears the other nodes.
+    pub(crate) fn joined(&self) -> Result<(), String> {
+        let node = &self.node;
+        if !*node.connected.borrow() {
+            return Err(format!("Redis at {} is unreachable", node.server));
+        }
+        if !node.subscribed.load(Ordering::Relaxed) {
+            return Err(format!("not subscribed to Redis at {}", node.server));
+        }
+        Ok(())
+    }
+
+    /// This node's id in the cluster.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node.id
+    }
+}
+
 struct Node {
     id: Arc<str>,
     hub: Hub,
@@ -401,7 +421,7 @@ fn node_id() -> String {
 }
 
 /// `url` without its password, for messages.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
@@ -414,7 +434,7 @@ fn redact(url: &str) -> String {
 
 /// Whether the daemon is a node of a cluster: a flag of `pagewire serve`,
 /// and the `redis` key of the configuration file.
-#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[derive(clap::Args, Deserialize, serde::Serialize, Debug, Default, Clone)]
 #[serde(default)]
 pub(crate) struct RedisSettings {
     /// Join a cluster through this Redis server
@@ -423,18 +443,22 @@ pub(crate) struct RedisSettings {
 }
 
 /// `[cluster]`: how a node takes part in a cluster (`--redis`).
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(clap::Args, serde::Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ClusterConfig {
     /// Prefix of every Redis key and channel: daemons with the same Redis
     /// and prefix form one cluster.
+    #[arg(id = "cluster_prefix", long = "cluster-prefix", value_name = "WORD", default_value_t = ClusterConfig::default().prefix, help_heading = "Cluster ([cluster] in the file)")]
     pub(crate) prefix: String,
     /// Seconds a node's lease lives unless refreshed (every third of it); a
     /// node that dies leaves every listing this long after.
+    #[arg(id = "cluster_lease_secs", long = "cluster-lease-secs", value_name = "SECS", default_value_t = ClusterConfig::default().lease_secs, help_heading = "Cluster ([cluster] in the file)")]
     pub(crate) lease_secs: u64,
     /// Milliseconds a command waits for the other nodes to answer.
+    #[arg(id = "cluster_reply_timeout_ms", long = "cluster-reply-timeout-ms", value_name = "MS", default_value_t = ClusterConfig::default().reply_timeout_ms, help_heading = "Cluster ([cluster] in the file)")]
     pub(crate) reply_timeout_ms: u64,
     /// Indexes a node takes from Redis at a time.
+    #[arg(id = "cluster_index_block", long = "cluster-index-block", value_name = "N", default_value_t = ClusterConfig::default().index_block, help_heading = "Cluster ([cluster] in the file)")]
     pub(crate) index_block: u64,
 }
 
