@@ -12,6 +12,7 @@
 //! | page door | | its share of `[limits]` |
 //! | executor | | `[pages]` |
 //! | what the daemon remembers | `state_dir` | `[state]` |
+//! | HTTP door's `/metrics` | | `[metrics]` |
 //! | actions | | its share of `[limits]`, `[actions.NAME]` |
 //!
 //! Every setting but `[actions.NAME]` is also a flag and an environment
@@ -40,6 +41,7 @@ use super::file;
 use crate::base::logline::{LogFormat, LogSettings};
 use crate::doors::control::ControlSettings;
 use crate::doors::http::access::{AddressPolicy, AllowedHost};
+use crate::doors::http::metrics::MetricsSettings;
 use crate::doors::http::server::ServerOptions;
 use crate::doors::http::settings::{HttpSettings, ServerLimits};
 use crate::doors::page::driver::{ConnLimits, PageLimits};
@@ -102,6 +104,9 @@ pub(crate) struct ServeConfig {
     /// `[actions.NAME]`, by name (in the file only: each is a table).
     #[arg(skip)]
     pub(crate) actions: BTreeMap<String, ActionConfig>,
+    /// `[metrics]`.
+    #[arg(skip)]
+    pub(crate) metrics: MetricsSettings,
 }
 
 /// `[limits]`: one table in the file, each part's share declared by it.
@@ -223,6 +228,7 @@ impl ServeConfig {
             actions: tables.actions,
             cluster: tables.cluster,
             state: tables.state,
+            metrics: tables.metrics,
         };
         match errors.is_empty() {
             true => Ok(config),
@@ -330,6 +336,8 @@ pub(crate) struct Settings {
     pub(crate) max_running_actions: usize,
     /// The state directory, if there is one.
     pub(crate) state_dir: Option<PathBuf>,
+    /// Names whose pages `/metrics` counts.
+    pub(crate) metric_names: Vec<String>,
     /// Everything is served under this path (`""` for none).
     pub(crate) base_path: String,
     /// Proxies whose forwarding headers are believed.
@@ -362,6 +370,7 @@ impl Settings {
             .options(hub.max_connections, hub.max_connections_per_ip)?;
         let (ping_interval, ping_timeout) = config.heartbeat.check()?;
         config.cluster.check()?;
+        let metric_names = config.metrics.names()?;
         Ok(Settings {
             listen: http.listen(),
             root: http.root()?,
@@ -383,6 +392,7 @@ impl Settings {
             actions,
             max_running_actions,
             state_dir: config.state_dir.dir(),
+            metric_names,
             base_path: http.base_path()?,
             trusted_proxies: http.trusted_proxies.clone(),
             log_format: config.log.log_format.unwrap_or_default(),

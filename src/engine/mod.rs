@@ -1,8 +1,9 @@
-//! The engine: the hub, the Monitor, the backplane, the actions, what the
-//! daemon remembers and the executor. It imports leaves and nothing of the
-//! doors.
+//! The engine: the hub, the Monitor, the backplane, the asks waiting for
+//! pages' answers, the actions, what the daemon remembers and the
+//! executor. It imports leaves and nothing of the doors.
 
 pub mod actions;
+pub(crate) mod asks;
 pub(crate) mod backplane;
 pub(crate) mod events;
 pub mod exec;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 
 use crate::base::stdout::ConsoleOut;
 use actions::{Actions, Joined};
+use asks::Asks;
 use backplane::Backplane;
 use exec::{Executor, PageRights};
 use hub::Hub;
@@ -34,6 +36,9 @@ pub struct Engine {
     pub(crate) monitor: Monitor,
     /// The configured actions and their runs.
     pub(crate) actions: Actions,
+    /// Calls, reads and confirmations waiting for pages' answers: where
+    /// the page door hands the answers.
+    pub(crate) asks: Asks,
     /// Runs command lines.
     pub(crate) exec: Executor,
     /// Retained values and resume tokens.
@@ -68,6 +73,7 @@ impl Engine {
             remember.clone(),
         );
         Arc::new(Engine {
+            asks: backplane.asks().clone(),
             monitor: hub.monitor().clone(),
             exec,
             hub,

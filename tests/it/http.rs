@@ -122,11 +122,7 @@ async fn shell_answers_plain_text() {
         .to_str()
         .unwrap_or("")
         .starts_with("text/plain"));
-    assert!(resp
-        .text()
-        .await
-        .expect("body")
-        .contains("ws write [--retain] TARGET"));
+    assert!(resp.text().await.expect("body").contains("ws write TARGET"));
     let resp = reqwest::get(d.url("/shell?cmd=nonsense"))
         .await
         .expect("request");

@@ -543,6 +543,6 @@ fn completions_load_in_bash_and_are_made_for_zsh_and_fish() {
 fn the_ws_cli_lists_its_subcommands() {
     let out = run_cli(&["ws", "--help"]);
     out.assert_exit_code(0)
-        .assert_stdout_contains("ws write [--retain] TARGET \"text\"")
+        .assert_stdout_contains("ws write TARGET \"text\"")
         .assert_stdout_contains("ws close [TARGET]");
 }

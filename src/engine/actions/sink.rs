@@ -210,7 +210,7 @@ impl Sink {
         };
         let delivered = self
             .hub
-            .deliver_with(target, &self.flow.carry(bytes.clone()), tail);
+            .deliver_after(target, &self.flow.carry(bytes.clone()), tail);
         match (self.bound, delivered) {
             (None, _) => true,
             (Some(_), Ok(d)) if d.reached > 0 => true,

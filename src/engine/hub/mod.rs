@@ -539,6 +539,9 @@ struct Shared {
     monitor: Monitor,
     /// What pages get first when they register or come back.
     replay: OnceLock<Arc<dyn Replay>>,
+    /// Woken when a name is registered, or a connection holding names
+    /// leaves: what `ws wait` waits on.
+    names_changed: tokio::sync::Notify,
     /// Opened, registered and closed connections, for whoever watches the
     /// table (the admin console); sent only while someone does.
     changes: broadcast::Sender<TableChange>,
@@ -601,6 +604,7 @@ impl Hub {
                 counters: Arc::default(),
                 monitor,
                 replay: OnceLock::new(),
+                names_changed: tokio::sync::Notify::new(),
                 changes: broadcast::channel(CHANGES_BACKLOG).0,
             }),
         }
@@ -855,7 +859,7 @@ impl Hub {
         }
         drop(turn);
         if overflow {
-            self.drop_slow(vec![conn.id]);
+            let _ = self.drop_slow(vec![conn.id]);
         }
         if let Some(w) = wake {
             w.wake();
@@ -902,6 +906,7 @@ impl Hub {
             replay.registered(&name, &mut frames);
             self.queue_replay(&conn, &frames, turn);
         }
+        self.shared.names_changed.notify_waiters();
         self.monitor()
             .emit(format_args!("ws {id} registered '{name}'"));
         self.changed(TableChange::Registered(id));
@@ -927,6 +932,25 @@ impl Hub {
             || t.parked
                 .get(&id)
                 .is_some_and(|p| p.until >= self.now_secs())
+    }
+
+    /// How many live connections registered `name`.
+    pub(crate) fn named(&self, name: &str) -> usize {
+        self.table().names.get(name).map_or(0, Vec::len)
+    }
+
+    /// Resolves once a name is registered or a connection holding names
+    /// leaves, from the moment it is enabled (`Notified::enable`) or first
+    /// polled: count, enable, count again, then await.
+    pub(crate) fn names_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.names_changed.notified()
+    }
+
+    /// Wakes those waiting on [`Hub::names_changed`] when `had_names`.
+    fn named_left(&self, had_names: bool) {
+        if had_names {
+            self.shared.names_changed.notify_waiters();
+        }
     }
 
     /// Number of live connections.
@@ -1017,18 +1041,43 @@ impl Hub {
     /// and registering go on during a large fan-out; the queueing of
     /// deliveries takes turns, so every page gets them in the same order.
     pub(crate) fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
-        self.deliver_with(target, frame, || ())
+        self.deliver_with(target, frame, |_| ())
     }
 
     /// [`Hub::deliver`], running `first` under the delivery turn before the
     /// targets are listed: what it records (a retained value, an output
     /// line for late joiners) is replayed to exactly the pages that the
     /// delivery does not reach.
-    pub(crate) fn deliver_with(
+    pub(crate) fn deliver_after(
         &self,
         target: &Target,
         frame: &Bytes,
         first: impl FnOnce(),
+    ) -> Result<Delivered, TargetError> {
+        self.deliver_inner(target, frame, first, |_| ())
+    }
+
+    /// [`Hub::deliver`], telling `reached` the index of every connection
+    /// the frame was queued for, before any of them can be written: a
+    /// command that waits for each page's answer knows whom to wait for
+    /// before an answer can come. (A broadcast passes a closure that does
+    /// nothing, which costs nothing.)
+    pub(crate) fn deliver_with(
+        &self,
+        target: &Target,
+        frame: &Bytes,
+        reached_one: impl FnMut(u64),
+    ) -> Result<Delivered, TargetError> {
+        self.deliver_inner(target, frame, || (), reached_one)
+    }
+
+    /// [`Hub::deliver_after`] and [`Hub::deliver_with`] in one.
+    fn deliver_inner(
+        &self,
+        target: &Target,
+        frame: &Bytes,
+        first: impl FnOnce(),
+        mut reached_one: impl FnMut(u64),
     ) -> Result<Delivered, TargetError> {
         let limits = self.shared.limits.outbox;
         let turn = self.turn();
@@ -1043,10 +1092,12 @@ impl Hub {
             match c.outbox.push(frame, limits) {
                 Pushed::Queued(w) => {
                     reached += 1;
+                    reached_one(c.id);
                     wake.extend(w);
                 }
                 Pushed::ToFlush => {
                     reached += 1;
+                    reached_one(c.id);
                     to_flush.push(c);
                 }
                 Pushed::Overflow(w) => {
@@ -1057,9 +1108,9 @@ impl Hub {
             }
         }
         drop(turn);
-        let dropped = overflowed.len();
+        let mut dropped = 0;
         if !overflowed.is_empty() {
-            self.drop_slow(overflowed);
+            dropped = self.drop_slow(overflowed);
         }
         for w in wake {
             w.wake();
@@ -1072,13 +1123,19 @@ impl Hub {
 
     /// Takes connections whose queue overflowed out of the table (they come
     /// back like any dropped page) and reports them.
-    fn drop_slow(&self, mut overflowed: Vec<u64>) {
+    fn drop_slow(&self, mut overflowed: Vec<u64>) -> usize {
         // The task of an overflowed connection may have ended (and
         // reported itself gone) already: count only those removed here.
+        let mut had_names = false;
         {
             let mut t = self.table();
-            overflowed.retain(|id| self.leave(&mut t, *id, CLOSE_SLOW_CONSUMER));
+            overflowed.retain(|id| {
+                self.leave(&mut t, *id, CLOSE_SLOW_CONSUMER)
+                    .inspect(|named| had_names |= named)
+                    .is_some()
+            });
         }
+        self.named_left(had_names);
         let counters = &self.shared.counters;
         for id in &overflowed {
             counters.slow_consumers.fetch_add(1, Relaxed);
@@ -1087,15 +1144,15 @@ impl Hub {
                 "ws {id} closed: slow consumer (outgoing queue full, code {CLOSE_SLOW_CONSUMER})"
             ));
         }
+        overflowed.len()
     }
 
     /// Removes connection `id` from the table, closed with `code`, and
-    /// parks its index and names if it may come back; false if it was not
-    /// there.
-    fn leave(&self, t: &mut Table, id: u64, code: u16) -> bool {
-        let Some(entry) = t.remove(id) else {
-            return false;
-        };
+    /// parks its index and names if it may come back. `None` if it was
+    /// not there, else whether it held names.
+    fn leave(&self, t: &mut Table, id: u64, code: u16) -> Option<bool> {
+        let entry = t.remove(id)?;
+        let named = !entry.names.is_empty();
         let limits = &self.shared.limits;
         let grace = u32::try_from(limits.resume_grace.as_secs()).unwrap_or(u32::MAX);
         // Parked pages are bounded like live ones: beyond that, a dropped
@@ -1105,7 +1162,7 @@ impl Hub {
             let names = entry.names;
             t.parked.insert(id, Parked { names, until });
         }
-        true
+        Some(named)
     }
 
     /// Queues `frame` for one connection, if it is still live.
@@ -1119,10 +1176,14 @@ impl Hub {
         let mut closing = Vec::new();
         let mut t = self.table();
         self.each_target(&t, target, |c| closing.push(c.clone()))?;
+        let mut had_names = false;
         for c in &closing {
-            self.leave(&mut t, c.id, reason.code);
+            if let Some(named) = self.leave(&mut t, c.id, reason.code) {
+                had_names |= named;
+            }
         }
         drop(t);
+        self.named_left(had_names);
         for c in &closing {
             self.closed(c.id, &reason);
             if let Some(Some(w)) = c.outbox.close(reason.clone()) {
@@ -1151,7 +1212,8 @@ impl Hub {
     /// if it is still there and tells the Monitor why it went.
     pub(crate) fn gone(&self, conn: &Conn, why: &CloseReason) {
         let removed = self.leave(&mut self.table(), conn.id, why.code);
-        if removed {
+        if let Some(named) = removed {
+            self.named_left(named);
             self.closed(conn.id, why);
         }
     }
