@@ -36,6 +36,10 @@ export interface HelloFrame {
   index: number;
   /** The protocol's version: 1. */
   version: number;
+  /** The token that brings the page back to this index when it connects again (ws.js keeps it in sessionStorage). */
+  resume?: string;
+  /** Present (true) when the page got back an index it had before. */
+  resumed?: true;
 }
 
 /** One target page's answer to `ws call`, `ws read` or `--wait`, in `results`. */

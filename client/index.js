@@ -68,6 +68,14 @@
  * between half the ceiling and the ceiling. A close by the operator
  * (1000), by wsInit(0), or for too many names (4002) is final.
  *
+ * The daemon's hello gives the page a resume token, kept in the tab's
+ * sessionStorage and presented when it connects again (after a drop, a
+ * reload or a daemon restart): within the daemon's grace period the page
+ * gets its old index and names back, so `ws write 7` keeps reaching it.
+ * ws.js also reports the page's visibility (visible, hidden, frozen) to
+ * the daemon when it connects and on every change, never periodically;
+ * the daemon's `ws` listing shows it.
+ *
  * One page, one client: a page that loads ws.js twice (the classic script
  * and a bundle, or two bundles) gets the first copy's functions from every
  * copy, so it still has one connection, one set of names and one
@@ -113,6 +121,11 @@ function pageClient() {
   var retryAt = 0;
   var lastClose = null;
   var exposed = Object.create(null); // wsExpose(name, fn), by name
+  // Where the resume token is kept: per tab, for as long as the tab lives.
+  var RESUME_KEY = 'pagewire.resume';
+  var reported = null;  // the visibility last reported on this connection
+  var frozen = false;   // between the freeze and resume events
+  var reports = false;  // whether the daemon takes visibility reports
 
   // Taken now, before a later script can replace them: whether a function
   // is the page's own must not be answered by code the page can swap.
@@ -319,6 +332,12 @@ function pageClient() {
     switch (frame.type) {
       case 'hello':
         if (typeof frame.index === 'number') index = frame.index;
+        // Only a daemon that gives resume tokens knows visibility reports.
+        if (typeof frame.resume === 'string') {
+          storeToken(frame.resume);
+          reports = true;
+          reportVisibility();
+        }
         break;
       case 'write':
         el = target(frame);
@@ -397,17 +416,55 @@ function pageClient() {
     }
   }
 
-  // ?page= tells the daemon which page this is, for its `ws` listing.
+  // sessionStorage may be missing or refuse (privacy settings, sandboxed
+  // frames): the page then simply gets a fresh index when it reconnects.
+  function storedToken() {
+    try {
+      return window.sessionStorage.getItem(RESUME_KEY);
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function storeToken(value) {
+    try {
+      window.sessionStorage.setItem(RESUME_KEY, String(value));
+    } catch (err) {
+      // See storedToken.
+    }
+  }
+
+  // What the browser shows of the page now, in the daemon's words.
+  function visibility() {
+    if (frozen) return 'frozen';
+    return document.visibilityState === 'hidden' ? 'hidden' : 'visible';
+  }
+
+  // One short command line, only when the state changed since the last
+  // report on this connection.
+  function reportVisibility() {
+    var now = visibility();
+    if (!reports || now === reported || !sock || sock.readyState !== WebSocket.OPEN) return;
+    reported = now;
+    sock.send('ws visibility ' + now);
+  }
+
+  // ?page= tells the daemon which page this is, for its `ws` listing;
+  // ?resume= asks for the index this tab had.
   function url() {
     var from = SCRIPT_URL || location;
     var dir = SCRIPT_URL ? SCRIPT_URL.pathname.slice(0, -'ws.js'.length) : '/';
+    var token = storedToken();
     return (from.protocol === 'https:' ? 'wss://' : 'ws://') + from.host + dir +
-      'ws?page=' + encodeURIComponent(location.pathname);
+      'ws?page=' + encodeURIComponent(location.pathname) +
+      (token ? '&resume=' + encodeURIComponent(token) : '');
   }
 
   function connect() {
     clearRetry();
     index = null;
+    reported = null;
+    reports = false;
     attempts++;
     setState('connecting');
     var ws;
@@ -543,6 +600,20 @@ function pageClient() {
   if (document.readyState === 'loading') {
     document.addEventListener('DOMContentLoaded', applyState);
   }
+
+  // The Page Visibility and Page Lifecycle events: each may change what
+  // reportVisibility says, which sends only on a change.
+  document.addEventListener('visibilitychange', reportVisibility);
+  document.addEventListener('freeze', function () {
+    frozen = true;
+    reportVisibility();
+  });
+  document.addEventListener('resume', function () {
+    frozen = false;
+    reportVisibility();
+  });
+  window.addEventListener('pagehide', reportVisibility);
+  window.addEventListener('pageshow', reportVisibility);
 
   // Frozen, so that no script can swap a function under another copy.
   var api = Object.freeze({

@@ -151,6 +151,8 @@ pub(crate) struct Upgrade {
     pub(crate) peer: SocketAddr,
     /// The page it came from, for the listing.
     pub(crate) page: String,
+    /// The resume token the page presented (`?resume=`), if any.
+    pub(crate) resume: Option<String>,
     /// Kept for as long as the WebSocket lives: its place in the accept
     /// loop's connection limits. Shared (an `Arc` the HTTP door already
     /// made), so keeping it costs a page no allocation of its own.

@@ -31,6 +31,13 @@ pub(crate) enum ServerFrame<'a> {
         index: u64,
         /// The protocol version.
         version: u32,
+        /// The token that brings the page back to this index when it
+        /// reconnects (`/ws?resume=TOKEN`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume: Option<&'a str>,
+        /// True when the page came back to an index it had.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        resumed: bool,
     },
     /// The answer to the page's last command line.
     Reply {
@@ -331,8 +338,19 @@ mod tests {
                 ServerFrame::Hello {
                     index: 7,
                     version: 1,
+                    resume: None,
+                    resumed: false,
                 },
                 r#"{"type":"hello","index":7,"version":1}"#,
+            ),
+            (
+                ServerFrame::Hello {
+                    index: 7,
+                    version: 1,
+                    resume: Some("7.abc"),
+                    resumed: true,
+                },
+                r#"{"type":"hello","index":7,"version":1,"resume":"7.abc","resumed":true}"#,
             ),
             (
                 ServerFrame::Write {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::base::command::{self, Command, Target};
+use crate::base::command::{self, Command, Retain, Target};
 use crate::base::door::{Door, Reply, Status};
 use crate::base::protocol::{self, Answer};
 use crate::base::text;
@@ -22,6 +22,7 @@ use crate::engine::actions::{Actions, Output, Requester, RunningAction};
 use crate::engine::asks::Request;
 use crate::engine::backplane::{Answers, Backplane, Delivery, Listed, Listing};
 use crate::engine::hub::{Hub, TargetError};
+use crate::engine::remember::Remember;
 
 /// `[pages]` in the configuration file: what pages may do.
 #[derive(clap::Args, serde::Serialize, serde::Deserialize, Debug, Clone)]
@@ -97,6 +98,7 @@ struct Inner {
     counters: CommandCounters,
     actions: Actions,
     backplane: Arc<dyn Backplane>,
+    remember: Arc<Remember>,
 }
 
 /// Runs command lines; cheap to clone, one per door.
@@ -113,6 +115,7 @@ impl Executor {
         backplane: Arc<dyn Backplane>,
         page_rights: PageRights,
         actions: Actions,
+        remember: Arc<Remember>,
     ) -> Self {
         let (notify, _) = watch::channel(None);
         Executor {
@@ -123,6 +126,7 @@ impl Executor {
                 counters: CommandCounters::default(),
                 actions,
                 backplane,
+                remember,
             }),
         }
     }
@@ -156,8 +160,10 @@ impl Executor {
         let (mut reply, reported, name) = match command::parse(line) {
             // A page's registration has its own Monitor line ("ws 7
             // registered 'status'"); a second one per page would double
-            // what thousands of pages opening cost the Monitor.
-            Ok(cmd @ Command::Register { .. }) => {
+            // what thousands of pages opening cost the Monitor. A page's
+            // visibility changes with every switch of tabs: it is shown by
+            // `ws`, not logged.
+            Ok(cmd @ (Command::Register { .. } | Command::Visibility { .. })) => {
                 let name = cmd.name();
                 let reply = self.run(cmd, door).await;
                 let reported = reply.is_ok() && matches!(door, Door::Page(_));
@@ -207,7 +213,9 @@ impl Executor {
     /// Runs a parsed command on behalf of `door`.
     pub(crate) async fn run(&self, cmd: Command, door: Door) -> Reply {
         let operator = door.is_operator();
-        if !operator && !self.inner.page_rights.allows(&cmd) {
+        // A page's report of its own visibility concerns nothing else.
+        let own_report = matches!(cmd, Command::Visibility { .. });
+        if !operator && !own_report && !self.inner.page_rights.allows(&cmd) {
             return self.needs_operator(&cmd, door);
         }
         let hub = &self.inner.hub;
@@ -230,23 +238,50 @@ impl Executor {
                      (wsInit('name') in ws.js)",
                 ),
             },
-            Command::Write { target, text } => {
+            Command::Write {
+                target,
+                text,
+                retain,
+            } => {
                 let console = crate::base::text::escape(&text).into_owned();
                 let msg = Delivery::Write { text };
                 // One line, as text: the console is the operator's
                 // terminal, and the text may come from a page.
-                self.send(&target, &msg, "ws write", |why| {
+                self.send(&target, &msg, retain, "ws write", |why| {
                     (format!("{why}; printed on the console"), Some(console))
                 })
                 .await
             }
-            Command::Exec { target, func, arg } => {
+            Command::Exec {
+                target,
+                func,
+                arg,
+                retain,
+            } => {
                 let msg = Delivery::Exec { func, arg };
-                self.send(&target, &msg, "ws exec", |why| {
+                self.send(&target, &msg, retain, "ws exec", |why| {
                     (format!("{why}; nothing sent"), None)
                 })
                 .await
             }
+            Command::Retained => Reply::ok(self.inner.remember.retained.render()),
+            Command::Forget { name } => match self.inner.remember.retained.forget(&name).await {
+                Ok(0) => Reply::ok(format!("nothing retained for '{name}'")),
+                Ok(n) => Reply::ok(format!(
+                    "forgot {} of '{name}'",
+                    plural(n, "retained value")
+                )),
+                Err(e) => Reply::err(format!("ws forget: {e}")),
+            },
+            Command::Visibility { state } => match door {
+                Door::Page(id) if hub.set_visibility(id, state) => {
+                    Reply::ok(format!("connection {id} is {}", state.word()))
+                }
+                Door::Page(id) => Reply::err(format!("ws visibility: connection {id} is closed")),
+                _ => Reply::err(
+                    "ws visibility: only a page reports its visibility, over its own WebSocket",
+                ),
+            },
             Command::Close { target } => match self.inner.backplane.close(&target).await {
                 Ok(o) => Reply::ok(with_notes(
                     format!("closed {}", plural(o.reached, "connection")),
@@ -332,13 +367,17 @@ impl Executor {
                 None => Reply::err(format!("{}: --dry-run needs a TARGET", cmd.name())),
             },
             Command::Confirm { cmd, timeout } => match *cmd {
-                Command::Write { target, text } => {
+                // --wait asks the pages to confirm; it keeps nothing (the
+                // parser refuses --retain with --wait).
+                Command::Write { target, text, .. } => {
                     let console = crate::base::text::escape(&text).into_owned();
                     let request = Request::Write { text };
                     self.confirm(&target, request, timeout, "ws write", Some(console))
                         .await
                 }
-                Command::Exec { target, func, arg } => {
+                Command::Exec {
+                    target, func, arg, ..
+                } => {
                     let request = Request::Exec { func, arg };
                     self.confirm(&target, request, timeout, "ws exec", None)
                         .await
@@ -375,13 +414,45 @@ impl Executor {
 
     /// Sends `msg` through the backplane and words the outcome; `nobody`
     /// words the case where nothing matched, and gives what to print on
-    /// this daemon's console then (`ws write` prints its text there).
+    /// this daemon's console then (`ws write` prints its text there). With
+    /// `retain`, the value is kept (durably) first, and retained writes
+    /// take turns until each is delivered.
     async fn send(
+        &self,
+        target: &Target,
+        msg: &Delivery,
+        retain: Option<Retain>,
+        what: &str,
+        nobody: impl FnOnce(&str) -> (String, Option<String>),
+    ) -> Reply {
+        let (Some(retain), Target::Name(name)) = (retain, target) else {
+            return self.deliver(target, msg, what, nobody, "").await;
+        };
+        let remember = &self.inner.remember;
+        let turn = match remember.retained.keep(name, msg, retain.ttl).await {
+            Ok(turn) => turn,
+            Err(e) => return Reply::err(format!("{what}: {e}; nothing sent")),
+        };
+        let mut kept = format!("; retained for pages that register '{name}'");
+        if let Some(ttl) = retain.ttl {
+            let _ = write!(kept, " for {}", text::age(ttl));
+        }
+        if !remember.is_durable() {
+            kept.push_str(" (until the daemon stops: it has no state directory)");
+        }
+        let reply = self.deliver(target, msg, what, nobody, &kept).await;
+        drop(turn);
+        reply
+    }
+
+    /// The delivery of [`Executor::send`]; `kept` ends the first line.
+    async fn deliver(
         &self,
         target: &Target,
         msg: &Delivery,
         what: &str,
         nobody: impl FnOnce(&str) -> (String, Option<String>),
+        kept: &str,
     ) -> Reply {
         match self.inner.backplane.send(target, msg).await {
             Err(e) => Reply::err(format!("{what}: {e}")),
@@ -390,7 +461,7 @@ impl Executor {
                 let (output, console) = nobody(&why);
                 Reply {
                     console,
-                    ..Reply::ok(with_notes(output, &o.notes))
+                    ..Reply::ok(with_notes(output + kept, &o.notes))
                 }
             }
             Ok(o) => {
@@ -398,6 +469,7 @@ impl Executor {
                 if o.dropped > 0 {
                     let _ = write!(out, " ({} closed as slow consumers)", o.dropped);
                 }
+                out.push_str(kept);
                 Reply::ok(with_notes(out, &o.notes))
             }
         }
@@ -659,11 +731,13 @@ pub(crate) fn render_list(listing: &Listing) -> String {
         let page = if c.page.is_empty() { "-" } else { &c.page };
         let _ = write!(
             out,
-            "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
+            "{} names={} remote={} age={} idle={} visibility={} in={}msg/{}B out={}msg/{}B page={}",
             c.id,
             names,
             c.remote,
             text::age(c.age),
+            text::age(c.idle),
+            c.visibility.map_or("-", |v| v.word()),
             c.msgs_in,
             c.bytes_in,
             c.msgs_out,
@@ -727,7 +801,8 @@ mod tests {
         let two = hub.open(remote, "").expect("page 2");
         hub.register(2, "other").expect("register");
         let backplane = crate::engine::backplane::Local::shared(hub.clone());
-        let exec = Executor::new(backplane, rights, Actions::default());
+        let remember = Arc::new(Remember::in_memory());
+        let exec = Executor::new(backplane, rights, Actions::default(), remember);
         let reply = exec.run_line(line, door).await;
         let waker = futures_util::task::noop_waker();
         let mut sent = 0;
@@ -736,6 +811,64 @@ mod tests {
         }
         drop(one);
         (reply, sent)
+    }
+
+    /// The first frame queued for `conn`.
+    fn first_frame(conn: &crate::engine::hub::Conn) -> bytes::Bytes {
+        let waker = futures_util::task::noop_waker();
+        match conn.next_out(&waker) {
+            crate::engine::hub::Next::Frames(f) => f.iter().next().expect("a frame").clone(),
+            _ => panic!("nothing queued"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retained_write_to_many_pages_is_encoded_once() {
+        use crate::engine::hub::HubLimits;
+        use crate::engine::monitor::Monitor;
+        const PAGES: usize = 10_000;
+        let limits = HubLimits {
+            max_connections: PAGES + 2,
+            max_connections_per_ip: PAGES + 2,
+            ..HubLimits::default()
+        };
+        let hub = Hub::new(limits, Monitor::new());
+        let remember = Arc::new(Remember::in_memory());
+        let (out, _printed) = crate::base::stdout::ConsoleOut::capture();
+        let engine = crate::engine::Engine::new(
+            crate::engine::backplane::Local::shared(hub.clone()),
+            PageRights::default(),
+            Actions::default(),
+            out,
+            remember,
+        );
+        let remote = "127.0.0.1:1".parse().expect("address");
+        let pages: Vec<_> = (0..PAGES)
+            .map(|_| {
+                let conn = hub.open(remote, "").expect("page");
+                hub.register(conn.id(), "wall").expect("register");
+                conn
+            })
+            .collect();
+        let reply = engine
+            .exec
+            .run_line("ws write --retain wall hi", Door::Control)
+            .await;
+        assert!(reply.is_ok(), "{reply:?}");
+        let first = first_frame(&pages[0]);
+        for conn in &pages[1..] {
+            let frame = first_frame(conn);
+            assert_eq!(frame.as_ptr(), first.as_ptr(), "one buffer for every page");
+        }
+        // A page that registers later gets the retained frame, encoded
+        // when the value was kept, not for it.
+        let late = hub.open(remote, "").expect("late page");
+        hub.register(late.id(), "wall").expect("register");
+        let replayed = first_frame(&late);
+        assert_eq!(replayed, first);
+        let again = hub.open(remote, "").expect("another");
+        hub.register(again.id(), "wall").expect("register");
+        assert_eq!(first_frame(&again).as_ptr(), replayed.as_ptr());
     }
 
     #[tokio::test]
@@ -755,6 +888,10 @@ mod tests {
             "run --to other a",
             "run --to * a",
             "help",
+            "ws retained",
+            "ws forget other",
+            "ws write --retain other x",
+            "ws visibility hidden",
             "ws call 2 f",
             "ws call * f",
             "ws read 2",
@@ -768,7 +905,8 @@ mod tests {
             for line in every_command {
                 let (reply, sent) = from_page_rights(door, PageRights::default(), line).await;
                 assert_eq!(sent, 0, "{door} {line}: {reply:?}");
-                let own = line == "ws register mine" && door == Door::Page(1);
+                let own = matches!(line, "ws register mine" | "ws visibility hidden")
+                    && door == Door::Page(1);
                 assert_eq!(reply.is_ok(), own, "{door} {line}: {reply:?}");
             }
         }
@@ -803,6 +941,8 @@ mod tests {
             remote: "127.0.0.1:5000".parse().expect("address"),
             page: "/x.html".into(),
             age: Duration::from_secs(3),
+            idle: Duration::from_secs(1),
+            visibility: None,
             msgs_in: 1,
             bytes_in: 2,
             msgs_out: 3,
@@ -815,8 +955,8 @@ mod tests {
             }],
             notes: Vec::new(),
         };
-        let alone =
-            "7 names=status remote=127.0.0.1:5000 age=3s in=1msg/2B out=3msg/4B page=/x.html";
+        let alone = "7 names=status remote=127.0.0.1:5000 age=3s idle=1s visibility=- \
+                     in=1msg/2B out=3msg/4B page=/x.html";
         assert_eq!(render_list(&listing), alone);
         listing.conns[0].node = Some("web1-42-abc".into());
         listing
@@ -846,6 +986,8 @@ mod tests {
                     remote: "127.0.0.1:5000".parse().expect("address"),
                     page: "/\u{1b}[2J".into(),
                     age: Duration::from_secs(3),
+                    idle: Duration::from_secs(0),
+                    visibility: Some(crate::base::command::Visibility::Hidden),
                     msgs_in: 1,
                     bytes_in: 2,
                     msgs_out: 3,
@@ -857,8 +999,8 @@ mod tests {
         };
         assert_eq!(
             render_list(&listing),
-            "7 names=st\\u{202e}atus,x\\n8 names=forged remote=127.0.0.1:5000 age=3s \
-             in=1msg/2B out=3msg/4B page=/\\u{1b}[2J node=web\\r1\n\
+            "7 names=st\\u{202e}atus,x\\n8 names=forged remote=127.0.0.1:5000 age=3s idle=0s \
+             visibility=hidden in=1msg/2B out=3msg/4B page=/\\u{1b}[2J node=web\\r1\n\
              note: node \\u{9b}2J did not answer"
         );
     }

@@ -525,3 +525,23 @@ async fn the_admin_console_names_its_node_and_its_commands_reach_the_cluster() {
     assert_eq!(on_b.recv_type("write").await["text"], "across");
     assert_eq!(console.recv_type("reply").await["ok"], true);
 }
+
+#[tokio::test]
+async fn retain_is_refused_on_a_node_of_a_cluster() {
+    // A retained value would reach the pages of one node only: refused,
+    // and nothing is sent.
+    let redis = Redis::start().await;
+    let a = node(&redis);
+    let mut page = Page::with_names(&a.d, &["status"]).await;
+    let out = a.d.cli(&["ws", "write", "--retain", "status", "kept?"]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("--retain is not available in a cluster (--redis)"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("nothing sent"), "{out:?}");
+    ok(&a, &["write", "status", "plain"]);
+    assert_eq!(page.recv().await["text"], "plain");
+    ok(&a, &["retained"]).assert_stdout_contains("nothing retained");
+}

@@ -13,6 +13,7 @@ mod http;
 mod package;
 mod page;
 mod reliability;
+mod remember;
 mod secure;
 mod service;
 mod support;

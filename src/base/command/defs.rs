@@ -25,7 +25,7 @@ pub struct CommandDef {
     pub(crate) options: &'static [&'static OptionDef],
 }
 
-use super::options::{OptionDef, COUNT, DRY_RUN, TIMEOUT, WAIT};
+use super::options::{OptionDef, COUNT, DRY_RUN, RETAIN, TIMEOUT, TTL, WAIT};
 
 /// The explanation of TARGET, shown with every command that takes one.
 pub(crate) const TARGET_HELP: &str =
@@ -37,9 +37,10 @@ pub(super) static WS: CommandDef = CommandDef {
     usage: "ws",
     summary: "list current WebSocket connections",
     help: "Prints one line per WebSocket connection: its index first, then the names it\n\
-           registered, its remote address, its age, the messages and bytes it sent and\n\
-           received, and the page it came from. The index, a name or * is the TARGET of\n\
-           the other ws commands.",
+           registered, its remote address, its age, how long ago it last sent anything\n\
+           (idle), what it reported of its visibility (visible, hidden, frozen; - for\n\
+           nothing yet), the messages and bytes it sent and received, and the page it\n\
+           came from. The index, a name or * is the TARGET of the other ws commands.",
     example: "ws",
     extra_hint: None,
     options: &[],
@@ -62,7 +63,7 @@ pub(super) static WS_REGISTER: CommandDef = CommandDef {
     options: &[],
 };
 
-/// `ws write TARGET "text"`: show text on pages.
+/// `ws write [--retain [--ttl DURATION]] TARGET "text"`: show text on pages.
 pub(super) static WS_WRITE: CommandDef = CommandDef {
     name: "ws write",
     usage: "ws write TARGET \"text\"",
@@ -74,10 +75,15 @@ pub(super) static WS_WRITE: CommandDef = CommandDef {
            exist is an error. Prints how many connections got the text.\n\
            With --wait it returns once every target page confirmed that it shows the\n\
            text (ws.js confirms), or at the timeout, naming the pages that did not\n\
-           confirm; then, or when no page matched, it fails (exit 1).",
+           confirm; then, or when no page matched, it fails (exit 1).\n\
+           --retain (TARGET a NAME) also keeps the text as NAME's current text: a page\n\
+           that registers NAME later, or again after a reconnect, gets it first, and it\n\
+           survives a restart. --ttl DURATION with --retain (90s, 20m, 2h, 7d) lets it\n\
+           expire. A write without --retain is never kept and leaves a retained text as\n\
+           it is.",
     example: "ws write status \"VPN up\"",
     extra_hint: Some("(quote text that has spaces)"),
-    options: &[&WAIT, &TIMEOUT, &DRY_RUN],
+    options: &[&WAIT, &TIMEOUT, &DRY_RUN, &RETAIN, &TTL],
 };
 
 /// `ws exec TARGET FUNC [ARG]`: call a function on pages.
@@ -90,10 +96,14 @@ pub(super) static WS_EXEC: CommandDef = CommandDef {
            token (quote it if it has blanks) and is the empty string when left out.\n\
            Prints how many connections got it. With --wait it returns once every target\n\
            page confirmed that it ran the call (or showed FUNC:ARG), or fails at the\n\
-           timeout naming the pages that did not. To get what FUNC returns, use ws call.",
+           timeout naming the pages that did not. To get what FUNC returns, use ws call.\n\
+           --retain (TARGET a NAME) also keeps the call as NAME's last call of FUNC: a\n\
+           page that registers NAME later gets it (after NAME's retained text, if any),\n\
+           one call per FUNC, so setLevel and setColor are both kept. --ttl DURATION\n\
+           with --retain lets it expire.",
     example: "ws exec 3 setProgress 42",
     extra_hint: Some("(quote ARG if it has spaces)"),
-    options: &[&WAIT, &TIMEOUT, &DRY_RUN],
+    options: &[&WAIT, &TIMEOUT, &DRY_RUN, &RETAIN, &TTL],
 };
 
 /// `ws close [TARGET]`: close connections.
@@ -168,6 +178,47 @@ pub(super) static WS_WHO: CommandDef = CommandDef {
     options: &[],
 };
 
+/// `ws retained`: list retained values.
+pub(super) static WS_RETAINED: CommandDef = CommandDef {
+    name: "ws retained",
+    usage: "ws retained",
+    summary: "list the values kept with --retain",
+    help: "Prints one line per retained value: the name, what is kept (write, or exec\n\
+           and the function), its age, when it expires (never, or in how long) and the\n\
+           start of the text or argument, escaped. A page that registers the name gets\n\
+           these first.",
+    example: "ws retained",
+    extra_hint: None,
+    options: &[],
+};
+
+/// `ws forget NAME`: drop retained values.
+pub(super) static WS_FORGET: CommandDef = CommandDef {
+    name: "ws forget",
+    usage: "ws forget NAME",
+    summary: "drop everything retained for NAME",
+    help: "Drops NAME's retained text and retained calls, here and in the state\n\
+           directory: pages that register NAME afterwards get nothing until the next\n\
+           --retain. Pages showing it now keep showing it.",
+    example: "ws forget status",
+    extra_hint: None,
+    options: &[],
+};
+
+/// `ws visibility STATE`: a page reports what the browser shows of it.
+pub(super) static WS_VISIBILITY: CommandDef = CommandDef {
+    name: "ws visibility",
+    usage: "ws visibility STATE",
+    summary: "(from a page) report: visible, hidden or frozen",
+    help: "STATE is visible, hidden or frozen. Sent by a page over its own WebSocket\n\
+           when the browser shows, hides or freezes it (ws.js sends it on open and on\n\
+           every change of the Page Visibility or lifecycle state): 'ws' shows it for\n\
+           the page. Any page may send it; from the console, the CLI or HTTP it is an error.",
+    example: "ws visibility hidden",
+    extra_hint: None,
+    options: &[],
+};
+
 /// `set notify NAME|off`: mirror the Monitor to pages.
 pub(super) static SET_NOTIFY: CommandDef = CommandDef {
     name: "set notify",
@@ -214,12 +265,15 @@ pub(super) static HELP: CommandDef = CommandDef {
 };
 
 /// Every command, in the order `help` lists them.
-pub static COMMANDS: [&CommandDef; 12] = [
+pub static COMMANDS: [&CommandDef; 15] = [
     &WS,
     &WS_REGISTER,
     &WS_WRITE,
     &WS_EXEC,
     &WS_CLOSE,
+    &WS_RETAINED,
+    &WS_FORGET,
+    &WS_VISIBILITY,
     &WS_CALL,
     &WS_READ,
     &WS_WAIT,
@@ -353,8 +407,25 @@ fn details(def: &CommandDef) -> String {
         .map(|other| other.name)
         .filter(|name| name.starts_with(&group_prefix))
         .collect();
+    // Wrapped, so that a group with many commands stays readable in an
+    // 80-column console.
+    let mut line = String::from("see also:");
+    for (i, name) in related.iter().enumerate() {
+        let word = if i + 1 < related.len() {
+            format!(" {name},")
+        } else {
+            format!(" {name}")
+        };
+        if line.len() + word.len() > 80 {
+            text.push('\n');
+            text.push_str(line.trim_end());
+            line = String::from("  ");
+        }
+        line.push_str(&word);
+    }
     if !related.is_empty() {
-        text.push_str(&format!("\nsee also: {}", related.join(", ")));
+        text.push('\n');
+        text.push_str(&line);
     }
     text
 }
@@ -582,6 +653,8 @@ mod tests {
              \x20 --wait              return once every target page confirmed it (exit 1 at the timeout)\n\
              \x20 --timeout DURATION  how long to wait, e.g. 500ms, 5s or 2m (default 5s, at most 1h)\n\
              \x20 --dry-run           print the pages it would reach and do nothing\n\
+             \x20 --retain            also keep it for pages that register the NAME later (TARGET a NAME)\n\
+             \x20 --ttl DURATION      with --retain: forget it after this long, e.g. 90s, 20m, 2h or 7d\n\
              \n\
              example: ws write status \"VPN up\"",
             WS_WRITE.help
@@ -596,7 +669,8 @@ mod tests {
         assert!(text.starts_with("ws - list current WebSocket connections\nusage: ws\n"));
         assert!(!text.contains(TARGET_HELP));
         assert!(text.ends_with(
-            "\nsee also: ws register, ws write, ws exec, ws close, ws call, ws read, ws wait, ws who"
+            "\nsee also: ws register, ws write, ws exec, ws close, ws retained, ws forget,\n   \
+             ws visibility, ws call, ws read, ws wait, ws who"
         ));
     }
 
@@ -606,7 +680,8 @@ mod tests {
             help_text(Some("bogus")).map_err(|e| e.to_string()),
             Err(
                 "help: unknown topic 'bogus'; known topics: ws, ws register, ws write, \
-                 ws exec, ws close, ws call, ws read, ws wait, ws who, set notify, run, help"
+                 ws exec, ws close, ws retained, ws forget, ws visibility, ws call, ws read, \
+                 ws wait, ws who, set notify, run, help"
                     .to_string()
             )
         );
@@ -616,7 +691,7 @@ mod tests {
     fn subcommand_phrases() {
         assert_eq!(
             subcommands("ws"),
-            "register, write, exec, close, call, read, wait or who"
+            "register, write, exec, close, retained, forget, visibility, call, read, wait or who"
         );
         assert_eq!(subcommands("set"), "notify");
         assert_eq!(subcommands("help"), "");

@@ -48,6 +48,63 @@ impl fmt::Display for Target {
     }
 }
 
+/// `--retain [--ttl DURATION]` on `ws write` and `ws exec`: keep the value
+/// as the name's current one, for pages that register it later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retain {
+    /// How long it is kept; `None` until `ws forget` or a newer value.
+    pub ttl: Option<Duration>,
+}
+
+/// The longest `--ttl` accepted.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// What a page reports of itself with `ws visibility`: the browser's Page
+/// Visibility and lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Shown on a screen (`document.visibilityState` is `visible`).
+    Visible,
+    /// In a background tab, a minimised window, a locked screen.
+    Hidden,
+    /// Frozen by the browser (the `freeze` event): its timers do not run.
+    Frozen,
+}
+
+impl Visibility {
+    /// Every state, in the order of [`Visibility::code`] (from 1).
+    pub(crate) const ALL: [Visibility; 3] =
+        [Visibility::Visible, Visibility::Hidden, Visibility::Frozen];
+
+    /// The word pages send and `ws` shows.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Visibility::Visible => "visible",
+            Visibility::Hidden => "hidden",
+            Visibility::Frozen => "frozen",
+        }
+    }
+
+    /// A small number for an atomic (0 stands for "not reported").
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Visibility::Visible => 1,
+            Visibility::Hidden => 2,
+            Visibility::Frozen => 3,
+        }
+    }
+
+    /// The state of a [`Visibility::code`]; `None` for 0 or anything else.
+    pub(crate) fn from_code(code: u8) -> Option<Visibility> {
+        Visibility::ALL.into_iter().find(|v| v.code() == code)
+    }
+
+    /// The state a [`Visibility::word`] names.
+    pub(crate) fn from_word(word: &str) -> Option<Visibility> {
+        Visibility::ALL.into_iter().find(|v| v.word() == word)
+    }
+}
+
 /// One parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -64,6 +121,8 @@ pub enum Command {
         target: Target,
         /// The text, shown as text (possibly empty, which clears the element).
         text: String,
+        /// `--retain`: also kept as the name's current text.
+        retain: Option<Retain>,
     },
     /// `ws exec TARGET FUNC [ARG]`: call `FUNC(ARG)` on the target pages.
     Exec {
@@ -73,6 +132,20 @@ pub enum Command {
         func: String,
         /// Its argument; empty when left out.
         arg: String,
+        /// `--retain`: also kept as the name's last call of `func`.
+        retain: Option<Retain>,
+    },
+    /// `ws retained`: list the retained values.
+    Retained,
+    /// `ws forget NAME`: drop what is retained for NAME.
+    Forget {
+        /// The name.
+        name: String,
+    },
+    /// `ws visibility STATE`: (from a page) what the browser shows of it.
+    Visibility {
+        /// The state reported.
+        state: Visibility,
     },
     /// `ws close [TARGET]`: close connections.
     Close {
@@ -160,6 +233,9 @@ impl Command {
             Command::Write { .. } => &defs::WS_WRITE,
             Command::Exec { .. } => &defs::WS_EXEC,
             Command::Close { .. } => &defs::WS_CLOSE,
+            Command::Retained => &defs::WS_RETAINED,
+            Command::Forget { .. } => &defs::WS_FORGET,
+            Command::Visibility { .. } => &defs::WS_VISIBILITY,
             Command::Notify { .. } => &defs::SET_NOTIFY,
             Command::Run { .. } => &defs::RUN,
             Command::Help { .. } => &defs::HELP,
@@ -189,6 +265,9 @@ impl Command {
             | Command::Register { .. }
             | Command::Notify { .. }
             | Command::Help { .. }
+            | Command::Retained
+            | Command::Forget { .. }
+            | Command::Visibility { .. }
             | Command::Wait { .. } => None,
         }
     }
@@ -211,8 +290,11 @@ impl Command {
             | Command::Read { .. }
             | Command::Wait { .. }
             | Command::Who { .. }
+            | Command::Retained
             | Command::DryRun(_) => true,
             Command::Register { .. }
+            | Command::Forget { .. }
+            | Command::Visibility { .. }
             | Command::Write { .. }
             | Command::Exec { .. }
             | Command::Close { .. }
@@ -344,6 +426,33 @@ pub enum ParseError {
         option: String,
         /// The command's usage.
         usage: &'static str,
+    },
+    /// An option used wrongly: `--ttl` without `--retain`, `--retain` for
+    /// an index or `*`.
+    #[error("{command}: {why}; usage: {usage}")]
+    BadOption {
+        /// The command.
+        command: &'static str,
+        /// What is wrong.
+        why: &'static str,
+        /// The command's usage.
+        usage: &'static str,
+    },
+    /// A DURATION that does not read as one.
+    #[error(
+        "invalid duration '{}'; expected a whole number and s, m, h or d (90s, 20m, 2h), \
+         at most 366d",
+        shown(.given)
+    )]
+    BadDuration {
+        /// The word given.
+        given: String,
+    },
+    /// A visibility state that is none of the known ones.
+    #[error("ws visibility: unknown state '{}'; expected visible, hidden or frozen", shown(.given))]
+    BadVisibility {
+        /// The word given.
+        given: String,
     },
     /// An option with a value it cannot take, or used where it means
     /// nothing (`--timeout` on `ws write` without `--wait`).
@@ -541,7 +650,12 @@ fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError
             args.options()?;
             let target = args.target()?;
             let text = args.required("TEXT")?;
-            args.finish_with(Command::Write { target, text })?
+            let retain = args.retain(&target)?;
+            args.finish_with(Command::Write {
+                target,
+                text,
+                retain,
+            })?
         }
         "exec" => {
             let mut args = Args::new(&defs::WS_EXEC, words);
@@ -549,7 +663,31 @@ fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError
             let target = args.target()?;
             let func = args.non_empty("FUNC")?;
             let arg = args.optional().unwrap_or_default();
-            args.finish_with(Command::Exec { target, func, arg })?
+            let retain = args.retain(&target)?;
+            args.finish_with(Command::Exec {
+                target,
+                func,
+                arg,
+                retain,
+            })?
+        }
+        "retained" => {
+            Args::new(&defs::WS_RETAINED, words).finish()?;
+            Command::Retained
+        }
+        "forget" => {
+            let mut args = Args::new(&defs::WS_FORGET, words);
+            let name = args.name("NAME")?;
+            args.finish()?;
+            Command::Forget { name }
+        }
+        "visibility" => {
+            let mut args = Args::new(&defs::WS_VISIBILITY, words);
+            let word = args.required("STATE")?;
+            let state =
+                Visibility::from_word(&word).ok_or(ParseError::BadVisibility { given: word })?;
+            args.finish()?;
+            Command::Visibility { state }
         }
         "close" => {
             let mut args = Args::new(&defs::WS_CLOSE, words);
@@ -644,6 +782,33 @@ fn parse_set(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseErro
             expected: defs::subcommands("set"),
         }),
     }
+}
+
+/// Reads a DURATION: a whole number and a unit, `s`, `m`, `h` or `d`
+/// (`90s`, `20m`, `2h`), more than 0 and at most [`MAX_TTL`].
+pub(crate) fn parse_ttl(word: &str) -> Result<Duration, ParseError> {
+    let bad = || ParseError::BadDuration {
+        given: word.to_string(),
+    };
+    let split = word.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = word.split_at(split);
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 24 * 3600,
+        _ => return Err(bad()),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let secs = n
+        .checked_mul(unit_secs)
+        .filter(|&s| s > 0)
+        .ok_or_else(bad)?;
+    let d = Duration::from_secs(secs);
+    if d > MAX_TTL {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 /// Reads a TARGET word: `*`, an index, or a name.
@@ -785,6 +950,32 @@ impl Args {
     fn target(&mut self) -> Result<Target, ParseError> {
         let word = self.required("TARGET")?;
         parse_target(self.not_option(word)?)
+    }
+
+    /// `--retain` and `--ttl` as given, checked against `target`: a value
+    /// is kept per name, and `--ttl` means nothing without `--retain`.
+    fn retain(&self, target: &Target) -> Result<Option<Retain>, ParseError> {
+        let o = &self.options;
+        let bad = |why| ParseError::BadOption {
+            command: self.def.name,
+            why,
+            usage: self.def.usage,
+        };
+        if !o.retain {
+            return match o.ttl {
+                Some(_) => Err(bad("--ttl needs --retain")),
+                None => Ok(None),
+            };
+        }
+        if o.wait || o.dry_run {
+            return Err(bad("--retain does not go with --wait or --dry-run"));
+        }
+        if !matches!(target, Target::Name(_)) {
+            return Err(bad(
+                "--retain needs a NAME as TARGET (a value is kept per name), not an index or *",
+            ));
+        }
+        Ok(Some(Retain { ttl: o.ttl }))
     }
 
     /// Refuses leftovers: a forgotten pair of quotes must not silently drop

@@ -22,6 +22,10 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// `--count N`: how many pages to wait for.
     pub count: Option<usize>,
+    /// `--retain`: keep the value as the name's current one.
+    pub retain: bool,
+    /// `--ttl DURATION`: how long a retained value is kept.
+    pub ttl: Option<Duration>,
 }
 
 /// One option: its word, the placeholder of its value (if it takes one),
@@ -94,6 +98,28 @@ pub(crate) static TIMEOUT: OptionDef = OptionDef {
             ));
         }
         o.timeout = Some(d);
+        Ok(())
+    },
+};
+
+/// `--retain`.
+pub(crate) static RETAIN: OptionDef = OptionDef {
+    name: "--retain",
+    value: None,
+    help: "also keep it for pages that register the NAME later (TARGET a NAME)",
+    set: |o, _| {
+        o.retain = true;
+        Ok(())
+    },
+};
+
+/// `--ttl DURATION`.
+pub(crate) static TTL: OptionDef = OptionDef {
+    name: "--ttl",
+    value: Some("DURATION"),
+    help: "with --retain: forget it after this long, e.g. 90s, 20m, 2h or 7d",
+    set: |o, value| {
+        o.ttl = Some(super::parse_ttl(value).map_err(|e| e.to_string())?);
         Ok(())
     },
 };

@@ -21,6 +21,7 @@ fn write(target: Target, text: &str) -> Command {
     Command::Write {
         target,
         text: text.to_string(),
+        retain: None,
     }
 }
 
@@ -29,6 +30,7 @@ fn exec(target: Target, func: &str, arg: &str) -> Command {
         target,
         func: func.to_string(),
         arg: arg.to_string(),
+        retain: None,
     }
 }
 
@@ -180,6 +182,28 @@ fn accepted() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "help notify" => Ok(help(Some("set notify"))),
         "help run" => Ok(help(Some("run"))),
         "help help" => Ok(help(Some("help"))),
+        "ws write --retain status up" => Ok(Command::Write {
+            target: name("status"),
+            text: "up".into(),
+            retain: Some(Retain { ttl: None }),
+        }),
+        "ws write --ttl 20m --retain status up" => Ok(Command::Write {
+            target: name("status"),
+            text: "up".into(),
+            retain: Some(Retain { ttl: Some(Duration::from_secs(1200)) }),
+        }),
+        "ws write status --retain" => Ok(write(name("status"), "--retain")),
+        "ws exec --retain --ttl 2h gauge setLevel 42" => Ok(Command::Exec {
+            target: name("gauge"),
+            func: "setLevel".into(),
+            arg: "42".into(),
+            retain: Some(Retain { ttl: Some(Duration::from_secs(7200)) }),
+        }),
+        "ws retained" => Ok(Command::Retained),
+        "ws forget status" => Ok(Command::Forget { name: "status".into() }),
+        "ws visibility hidden" => Ok(Command::Visibility { state: Visibility::Hidden }),
+        "ws visibility frozen" => Ok(Command::Visibility { state: Visibility::Frozen }),
+        "help retained" => Ok(help(Some("ws retained"))),
         "help call" => Ok(help(Some("ws call"))),
         "help who" => Ok(help(Some("ws who"))),
         "ws call 3 getVersion" => Ok(call(idx(3), "getVersion", "", 5000)),
@@ -227,14 +251,14 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "hlep" => Err("unknown command 'hlep'; did you mean 'help'? try 'help'"),
         "\"\"" => Err("unknown command ''; try 'help'"),
         "\"ws write\" 1 x" => Err("unknown command 'ws write'; try 'help'"),
-        "ws bogus" => Err("ws: unknown subcommand 'bogus'; expected register, write, exec, close, call, read, wait or who"),
-        "ws wirte status x" => Err("ws: unknown subcommand 'wirte'; did you mean 'write'? expected register, write, exec, close, call, read, wait or who"),
-        "ws clos" => Err("ws: unknown subcommand 'clos'; did you mean 'close'? expected register, write, exec, close, call, read, wait or who"),
-        "ws regster a" => Err("ws: unknown subcommand 'regster'; did you mean 'register'? expected register, write, exec, close, call, read, wait or who"),
+        "ws bogus" => Err("ws: unknown subcommand 'bogus'; expected register, write, exec, close, retained, forget, visibility, call, read, wait or who"),
+        "ws wirte status x" => Err("ws: unknown subcommand 'wirte'; did you mean 'write'? expected register, write, exec, close, retained, forget, visibility, call, read, wait or who"),
+        "ws clos" => Err("ws: unknown subcommand 'clos'; did you mean 'close'? expected register, write, exec, close, retained, forget, visibility, call, read, wait or who"),
+        "ws regster a" => Err("ws: unknown subcommand 'regster'; did you mean 'register'? expected register, write, exec, close, retained, forget, visibility, call, read, wait or who"),
         "set notfy x" => Err("set: unknown subcommand 'notfy'; did you mean 'notify'? expected notify"),
         "ws help x" => Err("help: unexpected extra argument 'x'; usage: help [COMMAND]"),
-        "ws list" => Err("ws: unknown subcommand 'list'; expected register, write, exec, close, call, read, wait or who"),
-        "ws \"\"" => Err("ws: unknown subcommand ''; expected register, write, exec, close, call, read, wait or who"),
+        "ws list" => Err("ws: unknown subcommand 'list'; expected register, write, exec, close, retained, forget, visibility, call, read, wait or who"),
+        "ws \"\"" => Err("ws: unknown subcommand ''; expected register, write, exec, close, retained, forget, visibility, call, read, wait or who"),
         "ws write \"x" => Err("unterminated double quote"),
         "ws write status \"VPN up" => Err("unterminated double quote"),
         "ws write status \"VPN\"up" => Err("unexpected 'up' after a closing double quote; expected a blank or the end of the line"),
@@ -298,6 +322,20 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "run --to" => Err("run: missing TARGET; usage: run [--to TARGET] ACTION [ARG...]"),
         "run --to 3" => Err("run: missing ACTION; usage: run [--to TARGET] ACTION [ARG...]"),
         "run --to 0 build" => Err("index must be a positive integer, not 0"),
+        "ws write --retain 7 x" => Err("ws write: --retain needs a NAME as TARGET (a value is kept per name), not an index or *; usage: ws write TARGET \"text\""),
+        "ws exec --retain * f" => Err("ws exec: --retain needs a NAME as TARGET (a value is kept per name), not an index or *; usage: ws exec TARGET FUNC [ARG]"),
+        "ws write --ttl 5s status x" => Err("ws write: --ttl needs --retain; usage: ws write TARGET \"text\""),
+        "ws write --retain --ttl 5 status x" => Err("ws write: --ttl: invalid duration '5'; expected a whole number and s, m, h or d (90s, 20m, 2h), at most 366d; usage: ws write TARGET \"text\""),
+        "ws write --retain --ttl 0s status x" => Err("ws write: --ttl: invalid duration '0s'; expected a whole number and s, m, h or d (90s, 20m, 2h), at most 366d; usage: ws write TARGET \"text\""),
+        "ws write --retain --ttl 367d status x" => Err("ws write: --ttl: invalid duration '367d'; expected a whole number and s, m, h or d (90s, 20m, 2h), at most 366d; usage: ws write TARGET \"text\""),
+        "ws write --retain --ttl 99999999999999999999s status x" => Err("ws write: --ttl: invalid duration '99999999999999999999s'; expected a whole number and s, m, h or d (90s, 20m, 2h), at most 366d; usage: ws write TARGET \"text\""),
+        "ws write --retain --ttl" => Err("ws write: missing DURATION; usage: ws write TARGET \"text\""),
+        "ws write --retain" => Err("ws write: missing TARGET; usage: ws write TARGET \"text\""),
+        "ws retained x" => Err("ws retained: unexpected extra argument 'x'; usage: ws retained"),
+        "ws forget" => Err("ws forget: missing NAME; usage: ws forget NAME"),
+        "ws forget 7" => Err(concat!("invalid name '7': it starts with a digit; ", rule!())),
+        "ws visibility" => Err("ws visibility: missing STATE; usage: ws visibility STATE"),
+        "ws visibility gone" => Err("ws visibility: unknown state 'gone'; expected visible, hidden or frozen"),
         "run --to \"a b\" build" => Err(concat!("invalid name 'a b': ' ' is not allowed; ", rule!())),
         "run --to é build" => Err(concat!("invalid name 'é': 'é' is not allowed; ", rule!())),
         "run --to 3 --to 4 build" => Err("run: unknown option '--to'; usage: run [--to TARGET] ACTION [ARG...]"),
@@ -332,8 +370,8 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "ws close 3 --x" => Err("ws close: unknown option '--x'; usage: ws close [TARGET]"),
         "run --dry-run build" => Err("run: --dry-run: only with --to TARGET; usage: run [--to TARGET] ACTION [ARG...]"),
         "run --dry-run --dry-run --to 3 build" => Err("run: unknown option '--dry-run'; usage: run [--to TARGET] ACTION [ARG...]"),
-        "help bogus" => Err("help: unknown topic 'bogus'; known topics: ws, ws register, ws write, ws exec, ws close, ws call, ws read, ws wait, ws who, set notify, run, help"),
-        "help ws write now" => Err("help: unknown topic 'ws write now'; known topics: ws, ws register, ws write, ws exec, ws close, ws call, ws read, ws wait, ws who, set notify, run, help"),
+        "help bogus" => Err("help: unknown topic 'bogus'; known topics: ws, ws register, ws write, ws exec, ws close, ws retained, ws forget, ws visibility, ws call, ws read, ws wait, ws who, set notify, run, help"),
+        "help ws write now" => Err("help: unknown topic 'ws write now'; known topics: ws, ws register, ws write, ws exec, ws close, ws retained, ws forget, ws visibility, ws call, ws read, ws wait, ws who, set notify, run, help"),
     }
 }
 

@@ -144,6 +144,13 @@ pub(super) struct WireConn {
     pub(super) remote: SocketAddr,
     pub(super) page: String,
     pub(super) age_ms: u64,
+    /// Since the page last sent anything; absent from older nodes.
+    #[serde(default)]
+    pub(super) idle_ms: u64,
+    /// What the page reported of its visibility (`visible`, `hidden`,
+    /// `frozen`); absent when nothing was, or from older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) visibility: Option<String>,
     pub(super) msgs_in: u64,
     pub(super) bytes_in: u64,
     pub(super) msgs_out: u64,
@@ -158,6 +165,8 @@ impl From<ConnInfo> for WireConn {
             remote: c.remote,
             page: c.page,
             age_ms: u64::try_from(c.age.as_millis()).unwrap_or(u64::MAX),
+            idle_ms: u64::try_from(c.idle.as_millis()).unwrap_or(u64::MAX),
+            visibility: c.visibility.map(|v| v.word().to_string()),
             msgs_in: c.msgs_in,
             bytes_in: c.bytes_in,
             msgs_out: c.msgs_out,
@@ -184,6 +193,11 @@ impl From<WireConn> for ConnInfo {
             remote: c.remote,
             page: c.page,
             age: Duration::from_millis(c.age_ms),
+            idle: Duration::from_millis(c.idle_ms),
+            visibility: c
+                .visibility
+                .as_deref()
+                .and_then(crate::base::command::Visibility::from_word),
             msgs_in: c.msgs_in,
             bytes_in: c.bytes_in,
             msgs_out: c.msgs_out,
