@@ -224,6 +224,7 @@
       cell(tr, 'names', 'names', r.names.length ? r.names.join(', ') : '—');
       cell(tr, 'page', 'page', r.page || '—');
       cell(tr, 'addr', 'address', r.remote);
+      cell(tr, 'vis', 'shown', r.visibility || '—');
       const ageCell = cell(tr, 'num age', 'age', age(f.ages_ms[i] || 0));
       ages.push({ cell: ageCell, ms: f.ages_ms[i] || 0, at: now });
       cell(tr, 'num', 'in', `${r.msgs_in} · ${bytes(r.bytes_in)}`);
@@ -234,7 +235,7 @@
     if (!f.rows.length) {
       const tr = el('tr', 'empty');
       const td = el('td', null, total ? 'no connections on this page' : 'no connections');
-      td.colSpan = 7;
+      td.colSpan = 8;
       tr.appendChild(td);
       body.appendChild(tr);
     }

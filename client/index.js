@@ -31,6 +31,12 @@
  *   wsInit.exposedOnly = true              `ws exec` reaches wsExpose'd
  *                                          functions only, no globals
  *
+ * `ws call TARGET FUNC ARG` calls FUNC(ARG) the same way and answers the
+ * daemon with what it returned (a Promise is awaited; at most 4096
+ * characters of JSON), or "no such function" / "threw: MESSAGE". `ws read`
+ * is answered with the element's text (its first 1000 characters), and a
+ * `ws write --wait` or `ws exec --wait` is confirmed once applied.
+ *
  * `ws exec TARGET FUNC ARG` calls FUNC(ARG) only when FUNC is a function
  * the page made: one given to wsExpose, else (unless exposedOnly) a
  * function the page's script put on window itself (`function f() {}`,
@@ -61,6 +67,14 @@
  * starts at 250 ms and doubles up to 10 s, and each wait is a random time
  * between half the ceiling and the ceiling. A close by the operator
  * (1000), by wsInit(0), or for too many names (4002) is final.
+ *
+ * The daemon's hello gives the page a resume token, kept in the tab's
+ * sessionStorage and presented when it connects again (after a drop, a
+ * reload or a daemon restart): within the daemon's grace period the page
+ * gets its old index and names back, so `ws write 7` keeps reaching it.
+ * ws.js also reports the page's visibility (visible, hidden, frozen) to
+ * the daemon when it connects and on every change, never periodically;
+ * the daemon's `ws` listing shows it.
  *
  * One page, one client: a page that loads ws.js twice (the classic script
  * and a bundle, or two bundles) gets the first copy's functions from every
@@ -107,6 +121,11 @@ function pageClient() {
   var retryAt = 0;
   var lastClose = null;
   var exposed = Object.create(null); // wsExpose(name, fn), by name
+  // Where the resume token is kept: per tab, for as long as the tab lives.
+  var RESUME_KEY = 'pagewire.resume';
+  var reported = null;  // the visibility last reported on this connection
+  var frozen = false;   // between the freeze and resume events
+  var reports = false;  // whether the daemon takes visibility reports
 
   // Taken now, before a later script can replace them: whether a function
   // is the page's own must not be answered by code the page can swap.
@@ -119,6 +138,10 @@ function pageClient() {
   // ends this way only inside a comment (`[native code]` is not an
   // expression), and then the error is a refusal.
   var NATIVE_SOURCE = /\{\s*\[native\s+code\]\s*\}\s*$/;
+  // The longest value a `result` may carry, as JSON (the daemon's bound).
+  var MAX_RESULT = 4096;
+  // The longest text a `read` answers with, in characters.
+  var MAX_READ = 1000;
 
   function quote(text) {
     return '"' + String(text).replace(/[\\"]/g, '\\$&') + '"';
@@ -213,28 +236,136 @@ function pageClient() {
     return pageMade(desc.value) ? desc.value : null;
   }
 
+  // Answers the daemon on the socket the frame came by: an answer that
+  // went out on a newer connection would not be this page's for the
+  // daemon, which matches answers to the connection it asked.
+  function answer(via, fields) {
+    if (via && via === sock && via.readyState === WebSocket.OPEN) via.send(JSON.stringify(fields));
+  }
+
+  // The id of a frame that wants an answer, or null.
+  function idOf(value) {
+    return typeof value === 'number' && value >= 0 ? value : null;
+  }
+
+  function message(err) {
+    try {
+      return err instanceof Error ? String(err.message) : String(err);
+    } catch (e) {
+      return 'an exception';
+    }
+  }
+
+  // `ack` confirms a write or exec that asked for it (`--wait`): `error`
+  // says why it was not applied.
+  function confirm(via, frame, error) {
+    var id = idOf(frame.ack);
+    if (id === null) return;
+    answer(via, error ? { type: 'ack', id: id, error: error } : { type: 'ack', id: id });
+  }
+
+  function result(via, id, value) {
+    var json;
+    try {
+      json = JSON.stringify(value === undefined ? null : value);
+    } catch (err) {
+      answer(via, { type: 'result', id: id, error: 'result is not JSON: ' + message(err) });
+      return;
+    }
+    if (json === undefined) json = 'null';
+    if (json.length > MAX_RESULT) {
+      answer(via, { type: 'result', id: id,
+        error: 'result too large (' + json.length + ' characters of JSON; at most ' + MAX_RESULT + ')' });
+      return;
+    }
+    // The JSON just measured is the JSON sent.
+    if (via && via === sock && via.readyState === WebSocket.OPEN) {
+      via.send('{"type":"result","id":' + id + ',"value":' + json + '}');
+    }
+  }
+
+  // `ws call`: the one `callable` rule, then the value, a Promise awaited.
+  function call(via, frame) {
+    var id = idOf(frame.id);
+    if (id === null) return;
+    var fn = callable(frame.func);
+    if (!fn) {
+      answer(via, { type: 'result', id: id, error: 'no such function' });
+      return;
+    }
+    var value;
+    try {
+      value = callWith(fn, window, str(frame.arg));
+    } catch (err) {
+      answer(via, { type: 'result', id: id, error: 'threw: ' + message(err) });
+      return;
+    }
+    Promise.resolve(value).then(function (v) {
+      result(via, id, v);
+    }, function (err) {
+      answer(via, { type: 'result', id: id, error: 'threw: ' + message(err) });
+    });
+  }
+
+  // `ws read`: the element's text, cut.
+  function read(via, frame) {
+    var id = idOf(frame.id);
+    if (id === null) return;
+    var el = target(frame);
+    if (!el) {
+      answer(via, { type: 'result', id: id, error: noElement(frame) });
+      return;
+    }
+    var text = str(el.textContent);
+    if (text.length > MAX_READ) text = text.slice(0, MAX_READ) + '\u2026';
+    answer(via, { type: 'result', id: id, value: text });
+  }
+
+  function noElement(frame) {
+    var which = typeof frame.name === 'string' ? frame.name : names[0];
+    return which == null ? 'no registered element' : 'no element ' + which;
+  }
+
   function handle(frame) {
     var el;
+    var via = sock;
     switch (frame.type) {
       case 'hello':
         if (typeof frame.index === 'number') index = frame.index;
+        // Only a daemon that gives resume tokens knows visibility reports.
+        if (typeof frame.resume === 'string') {
+          storeToken(frame.resume);
+          reports = true;
+          reportVisibility();
+        }
         break;
       case 'write':
         el = target(frame);
         if (el) el.textContent = str(frame.text);
+        confirm(via, frame, el ? null : noElement(frame));
         break;
       case 'exec':
         var fn = callable(frame.func);
+        var failed = null;
         if (fn) {
           try {
             callWith(fn, window, str(frame.arg));
           } catch (err) {
             reportError(err);
+            failed = 'threw: ' + message(err);
           }
         } else {
           el = target(frame);
           if (el) el.textContent = str(frame.func) + ':' + str(frame.arg);
+          else failed = noElement(frame);
         }
+        confirm(via, frame, failed);
+        break;
+      case 'call':
+        call(via, frame);
+        break;
+      case 'read':
+        read(via, frame);
         break;
       case 'line':
         appendLine(target(frame), str(frame.text),
@@ -285,17 +416,55 @@ function pageClient() {
     }
   }
 
-  // ?page= tells the daemon which page this is, for its `ws` listing.
+  // sessionStorage may be missing or refuse (privacy settings, sandboxed
+  // frames): the page then simply gets a fresh index when it reconnects.
+  function storedToken() {
+    try {
+      return window.sessionStorage.getItem(RESUME_KEY);
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function storeToken(value) {
+    try {
+      window.sessionStorage.setItem(RESUME_KEY, String(value));
+    } catch (err) {
+      // See storedToken.
+    }
+  }
+
+  // What the browser shows of the page now, in the daemon's words.
+  function visibility() {
+    if (frozen) return 'frozen';
+    return document.visibilityState === 'hidden' ? 'hidden' : 'visible';
+  }
+
+  // One short command line, only when the state changed since the last
+  // report on this connection.
+  function reportVisibility() {
+    var now = visibility();
+    if (!reports || now === reported || !sock || sock.readyState !== WebSocket.OPEN) return;
+    reported = now;
+    sock.send('ws visibility ' + now);
+  }
+
+  // ?page= tells the daemon which page this is, for its `ws` listing;
+  // ?resume= asks for the index this tab had.
   function url() {
     var from = SCRIPT_URL || location;
     var dir = SCRIPT_URL ? SCRIPT_URL.pathname.slice(0, -'ws.js'.length) : '/';
+    var token = storedToken();
     return (from.protocol === 'https:' ? 'wss://' : 'ws://') + from.host + dir +
-      'ws?page=' + encodeURIComponent(location.pathname);
+      'ws?page=' + encodeURIComponent(location.pathname) +
+      (token ? '&resume=' + encodeURIComponent(token) : '');
   }
 
   function connect() {
     clearRetry();
     index = null;
+    reported = null;
+    reports = false;
     attempts++;
     setState('connecting');
     var ws;
@@ -431,6 +600,20 @@ function pageClient() {
   if (document.readyState === 'loading') {
     document.addEventListener('DOMContentLoaded', applyState);
   }
+
+  // The Page Visibility and Page Lifecycle events: each may change what
+  // reportVisibility says, which sends only on a change.
+  document.addEventListener('visibilitychange', reportVisibility);
+  document.addEventListener('freeze', function () {
+    frozen = true;
+    reportVisibility();
+  });
+  document.addEventListener('resume', function () {
+    frozen = false;
+    reportVisibility();
+  });
+  window.addEventListener('pagehide', reportVisibility);
+  window.addEventListener('pageshow', reportVisibility);
 
   // Frozen, so that no script can swap a function under another copy.
   var api = Object.freeze({

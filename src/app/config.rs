@@ -11,6 +11,8 @@
 //! | hub | | its share of `[limits]`, `[heartbeat]` |
 //! | page door | | its share of `[limits]` |
 //! | executor | | `[pages]` |
+//! | what the daemon remembers | `state_dir` | `[state]` |
+//! | HTTP door's `/metrics` | | `[metrics]` |
 //! | actions | | its share of `[limits]`, `[actions.NAME]` |
 //!
 //! Every setting but `[actions.NAME]` is also a flag and an environment
@@ -39,6 +41,7 @@ use super::file;
 use crate::base::logline::{LogFormat, LogSettings};
 use crate::doors::control::ControlSettings;
 use crate::doors::http::access::{AddressPolicy, AllowedHost};
+use crate::doors::http::metrics::MetricsSettings;
 use crate::doors::http::server::ServerOptions;
 use crate::doors::http::settings::{HttpSettings, ServerLimits};
 use crate::doors::page::driver::{ConnLimits, PageLimits};
@@ -46,6 +49,7 @@ use crate::engine::actions::{ActionConfig, ActionLimits};
 use crate::engine::backplane::redis::{ClusterConfig, RedisSettings};
 use crate::engine::exec::PagesSettings;
 use crate::engine::hub::{HeartbeatSettings, HubLimits, HubSettings};
+use crate::engine::remember::{StateConfig, StateSettings};
 
 /// `pagewire serve`'s flags and the configuration file, in one: each part's
 /// settings, its flags flattened into the command line, its keys read from
@@ -78,6 +82,10 @@ pub(crate) struct ServeConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub(crate) log: LogSettings,
+    /// The state directory.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) state_dir: StateSettings,
     /// `[limits]`.
     #[command(flatten)]
     pub(crate) limits: LimitsTable,
@@ -90,9 +98,15 @@ pub(crate) struct ServeConfig {
     /// `[cluster]`, used with `redis`.
     #[command(flatten)]
     pub(crate) cluster: ClusterConfig,
+    /// `[state]`.
+    #[command(flatten)]
+    pub(crate) state: StateConfig,
     /// `[actions.NAME]`, by name (in the file only: each is a table).
     #[arg(skip)]
     pub(crate) actions: BTreeMap<String, ActionConfig>,
+    /// `[metrics]`.
+    #[arg(skip)]
+    pub(crate) metrics: MetricsSettings,
 }
 
 /// `[limits]`: one table in the file, each part's share declared by it.
@@ -202,6 +216,7 @@ impl ServeConfig {
             control: part(&mut errors, toml::from_str(text)),
             redis: part(&mut errors, toml::from_str(text)),
             log: part(&mut errors, toml::from_str(text)),
+            state_dir: part(&mut errors, toml::from_str(text)),
             limits: LimitsTable {
                 hub: part(&mut errors, file::limits(text)),
                 page: part(&mut errors, file::limits(text)),
@@ -212,6 +227,8 @@ impl ServeConfig {
             pages: tables.pages,
             actions: tables.actions,
             cluster: tables.cluster,
+            state: tables.state,
+            metrics: tables.metrics,
         };
         match errors.is_empty() {
             true => Ok(config),
@@ -264,6 +281,7 @@ impl ServeConfig {
                 &mut config.http.tls_key,
                 &mut config.http.token_file,
                 &mut config.control.path,
+                &mut config.state_dir.state_dir,
             ] {
                 *p = p.take().map(|p| relative_to(Some(base), p));
             }
@@ -316,6 +334,10 @@ pub(crate) struct Settings {
     pub(crate) actions: BTreeMap<String, ActionConfig>,
     /// Most actions running at once.
     pub(crate) max_running_actions: usize,
+    /// The state directory, if there is one.
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Names whose pages `/metrics` counts.
+    pub(crate) metric_names: Vec<String>,
     /// Everything is served under this path (`""` for none).
     pub(crate) base_path: String,
     /// Proxies whose forwarding headers are believed.
@@ -333,7 +355,8 @@ impl Settings {
         let allowed_hosts = http.allowed_hosts()?;
         let tls = http.tls()?;
         let limits = &config.limits;
-        let hub = limits.hub.limits();
+        let mut hub = limits.hub.limits();
+        hub.resume_grace = config.state.grace()?;
         let conn = limits.page.conn_limits()?;
         let max_running_actions = limits.actions.check()?;
         let base = config.config.as_deref().and_then(Path::parent);
@@ -347,6 +370,7 @@ impl Settings {
             .options(hub.max_connections, hub.max_connections_per_ip)?;
         let (ping_interval, ping_timeout) = config.heartbeat.check()?;
         config.cluster.check()?;
+        let metric_names = config.metrics.names()?;
         Ok(Settings {
             listen: http.listen(),
             root: http.root()?,
@@ -367,6 +391,8 @@ impl Settings {
             page_commands: config.pages.allow,
             actions,
             max_running_actions,
+            state_dir: config.state_dir.dir(),
+            metric_names,
             base_path: http.base_path()?,
             trusted_proxies: http.trusted_proxies.clone(),
             log_format: config.log.log_format.unwrap_or_default(),

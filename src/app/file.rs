@@ -16,12 +16,14 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, 
 use serde::{Deserialize, Deserializer};
 
 use crate::doors::control::ControlSettings;
+use crate::doors::http::metrics::MetricsSettings;
 use crate::doors::http::settings::{HttpSettings, ServerLimits};
 use crate::doors::page::driver::PageLimits;
 use crate::engine::actions::{ActionConfig, ActionLimits};
 use crate::engine::backplane::redis::{ClusterConfig, RedisSettings};
 use crate::engine::exec::PagesSettings;
 use crate::engine::hub::{HeartbeatSettings, HubSettings};
+use crate::engine::remember::{StateConfig, StateSettings};
 
 /// The tables of the file that belong to one part each.
 #[derive(Deserialize, Default)]
@@ -31,6 +33,8 @@ pub(super) struct Tables {
     pub(super) pages: PagesSettings,
     pub(super) actions: std::collections::BTreeMap<String, ActionConfig>,
     pub(super) cluster: ClusterConfig,
+    pub(super) state: StateConfig,
+    pub(super) metrics: MetricsSettings,
 }
 
 /// One part's share of `[limits]`, read from the whole document.
@@ -60,6 +64,7 @@ fn top_keys() -> &'static [&'static str] {
         keys.extend(fields_of::<HttpSettings>());
         keys.extend(fields_of::<ControlSettings>());
         keys.extend(fields_of::<RedisSettings>());
+        keys.extend(fields_of::<StateSettings>());
         keys.extend(fields_of::<crate::base::logline::LogSettings>());
         keys.extend(fields_of::<Tables>());
         keys.push("limits");

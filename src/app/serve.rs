@@ -30,6 +30,7 @@ use crate::engine::backplane::{self, Backplane};
 use crate::engine::exec::PageRights;
 use crate::engine::hub::{CloseReason, Hub};
 use crate::engine::monitor::Monitor;
+use crate::engine::remember::{Remember, ALIVE_EVERY};
 use crate::engine::{notify, Engine};
 
 /// How long shutdown waits for killed actions to report their end.
@@ -92,13 +93,20 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         monitor.emit(notice.as_str());
     }
 
-    let (joined, cluster) = join(&settings, &monitor, local, &stop, &tasks).await?;
+    let remember = Arc::new(Remember::open(
+        settings.state_dir.as_deref(),
+        &monitor,
+        settings.redis.is_some(),
+    ));
+    let (joined, cluster) = join(&settings, &remember, &monitor, local, &stop, &tasks).await?;
     let engine = Engine::new(
         joined.clone(),
         PageRights::new(settings.page_commands.clone()),
         Actions::new(settings.actions.clone(), settings.max_running_actions),
         out.clone(),
+        remember.clone(),
     );
+    tasks.spawn(keep_state(remember.clone(), stop.clone()));
     let listening = engine
         .readiness
         .switch("listening", "not accepting connections");
@@ -157,6 +165,7 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // the server's drain waits for.
     admins.close_all(SHUTDOWN_GRACE).await;
     shut_down(&engine, &joined, &pages, server).await;
+    remember.alive().await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
     // No flood timer fires any more: say now what floods held back.
@@ -190,16 +199,25 @@ fn log_line(
 
 /// The backplane: this daemon's hub alone, or, with `--redis`, a cluster
 /// joined through Redis (its hub takes indexes from the cluster), and then
-/// the cluster too.
+/// the cluster too. On its own, the hub takes indexes from the state
+/// directory's counter when there is one, and lets the pages of the
+/// previous daemon come back.
 async fn join(
     settings: &Settings,
+    remember: &Remember,
     monitor: &Monitor,
     local: SocketAddr,
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<(Arc<dyn Backplane>, Option<Arc<Cluster>>)> {
     let Some(url) = &settings.redis else {
-        let hub = Hub::new(settings.hub, monitor.clone());
+        let hub = match remember.counter(monitor) {
+            Some(counter) => Hub::with_index_source(settings.hub, monitor.clone(), counter),
+            None => Hub::new(settings.hub, monitor.clone()),
+        };
+        if let Some((below, left)) = remember.previous(settings.hub.resume_grace) {
+            hub.set_previous(below, left);
+        }
         return Ok((backplane::Local::shared(hub), None));
     };
     let listen = format!("http://{local}");
@@ -234,6 +252,7 @@ fn front(
         pages: Box::new(move |upgrade| pages.accept(upgrade)),
         admins: Box::new(move |upgrade| admins.accept(upgrade)),
         server: Arc::default(),
+        metric_names: settings.metric_names.clone(),
     })
 }
 
@@ -268,6 +287,23 @@ async fn shut_down(
     // wait itself.
     if let Err(e) = server.await {
         monitor.emit(format_args!("HTTP server task failed: {e}"));
+    }
+}
+
+/// Records that the daemon is alive, so that after a crash its pages' grace
+/// period is counted from about when it died, and drops expired retained
+/// values.
+async fn keep_state(remember: Arc<Remember>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ALIVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                remember.alive().await;
+                remember.retained.purge().await;
+            }
+        }
     }
 }
 

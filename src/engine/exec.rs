@@ -10,15 +10,19 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::base::command::{self, Command, Target};
-use crate::base::door::{Door, Reply};
+use crate::base::command::{self, Command, Retain, Target};
+use crate::base::door::{Door, Reply, Status};
+use crate::base::protocol::{self, Answer};
 use crate::base::text;
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
-use crate::engine::backplane::{Backplane, Delivery, Listing, Outcome};
-use crate::engine::hub::Hub;
+use crate::engine::asks::Request;
+use crate::engine::backplane::{Answers, Backplane, Delivery, Listed, Listing};
+use crate::engine::hub::{Hub, TargetError};
+use crate::engine::remember::Remember;
 
 /// `[pages]` in the configuration file: what pages may do.
 #[derive(clap::Args, serde::Serialize, serde::Deserialize, Debug, Clone)]
@@ -94,6 +98,7 @@ struct Inner {
     counters: CommandCounters,
     actions: Actions,
     backplane: Arc<dyn Backplane>,
+    remember: Arc<Remember>,
 }
 
 /// Runs command lines; cheap to clone, one per door.
@@ -110,6 +115,7 @@ impl Executor {
         backplane: Arc<dyn Backplane>,
         page_rights: PageRights,
         actions: Actions,
+        remember: Arc<Remember>,
     ) -> Self {
         let (notify, _) = watch::channel(None);
         Executor {
@@ -120,6 +126,7 @@ impl Executor {
                 counters: CommandCounters::default(),
                 actions,
                 backplane,
+                remember,
             }),
         }
     }
@@ -139,6 +146,11 @@ impl Executor {
         self.inner.notify.subscribe()
     }
 
+    /// How many pages hold `name` now, on every node (`GET /probe/NAME`).
+    pub(crate) async fn named(&self, name: &str) -> crate::engine::backplane::Counted {
+        self.inner.backplane.named(name).await
+    }
+
     /// Parses and runs `line` on behalf of `door`.
     ///
     /// The reply's output is escaped ([`crate::base::text::escape_lines`]): every
@@ -148,8 +160,10 @@ impl Executor {
         let (mut reply, reported, name) = match command::parse(line) {
             // A page's registration has its own Monitor line ("ws 7
             // registered 'status'"); a second one per page would double
-            // what thousands of pages opening cost the Monitor.
-            Ok(cmd @ Command::Register { .. }) => {
+            // what thousands of pages opening cost the Monitor. A page's
+            // visibility changes with every switch of tabs: it is shown by
+            // `ws`, not logged.
+            Ok(cmd @ (Command::Register { .. } | Command::Visibility { .. })) => {
                 let name = cmd.name();
                 let reply = self.run(cmd, door).await;
                 let reported = reply.is_ok() && matches!(door, Door::Page(_));
@@ -199,7 +213,9 @@ impl Executor {
     /// Runs a parsed command on behalf of `door`.
     pub(crate) async fn run(&self, cmd: Command, door: Door) -> Reply {
         let operator = door.is_operator();
-        if !operator && !self.inner.page_rights.allows(&cmd) {
+        // A page's report of its own visibility concerns nothing else.
+        let own_report = matches!(cmd, Command::Visibility { .. });
+        if !operator && !own_report && !self.inner.page_rights.allows(&cmd) {
             return self.needs_operator(&cmd, door);
         }
         let hub = &self.inner.hub;
@@ -222,27 +238,54 @@ impl Executor {
                      (wsInit('name') in ws.js)",
                 ),
             },
-            Command::Write { target, text } => {
+            Command::Write {
+                target,
+                text,
+                retain,
+            } => {
                 let console = crate::base::text::escape(&text).into_owned();
                 let msg = Delivery::Write { text };
                 // One line, as text: the console is the operator's
                 // terminal, and the text may come from a page.
-                self.send(&target, &msg, "ws write", |why| {
+                self.send(&target, &msg, retain, "ws write", |why| {
                     (format!("{why}; printed on the console"), Some(console))
                 })
                 .await
             }
-            Command::Exec { target, func, arg } => {
+            Command::Exec {
+                target,
+                func,
+                arg,
+                retain,
+            } => {
                 let msg = Delivery::Exec { func, arg };
-                self.send(&target, &msg, "ws exec", |why| {
+                self.send(&target, &msg, retain, "ws exec", |why| {
                     (format!("{why}; nothing sent"), None)
                 })
                 .await
             }
+            Command::Retained => Reply::ok(self.inner.remember.retained.render()),
+            Command::Forget { name } => match self.inner.remember.retained.forget(&name).await {
+                Ok(0) => Reply::ok(format!("nothing retained for '{name}'")),
+                Ok(n) => Reply::ok(format!(
+                    "forgot {} of '{name}'",
+                    plural(n, "retained value")
+                )),
+                Err(e) => Reply::err(format!("ws forget: {e}")),
+            },
+            Command::Visibility { state } => match door {
+                Door::Page(id) if hub.set_visibility(id, state) => {
+                    Reply::ok(format!("connection {id} is {}", state.word()))
+                }
+                Door::Page(id) => Reply::err(format!("ws visibility: connection {id} is closed")),
+                _ => Reply::err(
+                    "ws visibility: only a page reports its visibility, over its own WebSocket",
+                ),
+            },
             Command::Close { target } => match self.inner.backplane.close(&target).await {
                 Ok(o) => Reply::ok(with_notes(
                     format!("closed {}", plural(o.reached, "connection")),
-                    &o,
+                    &o.notes,
                 )),
                 Err(e) => Reply::err(format!("ws close: {e}")),
             },
@@ -268,6 +311,78 @@ impl Executor {
             Command::Help { topic } => match command::help_text(topic.as_deref()) {
                 Ok(text) => Reply::ok(text),
                 Err(e) => Reply::err(e),
+            },
+            Command::Call {
+                target,
+                func,
+                arg,
+                timeout,
+            } => {
+                let request = Request::Call { func, arg };
+                match self.ask(&target, &request, timeout, "ws call").await {
+                    Ok(a) => answered(a, |out, answer| match answer {
+                        Answer::Value(json) => out.push_str(&text::escape(json)),
+                        other => show_other(out, other),
+                    }),
+                    Err(reply) => reply,
+                }
+            }
+            Command::Read {
+                target,
+                name,
+                timeout,
+            } => {
+                let request = Request::Read { name };
+                match self.ask(&target, &request, timeout, "ws read").await {
+                    Ok(a) => answered(a, show_text),
+                    Err(reply) => reply,
+                }
+            }
+            Command::Wait {
+                name,
+                count,
+                timeout,
+            } => {
+                let c = self.inner.backplane.wait_named(&name, count, timeout).await;
+                let held = format!("{} registered '{name}'", plural(c.count, "connection"));
+                let out = if c.count >= count {
+                    held
+                } else {
+                    format!(
+                        "timed out after {}: {held}, {count} wanted",
+                        text::duration(timeout)
+                    )
+                };
+                let status = if c.count >= count {
+                    Status::Ok
+                } else {
+                    Status::Partial
+                };
+                Reply::with(status, with_notes(out, &c.notes))
+            }
+            Command::Who { target } => self.who(&target, None).await,
+            Command::DryRun(cmd) => match cmd.target() {
+                Some(target) => self.who(target, Some(cmd.name())).await,
+                // The parser gives --dry-run to commands with a TARGET only.
+                None => Reply::err(format!("{}: --dry-run needs a TARGET", cmd.name())),
+            },
+            Command::Confirm { cmd, timeout } => match *cmd {
+                // --wait asks the pages to confirm; it keeps nothing (the
+                // parser refuses --retain with --wait).
+                Command::Write { target, text, .. } => {
+                    let console = crate::base::text::escape(&text).into_owned();
+                    let request = Request::Write { text };
+                    self.confirm(&target, request, timeout, "ws write", Some(console))
+                        .await
+                }
+                Command::Exec {
+                    target, func, arg, ..
+                } => {
+                    let request = Request::Exec { func, arg };
+                    self.confirm(&target, request, timeout, "ws exec", None)
+                        .await
+                }
+                other => Reply::err(format!("{}: --wait is not for this command", other.name())),
             },
         }
     }
@@ -299,25 +414,54 @@ impl Executor {
 
     /// Sends `msg` through the backplane and words the outcome; `nobody`
     /// words the case where nothing matched, and gives what to print on
-    /// this daemon's console then (`ws write` prints its text there).
+    /// this daemon's console then (`ws write` prints its text there). With
+    /// `retain`, the value is kept (durably) first, and retained writes
+    /// take turns until each is delivered.
     async fn send(
+        &self,
+        target: &Target,
+        msg: &Delivery,
+        retain: Option<Retain>,
+        what: &str,
+        nobody: impl FnOnce(&str) -> (String, Option<String>),
+    ) -> Reply {
+        let (Some(retain), Target::Name(name)) = (retain, target) else {
+            return self.deliver(target, msg, what, nobody, "").await;
+        };
+        let remember = &self.inner.remember;
+        let turn = match remember.retained.keep(name, msg, retain.ttl).await {
+            Ok(turn) => turn,
+            Err(e) => return Reply::err(format!("{what}: {e}; nothing sent")),
+        };
+        let mut kept = format!("; retained for pages that register '{name}'");
+        if let Some(ttl) = retain.ttl {
+            let _ = write!(kept, " for {}", text::age(ttl));
+        }
+        if !remember.is_durable() {
+            kept.push_str(" (until the daemon stops: it has no state directory)");
+        }
+        let reply = self.deliver(target, msg, what, nobody, &kept).await;
+        drop(turn);
+        reply
+    }
+
+    /// The delivery of [`Executor::send`]; `kept` ends the first line.
+    async fn deliver(
         &self,
         target: &Target,
         msg: &Delivery,
         what: &str,
         nobody: impl FnOnce(&str) -> (String, Option<String>),
+        kept: &str,
     ) -> Reply {
         match self.inner.backplane.send(target, msg).await {
             Err(e) => Reply::err(format!("{what}: {e}")),
             Ok(o) if o.reached == 0 && o.dropped == 0 => {
-                let why = match target {
-                    Target::Name(n) if o.live > 0 => format!("no connection named '{n}'"),
-                    _ => "no WebSocket connections".to_string(),
-                };
+                let why = no_match(target, o.live);
                 let (output, console) = nobody(&why);
                 Reply {
                     console,
-                    ..Reply::ok(with_notes(output, &o))
+                    ..Reply::ok(with_notes(output + kept, &o.notes))
                 }
             }
             Ok(o) => {
@@ -325,9 +469,185 @@ impl Executor {
                 if o.dropped > 0 {
                     let _ = write!(out, " ({} closed as slow consumers)", o.dropped);
                 }
-                Reply::ok(with_notes(out, &o))
+                out.push_str(kept);
+                Reply::ok(with_notes(out, &o.notes))
             }
         }
+    }
+}
+
+impl Executor {
+    /// Asks the pages `target` selects, on every node, and waits for their
+    /// answers. A target that reaches no page is an error: a command that
+    /// waits for answers must not succeed with nobody to give one.
+    async fn ask(
+        &self,
+        target: &Target,
+        request: &Request,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Answers, Reply> {
+        match self.inner.backplane.ask(target, request, timeout).await {
+            Err(e) => Err(Reply::err(format!("{what}: {e}"))),
+            Ok(a) if a.answers.is_empty() => {
+                let mut why = format!("{what}: {}", no_match(target, a.live));
+                if a.dropped > 0 {
+                    let _ = write!(why, " ({} closed as slow consumers)", a.dropped);
+                }
+                Err(Reply {
+                    results: Some(Vec::new()),
+                    ..Reply::err(with_notes(why, &a.notes))
+                })
+            }
+            Ok(a) => Ok(a),
+        }
+    }
+
+    /// `ws write --wait` and `ws exec --wait`: delivers, then waits for
+    /// every page's confirmation. `console` is what a write shows on this
+    /// daemon's console when no page matched (as without `--wait`).
+    async fn confirm(
+        &self,
+        target: &Target,
+        request: Request,
+        timeout: Duration,
+        what: &str,
+        console: Option<String>,
+    ) -> Reply {
+        let a = match self.ask(target, &request, timeout, what).await {
+            Ok(a) => a,
+            // Nobody matched (rather than an unknown index): a write's text
+            // goes to the console, as without --wait.
+            Err(mut reply) if reply.results.is_some() => {
+                if console.is_some() {
+                    let end = reply.output.find('\n').unwrap_or(reply.output.len());
+                    reply.output.insert_str(end, "; printed on the console");
+                }
+                return Reply { console, ..reply };
+            }
+            Err(reply) => return reply,
+        };
+        let sent = a.answers.len();
+        let confirmed = a.answers.iter().filter(|p| p.is_ok()).count();
+        let mut out = format!("sent to {}", plural(sent, "connection"));
+        if a.dropped > 0 {
+            let _ = write!(out, " ({} closed as slow consumers)", a.dropped);
+        }
+        if confirmed == sent {
+            out.push_str("; all confirmed");
+        } else {
+            let missing: Vec<String> = a
+                .answers
+                .iter()
+                .filter_map(|p| match &p.answer {
+                    Answer::Error(why) => Some(format!("{} ({})", p.index, text::escape(why))),
+                    _ => None,
+                })
+                .collect();
+            let _ = write!(
+                out,
+                "; {confirmed} confirmed; not confirmed within {}: {}",
+                text::duration(timeout),
+                missing.join(", ")
+            );
+        }
+        Reply::answered(with_notes(out, &a.notes), a.answers, true)
+    }
+
+    /// `ws who TARGET`, and `--dry-run` of the command `dry_run` names:
+    /// exactly the connections the target reaches now, nothing sent.
+    async fn who(&self, target: &Target, dry_run: Option<&str>) -> Reply {
+        let mut listing = self.inner.backplane.list().await;
+        let live = listing.conns.len();
+        listing.conns.retain(|c| reaches(target, c));
+        if let (Target::Index(i), true) = (target, listing.conns.is_empty()) {
+            let error = TargetError::NoSuchIndex(*i);
+            let what = dry_run.unwrap_or("ws who");
+            return Reply::err(with_notes(format!("{what}: {error}"), &listing.notes));
+        }
+        let n = listing.conns.len();
+        let mut out = match dry_run {
+            Some(what) => format!(
+                "dry run: {what} would reach {}; nothing was sent\n",
+                plural(n, "connection")
+            ),
+            None => String::new(),
+        };
+        if n == 0 {
+            out.push_str(&no_match(target, live));
+            for note in &listing.notes {
+                let _ = write!(out, "\nnote: {}", text::Escaped(note));
+            }
+            return Reply::ok(out);
+        }
+        out.push_str(&render_list(&listing));
+        Reply::ok(out)
+    }
+}
+
+/// Whether `target` selects the listed connection.
+fn reaches(target: &Target, c: &Listed) -> bool {
+    match target {
+        Target::Index(i) => c.info.id == *i,
+        Target::Name(n) => c.info.names.iter().any(|m| m == n),
+        Target::All => true,
+    }
+}
+
+/// Why a target reached no connection, `live` being how many there are.
+fn no_match(target: &Target, live: usize) -> String {
+    match target {
+        Target::Name(n) if live > 0 => format!("no connection named '{n}'"),
+        _ => "no WebSocket connections".to_string(),
+    }
+}
+
+/// The longest text `ws read` prints per page, in characters.
+pub(crate) const READ_MAX_CHARS: usize = 1000;
+
+/// The reply of a command that gathered answers: one line per page, its
+/// index first, then what `show` makes of its answer; then the notes. Ok
+/// when every page answered without an error.
+fn answered(a: Answers, show: impl Fn(&mut String, &Answer)) -> Reply {
+    let mut out = String::new();
+    for p in &a.answers {
+        let _ = write!(out, "{} ", p.index);
+        show(&mut out, &p.answer);
+        out.push('\n');
+    }
+    if a.dropped > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} closed as slow consumers",
+            plural(a.dropped, "connection")
+        );
+    }
+    out.truncate(out.trim_end().len());
+    Reply::answered(with_notes(out, &a.notes), a.answers, true)
+}
+
+/// An error, or a confirmation where a value was expected. Text from a
+/// page is escaped here, field by field: a newline in it must not start a
+/// line of its own.
+fn show_other(out: &mut String, answer: &Answer) {
+    match answer {
+        Answer::Error(why) => {
+            let _ = write!(out, "error: {}", text::escape(why));
+        }
+        Answer::Value(json) => out.push_str(&text::escape(json)),
+        Answer::Done => out.push_str("ok"),
+    }
+}
+
+/// What `ws read` prints for a page: the text it answered, escaped and cut
+/// after [`READ_MAX_CHARS`] characters.
+fn show_text(out: &mut String, answer: &Answer) {
+    match answer {
+        Answer::Value(json) => match serde_json::from_str::<String>(json) {
+            Ok(text) => out.push_str(&text::escape(&protocol::cut(&text, READ_MAX_CHARS))),
+            Err(_) => out.push_str("error: the page answered no text"),
+        },
+        other => show_other(out, other),
     }
 }
 
@@ -375,8 +695,8 @@ pub(crate) fn render_run(run: &RunningAction) -> String {
 }
 
 /// Appends what the backplane could not reach, one `note:` line each.
-fn with_notes(mut out: String, o: &Outcome) -> String {
-    for note in &o.notes {
+fn with_notes(mut out: String, notes: &[String]) -> String {
+    for note in notes {
         let _ = write!(out, "\nnote: {note}");
     }
     out
@@ -411,11 +731,13 @@ pub(crate) fn render_list(listing: &Listing) -> String {
         let page = if c.page.is_empty() { "-" } else { &c.page };
         let _ = write!(
             out,
-            "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
+            "{} names={} remote={} age={} idle={} visibility={} in={}msg/{}B out={}msg/{}B page={}",
             c.id,
             names,
             c.remote,
             text::age(c.age),
+            text::age(c.idle),
+            c.visibility.map_or("-", |v| v.word()),
             c.msgs_in,
             c.bytes_in,
             c.msgs_out,
@@ -479,7 +801,8 @@ mod tests {
         let two = hub.open(remote, "").expect("page 2");
         hub.register(2, "other").expect("register");
         let backplane = crate::engine::backplane::Local::shared(hub.clone());
-        let exec = Executor::new(backplane, rights, Actions::default());
+        let remember = Arc::new(Remember::in_memory());
+        let exec = Executor::new(backplane, rights, Actions::default(), remember);
         let reply = exec.run_line(line, door).await;
         let waker = futures_util::task::noop_waker();
         let mut sent = 0;
@@ -488,6 +811,64 @@ mod tests {
         }
         drop(one);
         (reply, sent)
+    }
+
+    /// The first frame queued for `conn`.
+    fn first_frame(conn: &crate::engine::hub::Conn) -> bytes::Bytes {
+        let waker = futures_util::task::noop_waker();
+        match conn.next_out(&waker) {
+            crate::engine::hub::Next::Frames(f) => f.iter().next().expect("a frame").clone(),
+            _ => panic!("nothing queued"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retained_write_to_many_pages_is_encoded_once() {
+        use crate::engine::hub::HubLimits;
+        use crate::engine::monitor::Monitor;
+        const PAGES: usize = 10_000;
+        let limits = HubLimits {
+            max_connections: PAGES + 2,
+            max_connections_per_ip: PAGES + 2,
+            ..HubLimits::default()
+        };
+        let hub = Hub::new(limits, Monitor::new());
+        let remember = Arc::new(Remember::in_memory());
+        let (out, _printed) = crate::base::stdout::ConsoleOut::capture();
+        let engine = crate::engine::Engine::new(
+            crate::engine::backplane::Local::shared(hub.clone()),
+            PageRights::default(),
+            Actions::default(),
+            out,
+            remember,
+        );
+        let remote = "127.0.0.1:1".parse().expect("address");
+        let pages: Vec<_> = (0..PAGES)
+            .map(|_| {
+                let conn = hub.open(remote, "").expect("page");
+                hub.register(conn.id(), "wall").expect("register");
+                conn
+            })
+            .collect();
+        let reply = engine
+            .exec
+            .run_line("ws write --retain wall hi", Door::Control)
+            .await;
+        assert!(reply.is_ok(), "{reply:?}");
+        let first = first_frame(&pages[0]);
+        for conn in &pages[1..] {
+            let frame = first_frame(conn);
+            assert_eq!(frame.as_ptr(), first.as_ptr(), "one buffer for every page");
+        }
+        // A page that registers later gets the retained frame, encoded
+        // when the value was kept, not for it.
+        let late = hub.open(remote, "").expect("late page");
+        hub.register(late.id(), "wall").expect("register");
+        let replayed = first_frame(&late);
+        assert_eq!(replayed, first);
+        let again = hub.open(remote, "").expect("another");
+        hub.register(again.id(), "wall").expect("register");
+        assert_eq!(first_frame(&again).as_ptr(), replayed.as_ptr());
     }
 
     #[tokio::test]
@@ -507,12 +888,25 @@ mod tests {
             "run --to other a",
             "run --to * a",
             "help",
+            "ws retained",
+            "ws forget other",
+            "ws write --retain other x",
+            "ws visibility hidden",
+            "ws call 2 f",
+            "ws call * f",
+            "ws read 2",
+            "ws write --wait 2 x",
+            "ws exec --wait other f",
+            "ws who *",
+            "ws write --dry-run * x",
+            "ws wait other --timeout 1ms",
         ];
         for door in [Door::Page(1), Door::Http { operator: false }] {
             for line in every_command {
                 let (reply, sent) = from_page_rights(door, PageRights::default(), line).await;
                 assert_eq!(sent, 0, "{door} {line}: {reply:?}");
-                let own = line == "ws register mine" && door == Door::Page(1);
+                let own = matches!(line, "ws register mine" | "ws visibility hidden")
+                    && door == Door::Page(1);
                 assert_eq!(reply.is_ok(), own, "{door} {line}: {reply:?}");
             }
         }
@@ -547,6 +941,8 @@ mod tests {
             remote: "127.0.0.1:5000".parse().expect("address"),
             page: "/x.html".into(),
             age: Duration::from_secs(3),
+            idle: Duration::from_secs(1),
+            visibility: None,
             msgs_in: 1,
             bytes_in: 2,
             msgs_out: 3,
@@ -559,8 +955,8 @@ mod tests {
             }],
             notes: Vec::new(),
         };
-        let alone =
-            "7 names=status remote=127.0.0.1:5000 age=3s in=1msg/2B out=3msg/4B page=/x.html";
+        let alone = "7 names=status remote=127.0.0.1:5000 age=3s idle=1s visibility=- \
+                     in=1msg/2B out=3msg/4B page=/x.html";
         assert_eq!(render_list(&listing), alone);
         listing.conns[0].node = Some("web1-42-abc".into());
         listing
@@ -590,6 +986,8 @@ mod tests {
                     remote: "127.0.0.1:5000".parse().expect("address"),
                     page: "/\u{1b}[2J".into(),
                     age: Duration::from_secs(3),
+                    idle: Duration::from_secs(0),
+                    visibility: Some(crate::base::command::Visibility::Hidden),
                     msgs_in: 1,
                     bytes_in: 2,
                     msgs_out: 3,
@@ -601,8 +999,8 @@ mod tests {
         };
         assert_eq!(
             render_list(&listing),
-            "7 names=st\\u{202e}atus,x\\n8 names=forged remote=127.0.0.1:5000 age=3s \
-             in=1msg/2B out=3msg/4B page=/\\u{1b}[2J node=web\\r1\n\
+            "7 names=st\\u{202e}atus,x\\n8 names=forged remote=127.0.0.1:5000 age=3s idle=0s \
+             visibility=hidden in=1msg/2B out=3msg/4B page=/\\u{1b}[2J node=web\\r1\n\
              note: node \\u{9b}2J did not answer"
         );
     }

@@ -74,8 +74,10 @@ test('a page that connects appears within a second and disappears when it closes
   assert.equal(cells[1], 'status');
   assert.equal(cells[2], `${daemon.url}/`);
   assert.match(cells[3], /^127\.0\.0\.1:\d+$/);
-  assert.match(cells[4], /^\d+s$/);
+  assert.match(cells[5], /^\d+s$/);
   assert.equal(await admin.locator('#count').textContent(), '1 live');
+  // ws.js reports the page shown; the table follows within its sample.
+  await admin.waitForFunction((i) => document.querySelector(`#rows tr[data-id="${i}"] td.vis`)?.textContent === 'visible', demo.index, POLL);
 
   await demo.page.close();
   await admin.waitForFunction((i) => document.querySelector(`#rows tr[data-id="${i}"]`) === null, demo.index, WITHIN_A_SECOND);

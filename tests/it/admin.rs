@@ -219,6 +219,24 @@ async fn the_table_follows_pages_as_they_come_and_go() {
 }
 
 #[tokio::test]
+async fn the_table_shows_what_a_page_reports_of_its_visibility() {
+    let d = Daemon::start::<&str>(&[]);
+    let (mut c, _) = Console::ready(&d).await;
+    let mut page = Page::open(&d).await;
+    let table = c.until(|f| f["type"] == "table" && f["total"] == 1).await;
+    assert_eq!(table["rows"][0]["visibility"], Value::Null);
+
+    page.send("ws visibility hidden").await;
+    assert_eq!(page.recv().await["type"], "reply");
+    c.until(|f| f["type"] == "table" && f["rows"][0]["visibility"] == "hidden")
+        .await;
+    page.send("ws visibility visible").await;
+    assert_eq!(page.recv().await["type"], "reply");
+    c.until(|f| f["type"] == "table" && f["rows"][0]["visibility"] == "visible")
+        .await;
+}
+
+#[tokio::test]
 async fn a_large_table_comes_a_page_at_a_time() {
     let d = Daemon::start::<&str>(&[]);
     let mut pages = Vec::new();

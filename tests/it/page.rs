@@ -18,6 +18,8 @@ pub struct Page {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// The index the daemon gave it (from `hello`).
     pub index: u64,
+    /// The whole `hello` frame.
+    pub hello: Value,
 }
 
 /// How a connection ended, as the page saw it.
@@ -69,6 +71,29 @@ impl Page {
         Ok(Page::hello(ws).await)
     }
 
+    /// Connects presenting the resume token `token` (`?resume=`), as ws.js
+    /// does when it reconnects.
+    pub async fn open_resuming(d: &Daemon, token: &str) -> Page {
+        let mut req = format!("ws://{}/ws?page=/test.html&resume={token}", d.addr)
+            .into_client_request()
+            .expect("request");
+        let origin = format!("http://{}", d.addr);
+        req.headers_mut()
+            .insert("origin", HeaderValue::from_str(&origin).expect("origin"));
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("upgrade accepted");
+        Page::hello(ws).await
+    }
+
+    /// The resume token its `hello` gave.
+    pub fn resume_token(&self) -> String {
+        self.hello["resume"]
+            .as_str()
+            .expect("a resume token in hello")
+            .to_string()
+    }
+
     /// Like [`Page::open_with_origin`], from the local address `source`
     /// (any 127.x.y.z works on Linux without configuration), so that tests
     /// can act as several clients.
@@ -100,10 +125,15 @@ impl Page {
 
     /// Reads the `hello` frame of a new connection.
     async fn hello(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Page {
-        let mut page = Page { ws, index: 0 };
+        let mut page = Page {
+            ws,
+            index: 0,
+            hello: Value::Null,
+        };
         let hello = page.recv().await;
         assert_eq!(hello["type"], "hello", "first frame: {hello}");
         page.index = hello["index"].as_u64().expect("index");
+        page.hello = hello;
         page
     }
 

@@ -973,6 +973,7 @@ async fn running_out_of_file_descriptors_is_survived() {
         .arg(crate::support::bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--control"])
         .arg(&control)
+        .env("PAGEWIRE_STATE_DIR", dir.path().join("state"))
         .stdin(std::process::Stdio::null());
     let daemon = crate::support::Process::spawn(cmd);
     let ready = daemon.wait_for_stdout(|l| l.starts_with("pagewire listening on http://"));

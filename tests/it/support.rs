@@ -93,7 +93,16 @@ where
     for var in ISOLATED_ENV {
         cmd.env_remove(var);
     }
+    // Never the user's state directory (nor /var/lib/pagewire for root): a
+    // daemon started here without a state directory of its own keeps its
+    // state in one of this test process.
+    cmd.env("PAGEWIRE_STATE_DIR", shared_state_dir());
     cmd
+}
+
+/// The state directory of daemons a test starts without one of their own.
+pub fn shared_state_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("pagewire-it-state-{}", std::process::id()))
 }
 
 /// Runs the CLI with exactly `args` and waits for it to exit.
@@ -535,16 +544,21 @@ impl DaemonBuilder {
     }
 
     fn launch(self) -> (Process, PathBuf, Option<tempfile::TempDir>) {
-        let needs_dir = self.control.is_none() || self.config.is_some();
-        let dir = needs_dir.then(|| tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")));
-        let control = match (self.control, &dir) {
-            (Some(path), _) => path,
-            (None, Some(dir)) => dir.path().join("ctl.sock"),
-            (None, None) => unreachable!("a directory is made when no socket is given"),
-        };
+        // Every daemon gets a fresh state directory of its own in its
+        // temporary directory, unless the test gives one.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let control = self.control.unwrap_or_else(|| dir.path().join("ctl.sock"));
         let mut cmd = command(["serve", "--listen", "127.0.0.1:0", "--control"]);
         cmd.arg(&control).args(&self.args);
-        if let (Some(text), Some(dir)) = (&self.config, &dir) {
+        let own_state = self.args.iter().any(|a| a == "--state-dir")
+            || self
+                .config
+                .as_deref()
+                .is_some_and(|c| c.contains("state_dir"));
+        if !own_state {
+            cmd.arg("--state-dir").arg(dir.path().join("state"));
+        }
+        if let Some(text) = &self.config {
             let path = dir.path().join("pagewire.toml");
             let text = text.replace("@DIR@", &dir.path().display().to_string());
             std::fs::write(&path, text).unwrap_or_else(|e| panic!("write the config: {e}"));
@@ -553,7 +567,7 @@ impl DaemonBuilder {
         for (key, value) in &self.env {
             cmd.env(key, value);
         }
-        (Process::spawn(cmd), control, dir)
+        (Process::spawn(cmd), control, Some(dir))
     }
 }
 

@@ -137,6 +137,9 @@ struct Row<'a> {
     names: &'a [String],
     remote: String,
     page: &'a str,
+    /// What the page last reported: `visible`, `hidden`, `frozen`, or
+    /// nothing when it never said (a client older than the report).
+    visibility: Option<&'static str>,
     msgs_in: u64,
     bytes_in: u64,
     msgs_out: u64,
@@ -406,6 +409,7 @@ fn row(info: &ConnInfo) -> Row<'_> {
         names: &info.names,
         remote: info.remote.to_string(),
         page: &info.page,
+        visibility: info.visibility.map(|v| v.word()),
         msgs_in: info.msgs_in,
         bytes_in: info.bytes_in,
         msgs_out: info.msgs_out,

@@ -32,17 +32,29 @@ pub(super) fn refuse(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// The raw value of query parameter `key` of the request.
+fn query_param<'a>(req: &'a Request, key: &str) -> Option<&'a str> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// The resume token a page presents in `?resume=`: letters, digits, `.`,
+/// `-` and `_` only, and short; anything else is no token at all.
+fn resume_of(req: &Request) -> Option<String> {
+    let token = query_param(req, "resume")?;
+    let plain = token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    (plain && !token.is_empty() && token.len() <= 64).then(|| token.to_string())
+}
+
 /// The page a connection came from: its Origin, plus the path ws.js sends
 /// in `?page=`. Kept to visible ASCII so the listing stays one line.
 fn page_of(req: &Request) -> String {
     let origin = header_str(req.headers(), header::ORIGIN).unwrap_or("");
-    let path = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("page="))
-        .unwrap_or("");
+    let path = query_param(req, "page").unwrap_or("");
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     let mut page: String = format!("{origin}{decoded}")
         .chars()
@@ -82,6 +94,7 @@ pub(super) async fn upgrade(
     let accept =
         handshake::accept_key(header_str(headers, header::SEC_WEBSOCKET_KEY).unwrap_or(""));
     let page = page_of(&req);
+    let resume = resume_of(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     // The connection's place in the accept limits stays taken for as long
     // as the WebSocket lives, not just until the HTTP exchange ends.
@@ -95,6 +108,7 @@ pub(super) async fn upgrade(
         pending: on_upgrade,
         peer,
         page,
+        resume,
         keep: slot.map(ConnSlot::shared),
     });
     switching(&accept)

@@ -1,6 +1,8 @@
 //! The page door: each page's own WebSocket. A text message is a command
 //! line, run with the page's rights and answered with a `reply` or an
-//! `error` frame.
+//! `error` frame, or, when it is a JSON object, a protocol frame: a page's
+//! answer to a `call`, a `read` or a write it was asked to confirm, handed
+//! to the engine's asks at once, from the read loop.
 //!
 //! The HTTP door accepts the upgrade and hands it here ([`Pages::accept`]);
 //! [`driver`] is the task that serves one connection, [`socket`] the TCP
@@ -24,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::base::codec::close_code;
 use crate::base::door::{Door, Upgrade};
 use crate::base::hold::HoldableTcp;
-use crate::base::protocol::{ServerFrame, PROTOCOL_VERSION};
+use crate::base::protocol::{is_page_frame, PageFrame, Results, ServerFrame, PROTOCOL_VERSION};
 use crate::engine::hub::{CloseReason, Conn, Hub, OpenError};
 use crate::engine::Engine;
 use driver::{drive, Action, ConnLimits, MessageHandler};
@@ -57,6 +59,7 @@ impl Pages {
             pending,
             peer,
             page,
+            resume,
             keep,
         } = upgrade;
         let engine = self.engine.clone();
@@ -72,7 +75,8 @@ impl Pages {
                     return;
                 }
             };
-            let open = |head: &[u8]| open_logged(&engine, peer, &page, head);
+            let resume = resume.as_deref();
+            let open = |head: &[u8]| open_logged(&engine, peer, &page, resume, head);
             // The connection gets a task of its own, holding only its own
             // state: this one, with the handshake's leftovers, ends here. A
             // plain TCP stream is driven directly, and deliveries may write
@@ -95,15 +99,16 @@ impl Pages {
     }
 }
 
-/// Opens the page's connection ([`open_page`]); a refusal (a limit
+/// Opens the page's connection ([`open_resumable`]); a refusal (a limit
 /// reached since the upgrade was accepted) goes to the Monitor.
 fn open_logged(
     engine: &Engine,
     peer: SocketAddr,
     page: &str,
+    resume: Option<&str>,
     head: &[u8],
 ) -> Result<Arc<Conn>, OpenError> {
-    open_page(&engine.hub, peer, page, head).inspect_err(|e| {
+    open_resumable(engine, peer, page, resume, head).inspect_err(|e| {
         engine.monitor.emit_summarised(
             format_args!("refused WebSocket: {}", e.kind()),
             format_args!("refused WebSocket from {peer}: {e}"),
@@ -123,7 +128,31 @@ struct PageHandler {
 
 impl MessageHandler for PageHandler {
     fn on_text(&mut self, text: Cow<'_, str>) -> Action {
-        Action::Run(text.into_owned())
+        if !is_page_frame(&text) {
+            return Action::Run(text.into_owned());
+        }
+        // An answer is a lookup and an assignment under two short locks:
+        // done here, it needs no task and cannot wait behind a command.
+        match PageFrame::parse(&text) {
+            Ok(frame) => {
+                self.engine.asks.answer(self.id, frame);
+                Action::Handled
+            }
+            Err(bad) => {
+                self.engine.monitor.emit_summarised(
+                    "page: malformed frame",
+                    format_args!("ws {}: {bad}", self.id),
+                );
+                let message = bad.to_string();
+                Action::Send(
+                    ServerFrame::Error {
+                        message: &message,
+                        results: None,
+                    }
+                    .encode(),
+                )
+            }
+        }
     }
 
     fn on_binary(&mut self, _data: Cow<'_, [u8]>) -> Action {
@@ -138,14 +167,17 @@ impl MessageHandler for PageHandler {
         async move {
             let mut reply = engine.exec.run_line(&line, Door::Page(id)).await;
             engine.out.print_console_text(&mut reply);
+            let results = reply.results.as_deref().map(Results);
             let frame = if reply.is_ok() {
                 ServerFrame::Reply {
                     ok: true,
                     output: &reply.output,
+                    results,
                 }
             } else {
                 ServerFrame::Error {
                     message: &reply.output,
+                    results,
                 }
             };
             engine.hub.send_to(id, &frame.encode());
@@ -163,20 +195,49 @@ pub fn open_page(
     page: &str,
     response: &[u8],
 ) -> Result<Arc<Conn>, OpenError> {
-    hub.open_greeted(remote, page, |index| {
-        let hello = ServerFrame::Hello {
-            index,
-            version: PROTOCOL_VERSION,
-        }
-        .encode();
-        if response.is_empty() {
-            return Some(hello);
-        }
-        let mut first = Vec::with_capacity(response.len() + hello.len());
-        first.extend_from_slice(response);
-        first.extend_from_slice(&hello);
-        Some(first.into())
+    hub.open_greeted(remote, page, |index, _| {
+        Some(first_bytes(response, &hello(index, None, false)))
     })
+}
+
+/// [`open_page`] for a page that may present a resume token: a valid one
+/// brings it back to its index when the hub can give it back, and every
+/// page is given the token of the index it gets.
+fn open_resumable(
+    engine: &Engine,
+    remote: SocketAddr,
+    page: &str,
+    resume: Option<&str>,
+    response: &[u8],
+) -> Result<Arc<Conn>, OpenError> {
+    let tokens = &engine.remember.tokens;
+    let wanted = resume.and_then(|t| tokens.check(t));
+    engine.hub.open_as(remote, page, wanted, |index, resumed| {
+        let token = tokens.issue(index);
+        Some(first_bytes(response, &hello(index, Some(&token), resumed)))
+    })
+}
+
+/// The `hello` frame.
+fn hello(index: u64, resume: Option<&str>, resumed: bool) -> Bytes {
+    ServerFrame::Hello {
+        index,
+        version: PROTOCOL_VERSION,
+        resume,
+        resumed,
+    }
+    .encode()
+}
+
+/// `hello` after the held-back 101 `response`, if any, in one buffer.
+fn first_bytes(response: &[u8], hello: &Bytes) -> Bytes {
+    if response.is_empty() {
+        return hello.clone();
+    }
+    let mut first = Vec::with_capacity(response.len() + hello.len());
+    first.extend_from_slice(response);
+    first.extend_from_slice(hello);
+    first.into()
 }
 
 /// Serves one page's upgraded connection (opened with [`open_page`]) until

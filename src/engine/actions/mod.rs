@@ -19,6 +19,13 @@
 //! fills up and it blocks), instead of getting its page closed as a slow
 //! consumer.
 //!
+//! The last [`TAIL_LINES`] output frames of each run that goes to pages are
+//! kept while it runs: a page that opens or comes back while it runs, or
+//! registers the name it goes to, gets them first ([`Actions::tails_for`],
+//! asked by the hub under its delivery turn), then the rest as it comes.
+//! A run started by a page outlives a drop of its page for as long as the
+//! page may come back (the hub's resume grace).
+//!
 //! The daemon starts no child process but keepers. It is a child subreaper
 //! too: should a keeper die before its run (killed from outside), what is
 //! left of the run becomes the daemon's, and is killed and reaped
@@ -34,18 +41,19 @@ use sink::{Flow, Pacer, Sink, ROOM_PATIENCE};
 use spawn::{become_subreaper, RunProcess};
 use supervise::{supervise, RunCtx};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 #[cfg(test)]
 use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use bytes::Bytes;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,6 +61,9 @@ use tokio_util::task::TaskTracker;
 use crate::base::command::{quote, Target};
 use crate::base::door::Door;
 use crate::engine::hub::{Hub, OutboxLimits, TargetError};
+
+/// Output lines of a running action kept for pages that join late.
+pub(crate) const TAIL_LINES: usize = 200;
 
 /// Most runs at once unless `[limits] max_running_actions` says otherwise.
 pub(crate) const DEFAULT_MAX_RUNNING: usize = 8;
@@ -297,6 +308,10 @@ struct Inner {
     keepers: Mutex<HashSet<u32>>,
     /// The output flow of each page that runs actions, shared by its runs.
     flows: Mutex<HashMap<u64, Weak<Flow>>>,
+    /// The last output frames of each running run that goes to pages.
+    tails: Mutex<BTreeMap<u64, Tail>>,
+    /// Runs in `tails` whose output goes to every page (`run --to *`).
+    tails_for_all: AtomicUsize,
     started: AtomicU64,
     finished: AtomicU64,
     refused: AtomicU64,
@@ -348,6 +363,14 @@ impl fmt::Debug for Actions {
             .field("running", &self.running_count())
             .finish()
     }
+}
+
+/// The last output frames of one run, for pages that join it late.
+pub(crate) struct Tail {
+    /// Where the run's output goes.
+    output: Output,
+    /// Its last [`TAIL_LINES`] `line` frames.
+    frames: VecDeque<Bytes>,
 }
 
 /// Holds a place among the running actions; leaving it frees the place,
@@ -427,6 +450,8 @@ impl Actions {
                 running: Mutex::new(BTreeMap::new()),
                 keepers: Mutex::new(HashSet::new()),
                 flows: Mutex::new(HashMap::new()),
+                tails: Mutex::new(BTreeMap::new()),
+                tails_for_all: AtomicUsize::new(0),
                 started: AtomicU64::new(0),
                 finished: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
@@ -471,6 +496,33 @@ impl Actions {
                 age: e.started.elapsed(),
             })
             .collect()
+    }
+
+    /// The output so far of the runs that page `id` gets when it opens
+    /// (`resumed`: comes back to its index) or registers `name`, oldest
+    /// run first. Asked by the hub under its delivery turn: lines recorded
+    /// before are here, lines after reach the page by delivery.
+    pub(crate) fn tails_for(&self, joined: Joined<'_>, out: &mut Vec<Bytes>) {
+        let tails = lock(&self.inner.tails);
+        for tail in tails.values() {
+            let wanted = match (&tail.output, joined) {
+                (Output::To(Target::All), Joined::Opened { .. }) => true,
+                (
+                    Output::Page(i) | Output::To(Target::Index(i)),
+                    Joined::Opened { id, resumed },
+                ) => resumed && *i == id,
+                (Output::To(Target::Name(n)), Joined::Registered(name)) => n == name,
+                _ => false,
+            };
+            if wanted {
+                out.extend(tail.frames.iter().cloned());
+            }
+        }
+    }
+
+    /// Whether a fresh page gets a tail when it opens (a run to `*`).
+    pub(crate) fn has_tails_for_all(&self) -> bool {
+        self.inner.tails_for_all.load(Relaxed) > 0
     }
 
     /// Starts action `name` with the extra arguments `args` for
@@ -593,6 +645,16 @@ impl Actions {
     /// keeps to the room its pages' queues have.
     fn output(&self, name: &str, run: u64, output: Output, hub: &Hub) -> (Sink, Pacer) {
         let limits = hub.limits().outbox;
+        if output != Output::Monitor {
+            if output == Output::To(Target::All) {
+                self.inner.tails_for_all.fetch_add(1, Relaxed);
+            }
+            let tail = Tail {
+                output: output.clone(),
+                frames: VecDeque::new(),
+            };
+            lock(&self.inner.tails).insert(run, tail);
+        }
         let (target, bound, pacer) = match output {
             Output::Page(id) => (
                 Some(Target::Index(id)),
@@ -617,6 +679,7 @@ impl Actions {
             action: name.to_string(),
             run,
             flow: pacer.flow.clone(),
+            actions: Arc::downgrade(&self.inner),
         };
         (sink, pacer)
     }
@@ -643,6 +706,41 @@ impl Actions {
             phrase.push_str(&format!(" and {more} more"));
         }
         phrase
+    }
+}
+
+/// Who joined, for [`Actions::tails_for`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Joined<'a> {
+    /// A page opened as index `id`; `resumed` when it came back to it.
+    Opened {
+        /// The page's index.
+        id: u64,
+        /// Whether it came back to an index it had.
+        resumed: bool,
+    },
+    /// A page registered this name.
+    Registered(&'a str),
+}
+
+impl Inner {
+    /// Records `frame` as run `run`'s latest output line.
+    fn record_line(&self, run: u64, frame: &Bytes) {
+        if let Some(tail) = lock(&self.tails).get_mut(&run) {
+            if tail.frames.len() >= TAIL_LINES {
+                tail.frames.pop_front();
+            }
+            tail.frames.push_back(frame.clone());
+        }
+    }
+
+    /// Forgets run `run`'s output: it has ended.
+    fn end_tail(&self, run: u64) {
+        if let Some(tail) = lock(&self.tails).remove(&run) {
+            if tail.output == Output::To(Target::All) {
+                self.tails_for_all.fetch_sub(1, Relaxed);
+            }
+        }
     }
 }
 

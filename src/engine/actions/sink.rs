@@ -2,7 +2,7 @@
 //! have: [`Flow`], [`Pacer`], [`Sink`].
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -178,21 +178,45 @@ pub(super) struct Sink {
     pub(super) action: String,
     pub(super) run: u64,
     pub(super) flow: Arc<Flow>,
+    /// Where the run's tail is kept for late joiners.
+    pub(super) actions: Weak<super::Inner>,
+}
+
+/// What [`Sink::send`] does with the run's tail, under the delivery turn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum TailStep {
+    /// An output line: keep it for late joiners.
+    Record,
+    /// The run's end: late joiners get nothing any more.
+    End,
 }
 
 impl Sink {
-    /// Delivers `frame`; false when the page the run is bound to is gone.
-    pub(super) fn send(&self, frame: &ServerFrame<'_>) -> bool {
+    /// Delivers `frame` and records it in (or ends) the run's tail at the
+    /// same point of the delivery order; false when the page the run is
+    /// bound to is gone for good.
+    pub(super) fn send(&self, frame: &ServerFrame<'_>, step: TailStep) -> bool {
         let Some(target) = &self.target else {
             return true;
         };
-        let delivered = self.hub.deliver(target, &self.flow.carry(frame.encode()));
+        let bytes = frame.encode();
+        let tail = || {
+            if let Some(actions) = self.actions.upgrade() {
+                match step {
+                    TailStep::Record => actions.record_line(self.run, &bytes),
+                    TailStep::End => actions.end_tail(self.run),
+                }
+            }
+        };
+        let delivered = self
+            .hub
+            .deliver_after(target, &self.flow.carry(bytes.clone()), tail);
         match (self.bound, delivered) {
             (None, _) => true,
-            // Not queued: closed or closing. Nobody is left to read the
-            // output.
-            (Some(_), Ok(d)) => d.reached > 0,
-            (Some(_), Err(_)) => false,
+            (Some(_), Ok(d)) if d.reached > 0 => true,
+            // Not queued: closed, closing, or dropped and waiting to come
+            // back (the output is kept for it meanwhile).
+            (Some(_), _) => self.is_live(),
         }
     }
 
@@ -206,16 +230,19 @@ impl Sink {
 
     /// Passes on one output line; false when the bound page is gone.
     pub(super) fn line(&self, stream: &str, text: &str) -> bool {
-        self.send(&ServerFrame::Line {
+        let line = ServerFrame::Line {
             name: self.name.as_deref(),
             action: &self.action,
             stream,
             text,
-        })
+        };
+        self.send(&line, TailStep::Record)
     }
 
+    /// Whether the page the run is bound to is live, or may still come
+    /// back.
     pub(super) fn is_live(&self) -> bool {
-        self.bound.map_or(true, |id| self.hub.is_live(id))
+        self.bound.map_or(true, |id| self.hub.is_live_or_parked(id))
     }
 }
 

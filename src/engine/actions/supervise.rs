@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::keeper::Report;
 use super::lines::LineReader;
-use super::sink::{Pacer, Sink};
+use super::sink::{Pacer, Sink, TailStep};
 use super::spawn::{RunProcess, REAP_TIMEOUT};
 use super::Slot;
 use crate::base::protocol::ServerFrame;
@@ -163,12 +163,13 @@ async fn report(
         sink.run,
         started.elapsed().as_secs_f64()
     ));
-    sink.send(&ServerFrame::Done {
+    let done = ServerFrame::Done {
         name: sink.name.as_deref(),
         action: &sink.action,
         status,
         message: &message,
-    });
+    };
+    sink.send(&done, TailStep::End);
     if slot.is_some() {
         // The place stays taken for as long as a process of the run lives.
         while !process.end(REAP_TIMEOUT).await {}

@@ -9,18 +9,27 @@
 //! flush (see [`outbox`]) from the hub's flushing task.
 //!
 //! Indexes come from a counter, or from an [`IndexSource`] such as the
-//! cluster's blocks, and are never reused, so a stale index cannot reach a
-//! newer page.
+//! cluster's blocks or the state directory's counter, and are never reused,
+//! so a stale index cannot reach a newer page. The one exception is the
+//! same page coming back: a connection that dropped (anything but a close
+//! on purpose) is *parked* with its names for the resume grace period, and
+//! a page that proves it is that page (a resume token, checked by the
+//! caller) gets the index and names back, unless the index is live.
+//!
+//! What a page must get before anything newer when it registers a name or
+//! comes back (retained values, the tail of an action's output) is asked
+//! of a plugged-in [`Replay`] while the delivery turn is held, so that no
+//! delivery can come between the replay and the page's place in the table.
 
 mod names;
 pub(crate) mod outbox;
 pub(crate) mod queue;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -32,7 +41,7 @@ pub(crate) use outbox::Next;
 pub use outbox::{CloseReason, OutboxLimits};
 use outbox::{Outbox, Pushed};
 
-use crate::base::command::Target;
+use crate::base::command::{Target, Visibility};
 use crate::engine::monitor::Monitor;
 use names::Names;
 
@@ -96,6 +105,7 @@ impl HubSettings {
                 .max_connections_per_ip
                 .unwrap_or((self.max_connections / PER_IP_SHARE).max(1)),
             max_names_per_connection: self.max_names_per_connection,
+            resume_grace: DEFAULT_RESUME_GRACE,
         }
     }
 }
@@ -147,7 +157,15 @@ pub struct HubLimits {
     pub max_connections_per_ip: usize,
     /// Most names one connection may register.
     pub max_names_per_connection: usize,
+    /// How long a dropped page's index and names wait for it to come back;
+    /// zero parks nothing.
+    pub resume_grace: Duration,
 }
+
+/// Default of [`HubLimits::resume_grace`]: long enough for a reload, a
+/// network hiccup or a daemon restart, short enough that a page that is
+/// gone for good is soon forgotten.
+pub(crate) const DEFAULT_RESUME_GRACE: Duration = Duration::from_secs(300);
 
 impl Default for HubLimits {
     fn default() -> Self {
@@ -157,6 +175,7 @@ impl Default for HubLimits {
             // The configuration's default: one address gets an eighth.
             max_connections_per_ip: 18_000 / 8,
             max_names_per_connection: 32,
+            resume_grace: DEFAULT_RESUME_GRACE,
         }
     }
 }
@@ -182,6 +201,9 @@ pub struct Conn {
     opened_ms: u64,
     /// Seconds since the hub started when the peer last sent anything.
     last_seen: AtomicU32,
+    /// What the page last reported of itself ([`Visibility::code`]; 0 for
+    /// nothing yet). Beside `last_seen`, in what was padding.
+    visibility: AtomicU8,
     /// Traffic counters.
     pub(crate) stats: Stats,
     outbox: Outbox,
@@ -254,6 +276,10 @@ pub(crate) struct ConnInfo {
     pub(crate) page: String,
     /// Time since it opened.
     pub(crate) age: Duration,
+    /// Time since the page last sent anything (a pong included).
+    pub(crate) idle: Duration,
+    /// What the page last reported of its visibility, if anything.
+    pub(crate) visibility: Option<Visibility>,
     /// Messages in.
     pub(crate) msgs_in: u64,
     /// Bytes in.
@@ -345,6 +371,42 @@ enum Indexes {
     Source(Arc<dyn IndexSource>),
 }
 
+/// What a page must be sent before anything newer: asked by the hub while
+/// it holds the delivery turn (so it must not deliver, nor take the hub's
+/// locks), and appended to `out` in the order the page must get them.
+pub(crate) trait Replay: Send + Sync {
+    /// For a page that has just registered `name` (not for one that
+    /// registers a name it holds already).
+    fn registered(&self, name: &str, out: &mut Vec<Bytes>);
+
+    /// For a page that has just opened as index `id`; `resumed` when it
+    /// came back to an index it had, before its names are replayed.
+    fn opened(&self, id: u64, resumed: bool, out: &mut Vec<Bytes>);
+
+    /// Whether [`Replay::opened`] might give a fresh page anything (asked
+    /// without the turn, so that most opens need not take it).
+    fn for_fresh_pages(&self) -> bool;
+}
+
+/// A dropped page's index, waiting for it to come back.
+struct Parked {
+    names: Names,
+    /// Hub seconds ([`Hub::now_secs`]) until which it may come back.
+    until: u32,
+}
+
+/// Indexes handed out by the daemon that ran on the same state directory
+/// before this one: a page that held one may come back to it within the
+/// grace period after this daemon started.
+struct Previous {
+    /// Every index the previous daemon may have handed out is below this.
+    below: u64,
+    /// Hub seconds until which they may come back.
+    until: u32,
+    /// Those that came back already (each only once).
+    claimed: HashSet<u64>,
+}
+
 /// Why a target could not be resolved.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum TargetError {
@@ -371,16 +433,21 @@ struct Entry {
 
 impl Entry {
     /// A snapshot of the connection, for a listing; `now_ms` is the hub's
-    /// clock (see [`Conn`]'s opening time).
-    fn info(&self, now_ms: u64) -> ConnInfo {
+    /// clock (see [`Conn`]'s opening time), `now` the same in seconds.
+    fn info(&self, now_ms: u64, now: u32) -> ConnInfo {
         let c = &self.conn;
         let (msgs_out, bytes_out) = c.outbox.written_so_far();
+        // Whole hub seconds: never shown as longer than the age.
+        let idle = now.saturating_sub(c.last_seen.load(Relaxed));
+        let age = Duration::from_millis(now_ms.saturating_sub(c.opened_ms));
         ConnInfo {
             id: c.id,
             names: self.names.iter().map(|n| n.to_string()).collect(),
             remote: c.remote,
             page: c.page.to_string(),
-            age: Duration::from_millis(now_ms.saturating_sub(c.opened_ms)),
+            age,
+            idle: Duration::from_secs(idle.into()).min(age),
+            visibility: Visibility::from_code(c.visibility.load(Relaxed)),
             msgs_in: c.stats.msgs_in.load(Relaxed),
             bytes_in: c.stats.bytes_in.load(Relaxed),
             msgs_out,
@@ -395,6 +462,9 @@ struct Table {
     /// Each name once: a connection's list of names shares these strings.
     names: HashMap<Arc<str>, Vec<Arc<Conn>>>,
     per_ip: HashMap<IpAddr, usize>,
+    /// Dropped pages within their grace period, by index.
+    parked: HashMap<u64, Parked>,
+    previous: Option<Previous>,
     /// Each page string once, shared by the connections from that page
     /// (thousands of screens show the same dashboard), with how many
     /// connections in the table have it.
@@ -430,6 +500,30 @@ impl Table {
         }
         Some(entry)
     }
+
+    /// Takes back the index `id` for a page coming back to it, with the
+    /// names it had (none known for a page of the previous daemon); `None`
+    /// when it is live, or not waiting for anyone.
+    fn unpark(&mut self, id: u64, now: u32) -> Option<Names> {
+        if self.conns.contains_key(&id) {
+            return None;
+        }
+        if let Some(p) = self.parked.remove(&id) {
+            return (p.until >= now).then_some(p.names);
+        }
+        let prev = self.previous.as_mut()?;
+        if id < prev.below && prev.until >= now && prev.claimed.insert(id) {
+            return Some(Names::default());
+        }
+        None
+    }
+}
+
+/// Whether a connection closed with `code` may come back to its index: not
+/// after a close on purpose (the page's own 1000, the operator's `ws
+/// close`) nor after too many names (4002, which ws.js does not retry).
+fn resumable(code: u16) -> bool {
+    !matches!(code, 1000 | 4002)
 }
 
 struct Shared {
@@ -443,6 +537,11 @@ struct Shared {
     epoch: Instant,
     counters: Arc<Counters>,
     monitor: Monitor,
+    /// What pages get first when they register or come back.
+    replay: OnceLock<Arc<dyn Replay>>,
+    /// Woken when a name is registered, or a connection holding names
+    /// leaves: what `ws wait` waits on.
+    names_changed: tokio::sync::Notify,
     /// Opened, registered and closed connections, for whoever watches the
     /// table (the admin console); sent only while someone does.
     changes: broadcast::Sender<TableChange>,
@@ -504,9 +603,36 @@ impl Hub {
                 epoch: Instant::now(),
                 counters: Arc::default(),
                 monitor,
+                replay: OnceLock::new(),
+                names_changed: tokio::sync::Notify::new(),
                 changes: broadcast::channel(CHANGES_BACKLOG).0,
             }),
         }
+    }
+
+    /// Plugs in what pages get first (once; later calls are ignored).
+    pub(crate) fn set_replay(&self, replay: Arc<dyn Replay>) {
+        let _ = self.shared.replay.set(replay);
+    }
+
+    /// Lets the pages of the previous daemon on the same state directory
+    /// (indexes below `below`) come back within `left` from now.
+    pub(crate) fn set_previous(&self, below: u64, left: Duration) {
+        let until = self
+            .now_secs()
+            .saturating_add(u32::try_from(left.as_secs()).unwrap_or(u32::MAX));
+        self.table().previous = Some(Previous {
+            below,
+            until,
+            claimed: HashSet::new(),
+        });
+    }
+
+    fn turn(&self) -> MutexGuard<'_, ()> {
+        self.shared
+            .delivering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -580,7 +706,7 @@ impl Hub {
 
     /// Adds a connection with a fresh index.
     pub fn open(&self, remote: SocketAddr, page: &str) -> Result<Arc<Conn>, OpenError> {
-        self.open_greeted(remote, page, |_| None)
+        self.open_greeted(remote, page, |_, _| None)
     }
 
     /// [`Hub::open`], with a first frame (made from the new index) queued
@@ -590,11 +716,26 @@ impl Hub {
         &self,
         remote: SocketAddr,
         page: &str,
-        greeting: impl FnOnce(u64) -> Option<Bytes>,
+        greeting: impl FnOnce(u64, bool) -> Option<Bytes>,
+    ) -> Result<Arc<Conn>, OpenError> {
+        self.open_as(remote, page, None, greeting)
+    }
+
+    /// [`Hub::open_greeted`] for a page that asks for index `wanted` back
+    /// (its resume token, checked by the caller, names it): it gets it with
+    /// the names it had when the index is parked (or was the previous
+    /// daemon's) and not live, else a fresh one. `greeting` is told which,
+    /// and what [`Replay`] has for the page follows it.
+    pub(crate) fn open_as(
+        &self,
+        remote: SocketAddr,
+        page: &str,
+        wanted: Option<u64>,
+        greeting: impl FnOnce(u64, bool) -> Option<Bytes>,
     ) -> Result<Arc<Conn>, OpenError> {
         // A plugged-in source is asked before the table is locked, since it
         // may wake its refill task; an index it gives to a connection refused
-        // below is simply never used, which keeps indexes unique.
+        // (or resumed) below is simply never used, which keeps indexes unique.
         let mut id = match &self.shared.indexes {
             Indexes::Counter(_) => 0,
             Indexes::Source(source) => match source.next_index() {
@@ -605,14 +746,31 @@ impl Hub {
                 }
             },
         };
+        let replay = self.shared.replay.get();
+        // The turn orders the replay before any newer delivery; a fresh page
+        // with nothing to replay does without it.
+        let needs_turn = replay.is_some_and(|r| wanted.is_some() || r.for_fresh_pages());
+        let turn = needs_turn.then(|| self.turn());
         let mut t = self.table();
         if let Err(e) = self.check_limits(&t, remote.ip()) {
             self.shared.counters.refused.fetch_add(1, Relaxed);
             return Err(e);
         }
-        if let Indexes::Counter(next) = &self.shared.indexes {
-            id = next.fetch_add(1, Relaxed);
-        }
+        let now = self.now_secs();
+        let back = wanted.and_then(|w| t.unpark(w, now).map(|names| (w, names)));
+        let resumed = back.is_some();
+        let names = match back {
+            Some((w, names)) => {
+                id = w;
+                names
+            }
+            None => {
+                if let Indexes::Counter(next) = &self.shared.indexes {
+                    id = next.fetch_add(1, Relaxed);
+                }
+                Names::default()
+            }
+        };
         let known = t.pages.get_key_value(page).map(|(p, _)| p.clone());
         let shared_page = match known {
             Some(p) => {
@@ -630,31 +788,85 @@ impl Hub {
             remote,
             page: shared_page,
             opened_ms: self.now_ms(),
-            last_seen: AtomicU32::new(self.now_secs()),
+            last_seen: AtomicU32::new(now),
+            visibility: AtomicU8::new(0),
             stats: Stats::default(),
             outbox: Outbox::default(),
             totals: self.shared.counters.clone(),
         });
-        if let Some(first) = greeting(id) {
+        if let Some(first) = greeting(id, resumed) {
             // A fresh outbox is empty and open, so this always queues.
             let _ = conn.outbox.push(&first, self.shared.limits.outbox);
         }
+        for name in names.iter() {
+            t.names.entry(name.clone()).or_default().push(conn.clone());
+        }
+        let replayed_names: Vec<Arc<str>> = if turn.is_some() {
+            names.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
         t.conns.insert(
             id,
             Entry {
                 conn: conn.clone(),
-                names: Names::default(),
+                names,
             },
         );
         *t.per_ip.entry(remote.ip()).or_insert(0) += 1;
         drop(t);
+        if let (Some(turn), Some(replay)) = (turn, replay) {
+            let mut frames = Vec::new();
+            replay.opened(id, resumed, &mut frames);
+            for name in &replayed_names {
+                replay.registered(name, &mut frames);
+            }
+            self.queue_replay(&conn, &frames, turn);
+        }
         self.shared.counters.opened.fetch_add(1, Relaxed);
-        self.monitor().emit(format_args!(
-            "ws {id} opened from {remote} page {}",
-            if page.is_empty() { "-" } else { page }
-        ));
+        let page = if page.is_empty() { "-" } else { page };
+        if resumed {
+            self.monitor().emit(format_args!(
+                "ws {id} came back from {remote} page {page}{}",
+                NamesNote(&replayed_names)
+            ));
+        } else {
+            self.monitor()
+                .emit(format_args!("ws {id} opened from {remote} page {page}"));
+        }
         self.changed(TableChange::Opened(id));
         Ok(conn)
+    }
+
+    /// Queues `frames` for `conn`, still under the delivery `turn`; a page
+    /// whose queue they overflow is closed as a slow consumer.
+    fn queue_replay(&self, conn: &Arc<Conn>, frames: &[Bytes], turn: MutexGuard<'_, ()>) {
+        let limits = self.shared.limits.outbox;
+        let mut wake = None;
+        let mut flush = false;
+        let mut overflow = false;
+        for frame in frames {
+            match conn.outbox.push(frame, limits) {
+                Pushed::Queued(w) => wake = wake.or(w),
+                Pushed::ToFlush => flush = true,
+                Pushed::Overflow(w) => {
+                    wake = wake.or(w);
+                    overflow = true;
+                    break;
+                }
+                Pushed::Closed => break,
+            }
+        }
+        drop(turn);
+        if overflow {
+            let _ = self.drop_slow(vec![conn.id]);
+        }
+        if let Some(w) = wake {
+            w.wake();
+        }
+        if flush {
+            self.flush(vec![conn.clone()]);
+        }
     }
 
     /// Records that the peer of `conn` sent something (for heartbeats).
@@ -662,10 +874,13 @@ impl Hub {
         conn.last_seen.store(self.now_secs(), Relaxed);
     }
 
-    /// Registers `name` on connection `id`. Registering a name twice is
-    /// harmless.
+    /// Registers `name` on connection `id`, and queues for it what the
+    /// [`Replay`] has for the name, before any newer delivery. Registering a
+    /// name twice is harmless, and replays nothing the second time.
     pub(crate) fn register(&self, id: u64, name: &str) -> Result<(), RegisterError> {
         let max = self.shared.limits.max_names_per_connection;
+        let replay = self.shared.replay.get();
+        let turn = replay.map(|_| self.turn());
         let mut guard = self.table();
         let t = &mut *guard;
         let Some(entry) = t.conns.get_mut(&id) else {
@@ -684,12 +899,58 @@ impl Hub {
         };
         entry.names.push(name.clone());
         let conn = entry.conn.clone();
-        t.names.entry(name.clone()).or_default().push(conn);
+        t.names.entry(name.clone()).or_default().push(conn.clone());
         drop(guard);
+        if let (Some(turn), Some(replay)) = (turn, replay) {
+            let mut frames = Vec::new();
+            replay.registered(&name, &mut frames);
+            self.queue_replay(&conn, &frames, turn);
+        }
+        self.shared.names_changed.notify_waiters();
         self.monitor()
             .emit(format_args!("ws {id} registered '{name}'"));
         self.changed(TableChange::Registered(id));
         Ok(())
+    }
+
+    /// Records what page `id` reported of its visibility; false if it is
+    /// not live.
+    pub(crate) fn set_visibility(&self, id: u64, state: Visibility) -> bool {
+        let t = self.table();
+        let Some(entry) = t.conns.get(&id) else {
+            return false;
+        };
+        entry.conn.visibility.store(state.code(), Relaxed);
+        true
+    }
+
+    /// Whether index `id` is live, or parked waiting for its page to come
+    /// back.
+    pub(crate) fn is_live_or_parked(&self, id: u64) -> bool {
+        let t = self.table();
+        t.conns.contains_key(&id)
+            || t.parked
+                .get(&id)
+                .is_some_and(|p| p.until >= self.now_secs())
+    }
+
+    /// How many live connections registered `name`.
+    pub(crate) fn named(&self, name: &str) -> usize {
+        self.table().names.get(name).map_or(0, Vec::len)
+    }
+
+    /// Resolves once a name is registered or a connection holding names
+    /// leaves, from the moment it is enabled (`Notified::enable`) or first
+    /// polled: count, enable, count again, then await.
+    pub(crate) fn names_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.names_changed.notified()
+    }
+
+    /// Wakes those waiting on [`Hub::names_changed`] when `had_names`.
+    fn named_left(&self, had_names: bool) {
+        if had_names {
+            self.shared.names_changed.notify_waiters();
+        }
     }
 
     /// Number of live connections.
@@ -715,14 +976,16 @@ impl Hub {
 
     /// A snapshot of every connection, by index.
     pub(crate) fn list(&self) -> Vec<ConnInfo> {
+        let now = self.now_secs();
         let t = self.table();
         let now_ms = self.now_ms();
-        t.conns.values().map(|e| e.info(now_ms)).collect()
+        t.conns.values().map(|e| e.info(now_ms, now)).collect()
     }
 
     /// The number of connections and a snapshot of at most `limit` of them,
     /// by index, from the `offset`th on: one page of a large table.
     pub(crate) fn list_page(&self, offset: usize, limit: usize) -> (usize, Vec<ConnInfo>) {
+        let now = self.now_secs();
         let t = self.table();
         let now_ms = self.now_ms();
         let rows = t
@@ -730,7 +993,7 @@ impl Hub {
             .values()
             .skip(offset)
             .take(limit)
-            .map(|e| e.info(now_ms))
+            .map(|e| e.info(now_ms, now))
             .collect();
         (t.conns.len(), rows)
     }
@@ -778,12 +1041,47 @@ impl Hub {
     /// and registering go on during a large fan-out; the queueing of
     /// deliveries takes turns, so every page gets them in the same order.
     pub(crate) fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
+        self.deliver_with(target, frame, |_| ())
+    }
+
+    /// [`Hub::deliver`], running `first` under the delivery turn before the
+    /// targets are listed: what it records (a retained value, an output
+    /// line for late joiners) is replayed to exactly the pages that the
+    /// delivery does not reach.
+    pub(crate) fn deliver_after(
+        &self,
+        target: &Target,
+        frame: &Bytes,
+        first: impl FnOnce(),
+    ) -> Result<Delivered, TargetError> {
+        self.deliver_inner(target, frame, first, |_| ())
+    }
+
+    /// [`Hub::deliver`], telling `reached` the index of every connection
+    /// the frame was queued for, before any of them can be written: a
+    /// command that waits for each page's answer knows whom to wait for
+    /// before an answer can come. (A broadcast passes a closure that does
+    /// nothing, which costs nothing.)
+    pub(crate) fn deliver_with(
+        &self,
+        target: &Target,
+        frame: &Bytes,
+        reached_one: impl FnMut(u64),
+    ) -> Result<Delivered, TargetError> {
+        self.deliver_inner(target, frame, || (), reached_one)
+    }
+
+    /// [`Hub::deliver_after`] and [`Hub::deliver_with`] in one.
+    fn deliver_inner(
+        &self,
+        target: &Target,
+        frame: &Bytes,
+        first: impl FnOnce(),
+        mut reached_one: impl FnMut(u64),
+    ) -> Result<Delivered, TargetError> {
         let limits = self.shared.limits.outbox;
-        let turn = self
-            .shared
-            .delivering
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let turn = self.turn();
+        first();
         let mut targets = Vec::new();
         self.each_target(&self.table(), target, |c| targets.push(c.clone()))?;
         let mut wake = Vec::new();
@@ -794,10 +1092,12 @@ impl Hub {
             match c.outbox.push(frame, limits) {
                 Pushed::Queued(w) => {
                     reached += 1;
+                    reached_one(c.id);
                     wake.extend(w);
                 }
                 Pushed::ToFlush => {
                     reached += 1;
+                    reached_one(c.id);
                     to_flush.push(c);
                 }
                 Pushed::Overflow(w) => {
@@ -808,11 +1108,9 @@ impl Hub {
             }
         }
         drop(turn);
+        let mut dropped = 0;
         if !overflowed.is_empty() {
-            // The task of an overflowed connection may have ended (and
-            // reported itself gone) already: count only those removed here.
-            let mut t = self.table();
-            overflowed.retain(|id| t.remove(*id).is_some());
+            dropped = self.drop_slow(overflowed);
         }
         for w in wake {
             w.wake();
@@ -820,6 +1118,25 @@ impl Hub {
         self.flush(to_flush);
         let counters = &self.shared.counters;
         counters.frames_delivered.fetch_add(reached as u64, Relaxed);
+        Ok(Delivered { reached, dropped })
+    }
+
+    /// Takes connections whose queue overflowed out of the table (they come
+    /// back like any dropped page) and reports them.
+    fn drop_slow(&self, mut overflowed: Vec<u64>) -> usize {
+        // The task of an overflowed connection may have ended (and
+        // reported itself gone) already: count only those removed here.
+        let mut had_names = false;
+        {
+            let mut t = self.table();
+            overflowed.retain(|id| {
+                self.leave(&mut t, *id, CLOSE_SLOW_CONSUMER)
+                    .inspect(|named| had_names |= named)
+                    .is_some()
+            });
+        }
+        self.named_left(had_names);
+        let counters = &self.shared.counters;
         for id in &overflowed {
             counters.slow_consumers.fetch_add(1, Relaxed);
             counters.closed.fetch_add(1, Relaxed);
@@ -827,10 +1144,25 @@ impl Hub {
                 "ws {id} closed: slow consumer (outgoing queue full, code {CLOSE_SLOW_CONSUMER})"
             ));
         }
-        Ok(Delivered {
-            reached,
-            dropped: overflowed.len(),
-        })
+        overflowed.len()
+    }
+
+    /// Removes connection `id` from the table, closed with `code`, and
+    /// parks its index and names if it may come back. `None` if it was
+    /// not there, else whether it held names.
+    fn leave(&self, t: &mut Table, id: u64, code: u16) -> Option<bool> {
+        let entry = t.remove(id)?;
+        let named = !entry.names.is_empty();
+        let limits = &self.shared.limits;
+        let grace = u32::try_from(limits.resume_grace.as_secs()).unwrap_or(u32::MAX);
+        // Parked pages are bounded like live ones: beyond that, a dropped
+        // page simply gets a fresh index.
+        if grace > 0 && resumable(code) && t.parked.len() < limits.max_connections {
+            let until = self.now_secs().saturating_add(grace);
+            let names = entry.names;
+            t.parked.insert(id, Parked { names, until });
+        }
+        Some(named)
     }
 
     /// Queues `frame` for one connection, if it is still live.
@@ -844,10 +1176,14 @@ impl Hub {
         let mut closing = Vec::new();
         let mut t = self.table();
         self.each_target(&t, target, |c| closing.push(c.clone()))?;
+        let mut had_names = false;
         for c in &closing {
-            t.remove(c.id);
+            if let Some(named) = self.leave(&mut t, c.id, reason.code) {
+                had_names |= named;
+            }
         }
         drop(t);
+        self.named_left(had_names);
         for c in &closing {
             self.closed(c.id, &reason);
             if let Some(Some(w)) = c.outbox.close(reason.clone()) {
@@ -875,8 +1211,9 @@ impl Hub {
     /// Called by a connection's task when it ends: removes it from the table
     /// if it is still there and tells the Monitor why it went.
     pub(crate) fn gone(&self, conn: &Conn, why: &CloseReason) {
-        let removed = self.table().remove(conn.id).is_some();
-        if removed {
+        let removed = self.leave(&mut self.table(), conn.id, why.code);
+        if let Some(named) = removed {
+            self.named_left(named);
             self.closed(conn.id, why);
         }
     }
@@ -889,7 +1226,11 @@ impl Hub {
         let timeout = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
         let mut dead = Vec::new();
         {
-            let t = self.table();
+            let mut t = self.table();
+            t.parked.retain(|_, p| p.until >= now);
+            if t.previous.as_ref().is_some_and(|p| p.until < now) {
+                t.previous = None;
+            }
             for e in t.conns.values() {
                 if now.saturating_sub(e.conn.last_seen.load(Relaxed)) > timeout {
                     dead.push(e.conn.id);
@@ -907,6 +1248,19 @@ impl Hub {
         // fills its queue with pings too.
         let _ = self.deliver(&Target::All, ping);
         dead.len()
+    }
+}
+
+/// Names a page came back with, for its Monitor line.
+struct NamesNote<'a>(&'a [Arc<str>]);
+
+impl fmt::Display for NamesNote<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            let sep = if i == 0 { " with '" } else { ", '" };
+            write!(f, "{sep}{name}'")?;
+        }
+        Ok(())
     }
 }
 

@@ -50,7 +50,10 @@ class Daemon {
   }
 
   spawnOnce() {
-    const args = ['serve', '--listen', `127.0.0.1:${this.port}`, '--control', this.control];
+    // A state directory of its own, kept across restarts of this daemon
+    // and never the user's.
+    const args = ['serve', '--listen', `127.0.0.1:${this.port}`, '--control', this.control,
+      '--state-dir', path.join(this.dir, 'state')];
     if (this.root) args.push('--root', this.root);
     if (this.config) args.push('--config', this.config);
     const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });

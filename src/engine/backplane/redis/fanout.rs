@@ -2,6 +2,7 @@
 //! every other live node; and the answers this node gives them.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::RedisError;
@@ -51,11 +52,45 @@ impl Gathered {
     }
 }
 
+/// A request published to the other nodes, waiting for their replies.
+pub(super) struct Sent<'a> {
+    /// The request's id, which the replies carry.
+    pub(super) id: u64,
+    /// The replies, as they come.
+    pub(super) rx: mpsc::UnboundedReceiver<ClusterResponse>,
+    /// The nodes with a lease, which should answer.
+    pub(super) live: Vec<String>,
+    /// How many nodes heard the request besides this one.
+    pub(super) hearers: usize,
+    /// Keeps the request in the pending table while this lives.
+    _waiting: Waiting<'a>,
+}
+
 impl Node {
     /// Runs another node's request on the local hub and publishes the
-    /// answer on that node's reply channel.
+    /// answer on that node's reply channel. The requests that wait for
+    /// pages answer when they have their answers (`super::verbs`).
     pub(super) async fn answer(&self, req: ClusterRequest) {
-        let answer = self.act(&req.op, &req.from);
+        let answer = match &req.op {
+            Op::Ask {
+                target,
+                request,
+                timeout_ms,
+            } => self.ask_here(target, request, *timeout_ms, &req.from).await,
+            Op::Named { name } => ClusterResult::Named {
+                count: self.hub.named(name),
+            },
+            Op::Watch { name, timeout_ms } => {
+                return self.watch_here(&req, name, *timeout_ms).await
+            }
+            Op::Unwatch { id } => return self.unwatch(&req.from, *id),
+            Op::List | Op::Send { .. } | Op::Close { .. } => self.act(&req.op, &req.from),
+        };
+        self.reply(&req, answer).await;
+    }
+
+    /// Publishes `answer` to `req` on its requester's reply channel.
+    pub(super) async fn reply(&self, req: &ClusterRequest, answer: ClusterResult) {
         let reply = ClusterResponse {
             v: WIRE_VERSION,
             id: req.id,
@@ -99,6 +134,10 @@ impl Node {
                 let t = Target::from(target.clone());
                 ("ws close", t.clone(), memory::close(&self.hub, &t))
             }
+            // Answered by `answer` itself: they wait for pages.
+            Op::Ask { .. } | Op::Named { .. } | Op::Watch { .. } | Op::Unwatch { .. } => {
+                return ClusterResult::NoIndex
+            }
         };
         match done {
             Ok(o) => {
@@ -122,22 +161,52 @@ impl Node {
     /// Asks every other live node to run `op` and gathers their replies,
     /// waiting at most the reply timeout in all.
     pub(super) async fn fan_out(&self, op: Op) -> Gathered {
+        self.fan_out_within(op, Duration::ZERO).await
+    }
+
+    /// [`Node::fan_out`], waiting `extra` longer for the replies: for
+    /// requests that wait for pages themselves.
+    pub(super) async fn fan_out_within(&self, op: Op, extra: Duration) -> Gathered {
         let deadline = Instant::now() + self.reply_timeout;
+        match self.send_request(op, deadline).await {
+            Ok(None) => Gathered::default(),
+            Ok(Some(Sent {
+                rx,
+                live,
+                hearers,
+                _waiting,
+                ..
+            })) => {
+                let waited = self.reply_timeout + extra;
+                self.gather(rx, live, hearers, deadline + extra, waited)
+                    .await
+            }
+            Err(note) => Gathered::note(note),
+        }
+    }
+
+    /// Publishes `op` to every other live node, its Redis round trips
+    /// bounded by `deadline`; `None` when there is no other node, the note
+    /// to add when Redis failed.
+    pub(super) async fn send_request(
+        &self,
+        op: Op,
+        deadline: Instant,
+    ) -> Result<Option<Sent<'_>>, String> {
         let conn = self.conn();
         let (Some(mut conn), true) = (conn, self.subscribed.load(Ordering::Acquire)) else {
-            return Gathered::note(format!(
+            return Err(format!(
                 "Redis at {} is unreachable: other nodes were not asked",
                 self.server
             ));
         };
-        let others = match self.other_nodes(&mut conn, deadline).await {
-            Ok(others) if others.is_empty() => return Gathered::default(),
-            Ok(others) => others,
-            Err(note) => return Gathered::note(note),
-        };
+        let others = self.other_nodes(&mut conn, deadline).await?;
+        if others.is_empty() {
+            return Ok(None);
+        }
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        let _waiting = Waiting::new(self, id, tx);
+        let waiting = Waiting::new(self, id, tx);
         let req = ClusterRequest {
             v: WIRE_VERSION,
             id,
@@ -145,12 +214,16 @@ impl Node {
             op,
         };
         let Ok(payload) = serde_json::to_vec(&req) else {
-            return Gathered::default();
+            return Ok(None);
         };
-        match self.publish(conn, others, payload, deadline).await {
-            Ok((live, hearers)) => self.gather(rx, live, hearers, deadline).await,
-            Err(note) => Gathered::note(note),
-        }
+        let (live, hearers) = self.publish(conn, others, payload, deadline).await?;
+        Ok(Some(Sent {
+            id,
+            rx,
+            live,
+            hearers,
+            _waiting: waiting,
+        }))
     }
 
     /// The other nodes that may hold a lease.
@@ -225,6 +298,7 @@ impl Node {
         mut waiting: Vec<String>,
         hearers: usize,
         deadline: Instant,
+        waited: Duration,
     ) -> Gathered {
         let mut g = Gathered::default();
         let mut heard_all = false;
@@ -247,7 +321,7 @@ impl Node {
             } else {
                 format!(
                     "node {node} did not answer within {}",
-                    text::duration(self.reply_timeout)
+                    text::duration(waited)
                 )
             });
         }

@@ -42,6 +42,7 @@ mod blocks;
 mod fanout;
 mod lease;
 mod subscriber;
+mod verbs;
 mod wire;
 
 use blocks::{refill, take_indexes, Blocks};
@@ -50,8 +51,9 @@ use subscriber::{listen, open_pubsub};
 use wire::{ClusterResponse, ClusterResult, Keys, Op};
 
 use super::memory;
-use super::{Backplane, BoxFuture, Delivery, Listed, Listing, Outcome, Unknown};
+use super::{Answers, Backplane, BoxFuture, Counted, Delivery, Listed, Listing, Outcome, Unknown};
 use crate::base::command::Target;
+use crate::engine::asks::{Asks, Request};
 use crate::engine::hub::{Hub, IndexSource};
 use crate::engine::monitor::Monitor;
 
@@ -177,6 +179,8 @@ impl Joining {
             next_request: AtomicU64::new(1),
             blocks: self.blocks,
             monitor: self.monitor,
+            asks: Asks::default(),
+            watches: Mutex::new(HashMap::new()),
         });
         node.monitor.emit(format_args!(
             "cluster: joined as node {} through Redis at {} (lease {}s, indexes in blocks of {})",
@@ -244,6 +248,11 @@ struct Node {
     next_request: AtomicU64,
     blocks: Arc<Blocks>,
     monitor: Monitor,
+    /// This node's asks waiting for its pages' answers.
+    asks: Asks,
+    /// Other nodes' `ws wait`s this node reports to, by requester and
+    /// request id.
+    watches: Mutex<HashMap<(String, u64), CancellationToken>>,
 }
 
 impl Node {
@@ -268,6 +277,10 @@ impl Node {
 
     fn pending(&self) -> MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<ClusterResponse>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn watches(&self) -> MutexGuard<'_, HashMap<(String, u64), CancellationToken>> {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -325,6 +338,32 @@ impl Backplane for Cluster {
             };
             self.node.act_everywhere(target, local, op).await
         })
+    }
+
+    fn asks(&self) -> &Asks {
+        &self.node.asks
+    }
+
+    fn ask<'a>(
+        &'a self,
+        target: &'a Target,
+        request: &'a Request,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Answers, Unknown>> {
+        Box::pin(self.node.ask_everywhere(target, request, timeout))
+    }
+
+    fn named<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Counted> {
+        Box::pin(self.node.named_everywhere(name))
+    }
+
+    fn wait_named<'a>(
+        &'a self,
+        name: &'a str,
+        count: usize,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Counted> {
+        Box::pin(self.node.wait_everywhere(name, count, timeout))
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {

@@ -1,0 +1,445 @@
+//! Retained values: what `ws write --retain` and `ws exec --retain` keep
+//! per name, replayed to every page that registers the name later.
+//!
+//! Per name: one text (the last retained write) and one call per function
+//! (the last retained exec of that function), so that a gauge's `setLevel`
+//! and `setColor` are both kept. Each is held with its frame already
+//! encoded (a page that registers gets the very bytes a write sends) and
+//! written through to the [`RetainedStore`] before the command answers.
+//! A page is replayed a name's values in the order they were set.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::base::command::Target;
+use crate::base::text;
+use crate::engine::backplane::Delivery;
+
+/// Most retained values in all.
+pub(crate) const MAX_RETAINED: usize = 10_000;
+/// Most retained calls per name.
+pub(crate) const MAX_CALLS_PER_NAME: usize = 32;
+/// Characters of a value shown by `ws retained`.
+const PREVIEW_CHARS: usize = 40;
+
+/// Where retained values are kept: the state directory's database, or (in
+/// a cluster) Redis. Calls block; callers run them off the async workers.
+pub(crate) trait RetainedStore: Send + Sync {
+    /// Keeps one record, durably, before returning.
+    fn put(&self, key: &str, record: &[u8]) -> Result<(), String>;
+    /// Drops the records of `name`, durably.
+    fn forget(&self, name: &str) -> Result<(), String>;
+    /// Drops the records whose keys are listed (expired ones).
+    fn drop_keys(&self, keys: &[String]) -> Result<(), String>;
+}
+
+impl RetainedStore for super::store::Store {
+    fn put(&self, key: &str, record: &[u8]) -> Result<(), String> {
+        self.put_retained(key, record)
+    }
+
+    fn forget(&self, name: &str) -> Result<(), String> {
+        let prefix = format!("{name}\0");
+        self.remove_retained(&|k| k.starts_with(&prefix))
+    }
+
+    fn drop_keys(&self, keys: &[String]) -> Result<(), String> {
+        self.remove_retained(&|k| keys.iter().any(|g| g == k))
+    }
+}
+
+/// One retained value as stored: what was sent and when it lapses.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// The name it is kept for.
+    pub(crate) name: String,
+    /// What a page gets.
+    pub(crate) msg: Delivery,
+    /// When it was set, in Unix milliseconds.
+    pub(crate) set_ms: u64,
+    /// When it expires, in Unix milliseconds; `None` never.
+    pub(crate) expires_ms: Option<u64>,
+}
+
+impl Record {
+    /// The key in the store: the name, then `w` for the text or `x` and
+    /// the function for a call (a NUL between, which no name holds).
+    pub(crate) fn key(&self) -> String {
+        match &self.msg {
+            Delivery::Write { .. } => format!("{}\0w", self.name),
+            Delivery::Exec { func, .. } => format!("{}\0x\0{func}", self.name),
+        }
+    }
+
+    fn expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|e| e <= now_ms)
+    }
+}
+
+/// A record and its frame, encoded once.
+struct Held {
+    record: Record,
+    frame: Bytes,
+    /// Order of setting, for the replay.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Map {
+    /// By store key, so that one name's values are next to each other.
+    values: BTreeMap<String, Held>,
+    next_seq: u64,
+}
+
+/// The retained values; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Retained {
+    map: Arc<Mutex<Map>>,
+    store: Arc<dyn RetainedStore>,
+    /// Retained writes take turns: each is stored, then held, then
+    /// delivered, before the next starts, so that the store, the map and
+    /// the pages agree on which came last.
+    writes: Arc<tokio::sync::Mutex<()>>,
+    /// Why nothing may be retained here, if so (a node of a cluster).
+    refused: Option<&'static str>,
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Retained {
+    /// Retained values kept in `store`, starting with the `loaded` records
+    /// (key and JSON); unreadable or expired ones are left out, and what
+    /// was wrong with them is returned for the Monitor.
+    pub(crate) fn new(
+        store: Arc<dyn RetainedStore>,
+        loaded: Vec<(String, Vec<u8>)>,
+    ) -> (Retained, Vec<String>) {
+        let mut map = Map::default();
+        let mut problems = Vec::new();
+        let now = now_ms();
+        let mut records: Vec<Record> = Vec::new();
+        for (key, bytes) in loaded {
+            match serde_json::from_slice::<Record>(&bytes) {
+                Ok(r) if r.key() == key => records.push(r),
+                _ => problems.push(format!(
+                    "state: retained value {} is unreadable and was left out",
+                    text::shown(&key.replace('\0', " "), PREVIEW_CHARS)
+                )),
+            }
+        }
+        records.sort_by_key(|r| r.set_ms);
+        for record in records.into_iter().filter(|r| !r.expired(now)) {
+            map.insert(record);
+        }
+        let retained = Retained {
+            map: Arc::new(Mutex::new(map)),
+            store,
+            writes: Arc::default(),
+            refused: None,
+        };
+        (retained, problems)
+    }
+
+    /// Retained values that refuse every `keep` for the reason `why`, and
+    /// hold nothing (what `store` holds stays there, untouched).
+    pub(crate) fn refusing(
+        store: Arc<dyn RetainedStore>,
+        why: &'static str,
+    ) -> (Retained, Vec<String>) {
+        let (mut retained, problems) = Retained::new(store, Vec::new());
+        retained.refused = Some(why);
+        (retained, problems)
+    }
+
+    fn map(&self) -> MutexGuard<'_, Map> {
+        // Every update is one insert or remove.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `msg` for `name`, lapsing after `ttl`: stored durably first,
+    /// then held. Returns the turn the caller keeps while it delivers, so
+    /// that the next retained write comes after.
+    pub(crate) async fn keep(
+        &self,
+        name: &str,
+        msg: &Delivery,
+        ttl: Option<Duration>,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
+        if let Some(why) = self.refused {
+            return Err(why.to_string());
+        }
+        let turn = self.writes.clone().lock_owned().await;
+        let now = now_ms();
+        let record = Record {
+            name: name.to_string(),
+            msg: msg.clone(),
+            set_ms: now,
+            expires_ms: ttl.map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(0))),
+        };
+        self.check_room(&record)?;
+        let key = record.key();
+        let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+        let store = self.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.put(&key, &json))
+            .await
+            .map_err(|e| e.to_string())?;
+        stored.map_err(|e| format!("could not keep it in the state directory: {e}"))?;
+        self.map().insert(record);
+        Ok(turn)
+    }
+
+    /// Refuses a record that would take the map over its bounds.
+    fn check_room(&self, record: &Record) -> Result<(), String> {
+        let map = self.map();
+        if map.values.contains_key(&record.key()) {
+            return Ok(());
+        }
+        if map.values.len() >= MAX_RETAINED {
+            return Err(format!(
+                "{MAX_RETAINED} values are retained already, the most kept; 'ws forget' some"
+            ));
+        }
+        if matches!(record.msg, Delivery::Exec { .. }) {
+            let calls = map
+                .of_name(&record.name)
+                .filter(|h| matches!(h.record.msg, Delivery::Exec { .. }))
+                .count();
+            if calls >= MAX_CALLS_PER_NAME {
+                return Err(format!(
+                    "'{}' has {MAX_CALLS_PER_NAME} retained calls already, the most kept; \
+                     'ws forget {}' drops them",
+                    record.name, record.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops everything retained for `name`; returns how many values went.
+    pub(crate) async fn forget(&self, name: &str) -> Result<usize, String> {
+        let _turn = self.writes.lock().await;
+        let store = self.store.clone();
+        let owned = name.to_string();
+        let stored = tokio::task::spawn_blocking(move || store.forget(&owned))
+            .await
+            .map_err(|e| e.to_string())?;
+        stored.map_err(|e| format!("could not drop it from the state directory: {e}"))?;
+        let mut map = self.map();
+        let keys: Vec<String> = map.of_name(name).map(|h| h.record.key()).collect();
+        for key in &keys {
+            map.values.remove(key);
+        }
+        Ok(keys.len())
+    }
+
+    /// Drops what has expired, here and in the store.
+    pub(crate) async fn purge(&self) {
+        let now = now_ms();
+        let gone: Vec<String> = {
+            let mut map = self.map();
+            let gone: Vec<String> = map
+                .values
+                .iter()
+                .filter(|(_, h)| h.record.expired(now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in &gone {
+                map.values.remove(key);
+            }
+            gone
+        };
+        if !gone.is_empty() {
+            let store = self.store.clone();
+            // Best effort: an expired record left in the store is left out
+            // when it is read again.
+            let _ = tokio::task::spawn_blocking(move || store.drop_keys(&gone)).await;
+        }
+    }
+
+    /// The frames a page that registers `name` gets, in the order they
+    /// were set.
+    pub(crate) fn frames_for(&self, name: &str, out: &mut Vec<Bytes>) {
+        let now = now_ms();
+        let map = self.map();
+        let mut held: Vec<&Held> = map
+            .of_name(name)
+            .filter(|h| !h.record.expired(now))
+            .collect();
+        held.sort_by_key(|h| h.seq);
+        out.extend(held.into_iter().map(|h| h.frame.clone()));
+    }
+
+    /// The `ws retained` listing: one line per value.
+    pub(crate) fn render(&self) -> String {
+        let now = now_ms();
+        let map = self.map();
+        let mut out = String::new();
+        for h in map.values.values().filter(|h| !h.record.expired(now)) {
+            let r = &h.record;
+            let age = Duration::from_millis(now.saturating_sub(r.set_ms));
+            let expires = match r.expires_ms {
+                None => "never".to_string(),
+                Some(at) => format!("in {}", text::age(Duration::from_millis(at - now))),
+            };
+            let (what, value) = match &r.msg {
+                Delivery::Write { text } => ("write".to_string(), text.as_str()),
+                Delivery::Exec { func, arg } => {
+                    (format!("exec {}", text::Escaped(func)), arg.as_str())
+                }
+            };
+            let _ = writeln!(
+                out,
+                "{} {what} age={} expires={expires} \"{}\"",
+                r.name,
+                text::age(age),
+                text::shown(value, PREVIEW_CHARS)
+            );
+        }
+        if out.is_empty() {
+            out.push_str("nothing retained ('ws write --retain NAME \"text\"' keeps a text)");
+        }
+        out.truncate(out.trim_end().len());
+        out
+    }
+
+    /// How many values are retained now.
+    pub(crate) fn len(&self) -> usize {
+        self.map().values.len()
+    }
+}
+
+impl Map {
+    fn insert(&mut self, record: Record) {
+        let frame = record.msg.encode(&Target::Name(record.name.clone()));
+        self.next_seq += 1;
+        let held = Held {
+            record,
+            frame,
+            seq: self.next_seq,
+        };
+        self.values.insert(held.record.key(), held);
+    }
+
+    /// The values of `name`: the keys that start with the name and a NUL.
+    fn of_name<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Held> + 'a {
+        let prefix = format!("{name}\0");
+        self.values
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, h)| h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that keeps nothing.
+    struct Nowhere;
+
+    impl RetainedStore for Nowhere {
+        fn put(&self, _: &str, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn forget(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        fn drop_keys(&self, _: &[String]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn write(text: &str) -> Delivery {
+        Delivery::Write { text: text.into() }
+    }
+
+    fn exec(func: &str, arg: &str) -> Delivery {
+        Delivery::Exec {
+            func: func.into(),
+            arg: arg.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_text_and_one_call_per_function_replayed_in_order() {
+        let (r, problems) = Retained::new(Arc::new(Nowhere), Vec::new());
+        assert!(problems.is_empty());
+        for (name, msg) in [
+            ("gauge", exec("setLevel", "1")),
+            ("gauge", write("old")),
+            ("gauge", exec("setColor", "red")),
+            ("gauge", exec("setLevel", "42")),
+            ("gauge", write("new")),
+            ("gauge2", write("other")),
+        ] {
+            drop(r.keep(name, &msg, None).await.expect("kept"));
+        }
+        let mut frames = Vec::new();
+        r.frames_for("gauge", &mut frames);
+        let texts: Vec<String> = frames
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f[2..]).into_owned())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                r#"{"type":"exec","name":"gauge","func":"setColor","arg":"red"}"#,
+                r#"{"type":"exec","name":"gauge","func":"setLevel","arg":"42"}"#,
+                r#"{"type":"write","name":"gauge","text":"new"}"#,
+            ]
+        );
+        assert_eq!(r.forget("gauge").await, Ok(3));
+        let mut frames = Vec::new();
+        r.frames_for("gauge", &mut frames);
+        assert!(frames.is_empty());
+        assert_eq!(r.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn expired_values_are_not_replayed_or_loaded() {
+        let (r, _) = Retained::new(Arc::new(Nowhere), Vec::new());
+        drop(
+            r.keep("s", &write("x"), Some(Duration::from_millis(1)))
+                .await
+                .expect("kept"),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        let mut frames = Vec::new();
+        r.frames_for("s", &mut frames);
+        assert!(frames.is_empty());
+        r.purge().await;
+        assert_eq!(r.len(), 0);
+
+        let old = Record {
+            name: "s".into(),
+            msg: write("y"),
+            set_ms: 1,
+            expires_ms: Some(2),
+        };
+        let fresh = Record {
+            expires_ms: None,
+            ..old.clone()
+        };
+        let loaded = vec![
+            (old.key(), serde_json::to_vec(&old).expect("json")),
+            ("t\0w".to_string(), b"{not json".to_vec()),
+            (
+                "s\0w".to_string(),
+                serde_json::to_vec(&fresh).expect("json"),
+            ),
+        ];
+        let (r, problems) = Retained::new(Arc::new(Nowhere), loaded);
+        assert_eq!(r.len(), 1);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+}
