@@ -12,8 +12,12 @@
 //! lived 5 s or more starts the backoff from the beginning again. A failed
 //! attempt (refused, reset, an upgrade answered with something other than
 //! 101) is a failure like a drop. On open it sends `ws register NAME` again.
-//! The `hello` frame carries no resume token in this version of pagewire, so
-//! a client has nothing more to present than its name.
+//! It keeps the resume token of its last `hello` frame and presents it when
+//! it connects again (`/ws?page=...&resume=TOKEN`), as ws.js does with the
+//! tab's sessionStorage, and after a `hello` with a token it reports its
+//! visibility (`ws visibility visible`) as ws.js does. The two daemons of a
+//! run share a state directory, so the new one honours the old one's
+//! tokens; the run counts the clients that got their old index back.
 //!
 //! Two threads of this process matter: the client thread (tokio
 //! current_thread, one task per client) and the supervisor (this thread),
@@ -109,7 +113,8 @@ struct Args {
     #[arg(long)]
     log_dir: Option<PathBuf>,
     /// Exit with status 1 unless every client came back within --target
-    /// seconds with none refused and none lost.
+    /// seconds with none refused and none lost (and, when the daemon gives
+    /// resume tokens, every one with its old index).
     #[arg(long)]
     require_target: bool,
     /// Further arguments for `pagewire serve`.
@@ -165,6 +170,10 @@ struct StormRecord {
     leftover_sockets: std::collections::BTreeMap<String, u64>,
     /// A client's `hello` frame from the new daemon, as sent.
     hello: Option<String>,
+    /// Clients back whose `hello` said `resumed` with their old index, and
+    /// those that presented a token and got a fresh index instead.
+    resumed: u64,
+    not_resumed: u64,
     /// `uptime` just before the run.
     uptime: String,
 }
@@ -178,6 +187,8 @@ struct Shared {
     registered: AtomicU32,
     initial_failed: AtomicU32,
     back: AtomicU32,
+    resumed: AtomicU32,
+    not_resumed: AtomicU32,
     events: Mutex<Events>,
 }
 
@@ -278,7 +289,10 @@ fn real_main() -> anyhow::Result<i32> {
     eprintln!("\n{}", table(&args, &records));
     let met = failed_runs == 0
         && records.iter().all(|r| {
-            r.lost == 0 && r.refused == 0 && r.back_all_ms.is_some_and(|t| t <= args.target * 1e3)
+            r.lost == 0
+                && r.refused == 0
+                && r.not_resumed == 0
+                && r.back_all_ms.is_some_and(|t| t <= args.target * 1e3)
         });
     if scratch && failed_runs == 0 {
         let _ = std::fs::remove_dir_all(&log_dir);
@@ -298,7 +312,13 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(args: &Args, listen: SocketAddr, control: &Path, log: &Path) -> anyhow::Result<Self> {
+    fn start(
+        args: &Args,
+        listen: SocketAddr,
+        control: &Path,
+        state: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
         if args.pin {
             argv.extend(["taskset".into(), "-c".into(), "0".into()]);
@@ -311,6 +331,8 @@ impl Daemon {
             .arg(listen.to_string())
             .arg("--control")
             .arg(control)
+            .arg("--state-dir")
+            .arg(state)
             .args(&args.daemon_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -483,6 +505,10 @@ fn run(args: &Args, signal: Signal, rep: u32, log_dir: &Path) -> anyhow::Result<
     let control = log_dir.join(format!("ctl-{rep}-{signal:?}.sock"));
     let _ = std::fs::remove_file(&control);
     let tag = format!("{}-{rep}", signal.name());
+    // One state directory for both daemons of the run (the resume key is
+    // kept there), none shared with another run.
+    let state = log_dir.join(format!("state-{tag}"));
+    let _ = std::fs::remove_dir_all(&state);
     let mut rec = StormRecord {
         signal: signal.name().into(),
         clients: args.clients as u64,
@@ -494,6 +520,7 @@ fn run(args: &Args, signal: Signal, rep: u32, log_dir: &Path) -> anyhow::Result<
         args,
         listen,
         &control,
+        &state,
         &log_dir.join(format!("{tag}-old.log")),
     )?;
     old.wait_ready(Duration::from_secs(15))?;
@@ -504,6 +531,8 @@ fn run(args: &Args, signal: Signal, rep: u32, log_dir: &Path) -> anyhow::Result<
         registered: AtomicU32::new(0),
         initial_failed: AtomicU32::new(0),
         back: AtomicU32::new(0),
+        resumed: AtomicU32::new(0),
+        not_resumed: AtomicU32::new(0),
         events: Mutex::new(Events::default()),
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -551,6 +580,7 @@ fn run(args: &Args, signal: Signal, rep: u32, log_dir: &Path) -> anyhow::Result<
         args,
         listen,
         &control,
+        &state,
         &log_dir.join(format!("{tag}-new.log")),
     )?;
     let new_pid = new.child.id();
@@ -574,6 +604,7 @@ fn run(args: &Args, signal: Signal, rep: u32, log_dir: &Path) -> anyhow::Result<
     stop_clients()?;
     drop(new);
     let _ = std::fs::remove_file(&control);
+    let _ = std::fs::remove_dir_all(&state);
 
     rec.old_exit_ms = (t_exit - t_signal).as_secs_f64() * 1e3;
     rec.down_ms = (t_listen - t_signal).as_secs_f64() * 1e3;
@@ -630,6 +661,8 @@ fn run(args: &Args, signal: Signal, rep: u32, log_dir: &Path) -> anyhow::Result<
         rec.new_daemon_cpu_ms = Some(b - a);
     }
     rec.hello = ev.hello.clone();
+    rec.resumed = u64::from(shared.resumed.load(Ordering::Relaxed));
+    rec.not_resumed = u64::from(shared.not_resumed.load(Ordering::Relaxed));
     Ok(rec)
 }
 
@@ -668,6 +701,9 @@ async fn client(
     let mut failures: u32 = 0;
     let mut came_back = false;
     let mut attempt: u64 = 0;
+    // The last hello's token and index (ws.js keeps the token per tab).
+    let mut token: Option<String> = None;
+    let mut index: Option<u64> = None;
     loop {
         attempt += 1;
         let restarting = shared.restarting.load(Ordering::Relaxed);
@@ -679,11 +715,26 @@ async fn client(
             gate.acquire().await.ok()
         };
         let begun = shared.now_ns();
-        let opened = open(i, attempt, server, &cfg).await;
+        let opened = open(i, attempt, server, &cfg, token.as_deref()).await;
         drop(permit);
         let ended = shared.now_ns();
         match opened {
             Ok((mut stream, buf, len, hello)) => {
+                let greeting = hello.as_deref().map(Hello::parse).unwrap_or_default();
+                if restarting && !came_back && token.is_some() {
+                    let old =
+                        greeting.resumed && greeting.index.is_some() && greeting.index == index;
+                    let counter = if old {
+                        &shared.resumed
+                    } else {
+                        &shared.not_resumed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                if greeting.resume.is_some() {
+                    token = greeting.resume;
+                }
+                index = greeting.index;
                 if !restarting {
                     shared.registered.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -719,6 +770,43 @@ async fn client(
     }
 }
 
+/// What a client keeps of a `hello` frame.
+#[derive(Debug, Default, PartialEq)]
+struct Hello {
+    index: Option<u64>,
+    resume: Option<String>,
+    resumed: bool,
+}
+
+impl Hello {
+    fn parse(text: &str) -> Self {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+            return Hello::default();
+        };
+        Hello {
+            index: v.get("index").and_then(serde_json::Value::as_u64),
+            resume: v
+                .get("resume")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+            resumed: v.get("resumed") == Some(&serde_json::Value::Bool(true)),
+        }
+    }
+}
+
+/// `text` percent-encoded as `encodeURIComponent` does.
+fn uri_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn mask_for(i: usize, attempt: u64) -> [u8; 4] {
     let m = frame::XorShift::new(((i as u64) << 20) ^ attempt).next();
     (m as u32).to_le_bytes()
@@ -737,6 +825,7 @@ async fn open(
     attempt: u64,
     server: SocketAddr,
     cfg: &Args,
+    token: Option<&str>,
 ) -> Result<(TcpStream, Vec<u8>, usize, Option<String>), &'static str> {
     let source = Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(cfg.sources)) as u8);
     let socket = TcpSocket::new_v4().map_err(|_| "socket")?;
@@ -752,8 +841,9 @@ async fn open(
     })?;
     stream.set_nodelay(true).map_err(|_| "socket")?;
     let key = frame::client_key(((i as u64) << 20) ^ attempt);
+    let resume = token.map_or(String::new(), |t| format!("&resume={}", uri_component(t)));
     let request = format!(
-        "GET /ws?page=/storm HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{server}\r\n\r\n"
+        "GET /ws?page=/storm{resume} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{server}\r\n\r\n"
     );
     let lost = |_| "closed during the upgrade";
     stream.write_all(request.as_bytes()).await.map_err(lost)?;
@@ -821,6 +911,21 @@ async fn open(
             match h.opcode {
                 OP_CLOSE => return Err("closed before the register reply"),
                 OP_TEXT if find(payload, b"\"type\":\"hello\"").is_some() => {
+                    // ws.js reports its visibility to a daemon that gives
+                    // tokens, right after the hello.
+                    if find(payload, b"\"resume\":").is_some() {
+                        let mut report = Vec::new();
+                        frame::encode(
+                            OP_TEXT,
+                            b"ws visibility visible",
+                            Some(mask_for(i, attempt)),
+                            &mut report,
+                        );
+                        stream
+                            .write_all(&report)
+                            .await
+                            .map_err(|_| "closed before the register reply")?;
+                    }
                     hello = Some(String::from_utf8_lossy(payload).into_owned());
                 }
                 OP_TEXT if find(payload, b"\"type\":\"reply\"").is_some() => {
@@ -898,7 +1003,7 @@ fn ms(v: Option<f64>) -> String {
 
 fn human(r: &StormRecord) -> String {
     format!(
-        "{}: {} clients; down {:.0} ms (old daemon gone after {:.0} ms); back 50% {} ms, 99% {} ms, 100% {} ms after listening; back {}, lost {}, refused {} {:?}; setup p50/p99 {}/{} ms; listen overflows {:?}, SYN retransmits {:?}; client CPU {} of {:.0} ms; left on the port {:?}; load: {}",
+        "{}: {} clients; down {:.0} ms (old daemon gone after {:.0} ms); back 50% {} ms, 99% {} ms, 100% {} ms after listening; back {} ({} with their old index, {} not), lost {}, refused {} {:?}; setup p50/p99 {}/{} ms; listen overflows {:?}, SYN retransmits {:?}; client CPU {} of {:.0} ms; left on the port {:?}; load: {}",
         r.signal,
         r.clients,
         r.down_ms,
@@ -907,6 +1012,8 @@ fn human(r: &StormRecord) -> String {
         ms(r.back_p99_ms),
         ms(r.back_all_ms),
         r.back,
+        r.resumed,
+        r.not_resumed,
         r.lost,
         r.refused,
         r.refused_by_reason,
@@ -924,12 +1031,15 @@ fn human(r: &StormRecord) -> String {
 /// Medians per signal, with each run's value beside them.
 fn table(args: &Args, records: &[StormRecord]) -> String {
     type Get = fn(&StormRecord) -> Option<f64>;
-    let rows: [(&str, Get); 11] = [
+    let rows: [(&str, Get); 12] = [
         ("back 50% ms", |r| r.back_p50_ms),
         ("back 99% ms", |r| r.back_p99_ms),
         ("back 100% ms", |r| r.back_all_ms),
         ("refused", |r| Some(r.refused as f64)),
         ("lost", |r| Some(r.lost as f64)),
+        ("back with their old index (resume token)", |r| {
+            Some(r.resumed as f64)
+        }),
         ("signal to new daemon listening ms", |r| Some(r.down_ms)),
         ("failed attempts while down", |r| {
             Some(r.failed_while_down as f64)
@@ -982,6 +1092,21 @@ mod tests {
         assert_eq!(retry_delay_ms(6, 0.0), 5000);
         assert_eq!(retry_delay_ms(40, 0.0), 5000);
         assert_eq!(retry_delay_ms(40, 0.999_999), 10_000);
+    }
+
+    #[test]
+    fn hello_and_token() {
+        let h = Hello::parse(
+            r#"{"type":"hello","index":7,"version":1,"resume":"7.q3X-p0_f","resumed":true}"#,
+        );
+        assert_eq!(h.index, Some(7));
+        assert_eq!(h.resume.as_deref(), Some("7.q3X-p0_f"));
+        assert!(h.resumed);
+        assert_eq!(
+            Hello::parse(r#"{"type":"hello","index":3,"version":1}"#).resume,
+            None
+        );
+        assert_eq!(uri_component("7.a+b/c=_-"), "7.a%2Bb%2Fc%3D_-");
     }
 
     #[test]
