@@ -17,7 +17,9 @@ use crate::base::command::{self, Command, Target};
 use crate::base::door::{Door, Reply};
 use crate::base::text;
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
-use crate::engine::backplane::{Backplane, Delivery, Listing, Outcome};
+#[cfg(test)]
+use crate::engine::backplane::Listing;
+use crate::engine::backplane::{Backplane, Delivery, Listed, Outcome};
 use crate::engine::hub::Hub;
 
 /// `[pages]` in the configuration file: what pages may do.
@@ -194,7 +196,15 @@ impl Executor {
         let hub = &self.inner.hub;
         match cmd {
             Command::List => {
-                let mut out = render_list(&self.inner.backplane.list().await);
+                // Rendered as it is read: a cluster's rows are never all
+                // held at once, only their text.
+                let mut rows = String::new();
+                let notes = self
+                    .inner
+                    .backplane
+                    .list(&mut |listed| render_row(&mut rows, &listed))
+                    .await;
+                let mut out = finish_list(rows, &notes);
                 for run in self.inner.actions.running() {
                     out.push('\n');
                     out.push_str(&render_run(&run));
@@ -384,39 +394,52 @@ fn plural(n: usize, noun: &str) -> String {
 /// node that could not be asked. Every field that is text is escaped
 /// ([`crate::base::text::Escaped`]), so that none can start a line of its own:
 /// names and nodes may come from another node of a cluster.
+#[cfg(test)]
 pub(crate) fn render_list(listing: &Listing) -> String {
+    let mut rows = String::new();
+    for listed in &listing.conns {
+        render_row(&mut rows, listed);
+    }
+    finish_list(rows, &listing.notes)
+}
+
+/// Appends one connection's line of the `ws` listing to `out`.
+fn render_row(out: &mut String, listed: &Listed) {
     use crate::base::text::Escaped;
-    let mut out = String::new();
-    if listing.conns.is_empty() {
+    let c = &listed.info;
+    let names = if c.names.is_empty() {
+        "-".to_string()
+    } else {
+        Escaped(&c.names.join(",")).to_string()
+    };
+    let page = if c.page.is_empty() { "-" } else { &c.page };
+    let _ = write!(
+        out,
+        "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
+        c.id,
+        names,
+        c.remote,
+        text::age(c.age),
+        c.msgs_in,
+        c.bytes_in,
+        c.msgs_out,
+        c.bytes_out,
+        Escaped(page)
+    );
+    if let Some(node) = &listed.node {
+        let _ = write!(out, " node={}", Escaped(node));
+    }
+    out.push('\n');
+}
+
+/// The listing from its rendered `rows`: a line saying there are none if
+/// so, then a `note:` line for each note.
+fn finish_list(mut out: String, notes: &[String]) -> String {
+    use crate::base::text::Escaped;
+    if out.is_empty() {
         out.push_str("no WebSocket connections\n");
     }
-    for listed in &listing.conns {
-        let c = &listed.info;
-        let names = if c.names.is_empty() {
-            "-".to_string()
-        } else {
-            Escaped(&c.names.join(",")).to_string()
-        };
-        let page = if c.page.is_empty() { "-" } else { &c.page };
-        let _ = write!(
-            out,
-            "{} names={} remote={} age={} in={}msg/{}B out={}msg/{}B page={}",
-            c.id,
-            names,
-            c.remote,
-            text::age(c.age),
-            c.msgs_in,
-            c.bytes_in,
-            c.msgs_out,
-            c.bytes_out,
-            Escaped(page)
-        );
-        if let Some(node) = &listed.node {
-            let _ = write!(out, " node={}", Escaped(node));
-        }
-        out.push('\n');
-    }
-    for note in &listing.notes {
+    for note in notes {
         let _ = writeln!(out, "note: {}", Escaped(note));
     }
     out.truncate(out.trim_end().len());

@@ -28,6 +28,8 @@ pub struct Engine {
     pub(crate) actions: Actions,
     /// Runs command lines.
     pub(crate) exec: Executor,
+    /// How commands reach connections: this daemon's hub, or a cluster's.
+    pub(crate) backplane: Arc<dyn Backplane>,
     /// This daemon's standard output: where a door prints what a reply has
     /// for the console ([`crate::base::door::Reply::console`]).
     pub(crate) out: ConsoleOut,
@@ -45,10 +47,17 @@ impl Engine {
         Arc::new(Engine {
             monitor: hub.monitor().clone(),
             exec: Executor::new(backplane.clone(), page_rights, actions.clone()),
+            backplane,
             hub,
             actions,
             out,
         })
+    }
+
+    /// Whether the daemon is ready to serve its share: `/readyz`. On its
+    /// own, always once listening; in a cluster, while joined.
+    pub(crate) fn ready(&self) -> Result<(), String> {
+        self.backplane.ready()
     }
 
     /// The engine of a daemon on its own, over `hub`.

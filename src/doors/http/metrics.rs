@@ -90,6 +90,15 @@ fn render(front: &Front) -> String {
         header(&mut out, name, *kind, help);
         let _ = writeln!(out, "{name} {}", value(front));
     }
+    for m in front.engine.backplane.metrics() {
+        let kind = if m.counter {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        };
+        header(&mut out, m.name, kind, m.help);
+        let _ = writeln!(out, "{} {}", m.name, m.value);
+    }
     let name = "pagewire_commands_total";
     header(
         &mut out,

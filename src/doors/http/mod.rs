@@ -66,6 +66,7 @@ pub(crate) fn app(front: Arc<Front>) -> Router {
         .route(commands::API_COMMAND, post(commands::api_command))
         .route("/shell", get(commands::shell).post(commands::shell))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/ws.js", get(files::ws_js))
         .fallback(files::static_files)
@@ -181,6 +182,7 @@ fn route_class(path: &str) -> &'static str {
         "/shell" => "/shell",
         "/metrics" => "/metrics",
         "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
         "/ws.js" => "/ws.js",
         _ => "files",
     }
@@ -254,4 +256,18 @@ fn plain(status: StatusCode, body: String) -> Response {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// `GET /readyz`: 200 once the daemon listens and, in a cluster, while it
+/// is joined (its lease refreshed, Redis reachable); 503 with the reason
+/// otherwise, so a load balancer sends pages elsewhere meanwhile.
+async fn readyz(State(front): State<Shared>) -> Response {
+    match front.engine.ready() {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
 }

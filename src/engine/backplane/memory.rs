@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{Backplane, BoxFuture, Delivery, Listed, Listing, Outcome, Unknown, OPERATOR_CLOSE};
+use super::{Backplane, BoxFuture, Delivery, Listed, Outcome, Unknown, OPERATOR_CLOSE};
 use crate::base::command::Target;
 use crate::engine::hub::{Hub, TargetError};
 
@@ -34,12 +34,11 @@ impl Backplane for Local {
         &self.hub
     }
 
-    fn list(&self) -> BoxFuture<'_, Listing> {
-        let conns = list(&self.hub, None);
-        Box::pin(std::future::ready(Listing {
-            conns,
-            notes: Vec::new(),
-        }))
+    fn list<'a>(&'a self, each: &'a mut (dyn FnMut(Listed) + Send)) -> BoxFuture<'a, Vec<String>> {
+        for listed in list(&self.hub, None) {
+            each(listed);
+        }
+        Box::pin(std::future::ready(Vec::new()))
     }
 
     fn send<'a>(

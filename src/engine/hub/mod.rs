@@ -321,6 +321,18 @@ pub(crate) trait IndexSource: Send + Sync {
     }
 }
 
+/// Told which connections opened, changed their names or went, so that a
+/// copy of the table can be kept elsewhere (the cluster's table in Redis).
+/// `changed` is called under the table lock and must only record; `wake`
+/// is called after the lock is released, when a connection opened or
+/// registered a name (a removal waits for the observer's own tick).
+pub(crate) trait ConnObserver: Send + Sync {
+    /// Connection `id` opened, registered a name, or left the table.
+    fn changed(&self, id: u64);
+    /// Something was recorded that should be acted on soon.
+    fn wake(&self);
+}
+
 /// The hub's index source: its own counter unless one is plugged in.
 enum Indexes {
     Counter(AtomicU64),
@@ -351,17 +363,44 @@ struct Entry {
     names: Vec<Box<str>>,
 }
 
+impl Entry {
+    fn info(&self) -> ConnInfo {
+        let c = &self.conn;
+        let (msgs_out, bytes_out) = c.outbox.written_so_far();
+        ConnInfo {
+            id: c.id,
+            names: self.names.iter().map(|n| n.to_string()).collect(),
+            remote: c.remote,
+            page: c.page.to_string(),
+            age: c.opened.elapsed(),
+            msgs_in: c.stats.msgs_in.load(Relaxed),
+            bytes_in: c.stats.bytes_in.load(Relaxed),
+            msgs_out,
+            bytes_out,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Table {
     conns: BTreeMap<u64, Entry>,
     names: HashMap<Box<str>, Vec<Arc<Conn>>>,
     per_ip: HashMap<IpAddr, usize>,
+    observer: Option<Arc<dyn ConnObserver>>,
 }
 
 impl Table {
+    /// Tells the observer, if any, that `id` changed.
+    fn changed(&self, id: u64) -> Option<Arc<dyn ConnObserver>> {
+        let o = self.observer.as_ref()?;
+        o.changed(id);
+        Some(o.clone())
+    }
+
     /// Removes a connection and its names; returns its entry if it was here.
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.conns.remove(&id)?;
+        self.changed(id);
         for name in &entry.names {
             if let Some(list) = self.names.get_mut(name) {
                 list.retain(|c| c.id != id);
@@ -547,7 +586,11 @@ impl Hub {
             },
         );
         *t.per_ip.entry(remote.ip()).or_insert(0) += 1;
+        let observer = t.changed(id);
         drop(t);
+        if let Some(o) = observer {
+            o.wake();
+        }
         self.shared.counters.opened.fetch_add(1, Relaxed);
         self.monitor().emit(format_args!(
             "ws {id} opened from {remote} page {}",
@@ -581,7 +624,11 @@ impl Hub {
         entry.names.push(name.into());
         let conn = entry.conn.clone();
         t.names.entry(name.into()).or_default().push(conn);
+        let observer = t.changed(id);
         drop(t);
+        if let Some(o) = observer {
+            o.wake();
+        }
         self.monitor()
             .emit(format_args!("ws {id} registered '{name}'"));
         Ok(())
@@ -610,25 +657,35 @@ impl Hub {
 
     /// A snapshot of every connection, by index.
     pub(crate) fn list(&self) -> Vec<ConnInfo> {
+        self.table().conns.values().map(Entry::info).collect()
+    }
+
+    /// Snapshots of the connections `ids` that are live, by index.
+    pub(crate) fn infos(&self, ids: &[u64]) -> Vec<ConnInfo> {
+        let t = self.table();
+        ids.iter()
+            .filter_map(|id| t.conns.get(id).map(Entry::info))
+            .collect()
+    }
+
+    /// The lowest live index.
+    pub(crate) fn lowest_index(&self) -> Option<u64> {
+        self.table().conns.keys().next().copied()
+    }
+
+    /// The live indexes above `floor`.
+    pub(crate) fn indexes_above(&self, floor: u64) -> Vec<u64> {
         let t = self.table();
         t.conns
-            .values()
-            .map(|e| {
-                let c = &e.conn;
-                let (msgs_out, bytes_out) = c.outbox.written_so_far();
-                ConnInfo {
-                    id: c.id,
-                    names: e.names.iter().map(|n| n.to_string()).collect(),
-                    remote: c.remote,
-                    page: c.page.to_string(),
-                    age: c.opened.elapsed(),
-                    msgs_in: c.stats.msgs_in.load(Relaxed),
-                    bytes_in: c.stats.bytes_in.load(Relaxed),
-                    msgs_out,
-                    bytes_out,
-                }
-            })
+            .range(floor.saturating_add(1)..)
+            .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Has `observer` told of every connection that opens, registers a
+    /// name or goes from now on.
+    pub(crate) fn observe(&self, observer: Arc<dyn ConnObserver>) {
+        self.table().observer = Some(observer);
     }
 
     /// Runs `f` on every connection `target` selects, under the table lock.

@@ -1,19 +1,31 @@
-//! A command that addresses connections, run on this node and asked of
-//! every other live node; and the answers this node gives them.
+//! A command that addresses connections: run on this node, routed to the
+//! other nodes that hold a match, with a deadline; and the answers this
+//! node gives to others.
+//!
+//! Routing is one script ([`scripts::ROUTE`]): the live nodes, and for an
+//! index the node whose table or index blocks hold it, for a name the
+//! nodes whose name set has it, for `*` the nodes with any page. Each
+//! chosen node gets the request on its own channel, in one pipeline. A
+//! request carries a deadline on Redis's clock, a little before the
+//! requester stops waiting: a node that reads it later (stopped, slow, cut
+//! off) drops it, so nothing is applied after the requester answered.
 
 use std::sync::atomic::Ordering;
+use std::sync::LazyLock;
 
 use redis::aio::MultiplexedConnection;
-use redis::RedisError;
+use redis::{RedisError, Script};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::wire::{ClusterRequest, ClusterResponse, ClusterResult, Op, WireConn, WIRE_VERSION};
-use super::Node;
+use super::wire::{ClusterRequest, ClusterResponse, ClusterResult, Op, WIRE_VERSION};
+use super::{scripts, Node};
 use crate::base::command::Target;
 use crate::base::text;
 use crate::engine::backplane::{memory, Delivery, Outcome, Unknown};
 use crate::engine::hub::TargetError;
+
+static ROUTE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ROUTE));
 
 /// Removes a pending request when its requester stops waiting, however it
 /// stops.
@@ -41,20 +53,46 @@ pub(super) struct Gathered {
     pub(super) notes: Vec<String>,
 }
 
-impl Gathered {
-    /// Nothing gathered, for the reason `note` gives.
-    fn note(note: String) -> Self {
-        Gathered {
-            answers: Vec::new(),
-            notes: vec![note],
-        }
-    }
+/// Another live node, as the routing script saw it.
+pub(super) struct Peer {
+    pub(super) id: String,
+    /// What is left of its lease, in ms.
+    pub(super) ttl: i64,
+    /// Whether it holds a match for the target.
+    pub(super) hit: bool,
+    /// Rows in its table.
+    pub(super) rows: usize,
+}
+
+/// What the routing script found.
+pub(super) struct Route {
+    /// Redis's clock, ms.
+    pub(super) now: u64,
+    /// When the epoch began (Redis's clock, ms).
+    pub(super) since: u64,
+    pub(super) peers: Vec<Peer>,
 }
 
 impl Node {
     /// Runs another node's request on the local hub and publishes the
-    /// answer on that node's reply channel.
+    /// answer on that node's reply channel; drops it if its deadline has
+    /// passed.
     pub(super) async fn answer(&self, req: ClusterRequest) {
+        let now = self.clock.now_ms();
+        self.stats.lag(now.saturating_sub(req.sent));
+        if now > req.deadline {
+            self.stats.late();
+            self.monitor.emit_summarised(
+                "cluster: dropped a late request",
+                format_args!(
+                    "cluster: dropped a request from node {} that arrived {} after its \
+                     deadline: it was not applied",
+                    req.from,
+                    text::duration(std::time::Duration::from_millis(now - req.deadline))
+                ),
+            );
+            return;
+        }
         let answer = self.act(&req.op, &req.from);
         let reply = ClusterResponse {
             v: WIRE_VERSION,
@@ -76,16 +114,20 @@ impl Node {
             .arg(payload)
             .query_async::<i64>(&mut conn)
             .await;
-        if let Err(e) = sent {
-            self.failed(&e);
+        match sent {
+            Ok(_) => self.stats.round_trip(),
+            Err(e) => {
+                self.stats.error();
+                self.failed(&e);
+            }
         }
     }
 
     pub(super) fn act(&self, op: &Op, from: &str) -> ClusterResult {
         let (what, target, done) = match op {
-            Op::List => {
-                let conns = self.hub.list().into_iter().map(WireConn::from).collect();
-                return ClusterResult::List { conns };
+            Op::Tail { until } => {
+                self.tail_until.fetch_max(*until, Ordering::Relaxed);
+                return ClusterResult::Tailing;
             }
             Op::Send { target, msg } => {
                 let t = Target::from(target.clone());
@@ -102,14 +144,10 @@ impl Node {
         };
         match done {
             Ok(o) => {
-                // Only nodes whose pages were touched say so; a request by
-                // index reaches every node but concerns one.
-                if o.reached + o.dropped > 0 {
-                    self.monitor.emit(format_args!(
-                        "cluster: {what} {target} from node {from} reached {} here",
-                        o.reached
-                    ));
-                }
+                self.monitor.emit(format_args!(
+                    "cluster: {what} {target} from node {from} reached {} here",
+                    o.reached
+                ));
                 ClusterResult::Done {
                     reached: o.reached,
                     dropped: o.dropped,
@@ -119,150 +157,155 @@ impl Node {
         }
     }
 
-    /// Asks every other live node to run `op` and gathers their replies,
-    /// waiting at most the reply timeout in all.
-    pub(super) async fn fan_out(&self, op: Op) -> Gathered {
-        let deadline = Instant::now() + self.reply_timeout;
-        let conn = self.conn();
-        let (Some(mut conn), true) = (conn, self.subscribed.load(Ordering::Acquire)) else {
-            return Gathered::note(format!(
+    /// The command connection if the node can talk to the cluster now, or
+    /// the note saying why not.
+    pub(super) fn conn_for_cluster(&self) -> Result<MultiplexedConnection, String> {
+        match (self.conn(), self.subscribed.load(Ordering::Acquire)) {
+            (Some(conn), true) => Ok(conn),
+            _ => Err(format!(
                 "Redis at {} is unreachable: other nodes were not asked",
                 self.server
-            ));
-        };
-        let others = match self.other_nodes(&mut conn, deadline).await {
-            Ok(others) if others.is_empty() => return Gathered::default(),
-            Ok(others) => others,
-            Err(note) => return Gathered::note(note),
-        };
+            )),
+        }
+    }
+
+    /// Runs the routing script for `kind` (`index`, `name`, `all`, `list`)
+    /// and `arg`.
+    pub(super) async fn route(
+        &self,
+        conn: &mut MultiplexedConnection,
+        kind: &str,
+        arg: &str,
+    ) -> Result<Route, String> {
+        let sent = Instant::now();
+        let got = ROUTE
+            .key(&self.keys.nodes)
+            .key(&self.keys.epoch)
+            .arg(&self.keys.prefix)
+            .arg(&*self.id)
+            .arg(kind)
+            .arg(arg)
+            .invoke_async::<(u64, u64, Vec<(String, i64, i64, usize)>)>(conn)
+            .await;
+        let (now, since, peers) = self.answered(Ok(got))?;
+        self.clock.set(sent, now);
+        self.stats.nodes_seen(peers.len() + 1);
+        Ok(Route {
+            now,
+            since,
+            peers: peers
+                .into_iter()
+                .map(|(id, ttl, hit, rows)| Peer {
+                    id,
+                    ttl,
+                    hit: hit == 1,
+                    rows,
+                })
+                .collect(),
+        })
+    }
+
+    /// Asks `nodes` to run `op` and gathers their replies until `until`.
+    pub(super) async fn ask(
+        &self,
+        mut conn: MultiplexedConnection,
+        nodes: Vec<String>,
+        op: Op,
+        until: Instant,
+    ) -> Gathered {
+        if nodes.is_empty() {
+            return Gathered::default();
+        }
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let _waiting = Waiting::new(self, id, tx);
+        let now = self.clock.now_ms();
+        let left = until.saturating_duration_since(Instant::now());
+        // A node must act a little before the requester stops waiting, so
+        // that its answer can still arrive in time.
+        let margin = (left / 5).min(std::time::Duration::from_millis(100));
+        let deadline = now + u64::try_from((left - margin).as_millis()).unwrap_or(0);
         let req = ClusterRequest {
             v: WIRE_VERSION,
             id,
             from: self.id.to_string(),
+            deadline,
+            sent: now,
             op,
         };
         let Ok(payload) = serde_json::to_vec(&req) else {
             return Gathered::default();
         };
-        match self.publish(conn, others, payload, deadline).await {
-            Ok((live, hearers)) => self.gather(rx, live, hearers, deadline).await,
-            Err(note) => Gathered::note(note),
-        }
-    }
-
-    /// The other nodes that may hold a lease.
-    async fn other_nodes(
-        &self,
-        conn: &mut MultiplexedConnection,
-        deadline: Instant,
-    ) -> Result<Vec<String>, String> {
-        let members = tokio::time::timeout_at(
-            deadline,
-            redis::cmd("SMEMBERS")
-                .arg(&self.keys.nodes)
-                .query_async::<Vec<String>>(conn),
-        )
-        .await;
-        let members = self.answered(members)?;
-        Ok(members.into_iter().filter(|m| **m != *self.id).collect())
-    }
-
-    /// Publishes the request while reading the leases of `others`; returns
-    /// the nodes with a lease, and how many connections heard the request
-    /// besides this node's own. Nodes whose lease is gone leave the set.
-    async fn publish(
-        &self,
-        mut conn: MultiplexedConnection,
-        others: Vec<String>,
-        payload: Vec<u8>,
-        deadline: Instant,
-    ) -> Result<(Vec<String>, usize), String> {
-        let leases: Vec<String> = others.iter().map(|n| self.keys.lease(n)).collect();
         let mut pipe = redis::pipe();
-        pipe.cmd("MGET")
-            .arg(&leases)
-            .cmd("PUBLISH")
-            .arg(&self.keys.cluster)
-            .arg(payload);
-        let published = tokio::time::timeout_at(
-            deadline,
-            pipe.query_async::<(Vec<Option<String>>, usize)>(&mut conn),
-        )
-        .await;
-        let (held, subscribers) = self.answered(published)?;
-        let (live, dead): (Vec<_>, Vec<_>) = others
-            .into_iter()
-            .zip(held)
-            .partition(|(_, lease)| lease.is_some());
-        let live = live.into_iter().map(|(node, _)| node).collect();
-        let dead: Vec<String> = dead.into_iter().map(|(node, _)| node).collect();
-        if !dead.is_empty() {
-            // The set is only an index of candidates; pruning it is
-            // housekeeping that no command needs to wait for.
-            let nodes = self.keys.nodes.clone();
-            tokio::spawn(async move {
-                let _ = redis::cmd("SREM")
-                    .arg(nodes)
-                    .arg(dead)
-                    .query_async::<i64>(&mut conn)
-                    .await;
-            });
+        for n in &nodes {
+            pipe.cmd("PUBLISH").arg(self.keys.requests(n)).arg(&payload);
         }
-        // PUBLISH counts the connections that heard the request, this
-        // node's own among them.
-        Ok((live, subscribers.saturating_sub(1)))
+        let heard = tokio::time::timeout_at(until, pipe.query_async::<Vec<i64>>(&mut conn)).await;
+        let heard = match self.answered(heard) {
+            Ok(heard) => heard,
+            Err(note) => {
+                return Gathered {
+                    answers: Vec::new(),
+                    notes: vec![note],
+                }
+            }
+        };
+        let mut g = Gathered::default();
+        let mut waiting = Vec::new();
+        for (n, hearers) in nodes.into_iter().zip(heard) {
+            if hearers > 0 {
+                waiting.push(n);
+            } else {
+                g.notes.push(format!(
+                    "node {n} is not listening on Redis (down, or reconnecting): not asked"
+                ));
+            }
+        }
+        self.gather(rx, waiting, until, &mut g).await;
+        g
     }
 
-    /// Waits for the replies of `waiting` until the deadline, or until as
-    /// many as heard the request have answered: nobody else can, such as a
-    /// node that crashed but whose lease has not expired yet.
+    /// Waits for the replies of `waiting` until `until`.
     async fn gather(
         &self,
         mut rx: mpsc::UnboundedReceiver<ClusterResponse>,
         mut waiting: Vec<String>,
-        hearers: usize,
-        deadline: Instant,
-    ) -> Gathered {
-        let mut g = Gathered::default();
-        let mut heard_all = false;
+        until: Instant,
+        g: &mut Gathered,
+    ) {
         while !waiting.is_empty() {
-            if g.answers.len() >= hearers {
-                heard_all = true;
-                break;
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(reply)) => {
-                    waiting.retain(|n| *n != reply.node);
-                    g.answers.push(reply);
+                    if let Some(at) = waiting.iter().position(|n| *n == reply.node) {
+                        waiting.swap_remove(at);
+                        g.answers.push(reply);
+                    }
                 }
                 _ => break,
             }
         }
         for node in waiting {
-            g.notes.push(if heard_all {
-                format!("node {node} is not listening on Redis (down, or reconnecting)")
-            } else {
-                format!(
-                    "node {node} did not answer within {}",
-                    text::duration(self.reply_timeout)
-                )
-            });
+            g.notes.push(format!(
+                "node {node} did not answer within {}: it drops the request at its deadline, \
+                 so it did not apply it",
+                text::duration(self.reply_timeout)
+            ));
         }
-        g
     }
 
-    /// What a Redis round trip of the fan-out gave: its value, or the note
-    /// to add when Redis failed (the failure is also recorded) or was slow.
+    /// What a Redis round trip gave: its value, or the note to add when
+    /// Redis failed (the failure is also recorded) or was slow.
     pub(super) fn answered<T>(
         &self,
         r: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
     ) -> Result<T, String> {
         match r {
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok(v)) => {
+                self.stats.round_trip();
+                Ok(v)
+            }
             Ok(Err(e)) => {
+                self.stats.error();
                 self.failed(&e);
                 Err(format!(
                     "Redis at {} failed ({e}): other nodes were not asked",
@@ -277,22 +320,72 @@ impl Node {
         }
     }
 
-    /// Sends or closes on the local hub, then on the other nodes unless an
-    /// index was found here.
+    /// Sends or closes on the local hub, then on the other nodes that hold
+    /// a match, unless an index was found here.
     pub(super) async fn act_everywhere(
         &self,
         target: &Target,
         local: Result<Outcome, TargetError>,
         op: Op,
     ) -> Result<Outcome, Unknown> {
-        let mut out = match local {
+        let until = Instant::now() + self.reply_timeout;
+        let mut sum = match local {
             // Indexes are unique across the cluster: no other node has it.
             Ok(o) if matches!(target, Target::Index(_)) => return Ok(o),
-            Ok(o) => Some(o),
-            Err(_) => None,
+            Ok(o) => o,
+            Err(_) => Outcome {
+                live: self.hub.len(),
+                ..Outcome::default()
+            },
         };
-        let g = self.fan_out(op).await;
-        let mut sum = out.take().unwrap_or_default();
+        let (kind, arg) = match target {
+            Target::Index(i) => ("index", i.to_string()),
+            Target::Name(n) => ("name", n.clone()),
+            Target::All => ("all", String::new()),
+        };
+        let routed = match self.conn_for_cluster() {
+            Ok(mut conn) => {
+                let route = tokio::time::timeout_at(until, self.route(&mut conn, kind, &arg)).await;
+                match route {
+                    Ok(Ok(route)) => Ok((conn, route)),
+                    Ok(Err(note)) => Err(note),
+                    Err(_) => Err(format!(
+                        "Redis at {} did not answer within {}: other nodes were not asked",
+                        self.server,
+                        text::duration(self.reply_timeout)
+                    )),
+                }
+            }
+            Err(note) => Err(note),
+        };
+        let g = match routed {
+            Ok((conn, route)) => {
+                let mut notes = self.route_notes(&route);
+                // Nodes that hold no match are not asked; their pages
+                // still count as live ("no connection named" vs "none").
+                let nodes: Vec<String> = route
+                    .peers
+                    .iter()
+                    .filter(|p| p.hit)
+                    .map(|p| p.id.clone())
+                    .collect();
+                let mut g = self.ask(conn, nodes, op, until).await;
+                notes.append(&mut g.notes);
+                g.notes = notes;
+                // Pages on nodes not asked count as live all the same.
+                sum.live += route
+                    .peers
+                    .iter()
+                    .filter(|p| !p.hit)
+                    .map(|p| p.rows)
+                    .sum::<usize>();
+                g
+            }
+            Err(note) => Gathered {
+                answers: Vec::new(),
+                notes: vec![note],
+            },
+        };
         let mut found = !matches!(target, Target::Index(_));
         for reply in g.answers {
             sum.live += reply.live;

@@ -1,5 +1,6 @@
-//! What the nodes of a cluster say to each other (JSON over pub/sub), and
-//! the names of their keys and channels in Redis.
+//! What the nodes of a cluster say to each other (JSON over pub/sub), what
+//! they keep in Redis (the rows of their connection tables), and the names
+//! of their keys and channels.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,14 +13,19 @@ use crate::engine::hub::ConnInfo;
 
 /// Version of the request and reply messages; a node ignores other
 /// versions (and is then reported as not answering).
-pub(super) const WIRE_VERSION: u32 = 1;
+pub(super) const WIRE_VERSION: u32 = 2;
 
 /// Names of the keys and channels, from the configured prefix.
 #[derive(Clone, Debug)]
 pub(super) struct Keys {
+    /// The index counter.
     pub(super) index: String,
+    /// The set of node ids that may hold a lease.
     pub(super) nodes: String,
-    pub(super) cluster: String,
+    /// The epoch record: which Redis run the cluster's data lives in.
+    pub(super) epoch: String,
+    /// The channel Monitor lines travel on while someone tails the cluster.
+    pub(super) monitor: String,
     pub(super) prefix: String,
 }
 
@@ -28,34 +34,72 @@ impl Keys {
         Keys {
             index: format!("{prefix}:index"),
             nodes: format!("{prefix}:nodes"),
-            cluster: format!("{prefix}:cluster"),
+            epoch: format!("{prefix}:epoch"),
+            monitor: format!("{prefix}:monitor"),
             prefix: prefix.to_string(),
         }
     }
 
+    /// The node's lease.
     pub(super) fn lease(&self, node: &str) -> String {
         format!("{}:node:{node}", self.prefix)
     }
 
+    /// The channel the node hears requests on.
+    pub(super) fn requests(&self, node: &str) -> String {
+        format!("{}:req:{node}", self.prefix)
+    }
+
+    /// The channel the node hears the replies to its own requests on.
     pub(super) fn reply(&self, node: &str) -> String {
         format!("{}:reply:{node}", self.prefix)
     }
+
+    /// The node's connection table: a sorted set of rows, scored by index.
+    pub(super) fn conns(&self, node: &str) -> String {
+        format!("{}:conns:{node}", self.prefix)
+    }
+
+    /// The names registered on the node's connections (a set).
+    pub(super) fn names(&self, node: &str) -> String {
+        format!("{}:names:{node}", self.prefix)
+    }
+
+    /// The index blocks the node took: a sorted set of `START-END` members
+    /// scored by START.
+    pub(super) fn blocks(&self, node: &str) -> String {
+        format!("{}:blocks:{node}", self.prefix)
+    }
 }
 
+/// A request from one node to another.
 #[derive(Serialize, Deserialize, Debug)]
 pub(super) struct ClusterRequest {
     pub(super) v: u32,
     pub(super) id: u64,
     pub(super) from: String,
+    /// Redis time (ms) after which the request must not be acted on: the
+    /// requester has answered without it by then.
+    pub(super) deadline: u64,
+    /// Redis time (ms) when it was sent, for the pub/sub lag.
+    pub(super) sent: u64,
     pub(super) op: Op,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub(super) enum Op {
-    List,
-    Send { target: WireTarget, msg: Delivery },
-    Close { target: WireTarget },
+    Send {
+        target: WireTarget,
+        msg: Delivery,
+    },
+    Close {
+        target: WireTarget,
+    },
+    /// Publish Monitor lines on the monitor channel until this Redis time.
+    Tail {
+        until: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -76,6 +120,16 @@ impl From<&Target> for WireTarget {
     }
 }
 
+impl From<WireTarget> for Target {
+    fn from(t: WireTarget) -> Self {
+        match t {
+            WireTarget::Index(i) => Target::Index(i),
+            WireTarget::Name(n) => Target::Name(n),
+            WireTarget::All => Target::All,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug)]
 pub(super) struct ClusterResponse {
     pub(super) v: u32,
@@ -89,62 +143,65 @@ pub(super) struct ClusterResponse {
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub(super) enum ClusterResult {
-    List { conns: Vec<WireConn> },
     Done { reached: usize, dropped: usize },
     NoIndex,
+    Tailing,
 }
 
+/// One Monitor line of a node, on the monitor channel.
 #[derive(Serialize, Deserialize, Debug)]
-pub(super) struct WireConn {
+pub(super) struct MonitorLine {
+    pub(super) node: String,
+    pub(super) line: String,
+}
+
+/// One row of a node's connection table in Redis. `opened` is Redis time,
+/// so that any node can show the age; the traffic counters are as of the
+/// node's last refresh of the row.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub(super) struct Row {
     pub(super) id: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) names: Vec<String>,
     pub(super) remote: SocketAddr,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(super) page: String,
-    pub(super) age_ms: u64,
-    pub(super) msgs_in: u64,
-    pub(super) bytes_in: u64,
-    pub(super) msgs_out: u64,
-    pub(super) bytes_out: u64,
+    pub(super) opened: u64,
+    pub(super) mi: u64,
+    pub(super) bi: u64,
+    pub(super) mo: u64,
+    pub(super) bo: u64,
 }
 
-impl From<ConnInfo> for WireConn {
-    fn from(c: ConnInfo) -> Self {
-        WireConn {
+impl Row {
+    /// The row of `c`, with its opening time on the Redis clock `now`.
+    pub(super) fn new(c: ConnInfo, now: u64) -> Row {
+        let age = u64::try_from(c.age.as_millis()).unwrap_or(u64::MAX);
+        Row {
             id: c.id,
             names: c.names,
             remote: c.remote,
             page: c.page,
-            age_ms: u64::try_from(c.age.as_millis()).unwrap_or(u64::MAX),
-            msgs_in: c.msgs_in,
-            bytes_in: c.bytes_in,
-            msgs_out: c.msgs_out,
-            bytes_out: c.bytes_out,
+            opened: now.saturating_sub(age),
+            mi: c.msgs_in,
+            bi: c.bytes_in,
+            mo: c.msgs_out,
+            bo: c.bytes_out,
         }
     }
-}
 
-impl From<WireTarget> for Target {
-    fn from(t: WireTarget) -> Self {
-        match t {
-            WireTarget::Index(i) => Target::Index(i),
-            WireTarget::Name(n) => Target::Name(n),
-            WireTarget::All => Target::All,
-        }
-    }
-}
-
-impl From<WireConn> for ConnInfo {
-    fn from(c: WireConn) -> Self {
+    /// The connection, its age reckoned at Redis time `now`.
+    pub(super) fn info(self, now: u64) -> ConnInfo {
         ConnInfo {
-            id: c.id,
-            names: c.names,
-            remote: c.remote,
-            page: c.page,
-            age: Duration::from_millis(c.age_ms),
-            msgs_in: c.msgs_in,
-            bytes_in: c.bytes_in,
-            msgs_out: c.msgs_out,
-            bytes_out: c.bytes_out,
+            id: self.id,
+            names: self.names,
+            remote: self.remote,
+            page: self.page,
+            age: Duration::from_millis(now.saturating_sub(self.opened)),
+            msgs_in: self.mi,
+            bytes_in: self.bi,
+            msgs_out: self.mo,
+            bytes_out: self.bo,
         }
     }
 }
@@ -159,6 +216,8 @@ mod tests {
             v: WIRE_VERSION,
             id: 7,
             from: "a".into(),
+            deadline: 1_000,
+            sent: 900,
             op: Op::Send {
                 target: WireTarget::Name("status".into()),
                 msg: Delivery::Write {
@@ -173,6 +232,28 @@ mod tests {
             Op::Send { target: WireTarget::Name(ref n), msg: Delivery::Write { ref text } }
                 if n == "status" && text == "VPN \"up\""
         ));
-        assert!(serde_json::from_str::<ClusterRequest>("{\"v\":1}").is_err());
+        assert_eq!(back.deadline, 1_000);
+        assert!(serde_json::from_str::<ClusterRequest>("{\"v\":2}").is_err());
+    }
+
+    #[test]
+    fn rows_keep_the_age_on_the_redis_clock() {
+        let info = ConnInfo {
+            id: 9,
+            names: vec!["status".into()],
+            remote: "127.0.0.1:4000".parse().expect("address"),
+            page: "/".into(),
+            age: Duration::from_secs(5),
+            msgs_in: 1,
+            bytes_in: 2,
+            msgs_out: 3,
+            bytes_out: 4,
+        };
+        let row = Row::new(info, 100_000);
+        assert_eq!(row.opened, 95_000);
+        let json = serde_json::to_string(&row).expect("encodes");
+        let back: Row = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, row);
+        assert_eq!(back.info(101_000).age, Duration::from_secs(6));
     }
 }
