@@ -9,7 +9,7 @@
 #
 # PAGEWIRE_BIN      the daemon to test (default: target/debug/pagewire, built here)
 # CHROMIUM_BIN      the browser (default: /usr/bin/chromium)
-# PAGEWIRE_TEST_OUTPUT  where the screenshot goes (default: test-output/)
+# PAGEWIRE_TEST_OUTPUT  where the screenshots go (default: test-output/)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -16,6 +16,7 @@ use crate::app::shutdown;
 use crate::base::codec as frame;
 use crate::base::command::Target;
 use crate::base::stdout::ConsoleOut;
+use crate::doors::admin::Admins;
 use crate::doors::console;
 use crate::doors::control;
 use crate::doors::http::access::{HostPolicy, OriginPolicy, Token};
@@ -86,7 +87,8 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         tasks.spawn(control::serve(listener, engine.clone(), stop.clone()));
     }
     let pages = Arc::new(Pages::new(engine.clone(), settings.conn));
-    let front = front(&settings, &engine, &pages, tls.is_some());
+    let admins = Arc::new(Admins::new(engine.clone()));
+    let front = front(&settings, &engine, &pages, &admins, tls.is_some());
     out.print(format!(
         "pagewire listening on {}://{local} ({})",
         front.scheme,
@@ -104,6 +106,9 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     ));
     stop.cancelled().await;
 
+    // Consoles first: they hold places in the accept loop's limits, which
+    // the server's drain waits for.
+    admins.close_all(SHUTDOWN_GRACE).await;
     shut_down(&engine, &joined, &pages, server).await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
@@ -136,8 +141,14 @@ async fn join(
 }
 
 /// The HTTP door, its WebSockets handed to `pages`.
-fn front(settings: &Settings, engine: &Arc<Engine>, pages: &Arc<Pages>, tls: bool) -> Arc<Front> {
-    let pages = pages.clone();
+fn front(
+    settings: &Settings,
+    engine: &Arc<Engine>,
+    pages: &Arc<Pages>,
+    admins: &Arc<Admins>,
+    tls: bool,
+) -> Arc<Front> {
+    let (pages, admins) = (pages.clone(), admins.clone());
     Arc::new(Front {
         engine: engine.clone(),
         addresses: settings.addresses.clone(),
@@ -150,6 +161,7 @@ fn front(settings: &Settings, engine: &Arc<Engine>, pages: &Arc<Pages>, tls: boo
         serve_dotfiles: settings.serve_dotfiles,
         scheme: if tls { "https" } else { "http" },
         pages: Box::new(move |upgrade| pages.accept(upgrade)),
+        admins: Box::new(move |upgrade| admins.accept(upgrade)),
         server: Arc::default(),
     })
 }

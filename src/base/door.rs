@@ -19,14 +19,17 @@ pub(crate) enum Door {
     },
     /// A page, over its own WebSocket (the connection's index).
     Page(u64),
+    /// The admin console's socket (`/admin/ws`), opened with operator
+    /// rights.
+    Admin,
 }
 
 impl Door {
     /// Every door's label, in the order of [`Door::slot`].
-    pub(crate) const LABELS: [&'static str; 4] = ["console", "control", "http", "page"];
+    pub(crate) const LABELS: [&'static str; 5] = ["console", "control", "http", "page", "admin"];
 
     /// The door's name, without a page's index: `console`, `control`,
-    /// `http` or `page`.
+    /// `http`, `page` or `admin`.
     pub(crate) fn label(self) -> &'static str {
         Self::LABELS[self.slot()]
     }
@@ -38,13 +41,14 @@ impl Door {
             Door::Control => 1,
             Door::Http { .. } => 2,
             Door::Page(_) => 3,
+            Door::Admin => 4,
         }
     }
 
     /// Whether lines from this door run with the operator's rights.
     pub(crate) fn is_operator(self) -> bool {
         match self {
-            Door::Console | Door::Control => true,
+            Door::Console | Door::Control | Door::Admin => true,
             Door::Http { operator } => operator,
             Door::Page(_) => false,
         }
@@ -123,6 +127,32 @@ pub(crate) struct Upgrade {
     pub(crate) peer: SocketAddr,
     /// The page it came from, for the listing.
     pub(crate) page: String,
+    /// Kept for as long as the WebSocket lives: its place in the accept
+    /// loop's connection limits.
+    pub(crate) keep: Box<dyn Send>,
+}
+
+/// How the admin socket's caller proves operator rights, as the HTTP door
+/// found it at the upgrade.
+pub(crate) enum AdminAuth {
+    /// Proven already: the bearer token in the upgrade request, or a local
+    /// client of a daemon without a token.
+    Granted,
+    /// A token is configured and the request did not carry it: the first
+    /// message must (a browser cannot set headers on a WebSocket). The
+    /// check compares in constant time.
+    FirstMessage(Box<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+/// An admin console's WebSocket that the HTTP door has accepted (handshake,
+/// Origin, rights), handed to the admin door; `serve` joins the two.
+pub(crate) struct AdminUpgrade {
+    /// The connection, once hyper has let go of it.
+    pub(crate) pending: hyper::upgrade::OnUpgrade,
+    /// The peer's address.
+    pub(crate) peer: SocketAddr,
+    /// What is left to prove.
+    pub(crate) auth: AdminAuth,
     /// Kept for as long as the WebSocket lives: its place in the accept
     /// loop's connection limits.
     pub(crate) keep: Box<dyn Send>,

@@ -68,7 +68,7 @@ impl PageRights {
 /// Commands run, by door and result, for `/metrics`.
 #[derive(Default, Debug)]
 pub(crate) struct CommandCounters {
-    counts: [[AtomicU64; 2]; 4],
+    counts: [[AtomicU64; 2]; Door::LABELS.len()],
 }
 
 impl CommandCounters {
@@ -123,6 +123,11 @@ impl Executor {
     /// Commands run so far, by door and result.
     pub(crate) fn counters(&self) -> &CommandCounters {
         &self.inner.counters
+    }
+
+    /// This daemon's node id in a cluster; `None` on its own.
+    pub(crate) fn node(&self) -> Option<Arc<str>> {
+        self.inner.backplane.node()
     }
 
     /// The element Monitor lines go to while `set notify` is on.

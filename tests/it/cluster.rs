@@ -630,3 +630,26 @@ async fn tls_and_an_acl_user() {
         .assert_stderr_contains("cannot reach Redis");
     assert!(!out.stderr.contains("wrong"), "{out}");
 }
+
+#[tokio::test]
+async fn the_admin_console_names_its_node_and_its_commands_reach_the_cluster() {
+    let redis = Redis::start().await;
+    let (a, b) = (node(&redis), node(&redis));
+    let mut on_b = Page::with_names(&b.d, &["status"]).await;
+    // B's name is routed to once B wrote it to Redis.
+    wait_for_listing(&a, |out| out.contains("names=status")).await;
+    let mut console = crate::admin::Console::connect(&a.d, &[])
+        .await
+        .expect("upgrade");
+    console.recv_type("hello").await;
+    assert_eq!(
+        console.recv().await,
+        serde_json::json!({"type": "ready", "node": a.id})
+    );
+    // The table is this node's: B's page is not in it.
+    assert_eq!(console.recv_type("table").await["total"], 0);
+    let line = serde_json::json!({"type": "command", "id": 1, "line": "ws write status across"});
+    console.send(line).await;
+    assert_eq!(on_b.recv_type("write").await["text"], "across");
+    assert_eq!(console.recv_type("reply").await["ok"], true);
+}

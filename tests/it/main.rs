@@ -3,6 +3,7 @@
 
 mod action_guards;
 mod actions;
+mod admin;
 mod cli;
 mod cluster;
 mod control_owner;

@@ -381,6 +381,14 @@ impl Token {
             Credentials::Invalid
         }
     }
+
+    /// Whether `presented` is the token (false when none is configured),
+    /// compared in constant time.
+    pub(crate) fn matches(&self, presented: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|expected| bool::from(presented.as_bytes().ct_eq(expected.as_bytes())))
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,34 @@ impl Asset {
     }
 }
 
+/// The admin console (`/admin`): its page, under the demo page's policy,
+/// its script and its style.
+pub(crate) const ADMIN: &[Asset] = &[
+    Asset {
+        path: "/admin",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../../assets/admin.html"),
+        csp: Some(DEMO_CSP),
+    },
+    Asset {
+        path: "/admin/admin.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../assets/admin.js"),
+        csp: None,
+    },
+    Asset {
+        path: "/admin/admin.css",
+        content_type: "text/css; charset=utf-8",
+        // The demo page's look, then the console's own rules.
+        body: concat!(
+            include_str!("../../../assets/demo.css"),
+            include_str!("../../../assets/admin.css")
+        )
+        .as_bytes(),
+        csp: None,
+    },
+];
+
 /// The demo asset at `path` (`/` is `/index.html`).
 pub(crate) fn demo(path: &str) -> Option<&'static Asset> {
     let path = if path == "/" { "/index.html" } else { path };
@@ -125,5 +153,25 @@ mod tests {
         );
         assert_eq!(demo("/").and_then(|a| a.csp), Some(DEMO_CSP));
         assert!(!DEMO_CSP.contains("unsafe"));
+    }
+
+    #[test]
+    fn the_admin_page_links_only_its_embedded_files_and_has_no_inline_script() {
+        let page = std::str::from_utf8(ADMIN[0].body).expect("the admin page is UTF-8");
+        let mut linked = attribute_values(page, "src");
+        linked.extend(
+            attribute_values(page, "href")
+                .into_iter()
+                .filter(|h| !h.starts_with("data:")),
+        );
+        assert_eq!(linked, ["admin/admin.js", "admin/admin.css"]);
+        for path in linked {
+            // Relative to /admin, so that a proxy's path prefix keeps working.
+            let at = format!("/{path}");
+            assert!(ADMIN.iter().any(|a| a.path == at), "{path} is not embedded");
+        }
+        assert!(!page.contains("<style") && !page.contains(" style=\""));
+        assert_eq!(page.matches("<script").count(), 1);
+        assert_eq!(ADMIN[0].csp, Some(DEMO_CSP));
     }
 }

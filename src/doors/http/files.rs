@@ -50,7 +50,7 @@ fn not_found() -> Response {
 }
 
 /// Serves an embedded asset, answering `If-None-Match` with 304.
-fn embedded(asset: &Asset, headers: &HeaderMap) -> Response {
+pub(super) fn embedded(asset: &Asset, headers: &HeaderMap) -> Response {
     let etag = asset.etag();
     let fresh = headers
         .get(header::IF_NONE_MATCH)

@@ -8,6 +8,7 @@
 //! another site can neither run commands nor open a WebSocket.
 
 pub(crate) mod access;
+mod admin;
 pub(crate) mod assets;
 mod body;
 mod commands;
@@ -28,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::base::door::Upgrade;
+use crate::base::door::{AdminUpgrade, Upgrade};
 use crate::engine::Engine;
 use access::{shown, AddressPolicy, OriginPolicy, Token};
 
@@ -53,6 +54,8 @@ pub(crate) struct Front {
     pub(crate) scheme: &'static str,
     /// Where an accepted WebSocket goes: the page door.
     pub(crate) pages: Box<dyn Fn(Upgrade) + Send + Sync>,
+    /// Where an accepted admin console socket goes: the admin door.
+    pub(crate) admins: Box<dyn Fn(AdminUpgrade) + Send + Sync>,
     /// The accept loop's counters.
     pub(crate) server: Arc<server::ServerStats>,
 }
@@ -69,6 +72,11 @@ pub(crate) fn app(front: Arc<Front>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/ws.js", get(files::ws_js))
+        .route("/admin", get(admin::asset))
+        .route("/admin/", get(admin::slash))
+        .route("/admin/admin.js", get(admin::asset))
+        .route("/admin/admin.css", get(admin::asset))
+        .route("/admin/ws", get(admin::upgrade))
         .fallback(files::static_files)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(front.clone(), check_address))
@@ -184,6 +192,7 @@ fn route_class(path: &str) -> &'static str {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/ws.js" => "/ws.js",
+        p if p == "/admin" || p.starts_with("/admin/") => "/admin",
         _ => "files",
     }
 }

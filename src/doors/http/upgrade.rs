@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::server::ConnSlot;
@@ -17,11 +17,11 @@ use crate::base::hold::HoldWrites;
 /// Longest page description kept for the listing.
 const MAX_PAGE_LEN: usize = 512;
 
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+pub(super) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
+pub(super) fn refuse(status: StatusCode, message: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -59,21 +59,7 @@ pub(super) async fn upgrade(
 ) -> Response {
     let hub = front.engine.hub.clone();
     let headers = req.headers();
-    if let Err(e) = handshake::validate_request(
-        req.method().as_str(),
-        header_str(headers, header::SEC_WEBSOCKET_VERSION),
-        header_str(headers, header::SEC_WEBSOCKET_KEY),
-        header_str(headers, header::UPGRADE),
-        header_str(headers, header::CONNECTION),
-    ) {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        let mut resp = refuse(status, &e.to_string());
-        if status == StatusCode::UPGRADE_REQUIRED {
-            resp.headers_mut().insert(
-                header::SEC_WEBSOCKET_VERSION,
-                HeaderValue::from_static(handshake::SUPPORTED_VERSION),
-            );
-        }
+    if let Some(resp) = bad_handshake(headers, req.method()) {
         return resp;
     }
     if let Err(why) = front.origins.check(headers, front.scheme) {
@@ -108,12 +94,40 @@ pub(super) async fn upgrade(
         page,
         keep: Box::new(slot),
     });
+    switching(&accept)
+}
+
+/// Checks a WebSocket handshake request: the answer saying why it is not
+/// one, or None.
+pub(super) fn bad_handshake(headers: &HeaderMap, method: &Method) -> Option<Response> {
+    if let Err(e) = handshake::validate_request(
+        method.as_str(),
+        header_str(headers, header::SEC_WEBSOCKET_VERSION),
+        header_str(headers, header::SEC_WEBSOCKET_KEY),
+        header_str(headers, header::UPGRADE),
+        header_str(headers, header::CONNECTION),
+    ) {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut resp = refuse(status, &e.to_string());
+        if status == StatusCode::UPGRADE_REQUIRED {
+            resp.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static(handshake::SUPPORTED_VERSION),
+            );
+        }
+        return Some(resp);
+    }
+    None
+}
+
+/// The 101 answer to a checked handshake.
+pub(super) fn switching(accept: &str) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
+    if let Ok(v) = HeaderValue::from_str(accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     resp

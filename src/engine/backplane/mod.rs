@@ -160,6 +160,11 @@ pub(crate) trait Backplane: Send + Sync {
     /// This daemon's own hub.
     fn hub(&self) -> &Hub;
 
+    /// This daemon's node id in a cluster; `None` on its own.
+    fn node(&self) -> Option<Arc<str>> {
+        None
+    }
+
     /// Hands every reachable connection to `each`, by index, as it is
     /// read (a cluster's listing is never held whole); returns the notes
     /// on what could not be included.

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
+use tokio::sync::broadcast;
 
 pub(crate) use outbox::Next;
 pub use outbox::{CloseReason, OutboxLimits};
@@ -364,6 +365,7 @@ struct Entry {
 }
 
 impl Entry {
+    /// A snapshot of the connection, for a listing.
     fn info(&self) -> ConnInfo {
         let c = &self.conn;
         let (msgs_out, bytes_out) = c.outbox.written_so_far();
@@ -431,7 +433,25 @@ struct Shared {
     epoch: Instant,
     counters: Arc<Counters>,
     monitor: Monitor,
+    /// Opened, registered and closed connections, for whoever watches the
+    /// table (the admin console); sent only while someone does.
+    changes: broadcast::Sender<TableChange>,
 }
+
+/// A change to the connection table, told to [`Hub::changes`] watchers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TableChange {
+    /// A connection opened (its index).
+    Opened(u64),
+    /// A connection registered a name.
+    Registered(u64),
+    /// A connection left the table.
+    Closed(u64),
+}
+
+/// Changes a slow watcher may fall behind by before it misses some (it is
+/// then told how many, and reads the table again).
+const CHANGES_BACKLOG: usize = 256;
 
 /// A cheap-to-clone handle on the connection table.
 #[derive(Clone)]
@@ -474,6 +494,7 @@ impl Hub {
                 epoch: Instant::now(),
                 counters: Arc::default(),
                 monitor,
+                changes: broadcast::channel(CHANGES_BACKLOG).0,
             }),
         }
     }
@@ -497,6 +518,20 @@ impl Hub {
     /// The Monitor this hub reports to.
     pub(crate) fn monitor(&self) -> &Monitor {
         &self.shared.monitor
+    }
+
+    /// Table changes from now on. Watching costs the hub one channel send
+    /// per open, registration and close; nothing per delivered frame.
+    pub(crate) fn changes(&self) -> broadcast::Receiver<TableChange> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Tells the watchers of [`Hub::changes`], if any; called with the table
+    /// unlocked, since it may wake them.
+    fn changed(&self, change: TableChange) {
+        if self.shared.changes.receiver_count() > 0 {
+            let _ = self.shared.changes.send(change);
+        }
     }
 
     fn now_secs(&self) -> u32 {
@@ -596,6 +631,7 @@ impl Hub {
             "ws {id} opened from {remote} page {}",
             if page.is_empty() { "-" } else { page }
         ));
+        self.changed(TableChange::Opened(id));
         Ok(conn)
     }
 
@@ -631,6 +667,7 @@ impl Hub {
         }
         self.monitor()
             .emit(format_args!("ws {id} registered '{name}'"));
+        self.changed(TableChange::Registered(id));
         Ok(())
     }
 
@@ -680,6 +717,20 @@ impl Hub {
             .range(floor.saturating_add(1)..)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The number of connections and a snapshot of at most `limit` of them,
+    /// by index, from the `offset`th on: one page of a large table.
+    pub(crate) fn list_page(&self, offset: usize, limit: usize) -> (usize, Vec<ConnInfo>) {
+        let t = self.table();
+        let rows = t
+            .conns
+            .values()
+            .skip(offset)
+            .take(limit)
+            .map(Entry::info)
+            .collect();
+        (t.conns.len(), rows)
     }
 
     /// Has `observer` told of every connection that opens, registers a
@@ -811,6 +862,7 @@ impl Hub {
     }
 
     fn closed(&self, id: u64, reason: &CloseReason) {
+        self.changed(TableChange::Closed(id));
         self.shared.counters.closed.fetch_add(1, Relaxed);
         self.monitor().emit(format_args!(
             "ws {id} closed: {} (code {})",
@@ -983,5 +1035,33 @@ mod tests {
         let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
         assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(1));
         assert_eq!(hub.open(remote, "").map(|c| c.id()), Ok(2));
+    }
+
+    #[test]
+    fn watchers_hear_opens_registrations_and_closes_and_read_a_page() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let early = hub.open(remote, "").expect("open");
+        let mut changes = hub.changes();
+        let conn = hub.open(remote, "/p").expect("open");
+        hub.register(conn.id(), "status").expect("register");
+        hub.gone(
+            &early,
+            &CloseReason {
+                code: 1000,
+                reason: "bye",
+            },
+        );
+        assert_eq!(changes.try_recv(), Ok(TableChange::Opened(2)));
+        assert_eq!(changes.try_recv(), Ok(TableChange::Registered(2)));
+        assert_eq!(changes.try_recv(), Ok(TableChange::Closed(1)));
+        assert!(changes.try_recv().is_err());
+        for _ in 0..3 {
+            hub.open(remote, "").expect("open");
+        }
+        let (total, rows) = hub.list_page(1, 2);
+        assert_eq!(total, 4);
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(hub.list_page(0, 1).1[0].names, ["status"]);
     }
 }

@@ -403,6 +403,10 @@ impl Backplane for Cluster {
         &self.node.hub
     }
 
+    fn node(&self) -> Option<Arc<str>> {
+        Some(self.node.id.clone())
+    }
+
     fn list<'a>(&'a self, each: &'a mut (dyn FnMut(Listed) + Send)) -> BoxFuture<'a, Vec<String>> {
         Box::pin(self.node.list_into(each))
     }
