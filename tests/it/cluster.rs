@@ -378,6 +378,31 @@ async fn without_redis_at_start_the_node_refuses_to_start() {
         .assert_stderr_contains("run without --redis");
 }
 
+/// A Redis that is slow to answer while a node starts (stopped for longer
+/// than a node waits for one answer, a third of a refresh period) is
+/// waited for, not taken for absent.
+#[tokio::test]
+async fn a_node_starting_while_redis_is_slow_waits_for_it() {
+    let redis = Redis::start().await;
+    let pid = redis.child.as_ref().expect("redis-server runs").id();
+    signal(pid, "-STOP");
+    let resume = std::thread::spawn(move || {
+        // The stall itself, not a wait for a condition.
+        std::thread::sleep(Duration::from_millis(1500));
+        signal(pid, "-CONT");
+    });
+    let a = node(&redis);
+    resume.join().expect("redis-server resumed");
+    let on_a = Page::open(&a.d).await;
+    let row = format!("{} ", on_a.index);
+    let here = format!(" node={}", a.id);
+    wait_for_listing(&a, |out| {
+        out.lines()
+            .any(|l| l.starts_with(&row) && l.contains(&here))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_redis_outage_keeps_local_delivery_and_heals() {
     let mut redis = Redis::start().await;

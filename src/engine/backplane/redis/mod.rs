@@ -111,6 +111,10 @@ fn client(url: &str, config: &ClusterConfig) -> anyhow::Result<Client> {
     }
 }
 
+/// How long a starting node keeps trying a Redis that does not answer in
+/// time, before it gives up.
+const START_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Reaches the Redis at `url` and takes this node's first two blocks of
 /// indexes (waiting out the fence of a new epoch). Fails when Redis cannot
 /// be reached: a node that starts without it could not give indexes that
@@ -132,15 +136,28 @@ pub(crate) async fn connect(
     // A Redis error's source repeats its message: show the error alone.
     let failed = |e: RedisError| anyhow::anyhow!("{}: {e}", unreachable());
     let refresh = config.lease() / 3;
-    let mut conn = open_commands(&client, refresh).await.map_err(failed)?;
+    // Each attempt is bounded as a running node's are (half a refresh
+    // period); a Redis that is only slow to answer (a loaded machine, a
+    // TLS handshake) is tried again for a while, one that refuses is not.
+    let patience = tokio::time::Instant::now() + START_PATIENCE;
+    let again = |e: &RedisError| e.is_timeout() && tokio::time::Instant::now() < patience;
+    let mut conn = loop {
+        match open_commands(&client, refresh).await {
+            Ok(conn) => break conn,
+            Err(e) if again(&e) => continue,
+            Err(e) => return Err(failed(e)),
+        }
+    };
     let keys = Keys::new(&config.prefix);
     let id: Arc<str> = node_id().into();
     let mut taken = Vec::new();
     while taken.len() < 2 {
-        match take_indexes(&mut conn, &keys, &id, config.index_block, config.lease())
-            .await
-            .map_err(failed)?
-        {
+        let took =
+            match take_indexes(&mut conn, &keys, &id, config.index_block, config.lease()).await {
+                Err(e) if again(&e) => continue,
+                took => took.map_err(failed)?,
+            };
+        match took {
             Taken::Block(range) => taken.push(range),
             Taken::Fenced(wait) => {
                 monitor.emit_summarised(
@@ -190,7 +207,7 @@ impl Joining {
         };
         let lease = self.config.lease();
         let refresh = lease / 3;
-        let (sink, stream) = open_pubsub(&self.client, &self.keys, &self.id, refresh / 2)
+        let (sink, stream) = open_pubsub(&self.client, &self.keys, &self.id, START_PATIENCE)
             .await
             .map_err(|e| unreachable(&e))?;
         let (connected, _) = watch::channel(true);
