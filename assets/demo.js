@@ -21,9 +21,11 @@
   // written something else there, that text stays.
   var shownState = status.textContent;
 
-  // Show this server's address in the examples.
+  // Show this server's address in the examples (with its base path, when
+  // it serves under one: this page is its root).
+  var here = location.origin + location.pathname.replace(/\/[^/]*$/, '');
   var origins = document.querySelectorAll('.origin');
-  for (var i = 0; i < origins.length; i++) origins[i].textContent = location.origin;
+  for (var i = 0; i < origins.length; i++) origins[i].textContent = here;
 
   function closeText(last) {
     return last.reason || 'closed (code ' + last.code + ')';
@@ -118,7 +120,8 @@
     // wsQuote escapes " and \ so that the text stays one token.
     var line = 'ws write * ' + wsQuote(text);
     showResult(true, '…');
-    fetch('/api/command', {
+    // Relative: under a base path it is the daemon's own api/command.
+    fetch('api/command', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ cmd: line })

@@ -27,6 +27,17 @@ if [ ! -x "$chromium" ]; then
   apt-get install -y -q chromium
 fi
 "$chromium" --version
+# proxy.test.js puts Debian's nginx in front of the daemon.
+if [ ! -x "${NGINX_BIN:-/usr/sbin/nginx}" ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "browser-tests: nginx is missing; install Debian's nginx package (as root: apt-get install nginx)" >&2
+    exit 1
+  fi
+  echo "browser-tests: installing nginx" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q nginx
+fi
 
 # No browser download: playwright-core drives the system's chromium.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1

@@ -32,9 +32,13 @@ step() { printf '\n==> %s\n' "$*"; }
 
 export RUSTC_BOOTSTRAP=1
 
+# cargo-fuzz goes into the project's target/tools/, not ~/.cargo/bin:
+# nothing outside the checkout is changed (`cargo clean` removes it).
+tools="$PWD/target/tools"
+export PATH="$tools/bin:$PATH"
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
-  step "installing cargo-fuzz $CARGO_FUZZ_VERSION"
-  cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+  step "installing cargo-fuzz $CARGO_FUZZ_VERSION into $tools"
+  cargo install --locked --quiet --root "$tools" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
 step "building the fuzz targets"

@@ -10,11 +10,18 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the tests use: Chromium for the browser tests, Redis for
-# the cluster tests, openssl for test certificates.
+# the cluster tests, openssl for test certificates, nginx for the reverse
+# proxy test; for the Debian package's test (tests/it/package.rs, as root):
+# objcopy, adduser, systemd-analyze, man.
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v openssl >/dev/null || missing+=(openssl)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v objcopy >/dev/null || missing+=(binutils)
+[ -x /usr/sbin/adduser ] || missing+=(adduser)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v man >/dev/null || missing+=(man-db)
 if ((${#missing[@]})); then
   step "installing ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -10,7 +10,8 @@
  * ES module (import { wsInit, wsExpose } from 'pagewire'), which puts
  * nothing on window. No dependencies, no build step for the page.
  *
- *   wsInit('status')   open the WebSocket to this host's /ws (wss: on https)
+ *   wsInit('status')   open the WebSocket to the daemon's /ws beside ws.js
+ *                      (wss: on https; so /status/ws for /status/ws.js)
  *                      and register element #status; on an open socket,
  *                      register one more element. Every registered name is
  *                      registered again after a reconnect.
@@ -271,10 +272,29 @@ function pageClient() {
     notify(wsInit.onframe, frame);
   }
 
+  // The daemon's /ws is beside ws.js: a page that loaded ws.js from under
+  // a base path (a reverse proxy's /status/ws.js) gets /status/ws. Read
+  // once, while the script that loads ws.js runs; a bundle or a module
+  // (which has no currentScript) uses this host's /ws.
+  var SCRIPT_URL = scriptUrl();
+
+  function scriptUrl() {
+    var script = typeof document !== 'undefined' ? document.currentScript : null;
+    if (!script || !script.src) return null;
+    try {
+      var u = new URL(script.src, location.href);
+      return /\/ws\.js$/.test(u.pathname) ? u : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
   // ?page= tells the daemon which page this is, for its `ws` listing.
   function url() {
-    return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
-      '/ws?page=' + encodeURIComponent(location.pathname);
+    var from = SCRIPT_URL || location;
+    var dir = SCRIPT_URL ? SCRIPT_URL.pathname.slice(0, -'ws.js'.length) : '/';
+    return (from.protocol === 'https:' ? 'wss://' : 'ws://') + from.host + dir +
+      'ws?page=' + encodeURIComponent(location.pathname);
   }
 
   function connect() {

@@ -23,6 +23,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::app::config::ServeConfig;
+use crate::base::logline::{self, Level, LogFormat};
 use crate::base::stdout::ConsoleOut;
 use crate::doors::console::{Editor, EditorConfig};
 use crate::doors::control::{self, Client, ClientError};
@@ -33,7 +34,8 @@ use crate::doors::control::{self, Client, ClientError};
 pub(crate) struct Cli {
     /// The daemon's control socket [default: $XDG_RUNTIME_DIR/pagewire.sock,
     /// else /run/pagewire/pagewire.sock for root, /tmp/pagewire-UID/pagewire.sock
-    /// for other users].
+    /// for other users; without a socket there, the service's
+    /// /run/pagewire/pagewire.sock for members of the group pagewire].
     #[arg(long, value_name = "PATH", env = "PAGEWIRE_CONTROL", global = true)]
     pub(crate) control: Option<PathBuf>,
 
@@ -48,8 +50,10 @@ pub(crate) enum CliCommand {
     /// Run the daemon: serve pages, WebSockets and the control socket.
     Serve(Box<ServeConfig>),
     /// List, write to, exec on or close WebSocket connections (`pagewire help ws`).
+    #[command(after_help = crate::base::command::group_overview("ws"))]
     Ws(CommandWords),
     /// Change a daemon setting, e.g. `set notify status`.
+    #[command(after_help = crate::base::command::group_overview("set"))]
     Set(CommandWords),
     /// Run a configured action by name.
     Run(CommandWords),
@@ -59,6 +63,36 @@ pub(crate) enum CliCommand {
     Monitor(MonitorArgs),
     /// Type commands to the running daemon in a line editor.
     Console(ConsoleArgs),
+    /// Check a configuration file: print each error with its line, exit 1
+    /// if there is any.
+    CheckConfig(CheckConfigArgs),
+    /// Print completions for a shell, e.g. `source <(pagewire completions
+    /// bash)`.
+    Completions(CompletionsArgs),
+}
+
+/// Arguments of `pagewire check-config`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckConfigArgs {
+    /// The configuration file (TOML).
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+}
+
+/// Arguments of `pagewire completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// The whole command line as clap sees it: the derived definitions, with
+/// every `serve` flag's environment variable added
+/// ([`crate::app::config::with_env`]). `--help`, the completions and the
+/// man page all come from here.
+pub(crate) fn command() -> clap::Command {
+    Cli::command().mut_subcommand("serve", crate::app::config::with_env)
 }
 
 /// The words of a command line for the daemon, passed on as they are.
@@ -117,7 +151,7 @@ pub fn main() -> ExitCode {
 
 /// [`main`] with explicit arguments (the first is the program name).
 pub(crate) fn main_with(args: impl IntoIterator<Item = OsString>) -> Exit {
-    let parsed = Cli::command()
+    let parsed = command()
         .try_get_matches_from(args)
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
     let (cli, matches) = match parsed {
@@ -137,9 +171,15 @@ pub(crate) fn main_with(args: impl IntoIterator<Item = OsString>) -> Exit {
         // The configuration file under the flags (`--control` given before
         // `serve` is among them: clap passes global flags down).
         (CliCommand::Serve(_), Some((_, flags))) => match ServeConfig::load(flags) {
+            Ok(config) if config.print_config => print_config(&config),
             Ok(config) => serve(config),
             Err(e) => fail(format_args!("{e:#}"), Exit::Refused),
         },
+        (CliCommand::CheckConfig(args), _) => check_config(&args.file),
+        (CliCommand::Completions(args), _) => {
+            clap_complete::generate(args.shell, &mut command(), "pagewire", &mut io::stdout());
+            Exit::Success
+        }
         (command, _) => client_command(command, control),
     }
 }
@@ -155,15 +195,40 @@ fn client_command(command: CliCommand, control: Option<PathBuf>) -> Exit {
         CliCommand::Help(words) => one_command("help", words, control),
         CliCommand::Monitor(args) => client_runtime(monitor(control_path(control), args.cluster)),
         CliCommand::Console(args) => client_runtime(console(control_path(control), args)),
+        // Not reached: answered without the daemon in `main_with`.
+        CliCommand::CheckConfig(_) | CliCommand::Completions(_) => Exit::CannotRun,
+    }
+}
+
+/// `serve --print-config`: the settings `serve` would run with, checked,
+/// as a configuration file.
+fn print_config(config: &ServeConfig) -> Exit {
+    match crate::app::config::Settings::resolve(config.clone()) {
+        Ok(_) => print_stdout(&config.to_toml()),
+        Err(e) => fail(format_args!("{e:#}"), Exit::Refused),
+    }
+}
+
+/// `check-config FILE`: `FILE: ok`, or each error as `FILE:LINE: WHAT`.
+fn check_config(path: &std::path::Path) -> Exit {
+    match crate::app::config::check_file(path) {
+        Ok(()) => print_stdout(&format!("{}: ok", path.display())),
+        Err(errors) => {
+            for error in errors {
+                print_stderr(&error);
+            }
+            Exit::Refused
+        }
     }
 }
 
 fn control_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.unwrap_or_else(control::default_path)
+    flag.unwrap_or_else(control::client_default_path)
 }
 
 fn serve(config: ServeConfig) -> Exit {
     init_tracing();
+    let format = config.log.log_format.unwrap_or_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -173,6 +238,20 @@ fn serve(config: ServeConfig) -> Exit {
     };
     match runtime.block_on(crate::app::serve::run(config)) {
         Ok(()) => Exit::Success,
+        Err(e) if format == LogFormat::Json => {
+            let message = format!("error: {e:#}");
+            let node = crate::base::logline::Node::default();
+            let line = logline::line(
+                format,
+                Level::Error,
+                "exit",
+                &node.get(),
+                &message,
+                Default::default(),
+            );
+            print_stderr(&line);
+            Exit::Refused
+        }
         Err(e) => fail(format_args!("{e:#}"), Exit::Refused),
     }
 }

@@ -13,11 +13,16 @@
 //! | executor | | `[pages]` |
 //! | actions | | its share of `[limits]`, `[actions.NAME]` |
 //!
-//! A flag given on the command line, or its environment variable where it
-//! names one (`env = ...` on the flag), wins over the file: clap sets on
-//! the file's values only what was given
-//! (`FromArgMatches::update_from_arg_matches`). Another source between
-//! them (more `PAGEWIRE_*` variables) is one `env` attribute per flag.
+//! Every setting but `[actions.NAME]` is also a flag and an environment
+//! variable, from its one declaration: the flag is the key's path with
+//! `-` (`listen` is `--listen`, `[limits] max_connections` is
+//! `--limits-max-connections`), the variable `PAGEWIRE_` and the flag's
+//! name in capitals with `_` (`PAGEWIRE_LIMITS_MAX_CONNECTIONS`), added to
+//! every flag in one place ([`with_env`]). A flag given on the command
+//! line wins, then its variable, then the file, then the default: clap
+//! sets on the file's values only what came from the command line or the
+//! environment (`FromArgMatches::update_from_arg_matches`, after the
+//! values clap filled in from defaults are cleared, [`given_only`]).
 //! `app::file` reads the file, each error at its line.
 
 use std::collections::BTreeMap;
@@ -26,9 +31,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::parser::ValueSource;
 use clap::FromArgMatches as _;
+use serde::Serialize;
 
 use super::file;
+use crate::base::logline::{LogFormat, LogSettings};
 use crate::doors::control::ControlSettings;
 use crate::doors::http::access::{AddressPolicy, AllowedHost};
 use crate::doors::http::server::ServerOptions;
@@ -42,84 +50,203 @@ use crate::engine::hub::{HeartbeatSettings, HubLimits, HubSettings};
 /// `pagewire serve`'s flags and the configuration file, in one: each part's
 /// settings, its flags flattened into the command line, its keys read from
 /// the file (`app::file`).
-#[derive(clap::Args, Debug, Default, Clone)]
+#[derive(clap::Args, Serialize, Debug, Default, Clone)]
 pub(crate) struct ServeConfig {
     /// The HTTP door's flags and keys.
     #[command(flatten)]
+    #[serde(flatten)]
     pub(crate) http: HttpSettings,
-    /// Read settings from this TOML file (flags win over it)
+    /// Read settings from this TOML file (flags and PAGEWIRE_* variables
+    /// win over it)
     #[arg(long, value_name = "FILE", display_order = 3)]
+    #[serde(skip)]
     pub(crate) config: Option<PathBuf>,
+    /// Print the effective settings (flags, environment, file, defaults)
+    /// as a configuration file, secrets hidden, and exit
+    #[arg(long, display_order = 3)]
+    #[serde(skip)]
+    pub(crate) print_config: bool,
     /// The control socket.
     #[command(flatten)]
+    #[serde(flatten)]
     pub(crate) control: ControlSettings,
     /// The cluster to join, if any.
     #[command(flatten)]
+    #[serde(flatten)]
     pub(crate) redis: RedisSettings,
+    /// How the daemon writes its log.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) log: LogSettings,
     /// `[limits]`.
-    #[arg(skip)]
+    #[command(flatten)]
     pub(crate) limits: LimitsTable,
     /// `[heartbeat]`.
-    #[arg(skip)]
+    #[command(flatten)]
     pub(crate) heartbeat: HeartbeatSettings,
     /// `[pages]`.
-    #[arg(skip)]
+    #[command(flatten)]
     pub(crate) pages: PagesSettings,
-    /// `[actions.NAME]`, by name.
+    /// `[cluster]`, used with `redis`.
+    #[command(flatten)]
+    pub(crate) cluster: ClusterConfig,
+    /// `[actions.NAME]`, by name (in the file only: each is a table).
     #[arg(skip)]
     pub(crate) actions: BTreeMap<String, ActionConfig>,
-    /// `[cluster]`, used with `redis`.
-    #[arg(skip)]
-    pub(crate) cluster: ClusterConfig,
 }
 
 /// `[limits]`: one table in the file, each part's share declared by it.
-#[derive(Debug, Default, Clone)]
+#[derive(clap::Args, Serialize, Debug, Default, Clone)]
 pub(crate) struct LimitsTable {
     /// Connections, names and outgoing queues.
+    #[command(flatten)]
+    #[serde(flatten)]
     pub(crate) hub: HubSettings,
     /// What a page may send.
+    #[command(flatten)]
+    #[serde(flatten)]
     pub(crate) page: PageLimits,
     /// The accept loop.
+    #[command(flatten)]
+    #[serde(flatten)]
     pub(crate) server: ServerLimits,
     /// Runs at once.
+    #[command(flatten)]
+    #[serde(flatten)]
     pub(crate) actions: ActionLimits,
 }
 
-impl ServeConfig {
-    /// The file named by `--config` (if any) with the flags in `matches`
-    /// set over it. Paths in the file are relative to its directory.
-    pub(crate) fn load(matches: &clap::ArgMatches) -> anyhow::Result<ServeConfig> {
-        let flags = ServeConfig::from_arg_matches(matches)?;
-        let Some(path) = &flags.config else {
-            return Ok(flags);
+/// Gives every flag of `serve` that has none its environment variable,
+/// `PAGEWIRE_` and the flag's name in capitals (`--limits-max-connections`:
+/// `PAGEWIRE_LIMITS_MAX_CONNECTIONS`); a repeatable flag's variable holds
+/// its values separated by commas (so does the flag).
+pub(crate) fn with_env(serve: clap::Command) -> clap::Command {
+    serve.mut_args(|arg| {
+        let Some(long) = arg.get_long().map(str::to_owned) else {
+            return arg;
         };
-        let mut config = ServeConfig::read(path)?;
-        config.update_from_arg_matches(matches)?;
+        let long = long.as_str();
+        if arg.get_env().is_some() || matches!(long, "help" | "print-config") {
+            return arg;
+        }
+        let name = format!("PAGEWIRE_{}", long.to_ascii_uppercase().replace('-', "_"));
+        let arg = match arg.get_action() {
+            clap::ArgAction::Append => arg.value_delimiter(','),
+            _ => arg,
+        };
+        // The Redis URL may hold a password.
+        let secret = long == "redis";
+        arg.env(name).hide_env_values(secret)
+    })
+}
+
+/// `matches` with what clap filled in from defaults taken out, so that
+/// updating the file's settings with them changes only what was given on
+/// the command line or in the environment.
+pub(crate) fn given_only(matches: &clap::ArgMatches) -> clap::ArgMatches {
+    let mut given = matches.clone();
+    let defaulted: Vec<String> = matches
+        .ids()
+        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::DefaultValue))
+        .map(|id| id.as_str().to_owned())
+        .collect();
+    for id in defaulted {
+        let _ = given.try_clear_id(&id);
+    }
+    given
+}
+
+impl ServeConfig {
+    /// The file named by `--config` or `PAGEWIRE_CONFIG` (if any), the
+    /// `PAGEWIRE_*` variables and then the flags in `matches` set over it,
+    /// over the defaults. Paths in the file are relative to its directory.
+    pub(crate) fn load(matches: &clap::ArgMatches) -> anyhow::Result<ServeConfig> {
+        let path = matches.get_one::<PathBuf>("config");
+        let mut config = match path {
+            Some(path) => ServeConfig::read(path)?,
+            None => ServeConfig::default(),
+        };
+        config.update_from_arg_matches(&given_only(matches))?;
         Ok(config)
     }
 
     /// The configuration file's `text`, each part read straight from it (see
     /// `app::file`: every error keeps its line).
     pub(crate) fn parse(text: &str) -> Result<ServeConfig, toml::de::Error> {
-        file::check_keys(text)?;
-        let tables: file::Tables = toml::from_str(text)?;
-        Ok(ServeConfig {
-            http: toml::from_str(text)?,
+        ServeConfig::parse_all(text).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Like [`ServeConfig::parse`], with every part's first error (each at
+    /// its line): an unknown key, then what each part could not read.
+    pub(crate) fn parse_all(text: &str) -> Result<ServeConfig, Vec<toml::de::Error>> {
+        let mut errors = Vec::new();
+        // A document that is not TOML at all has one error to tell.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(vec![e]);
+        }
+        errors.extend(file::check_keys(text).err());
+        fn part<T: Default>(
+            errors: &mut Vec<toml::de::Error>,
+            read: Result<T, toml::de::Error>,
+        ) -> T {
+            read.unwrap_or_else(|e| {
+                errors.push(e);
+                T::default()
+            })
+        }
+        let tables: file::Tables = part(&mut errors, toml::from_str(text));
+        let config = ServeConfig {
+            http: part(&mut errors, toml::from_str(text)),
             config: None,
-            control: toml::from_str(text)?,
-            redis: toml::from_str(text)?,
+            print_config: false,
+            control: part(&mut errors, toml::from_str(text)),
+            redis: part(&mut errors, toml::from_str(text)),
+            log: part(&mut errors, toml::from_str(text)),
             limits: LimitsTable {
-                hub: file::limits(text)?,
-                page: file::limits(text)?,
-                server: file::limits(text)?,
-                actions: file::limits(text)?,
+                hub: part(&mut errors, file::limits(text)),
+                page: part(&mut errors, file::limits(text)),
+                server: part(&mut errors, file::limits(text)),
+                actions: part(&mut errors, file::limits(text)),
             },
             heartbeat: tables.heartbeat,
             pages: tables.pages,
             actions: tables.actions,
             cluster: tables.cluster,
-        })
+        };
+        match errors.is_empty() {
+            true => Ok(config),
+            false => Err(errors),
+        }
+    }
+
+    /// The settings as a configuration file: every key with the value it
+    /// has (defaults filled in), the token and a Redis password hidden.
+    /// `--print-config` prints it; `check-config` reads it back.
+    pub(crate) fn to_toml(&self) -> String {
+        let mut shown = self.clone();
+        let http = &mut shown.http;
+        http.listen
+            .get_or_insert_with(|| crate::doors::http::settings::DEFAULT_LISTEN.into());
+        http.access.get_or_insert_with(Default::default);
+        http.serve_dotfiles.get_or_insert(false);
+        if http.token.is_some() {
+            http.token = Some(HIDDEN.to_owned());
+        }
+        shown.control.path = Some(shown.control.path());
+        shown.log.log_format.get_or_insert_with(Default::default);
+        shown.redis.redis = shown
+            .redis
+            .redis
+            .map(|url| crate::engine::backplane::redis::redact(&url));
+        let text = toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot show: {e}\n"));
+        let source = match &self.config {
+            Some(path) => format!("the file {}", path.display()),
+            None => "no file".to_owned(),
+        };
+        format!(
+            "# pagewire's effective settings: flags, then PAGEWIRE_* variables, then {source}, \
+             then the defaults.\n# Secrets are shown as {HIDDEN}.\n{text}"
+        )
     }
 
     /// The file at `path` alone, its relative paths made relative to its
@@ -135,6 +262,7 @@ impl ServeConfig {
                 &mut config.http.root,
                 &mut config.http.tls_cert,
                 &mut config.http.tls_key,
+                &mut config.http.token_file,
                 &mut config.control.path,
             ] {
                 *p = p.take().map(|p| relative_to(Some(base), p));
@@ -143,6 +271,9 @@ impl ServeConfig {
         Ok(config)
     }
 }
+
+/// What `--print-config` shows in place of a secret.
+const HIDDEN: &str = "(hidden)";
 
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
@@ -185,6 +316,12 @@ pub(crate) struct Settings {
     pub(crate) actions: BTreeMap<String, ActionConfig>,
     /// Most actions running at once.
     pub(crate) max_running_actions: usize,
+    /// Everything is served under this path (`""` for none).
+    pub(crate) base_path: String,
+    /// Proxies whose forwarding headers are believed.
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    /// How the log is printed.
+    pub(crate) log_format: LogFormat,
 }
 
 impl Settings {
@@ -218,7 +355,7 @@ impl Settings {
             origins,
             allowed_hosts,
             serve_dotfiles: http.serve_dotfiles.unwrap_or(false),
-            token: http.token.clone().filter(|t| !t.is_empty()),
+            token: http.token()?,
             redis: config.redis.redis,
             cluster: config.cluster,
             tls,
@@ -230,6 +367,9 @@ impl Settings {
             page_commands: config.pages.allow,
             actions,
             max_running_actions,
+            base_path: http.base_path()?,
+            trusted_proxies: http.trusted_proxies.clone(),
+            log_format: config.log.log_format.unwrap_or_default(),
         })
     }
 
@@ -242,6 +382,105 @@ impl Settings {
             .next()
             .with_context(|| format!("listen address '{}' resolves to nothing", self.listen))
     }
+}
+
+/// `pagewire check-config FILE`: reads the file as `serve --config FILE`
+/// would, and checks every setting as `serve` does before it starts
+/// (the TLS files are loaded too). Each error is one line, `FILE:LINE:
+/// WHAT` (`FILE: WHAT` when it concerns no one line).
+pub(crate) fn check_file(path: &Path) -> Result<(), Vec<String>> {
+    let shown = path.display();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{shown}: cannot read it: {e}")])?;
+    let at_line = |line: Option<usize>, what: &str| match line {
+        Some(line) => format!("{shown}:{line}: {what}"),
+        None => format!("{shown}: {what}"),
+    };
+    let config = ServeConfig::parse_all(&text).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| {
+                let line = e.span().map(|span| line_at(&text, span.start));
+                at_line(line, e.message().trim_end())
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let mut config = config;
+    config.config = Some(path.to_path_buf());
+    let base = path.parent();
+    for p in [
+        &mut config.http.root,
+        &mut config.http.tls_cert,
+        &mut config.http.tls_key,
+        &mut config.http.token_file,
+        &mut config.control.path,
+    ] {
+        *p = p.take().map(|p| relative_to(base, p));
+    }
+    let check = || -> anyhow::Result<()> {
+        let settings = Settings::resolve(config)?;
+        settings.listen_addr()?;
+        if let Some((cert, key)) = &settings.tls {
+            crate::doors::http::server::tls_acceptor(cert, key)?;
+        }
+        Ok(())
+    };
+    check().map_err(|e| {
+        let what = format!("{e:#}");
+        vec![at_line(line_of_key(&text, &what), &what)]
+    })
+}
+
+/// The line (from 1) of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
+}
+
+/// The line of the key or table of `text` that `message` names, if any:
+/// the first `table.key` it names, else the first key alone, else the
+/// first table.
+fn line_of_key(text: &str, message: &str) -> Option<usize> {
+    let names = |word: &str| {
+        !word.is_empty()
+            && message.match_indices(word).any(|(at, _)| {
+                let before = message[..at].chars().next_back();
+                let after = message[at + word.len()..].chars().next();
+                let boundary =
+                    |c: Option<char>| !c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                boundary(before) && boundary(after)
+            })
+    };
+    // Best match so far: (how good, line); a better one replaces it.
+    let mut best: Option<(u8, usize)> = None;
+    let mut consider = |rank: u8, line: usize| {
+        if best.map_or(true, |(r, _)| rank > r) {
+            best = Some((rank, line));
+        }
+    };
+    let mut table = String::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = name.trim_matches(['[', ' ']).to_owned();
+            if names(&table) {
+                consider(1, number + 1);
+            }
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().trim_matches('"');
+        if key.starts_with('#') {
+            continue;
+        }
+        if !table.is_empty() && names(&format!("{table}.{key}")) {
+            consider(3, number + 1);
+        } else if names(key) {
+            consider(2, number + 1);
+        }
+    }
+    best.map(|(_, line)| line)
 }
 
 /// Checks one `[actions.NAME]` table and makes its relative paths

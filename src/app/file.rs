@@ -60,6 +60,7 @@ fn top_keys() -> &'static [&'static str] {
         keys.extend(fields_of::<HttpSettings>());
         keys.extend(fields_of::<ControlSettings>());
         keys.extend(fields_of::<RedisSettings>());
+        keys.extend(fields_of::<crate::base::logline::LogSettings>());
         keys.extend(fields_of::<Tables>());
         keys.push("limits");
         keys

@@ -4,5 +4,7 @@
 pub mod cli;
 pub(crate) mod config;
 mod file;
+mod manpage;
 pub(crate) mod serve;
 pub(crate) mod shutdown;
+mod systemd;

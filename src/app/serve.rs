@@ -13,8 +13,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::config::{ServeConfig, Settings};
 use crate::app::shutdown;
+use crate::app::systemd::Notifier;
 use crate::base::codec as frame;
 use crate::base::command::Target;
+use crate::base::logline::{self, Level};
 use crate::base::stdout::ConsoleOut;
 use crate::doors::admin::Admins;
 use crate::doors::console;
@@ -23,6 +25,7 @@ use crate::doors::http::access::{HostPolicy, OriginPolicy, Token};
 use crate::doors::http::{self, Front};
 use crate::doors::page::Pages;
 use crate::engine::actions::Actions;
+use crate::engine::backplane::redis::Cluster;
 use crate::engine::backplane::{self, Backplane};
 use crate::engine::exec::PageRights;
 use crate::engine::hub::{CloseReason, Hub};
@@ -59,18 +62,30 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // and outlives the stop signal, so that what shutdown reports is
     // printed too; it is stopped last.
     let printer_stop = CancellationToken::new();
-    let printer = console::spawn_monitor_printer(&monitor, out.clone(), printer_stop.clone());
+    let style = console::LogStyle {
+        format: settings.log_format,
+        ..Default::default()
+    };
+    let printer =
+        console::spawn_monitor_printer(&monitor, out.clone(), style.clone(), printer_stop.clone());
     if let Some(notice) = &control.notice {
         monitor.emit(notice.as_str());
     }
 
-    let joined = join(&settings, &monitor, local, &stop, &tasks).await?;
+    let (joined, cluster) = join(&settings, &monitor, local, &stop, &tasks).await?;
     let engine = Engine::new(
         joined.clone(),
         PageRights::new(settings.page_commands.clone()),
         Actions::new(settings.actions.clone(), settings.max_running_actions),
         out.clone(),
     );
+    let listening = engine
+        .readiness
+        .switch("listening", "not accepting connections");
+    if let Some(cluster) = cluster {
+        style.node.set(cluster.node_id());
+        engine.readiness.add("cluster", move || cluster.joined());
+    }
     tasks.spawn(notify::notify_pages(
         monitor.clone(),
         engine.hub.clone(),
@@ -89,11 +104,21 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let pages = Arc::new(Pages::new(engine.clone(), settings.conn));
     let admins = Arc::new(Admins::new(engine.clone()));
     let front = front(&settings, &engine, &pages, &admins, tls.is_some());
-    out.print(format!(
-        "pagewire listening on {}://{local} ({})",
-        front.scheme,
-        control.describe()
+    // Under a base path, the address of its pages (`/status/`).
+    let url = match settings.base_path.as_str() {
+        "" => format!("{}://{local}", front.scheme),
+        base => format!("{}://{local}{base}/", front.scheme),
+    };
+    listening.set(true);
+    out.print(log_line(
+        &style,
+        "listening",
+        &format!("pagewire listening on {url} ({})", control.describe()),
+        &[("url", &url), ("control", &control.describe())],
     ));
+    let systemd = Notifier::from_env();
+    systemd.notify("READY=1");
+    systemd.watchdog(stop.clone());
     let _console = console::spawn_console(engine.clone(), stop.clone());
     let server = tokio::spawn(http::server::serve(
         listener,
@@ -105,6 +130,8 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         stop.clone(),
     ));
     stop.cancelled().await;
+    listening.set(false);
+    systemd.notify("STOPPING=1");
 
     // Consoles first: they hold places in the accept loop's limits, which
     // the server's drain waits for.
@@ -120,24 +147,46 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The daemon's own message `message`, as the log format prints it.
+fn log_line(
+    style: &console::LogStyle,
+    event: &str,
+    message: &str,
+    fields: &[(&str, &str)],
+) -> String {
+    let fields = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
+    logline::line(
+        style.format,
+        Level::Info,
+        event,
+        &style.node.get(),
+        message,
+        fields,
+    )
+}
+
 /// The backplane: this daemon's hub alone, or, with `--redis`, a cluster
-/// joined through Redis (its hub takes indexes from the cluster).
+/// joined through Redis (its hub takes indexes from the cluster), and then
+/// the cluster too.
 async fn join(
     settings: &Settings,
     monitor: &Monitor,
     local: SocketAddr,
     stop: &CancellationToken,
     tasks: &TaskTracker,
-) -> anyhow::Result<Arc<dyn Backplane>> {
+) -> anyhow::Result<(Arc<dyn Backplane>, Option<Arc<Cluster>>)> {
     let Some(url) = &settings.redis else {
         let hub = Hub::new(settings.hub, monitor.clone());
-        return Ok(backplane::Local::shared(hub));
+        return Ok((backplane::Local::shared(hub), None));
     };
     let listen = format!("http://{local}");
     let joining = backplane::redis::connect(url, &settings.cluster, &listen, monitor).await?;
     let hub = Hub::with_index_source(settings.hub, monitor.clone(), joining.indexes());
     let cluster = joining.start(hub, stop.clone(), tasks).await?;
-    Ok(cluster)
+    Ok((cluster.clone(), Some(cluster)))
 }
 
 /// The HTTP door, its WebSockets handed to `pages`.
@@ -160,6 +209,8 @@ fn front(
         root: settings.root.clone(),
         serve_dotfiles: settings.serve_dotfiles,
         scheme: if tls { "https" } else { "http" },
+        base_path: settings.base_path.clone(),
+        trusted_proxies: settings.trusted_proxies.clone(),
         pages: Box::new(move |upgrade| pages.accept(upgrade)),
         admins: Box::new(move |upgrade| admins.accept(upgrade)),
         server: Arc::default(),

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod command;
 pub(crate) mod door;
 pub(crate) mod hold;
+pub mod logline;
 pub(crate) mod protocol;
 pub mod stdout;
 pub mod text;

@@ -23,11 +23,17 @@ use crate::engine::backplane::{Backplane, Delivery, Listed, Outcome};
 use crate::engine::hub::Hub;
 
 /// `[pages]` in the configuration file: what pages may do.
-#[derive(serde::Deserialize, Debug, Clone)]
+#[derive(clap::Args, serde::Serialize, serde::Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PagesSettings {
     /// Commands a page may run over its WebSocket (or /shell without
     /// operator rights), by name: "ws register", "run", "ws write", ...
+    #[arg(
+        id = "pages_allow",
+        long = "pages-allow",
+        value_name = "COMMAND",
+        help_heading = "Pages ([pages] in the file)"
+    )]
     pub(crate) allow: Vec<String>,
 }
 

@@ -3,10 +3,12 @@
 
 pub mod actions;
 pub(crate) mod backplane;
+pub(crate) mod events;
 pub mod exec;
 pub mod hub;
 pub mod monitor;
 pub(crate) mod notify;
+pub mod ready;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use backplane::Backplane;
 use exec::{Executor, PageRights};
 use hub::Hub;
 use monitor::Monitor;
+use ready::Readiness;
 
 /// What every door receives: the engine's parts, made once by `serve`.
 /// Doors reach each part here by name, not through one another.
@@ -33,6 +36,8 @@ pub struct Engine {
     /// This daemon's standard output: where a door prints what a reply has
     /// for the console ([`crate::base::door::Reply::console`]).
     pub(crate) out: ConsoleOut,
+    /// What `/readyz` answers: the checks the parts added.
+    pub(crate) readiness: Readiness,
 }
 
 impl Engine {
@@ -51,13 +56,8 @@ impl Engine {
             hub,
             actions,
             out,
+            readiness: Readiness::default(),
         })
-    }
-
-    /// Whether the daemon is ready to serve its share: `/readyz`. On its
-    /// own, always once listening; in a cluster, while joined.
-    pub(crate) fn ready(&self) -> Result<(), String> {
-        self.backplane.ready()
     }
 
     /// The engine of a daemon on its own, over `hub`.

@@ -197,3 +197,41 @@ fn console_runs_piped_lines() {
         "piped lines stay out of the history"
     );
 }
+
+#[test]
+fn the_daemons_console_says_that_exit_stops_the_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = format!(
+        "'{}' serve --listen 127.0.0.1:0 --control '{}'",
+        crate::support::bin(),
+        dir.path().join("ctl.sock").display()
+    );
+    // `script` gives the daemon a terminal, so it starts its console.
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qfec", &serve, "/dev/null"])
+        .env("HOME", dir.path())
+        .env("TERM", "dumb");
+    let out = Process::spawn_with_input(cmd, "help\nexit\n").wait_exit();
+    out.assert_exit_code(0)
+        .assert_stdout_contains(
+            "console: type 'help' for the commands; exit, quit, Ctrl-C or Ctrl-D stops pagewire",
+        )
+        .assert_stdout_contains("on this console: exit, quit, Ctrl-C or Ctrl-D stops pagewire")
+        .assert_stdout_contains("console closed; stopping pagewire");
+}
+
+#[test]
+fn the_daemon_says_when_its_socket_file_is_removed() {
+    let daemon = Daemon::start::<&str>(&[]);
+    std::fs::remove_file(&daemon.control).expect("remove the socket file");
+    let line = daemon.wait_for_stdout(|l| l.contains("was removed or replaced"));
+    assert!(
+        line.contains(&daemon.control.display().to_string()),
+        "{line}"
+    );
+    // And the CLI, which finds no socket, says no daemon answers there.
+    daemon
+        .cli(&["ws"])
+        .assert_exit_code(2)
+        .assert_stderr_contains("no pagewire daemon answering");
+}

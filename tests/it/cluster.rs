@@ -587,37 +587,48 @@ async fn monitor_cluster_tails_every_node() {
         .assert_stderr_contains("not part of a cluster");
 }
 
-/// `/readyz` is 200 while the node is joined, 503 while Redis is
-/// unreachable, and 200 again once it is back.
+/// `GET /readyz` of a node: its status and its lines.
+async fn readyz(n: &Node) -> (u16, String) {
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(n.d.url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
 #[tokio::test]
-async fn readyz_follows_the_join() {
+async fn readyz_says_whether_the_node_is_joined() {
     let mut redis = Redis::start().await;
     let a = node(&redis);
-    let readyz = |d: &Daemon| {
-        let url = d.url("/readyz");
-        async move {
-            let r = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("client")
-                .get(url)
-                .send()
-                .await
-                .expect("GET /readyz");
-            (r.status().as_u16(), r.text().await.expect("text"))
-        }
-    };
-    assert_eq!(readyz(&a.d).await, (200, "ready\n".to_string()));
+    let (status, body) = readyz(&a).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "listening: ok\ncluster: ok\n")
+    );
     redis.kill();
-    let down = until("503 from /readyz", TIMEOUT, || async {
-        let (status, body) = readyz(&a.d).await;
-        (status == 503).then_some(body)
+    let body = until("readyz to say the node is not joined", TIMEOUT, || {
+        let a = &a;
+        async move {
+            let (status, body) = readyz(a).await;
+            (status == 503).then_some(body)
+        }
     })
     .await;
-    assert!(down.starts_with("not ready: "), "{down}");
+    assert!(body.contains("listening: ok\ncluster: "), "{body}");
+    assert!(
+        body.contains("Redis at 127.0.0.1:") || body.contains("not subscribed"),
+        "{body}"
+    );
+    // Joined again once Redis is back.
     redis.run().await;
-    until("200 from /readyz", TIMEOUT, || async {
-        (readyz(&a.d).await.0 == 200).then_some(())
+    until("readyz to say ready again", TIMEOUT, || {
+        let a = &a;
+        async move { (readyz(a).await.0 == 200).then_some(()) }
     })
     .await;
 }

@@ -38,6 +38,21 @@ impl Page {
             .expect("upgrade accepted")
     }
 
+    /// Connects to `path` (a `/ws` under a base path) with the daemon's
+    /// own Origin, reads `hello`.
+    pub async fn open_at(d: &Daemon, path: &str) -> Page {
+        let mut req = format!("ws://{}{path}?page=/test.html", d.addr)
+            .into_client_request()
+            .expect("request");
+        let origin = format!("http://{}", d.addr);
+        req.headers_mut()
+            .insert("origin", HeaderValue::from_str(&origin).expect("origin"));
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("upgrade accepted");
+        Page::hello(ws).await
+    }
+
     /// Connects with the given Origin header (or none), reads `hello`.
     pub async fn open_with_origin(
         d: &Daemon,
@@ -76,6 +91,11 @@ impl Page {
         let stream = socket.connect(d.addr).await?;
         let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await?;
         Ok(Page::hello(ws).await)
+    }
+
+    /// A page over a WebSocket opened by the test itself; reads `hello`.
+    pub async fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Page {
+        Page::hello(ws).await
     }
 
     /// Reads the `hello` frame of a new connection.

@@ -352,12 +352,18 @@ impl Process {
     /// Waits (at most [`TIMEOUT`]) for the process to exit by itself and
     /// returns what it did; kills it and panics if it does not.
     #[track_caller]
-    pub fn wait_exit(mut self) -> Output {
-        let status = self.wait_status(TIMEOUT);
+    pub fn wait_exit(self) -> Output {
+        self.wait_exit_within(TIMEOUT)
+    }
+
+    /// [`Process::wait_exit`] with a deadline of its own, for long jobs.
+    #[track_caller]
+    pub fn wait_exit_within(mut self, timeout: Duration) -> Output {
+        let status = self.wait_status(timeout);
         let Some(status) = status else {
             let _ = self.child.kill();
             let _ = self.child.wait();
-            panic!("did not exit within {TIMEOUT:?}\n{}", self.snapshot());
+            panic!("did not exit within {timeout:?}\n{}", self.snapshot());
         };
         // The pipes close at exit; wait for the readers to drain them.
         self.stdout.wait_closed(TIMEOUT);
@@ -498,9 +504,11 @@ impl DaemonBuilder {
             Some(rest) => ("https", rest),
             None => ("http", url.strip_prefix("http://").unwrap_or(url)),
         };
+        // `ADDR`, or `ADDR/PREFIX/` under a base path.
         let addr = rest
             .split(READY_CONTROL)
             .next()
+            .and_then(|a| a.split('/').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unreadable ready line {ready:?}\n{}", process.snapshot()));
         let want = format!("{READY_CONTROL}{})", control.display());

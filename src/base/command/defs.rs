@@ -205,6 +205,33 @@ fn overview() -> String {
     text
 }
 
+/// The commands of `group` (`ws`, `set` …), one line each with its
+/// summary: what `pagewire ws --help` lists, since the CLI passes the
+/// words on to the daemon as they are.
+pub(crate) fn group_overview(group: &str) -> String {
+    let defs: Vec<&CommandDef> = COMMANDS
+        .iter()
+        .copied()
+        .filter(|def| def.name == group || def.name.starts_with(&format!("{group} ")))
+        .collect();
+    let width = defs
+        .iter()
+        .map(|def| def.usage.chars().count())
+        .filter(|&n| n <= MAX_ALIGNED_USAGE)
+        .max()
+        .unwrap_or(0);
+    let mut text = String::from("Commands:\n");
+    for def in &defs {
+        text.push_str(&format!("  {:width$}  {}\n", def.usage, def.summary));
+    }
+    if defs.iter().any(|def| def.usage.contains("TARGET")) {
+        text.push_str(TARGET_HELP);
+        text.push('\n');
+    }
+    text.push_str(&format!("'pagewire help {group} SUBCOMMAND' explains one."));
+    text
+}
+
 /// The long help of one command.
 fn details(def: &CommandDef) -> String {
     let mut text = format!(
@@ -235,6 +262,76 @@ pub(super) fn known_topics() -> String {
         .map(|def| def.name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The first words of every command (`ws`, `set`, `run`, `help`).
+pub(super) fn command_words() -> Vec<&'static str> {
+    let mut words: Vec<&'static str> = Vec::new();
+    for def in COMMANDS {
+        let first = def.name.split(' ').next().unwrap_or(def.name);
+        if !words.contains(&first) {
+            words.push(first);
+        }
+    }
+    words
+}
+
+/// The subcommands of `group` (`register`, `write` … for `ws`).
+pub(super) fn subcommand_words(group: &str) -> Vec<&'static str> {
+    COMMANDS
+        .iter()
+        .filter_map(|def| def.name.strip_prefix(group)?.strip_prefix(' '))
+        .collect()
+}
+
+/// The one of `words` that `typed` is most likely a typo of: at most two
+/// edits away (one for short words), and nearer than any other.
+pub(super) fn closest(typed: &str, words: &[&'static str]) -> Option<&'static str> {
+    let limit = if typed.chars().count() <= 3 { 1 } else { 2 };
+    let mut best: Option<(usize, &'static str)> = None;
+    let mut tie = false;
+    for &word in words {
+        let d = edit_distance(&typed.to_ascii_lowercase(), word);
+        if d > limit {
+            continue;
+        }
+        match best {
+            Some((b, _)) if d > b => {}
+            Some((b, _)) if d == b => tie = true,
+            _ => {
+                best = Some((d, word));
+                tie = false;
+            }
+        }
+    }
+    best.filter(|_| !tie).map(|(_, word)| word)
+}
+
+/// Levenshtein distance, with a swap of two neighbours counting as one
+/// edit (`wirte` is one edit from `write`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 /// The subcommands of `group` as a phrase, e.g. `register, write, exec or

@@ -8,7 +8,7 @@ use std::fmt;
 mod defs;
 mod lex;
 
-pub(crate) use defs::help_text;
+pub(crate) use defs::{group_overview, help_text};
 pub use defs::{CommandDef, COMMANDS};
 pub use lex::{quote, tokenize};
 
@@ -193,13 +193,13 @@ pub enum ParseError {
         token: String,
     },
     /// A first word that is no command.
-    #[error("unknown command '{}'; try 'help'", shown(.name))]
+    #[error("unknown command '{}'; {}try 'help'", shown(.name), DidYouMean(defs::closest(.name, &defs::command_words())))]
     UnknownCommand {
         /// The first word of the line.
         name: String,
     },
     /// A second word that is no subcommand of the first.
-    #[error("{command}: unknown subcommand '{}'; expected {expected}", shown(.sub))]
+    #[error("{command}: unknown subcommand '{}'; {}expected {expected}", shown(.sub), DidYouMean(defs::closest(.sub, &defs::subcommand_words(command))))]
     UnknownSubcommand {
         /// The command, e.g. `ws`.
         command: &'static str,
@@ -301,6 +301,18 @@ fn shown(text: &str) -> crate::base::text::Shown<'_> {
     crate::base::text::shown(text, 40)
 }
 
+/// "did you mean 'write'? " for a mistyped word, or nothing.
+struct DidYouMean(Option<&'static str>);
+
+impl fmt::Display for DidYouMean {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(word) => write!(f, "did you mean '{word}'? "),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Shows an optional hint after a usage, with a separating space.
 struct Hint(Option<&'static str>);
 
@@ -400,6 +412,13 @@ fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError
         return Ok(Command::List);
     };
     let command = match sub.as_str() {
+        // As `help ws`: the question a new user asks first.
+        "help" => {
+            Args::new(&defs::HELP, words).finish()?;
+            Command::Help {
+                topic: Some("ws".to_string()),
+            }
+        }
         "register" => {
             let mut args = Args::new(&defs::WS_REGISTER, words);
             let name = args.name("NAME")?;

@@ -143,6 +143,7 @@ fn accepted() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "help notify" => Ok(help(Some("set notify"))),
         "help run" => Ok(help(Some("run"))),
         "help help" => Ok(help(Some("help"))),
+        "ws help" => Ok(help(Some("ws"))),
     }
 }
 
@@ -152,10 +153,17 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "   " => Err("empty command line; try 'help'"),
         "\t \t" => Err("empty command line; try 'help'"),
         "foo" => Err("unknown command 'foo'; try 'help'"),
-        "WS" => Err("unknown command 'WS'; try 'help'"),
+        "WS" => Err("unknown command 'WS'; did you mean 'ws'? try 'help'"),
+        "wss write 1 x" => Err("unknown command 'wss'; did you mean 'ws'? try 'help'"),
+        "hlep" => Err("unknown command 'hlep'; did you mean 'help'? try 'help'"),
         "\"\"" => Err("unknown command ''; try 'help'"),
         "\"ws write\" 1 x" => Err("unknown command 'ws write'; try 'help'"),
         "ws bogus" => Err("ws: unknown subcommand 'bogus'; expected register, write, exec or close"),
+        "ws wirte status x" => Err("ws: unknown subcommand 'wirte'; did you mean 'write'? expected register, write, exec or close"),
+        "ws clos" => Err("ws: unknown subcommand 'clos'; did you mean 'close'? expected register, write, exec or close"),
+        "ws regster a" => Err("ws: unknown subcommand 'regster'; did you mean 'register'? expected register, write, exec or close"),
+        "set notfy x" => Err("set: unknown subcommand 'notfy'; did you mean 'notify'? expected notify"),
+        "ws help x" => Err("help: unexpected extra argument 'x'; usage: help [COMMAND]"),
         "ws list" => Err("ws: unknown subcommand 'list'; expected register, write, exec or close"),
         "ws \"\"" => Err("ws: unknown subcommand ''; expected register, write, exec or close"),
         "ws write \"x" => Err("unterminated double quote"),

@@ -13,7 +13,7 @@ mod editor;
 mod monitor_printer;
 
 pub(crate) use editor::{Editor, EditorConfig, EditorEnd};
-pub(crate) use monitor_printer::spawn_monitor_printer;
+pub(crate) use monitor_printer::{spawn_monitor_printer, LogStyle};
 
 use std::io::{self, IsTerminal};
 use std::sync::Arc;
@@ -21,8 +21,17 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::base::door::Door;
+use crate::base::door::{Door, Status};
 use crate::engine::Engine;
+
+/// The line the console starts with: the daemon's console is the daemon
+/// (see the module docs), which a new user would not guess.
+const CONSOLE_BANNER: &str =
+    "console: type 'help' for the commands; exit, quit, Ctrl-C or Ctrl-D stops pagewire";
+
+/// What `help` adds on this console.
+const CONSOLE_NOTE: &str = "on this console: exit, quit, Ctrl-C or Ctrl-D stops pagewire \
+     (use `pagewire console` in another terminal for a console that does not)";
 
 /// Starts the daemon's console when stdin is a terminal; returns `None`
 /// (and starts nothing) otherwise.
@@ -38,6 +47,7 @@ pub(crate) fn spawn_console(
         return None;
     }
     let out = engine.out.clone();
+    out.print(CONSOLE_BANNER);
     let mut editor = Editor::spawn(EditorConfig::default(), out.clone());
     Some(tokio::spawn(async move {
         loop {
@@ -48,6 +58,10 @@ pub(crate) fn spawn_console(
             };
             let Some(request) = request else { break };
             let mut reply = engine.exec.run_line(&request.line, Door::Console).await;
+            if request.line.trim() == "help" && reply.status == Status::Ok {
+                reply.output.push('\n');
+                reply.output.push_str(CONSOLE_NOTE);
+            }
             out.print_console_text(&mut reply);
             request.answer(reply);
         }

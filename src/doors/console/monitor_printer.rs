@@ -6,14 +6,27 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::base::logline::{LogFormat, Node};
 use crate::base::stdout::ConsoleOut;
+use crate::engine::events;
 use crate::engine::monitor::{self, Monitor};
+
+/// How the printer writes each line: as the Monitor renders it, or as one
+/// JSON object naming `node` (`--log-format json`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LogStyle {
+    /// Text or JSON.
+    pub(crate) format: LogFormat,
+    /// This daemon, for JSON lines.
+    pub(crate) node: Node,
+}
 
 /// Prints every Monitor line on the console until `shutdown`. Subscribes
 /// before returning, so nothing emitted after this call is missed.
 pub(crate) fn spawn_monitor_printer(
     monitor: &Monitor,
     out: ConsoleOut,
+    style: LogStyle,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let mut lines = monitor.subscribe();
@@ -26,6 +39,7 @@ pub(crate) fn spawn_monitor_printer(
                 _ = shutdown.cancelled() => return,
             };
             let mut text = String::new();
+            let add_line = |text: &mut String, line| add_line(text, line, &style);
             if !add_line(&mut text, line) {
                 return;
             }
@@ -56,19 +70,26 @@ const PRINT_BATCH: usize = 64 * 1024;
 
 /// Appends a Monitor line (or the note of lines missed) to `text`; false
 /// when the Monitor is gone.
-fn add_line(text: &mut String, line: Result<Arc<str>, RecvError>) -> bool {
+fn add_line(text: &mut String, line: Result<Arc<str>, RecvError>, style: &LogStyle) -> bool {
     if matches!(line, Err(RecvError::Closed)) {
         return false;
     }
     if !text.is_empty() {
         text.push('\n');
     }
-    match line {
-        Ok(line) => text.push_str(&line),
-        Err(RecvError::Lagged(missed)) => {
+    let json = |line: &str| events::json_line(line, &style.node.get());
+    match (line, style.format) {
+        (Ok(line), LogFormat::Text) => text.push_str(&line),
+        (Ok(line), LogFormat::Json) => text.push_str(&json(&line)),
+        (Err(RecvError::Lagged(missed)), LogFormat::Text) => {
             text.push_str(&monitor::missed_note(missed));
         }
-        Err(RecvError::Closed) => {}
+        (Err(RecvError::Lagged(missed)), LogFormat::Json) => {
+            let note = monitor::missed_note(missed);
+            let now = crate::base::logline::now_rfc3339();
+            text.push_str(&events::json_record(&now, &note, &style.node.get()));
+        }
+        (Err(RecvError::Closed), _) => {}
     }
     true
 }
@@ -82,7 +103,7 @@ mod tests {
         let (out, mut lines) = ConsoleOut::capture();
         let monitor = Monitor::new();
         let shutdown = CancellationToken::new();
-        let task = spawn_monitor_printer(&monitor, out, shutdown.clone());
+        let task = spawn_monitor_printer(&monitor, out, LogStyle::default(), shutdown.clone());
         monitor.emit("connection #1 opened");
         let line = lines.recv().await.unwrap_or_default();
         assert!(line.ends_with(" connection #1 opened"), "{line}");

@@ -65,7 +65,7 @@ impl Client {
         let no_daemon = || ClientError::NoDaemon {
             path: path.to_path_buf(),
         };
-        let target = match trust::check_socket(path, Trust::current()) {
+        let target = match trust::check_socket(path, Trust::for_socket(path)) {
             Ok(Reachable::Socket(target)) => target,
             Ok(Reachable::Missing | Reachable::NotASocket) => return Err(no_daemon()),
             Err(Untrusted::Inspect { source, .. }) => {

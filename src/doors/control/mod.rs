@@ -41,12 +41,12 @@ use std::path::PathBuf;
 
 pub(crate) use client::{run_command, watch, Client, ClientError};
 pub(crate) use server::serve;
-pub(crate) use socket::{bind, default_path};
+pub(crate) use socket::{bind, client_default_path, default_path, serves_group};
 pub(crate) use wire::{lines, ControlAnswer, ControlRequest, MAX_ANSWER_LINE, MAX_REQUEST_LINE};
 
 /// Where the control socket is: a flag of `pagewire serve` (and of the CLI),
 /// and the `control` key of the configuration file.
-#[derive(clap::Args, serde::Deserialize, Debug, Default, Clone)]
+#[derive(clap::Args, serde::Deserialize, serde::Serialize, Debug, Default, Clone)]
 #[serde(default)]
 pub(crate) struct ControlSettings {
     /// The control socket for the CLI [default: $XDG_RUNTIME_DIR/pagewire.sock,

@@ -23,6 +23,9 @@ use crate::engine::Engine;
 /// of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How often the daemon looks whether its socket file is still there.
+const SOCKET_CHECK: Duration = Duration::from_secs(2);
+
 /// Serves the control socket until `shutdown` is cancelled.
 ///
 /// Commands run with [`Door::Control`], one at a time per connection. After
@@ -30,19 +33,62 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// are closed, a command already running completes and is answered, and
 /// this returns once every connection has ended. Only peers running as the
 /// daemon's own user (or root) are served.
-pub(crate) async fn serve(
+///
+/// The socket file is looked at now, when this is called (right after the
+/// bind), not when the returned future first runs: a file removed in
+/// between is still noticed.
+pub(crate) fn serve(
     listener: UnixListener,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(std::path::Path::to_path_buf));
+    let identity = path.as_deref().and_then(super::socket::file_identity);
+    let watched = path.zip(identity);
+    serve_watching(listener, engine, shutdown, watched)
+}
+
+async fn serve_watching(
+    listener: UnixListener,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    watched: Option<(std::path::PathBuf, super::socket::FileIdentity)>,
 ) {
     let monitor = engine.monitor.clone();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let owner = super::trust::current_uid();
+    // The service's group, when the daemon runs as the package's service
+    // user in its runtime directory.
+    let group = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().and_then(super::serves_group));
+    // Someone may delete the socket file (a tmp cleaner, a careless rm):
+    // the daemon still listens, but no CLI can reach it. Say so once.
+    let mut check = tokio::time::interval(SOCKET_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gone = false;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
+            _ = check.tick(), if watched.is_some() && !gone => {
+                if let Some((path, identity)) = &watched {
+                    if super::socket::file_identity(path) != Some(*identity) {
+                        gone = true;
+                        monitor.emit(format_args!(
+                            "control: the socket file {} was removed or replaced; the CLI cannot \
+                             reach this daemon through it any more (restart the daemon to make a new one)",
+                            crate::base::text::shown(&path.display().to_string(), 200)
+                        ));
+                    }
+                }
+                continue;
+            }
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -61,7 +107,7 @@ pub(crate) async fn serve(
             shutdown: shutdown.clone(),
         };
         tracker.spawn(async move {
-            let refusal = match (&slot, peer_allowed(&stream, owner)) {
+            let refusal = match (&slot, peer_allowed(&stream, owner, group)) {
                 (Err(_), _) => Some(format!(
                     "control: too many connections (limit {MAX_CONNECTIONS})"
                 )),
@@ -90,11 +136,19 @@ pub(crate) async fn serve(
 }
 
 /// Whether the peer runs as `owner` (or as root, who could read the socket
-/// anyway). This backs up the file mode, which a permissive umask could
-/// leave open for the instant between bind and chmod.
-fn peer_allowed(stream: &UnixStream, owner: u32) -> Result<(), u32> {
+/// anyway), or is a member of the service's `group` when there is one.
+/// This backs up the file mode, which a permissive umask could leave open
+/// for the instant between bind and chmod.
+fn peer_allowed(stream: &UnixStream, owner: u32, group: Option<u32>) -> Result<(), u32> {
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == owner || cred.uid() == 0 => Ok(()),
+        Ok(cred)
+            if group.is_some_and(|gid| {
+                cred.gid() == gid || super::trust::service_group_member(cred.uid(), gid)
+            }) =>
+        {
+            Ok(())
+        }
         Ok(cred) => Err(cred.uid()),
         // The file mode still applies; do not lock the owner out because
         // the platform cannot tell.

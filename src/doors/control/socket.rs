@@ -219,9 +219,25 @@ fn bind_at(path: &Path, trust: trust::Trust) -> Result<(UnixListener, PathBuf), 
             _ => ControlError::io("bind the control socket", &target, e).into(),
         }
     })?;
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+    // The service's socket is its group's too (see `trust`).
+    let mode = match serves_group(&target) {
+        Some(_) => 0o660,
+        None => 0o600,
+    };
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
         .map_err(|e| ControlError::io("restrict the permissions of", &target, e))?;
     Ok((listener, target))
+}
+
+/// The group whose members the daemon serves too, when it runs as the
+/// package's service user with its socket at `path` in the service's
+/// runtime directory; `None` otherwise (only its own user, and root).
+pub(crate) fn serves_group(path: &Path) -> Option<u32> {
+    if trust::parent_dir(path) != Path::new(trust::SERVICE_DIR) {
+        return None;
+    }
+    let (uid, gid) = trust::service_user()?;
+    (uid == trust::current_uid()).then_some(gid)
 }
 
 /// How many fresh names to try for a private directory before giving up.
@@ -327,7 +343,7 @@ pub(crate) struct SocketGuard {
 
 /// Device, inode and change time: inode numbers alone are reused at once
 /// on some file systems when a file is deleted and another created.
-type FileIdentity = (u64, u64, i64, i64);
+pub(super) type FileIdentity = (u64, u64, i64, i64);
 
 impl SocketGuard {
     /// Guards the socket file now at `path`.
@@ -354,15 +370,34 @@ impl Drop for SocketGuard {
     }
 }
 
-fn file_identity(path: &Path) -> Option<FileIdentity> {
+pub(super) fn file_identity(path: &Path) -> Option<FileIdentity> {
     std::fs::symlink_metadata(path)
         .ok()
         .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
+/// The control socket the CLI uses when `--control` is not given: its
+/// user's own ([`default_path`]) when a socket is there, else the
+/// service's (`/run/pagewire/pagewire.sock`) when this user is in the
+/// service user's group and that socket exists, else its own again (for
+/// the error to name).
+pub(crate) fn client_default_path() -> PathBuf {
+    let own = default_path();
+    let service = Path::new(trust::SERVICE_DIR).join("pagewire.sock");
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    if !exists(&own)
+        && exists(&service)
+        && trust::Trust::for_socket(&service) != trust::Trust::current()
+    {
+        return service;
+    }
+    own
+}
+
 /// The control socket path used when `--control` is not given:
 /// `$PAGEWIRE_CONTROL` if set, else `$XDG_RUNTIME_DIR/pagewire.sock` if that
-/// directory exists and is this user's, else `/run/pagewire/pagewire.sock` for root and
+/// directory exists and is this user's, else `/run/pagewire/pagewire.sock` for root
+/// and the package's service user, and
 /// `/tmp/pagewire-UID/pagewire.sock` for other users: never a socket
 /// directly in a directory others can write to.
 pub(crate) fn default_path() -> PathBuf {
@@ -384,7 +419,7 @@ fn default_path_from(
     if let Some(dir) = own_runtime_dir(runtime_dir, uid) {
         return dir.join("pagewire.sock");
     }
-    if uid == 0 {
+    if uid == 0 || trust::service_user().is_some_and(|(service, _)| service == uid) {
         PathBuf::from("/run/pagewire/pagewire.sock")
     } else {
         PathBuf::from(format!("/tmp/pagewire-{uid}/pagewire.sock"))

@@ -26,12 +26,15 @@
 //! through a group they share with us (group-writable directories are
 //! refused for that reason).
 //!
-//! [`Trust`] is where an exception would be added: the package's service
-//! user (`pagewire`, its socket in `/run/pagewire/` with group access),
-//! whose group's members may use its socket. That is one more rule in
-//! [`Trust::allows_socket_owner`] and [`Trust::allows_dir_owner`] (the
-//! service user, for a socket in its runtime directory, when this user is
-//! in its group); the checks themselves stay as they are.
+//! One exception, for the Debian package's service: the daemon the unit
+//! runs as the system user `pagewire` keeps its socket in its runtime
+//! directory `/run/pagewire/`, and operators in the group `pagewire` may
+//! use it. For a socket directly in that directory, and for a user (root
+//! included) who is in the service user's group, [`Trust::for_socket`]
+//! also trusts the service user as the socket's and the directory's
+//! owner; the checks themselves stay as they are. The daemon, running as
+//! the service user there, makes the socket mode 0660 and serves the
+//! group's members ([`service_group_member`]).
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -50,10 +53,20 @@ pub(crate) fn current_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// The Debian package's service user, whose group's members may use its
+/// control socket.
+pub(crate) const SERVICE_USER: &str = "pagewire";
+
+/// The service's runtime directory (systemd's `RuntimeDirectory=`), where
+/// its control socket is.
+pub(crate) const SERVICE_DIR: &str = "/run/pagewire";
+
 /// Whose sockets and directories this process trusts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Trust {
     me: u32,
+    /// The service user, trusted too (see the module docs).
+    service: Option<u32>,
 }
 
 impl Trust {
@@ -64,7 +77,29 @@ impl Trust {
 
     /// The rule for user `me`.
     pub(crate) fn for_uid(me: u32) -> Trust {
-        Trust { me }
+        Trust { me, service: None }
+    }
+
+    /// The rule for the socket at `path`: [`Trust::current`], and the
+    /// service user too when `path` is in [`SERVICE_DIR`] and this process
+    /// is in the service user's group (root too needs to be).
+    pub(crate) fn for_socket(path: &Path) -> Trust {
+        let trust = Trust::current();
+        if parent_dir(path) != Path::new(SERVICE_DIR) {
+            return trust;
+        }
+        match service_user() {
+            Some((uid, gid)) if uid != trust.me && in_group(gid) => trust.with_service(uid),
+            _ => trust,
+        }
+    }
+
+    /// This rule, trusting the service user `uid` as well.
+    pub(crate) fn with_service(self, uid: u32) -> Trust {
+        Trust {
+            service: Some(uid),
+            ..self
+        }
     }
 
     /// The uid the rule is for.
@@ -74,14 +109,42 @@ impl Trust {
 
     /// Whether a control socket owned by `owner` may be talked to.
     pub(crate) fn allows_socket_owner(&self, owner: u32) -> bool {
-        owner == self.me
+        owner == self.me || Some(owner) == self.service
     }
 
     /// Whether a directory owned by `owner` may hold (or lead to) our
     /// control socket.
     pub(crate) fn allows_dir_owner(&self, owner: u32) -> bool {
-        owner == self.me || owner == 0
+        owner == self.me || owner == 0 || Some(owner) == self.service
     }
+}
+
+/// The service user's uid and its group's gid, if the system has it.
+pub(crate) fn service_user() -> Option<(u32, u32)> {
+    let user = nix::unistd::User::from_name(SERVICE_USER).ok()??;
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+/// Whether this process is in group `gid` (its effective or a
+/// supplementary group).
+fn in_group(gid: u32) -> bool {
+    nix::unistd::getegid().as_raw() == gid
+        || nix::unistd::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+}
+
+/// Whether user `uid` (a peer of the daemon's socket) is a member of
+/// group `gid`: its primary group, or listed in the group.
+pub(crate) fn service_group_member(uid: u32, gid: u32) -> bool {
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+        return false;
+    };
+    if user.gid.as_raw() == gid {
+        return true;
+    }
+    let Ok(Some(group)) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) else {
+        return false;
+    };
+    group.mem.contains(&user.name)
 }
 
 /// Why a control socket, or the way to it, is not to be used.
@@ -447,5 +510,20 @@ mod tests {
         let root = Trust::for_uid(0);
         assert!(!root.allows_socket_owner(65534));
         assert!(!root.allows_dir_owner(65534));
+    }
+
+    #[test]
+    fn the_service_user_is_trusted_only_when_added() {
+        let operator = Trust::for_uid(1000).with_service(999);
+        assert!(operator.allows_socket_owner(999) && operator.allows_dir_owner(999));
+        assert!(operator.allows_socket_owner(1000));
+        assert!(!operator.allows_socket_owner(1001) && !operator.allows_dir_owner(1001));
+        let plain = Trust::for_uid(1000);
+        assert!(!plain.allows_socket_owner(999) && !plain.allows_dir_owner(999));
+        // Only for a socket directly in the service's runtime directory.
+        let elsewhere = Path::new("/tmp/pagewire-0/pagewire.sock");
+        assert_eq!(Trust::for_socket(elsewhere), Trust::current());
+        let nested = Path::new("/run/pagewire/sub/pagewire.sock");
+        assert_eq!(Trust::for_socket(nested), Trust::current());
     }
 }

@@ -9,7 +9,17 @@ use ipnet::IpNet;
 use subtle::ConstantTimeEq;
 
 /// Which client addresses are served at all (NAT32's HTTPD modes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum AccessMode {
     /// Loopback clients only (the default).

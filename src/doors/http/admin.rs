@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use super::access::{is_loopback, Credentials};
 use super::assets;
 use super::files::embedded;
+use super::forwarded::Seen;
 use super::server::ConnSlot;
 use super::upgrade::{bad_handshake, header_str, refuse, switching};
 use super::Shared;
@@ -29,14 +30,20 @@ use crate::base::door::{AdminAuth, AdminUpgrade};
 /// The refusal of a request for the console that may not have it: another
 /// site's, or, without a token configured, a client not on this machine.
 fn refused(front: &Shared, peer: SocketAddr, req: &Request) -> Option<Response> {
-    if let Err(why) = front.origins.check(req.headers(), front.scheme) {
+    // The scheme the client used, and whether it named a forwarded client
+    // nobody vouches for (`forwarded`): such a request is not local.
+    let seen = req.extensions().get::<Seen>().copied().unwrap_or(Seen {
+        scheme: front.scheme,
+        unproven_forwarding: false,
+    });
+    if let Err(why) = front.origins.check(req.headers(), seen.scheme) {
         front.engine.monitor.emit_summarised(
             "refused admin console: cross-site",
             format_args!("refused admin console for {peer}: {why}"),
         );
         return Some(refuse(StatusCode::FORBIDDEN, &why));
     }
-    if !front.token.is_set() && !is_loopback(peer.ip()) {
+    if !front.token.is_set() && (!is_loopback(peer.ip()) || seen.unproven_forwarding) {
         front.engine.monitor.emit_summarised(
             "refused admin console: not local",
             format_args!("refused admin console for {peer}: no token configured, not local"),

@@ -18,11 +18,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::access::{is_loopback, Credentials, Site};
 use super::body::BodyTimeout;
+use super::forwarded::Seen;
 use super::{Front, Shared, MAX_BODY_BYTES};
 use crate::base::command;
 use crate::base::door::{Door, Reply, Status};
@@ -57,9 +59,17 @@ struct Caller {
     token: bool,
 }
 
-/// Decides the door of an HTTP command request, or refuses it.
-fn caller(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, Refusal> {
-    let site = match front.origins.check(headers, front.scheme) {
+/// Decides the door of an HTTP command request, or refuses it. A request
+/// that names a forwarded client that could not be believed is not the
+/// local operator, whatever its peer's address (a proxy on this machine
+/// that is not a `--trusted-proxy`).
+fn caller(
+    front: &Shared,
+    peer: SocketAddr,
+    seen: Seen,
+    headers: &HeaderMap,
+) -> Result<Caller, Refusal> {
+    let site = match front.origins.check(headers, seen.scheme) {
         Ok(site) => site,
         Err(message) => {
             front.engine.monitor.emit_summarised(
@@ -85,7 +95,9 @@ fn caller(front: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<Calle
                 message: "wrong bearer token".into(),
             });
         }
-        Credentials::Missing => !front.token.is_set() && is_loopback(peer.ip()),
+        Credentials::Missing => {
+            !front.token.is_set() && is_loopback(peer.ip()) && !seen.unproven_forwarding
+        }
     };
     Ok(Caller {
         door: Door::Http { operator },
@@ -230,13 +242,14 @@ fn command_line(headers: &HeaderMap, body: &Bytes) -> Result<String, String> {
 pub(super) async fn api_command(
     State(front): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(seen): Extension<Seen>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let json = |status: StatusCode, ok: bool, output: &str| {
         (status, Json(JsonAnswer { ok, output })).into_response()
     };
-    let door = match caller(&front, peer, &headers) {
+    let door = match caller(&front, peer, seen, &headers) {
         Ok(c) => c.door,
         Err(r) => return json(r.status, false, &r.message),
     };
@@ -255,12 +268,13 @@ pub(super) async fn api_command(
 pub(super) async fn shell(
     State(front): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(seen): Extension<Seen>,
     method: Method,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = match caller(&front, peer, &headers) {
+    let caller = match caller(&front, peer, seen, &headers) {
         Ok(c) => c,
         Err(r) => return plain(r.status, &r.message),
     };

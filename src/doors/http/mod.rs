@@ -2,8 +2,12 @@
 //! and ws.js, the `/ws` upgrade, the command endpoints, health and metrics.
 //!
 //! Every request passes the guard first: the client's address (a refused
-//! client gets a bare 403), the host it names (only the daemon's own: this
-//! stops DNS rebinding), and the size of the body it announces. Command
+//! client gets a bare 403; behind a `--trusted-proxy`, the client the proxy
+//! names, see [`forwarded`]), the host it names (only the daemon's own:
+//! this stops DNS rebinding), the size of the body it announces, and the
+//! base path (`--base-path`): the router is built for `/` and the guard
+//! takes the prefix off, so every route, present and future, lives under
+//! it and nothing is served outside it. Command
 //! endpoints and the upgrade then check Origin and Referer so that a page of
 //! another site can neither run commands nor open a WebSocket.
 
@@ -13,6 +17,7 @@ pub(crate) mod assets;
 mod body;
 mod commands;
 mod files;
+pub(crate) mod forwarded;
 mod metrics;
 pub(crate) mod server;
 pub(crate) mod settings;
@@ -23,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, StatusCode, Version};
+use axum::http::{header, HeaderValue, StatusCode, Uri, Version};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,6 +37,7 @@ use axum::Router;
 use crate::base::door::{AdminUpgrade, Upgrade};
 use crate::engine::Engine;
 use access::{shown, AddressPolicy, OriginPolicy, Token};
+use ipnet::IpNet;
 
 /// Largest command body accepted over HTTP.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -50,8 +56,14 @@ pub(crate) struct Front {
     pub(crate) root: Option<PathBuf>,
     /// Whether dot-files and dot-directories of the web root are served.
     pub(crate) serve_dotfiles: bool,
-    /// `http` or `https`, for Origin checks.
+    /// `http` or `https`: how this daemon is reached directly (a trusted
+    /// proxy may say another; see [`forwarded::Seen`]).
     pub(crate) scheme: &'static str,
+    /// Everything is served under this path (`""` for none, else
+    /// `/PREFIX` without a final `/`).
+    pub(crate) base_path: String,
+    /// Peers whose forwarding headers are believed.
+    pub(crate) trusted_proxies: Vec<IpNet>,
     /// Where an accepted WebSocket goes: the page door.
     pub(crate) pages: Box<dyn Fn(Upgrade) + Send + Sync>,
     /// Where an accepted admin console socket goes: the admin door.
@@ -62,9 +74,11 @@ pub(crate) struct Front {
 
 type Shared = Arc<Front>;
 
-/// Builds the router; `main` and the tests use the same one.
+/// Builds the router; `main` and the tests use the same one. Routes are
+/// written for `/`: the guard, which every request passes before routing,
+/// serves them under the base path.
 pub(crate) fn app(front: Arc<Front>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/ws", get(upgrade::upgrade))
         .route(commands::API_COMMAND, post(commands::api_command))
         .route("/shell", get(commands::shell).post(commands::shell))
@@ -79,8 +93,11 @@ pub(crate) fn app(front: Arc<Front>) -> Router {
         .route("/admin/ws", get(admin::upgrade))
         .fallback(files::static_files)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(front.clone(), check_address))
-        .with_state(front)
+        .with_state(front.clone());
+    // A router with only a fallback: its layer runs before `routes` route.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(front, check_address))
 }
 
 /// What a request for a host the daemon does not serve gets, and nothing
@@ -141,13 +158,16 @@ fn announced_too_large(req: &Request) -> Option<u64> {
 
 /// Refuses, before any route runs, clients outside the access mode,
 /// requests for hosts that are not served, and bodies announced over the
-/// limit; adds the headers every answer carries.
+/// limit; hands the routes the real client (behind a trusted proxy) and a
+/// path without the base path; adds the headers every answer carries.
 async fn check_address(
     State(front): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
+    let client = forwarded::client(peer, front.scheme, req.headers(), &front.trusted_proxies);
+    let peer = client.addr;
     let guarded = if !front.addresses.admits(peer.ip()) {
         Err(Guarded::Address)
     } else {
@@ -157,7 +177,17 @@ async fn check_address(
         })
     };
     let mut resp = match guarded {
-        Ok(()) => next.run(req).await,
+        Ok(()) => match under_base_path(&front.base_path, req.uri()) {
+            Based::Inside(uri) => {
+                *req.uri_mut() = uri;
+                // Every handler sees the client, not the proxy.
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(client.seen);
+                next.run(req).await
+            }
+            Based::Redirect(location) => redirect(&location),
+            Based::Outside => plain(StatusCode::NOT_FOUND, "not found\n".to_owned()),
+        },
         Err(refusal) => refuse(&front, peer, &req, refusal),
     };
     // Pages of this daemon must not be framed by other sites.
@@ -167,6 +197,49 @@ async fn check_address(
     resp.headers_mut()
         .entry(header::X_CONTENT_TYPE_OPTIONS)
         .or_insert(HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// Where a request's path is relative to the base path.
+#[derive(Debug, PartialEq, Eq)]
+enum Based {
+    /// Under it: the target with the prefix taken off.
+    Inside(Uri),
+    /// The prefix itself without its `/`: redirect there, so that the
+    /// page's relative links (`ws.js`) resolve under the prefix.
+    Redirect(String),
+    /// Anywhere else: nothing is served there.
+    Outside,
+}
+
+/// Places `uri` relative to `base` (`""`: everything is inside).
+fn under_base_path(base: &str, uri: &Uri) -> Based {
+    if base.is_empty() {
+        return Based::Inside(uri.clone());
+    }
+    let path = uri.path();
+    let Some(rest) = path.strip_prefix(base) else {
+        return Based::Outside;
+    };
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    if rest.is_empty() {
+        return Based::Redirect(format!("{base}/{query}"));
+    }
+    if !rest.starts_with('/') {
+        return Based::Outside;
+    }
+    match format!("{rest}{query}").parse::<Uri>() {
+        Ok(inner) => Based::Inside(inner),
+        Err(_) => Based::Outside,
+    }
+}
+
+/// A permanent redirect to `location` (a path of this daemon).
+fn redirect(location: &str) -> Response {
+    let mut resp = plain(StatusCode::PERMANENT_REDIRECT, format!("see {location}\n"));
+    if let Ok(value) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, value);
+    }
     resp
 }
 
@@ -263,20 +336,44 @@ fn plain(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// `GET /healthz`: the process answers.
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 once the daemon listens and, in a cluster, while it
-/// is joined (its lease refreshed, Redis reachable); 503 with the reason
-/// otherwise, so a load balancer sends pages elsewhere meanwhile.
+/// `GET /readyz`: 200 when every readiness check passes, else 503; one
+/// line per check either way.
 async fn readyz(State(front): State<Shared>) -> Response {
-    match front.engine.ready() {
-        Ok(()) => "ready\n".into_response(),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
+    let (ready, report) = front.engine.readiness.report();
+    let status = match ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    plain(status, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_base_path_places_every_path() {
+        let uri = |s: &str| s.parse::<Uri>().expect("uri");
+        assert_eq!(
+            under_base_path("", &uri("/x?y")),
+            Based::Inside(uri("/x?y"))
+        );
+        for (given, want) in [
+            ("/status/", Based::Inside(uri("/"))),
+            ("/status/ws?page=%2F", Based::Inside(uri("/ws?page=%2F"))),
+            ("/status/a/b.html", Based::Inside(uri("/a/b.html"))),
+            ("/status", Based::Redirect("/status/".into())),
+            ("/status?x=1", Based::Redirect("/status/?x=1".into())),
+            ("/statusx/ws", Based::Outside),
+            ("/ws", Based::Outside),
+            ("/", Based::Outside),
+        ] {
+            assert_eq!(under_base_path("/status", &uri(given)), want, "{given}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::access::{AccessMode, AddressPolicy, AllowedHost};
 use super::server::ServerOptions;
@@ -25,7 +25,7 @@ const HTTP_HEADROOM_PER_IP: usize = 64;
 /// What and how the HTTP door serves: flags of `pagewire serve`, and the
 /// same keys at the top of the configuration file. (`display_order` keeps
 /// `serve --help` in the order it always had, across the parts.)
-#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[derive(clap::Args, Deserialize, Serialize, Debug, Default, Clone)]
 #[serde(default)]
 pub(crate) struct HttpSettings {
     /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080]
@@ -39,7 +39,7 @@ pub(crate) struct HttpSettings {
     pub(crate) access: Option<AccessMode>,
     /// Admit this address range too; in acl mode, only these (repeatable)
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr, display_order = 6)]
-    #[serde(deserialize_with = "cidrs")]
+    #[serde(deserialize_with = "cidrs", serialize_with = "display_all")]
     pub(crate) allow: Vec<IpNet>,
     /// Bearer token required for operator commands over HTTP
     #[arg(
@@ -68,6 +68,21 @@ pub(crate) struct HttpSettings {
     /// TLS private key (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_cert", display_order = 13)]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Read the bearer token from this file (its first line), e.g. a
+    /// systemd credential
+    #[arg(long, value_name = "FILE", conflicts_with = "token", display_order = 7)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Serve everything under this path, e.g. /status behind a reverse
+    /// proxy that forwards /status/ (pages, ws.js, /ws, commands, metrics,
+    /// health)
+    #[arg(long, value_name = "/PREFIX", value_parser = parse_base_path, display_order = 14)]
+    pub(crate) base_path: Option<String>,
+    /// Take the client's address and scheme from X-Forwarded-For,
+    /// X-Forwarded-Proto and Forwarded when the request comes from these
+    /// proxies, e.g. 127.0.0.1/32 (repeatable)
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr, display_order = 15)]
+    #[serde(deserialize_with = "cidrs", serialize_with = "display_all")]
+    pub(crate) trusted_proxies: Vec<IpNet>,
 }
 
 impl HttpSettings {
@@ -118,6 +133,35 @@ impl HttpSettings {
         }
     }
 
+    /// The operator token: `token`, or the first line of `token_file`;
+    /// `None` when neither is given (or the one given is empty).
+    pub(crate) fn token(&self) -> anyhow::Result<Option<String>> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => bail!("give the token or a token file, not both"),
+            (Some(token), None) => token.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read the token file {}: {e}", path.display())
+                })?;
+                let line = text.lines().next().unwrap_or("").trim();
+                if line.is_empty() {
+                    bail!("the token file {} is empty", path.display());
+                }
+                line.to_owned()
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(token).filter(|t| !t.is_empty()))
+    }
+
+    /// The base path, `""` for none, else `/PREFIX` without a final `/`.
+    pub(crate) fn base_path(&self) -> anyhow::Result<String> {
+        match &self.base_path {
+            None => Ok(String::new()),
+            Some(path) => parse_base_path(path).map_err(|e| anyhow::anyhow!(e)),
+        }
+    }
+
     /// The web root, which must be a directory; `None` serves the demo.
     pub(crate) fn root(&self) -> anyhow::Result<Option<PathBuf>> {
         if let Some(r) = &self.root {
@@ -130,20 +174,39 @@ impl HttpSettings {
 }
 
 /// The accept loop's share of `[limits]`.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(clap::Args, serde::Serialize, Deserialize, Debug, Clone)]
 #[serde(default)]
 pub(crate) struct ServerLimits {
     /// Seconds a new client has to complete its TLS handshake and send a
     /// request head (and an idle keep-alive connection stays open).
+    #[arg(id = "limits_handshake_timeout_secs", long = "limits-handshake-timeout-secs", value_name = "SECS", default_value_t = ServerLimits::default().handshake_timeout_secs, help_heading = "Limits ([limits] in the file)")]
     pub(crate) handshake_timeout_secs: u64,
     /// Seconds a request body may take to arrive after its head; default
     /// `handshake_timeout_secs`.
+    #[arg(
+        id = "limits_body_timeout_secs",
+        long = "limits-body-timeout-secs",
+        value_name = "SECS",
+        help_heading = "Limits ([limits] in the file)"
+    )]
     pub(crate) body_timeout_secs: Option<u64>,
     /// Most open TCP connections (HTTP and WebSocket) in all; default the
     /// WebSocket limit plus room for plain HTTP.
+    #[arg(
+        id = "limits_max_tcp_connections",
+        long = "limits-max-tcp-connections",
+        value_name = "N",
+        help_heading = "Limits ([limits] in the file)"
+    )]
     pub(crate) max_tcp_connections: Option<usize>,
     /// Most open TCP connections from one address; default the WebSocket
     /// limit per address plus room for plain HTTP.
+    #[arg(
+        id = "limits_max_tcp_connections_per_ip",
+        long = "limits-max-tcp-connections-per-ip",
+        value_name = "N",
+        help_heading = "Limits ([limits] in the file)"
+    )]
     pub(crate) max_tcp_connections_per_ip: Option<usize>,
 }
 
@@ -201,6 +264,37 @@ fn socket_addr(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A base path: `/` and segments of URL-safe characters, no `.` or `..`
+/// segment, no final `/` (one is taken off); `/` alone is no base path.
+pub(crate) fn parse_base_path(s: &str) -> Result<String, String> {
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    let bad = || {
+        format!(
+            "invalid base path '{s}'; expected /PREFIX, e.g. /status or /tools/status \
+             (letters, digits and -._~ between slashes)"
+        )
+    };
+    if trimmed.is_empty() && s == "/" {
+        return Ok(String::new());
+    }
+    let Some(rest) = trimmed.strip_prefix('/') else {
+        return Err(bad());
+    };
+    let segment_ok = |seg: &str| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    };
+    if rest.split('/').all(segment_ok) {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(bad())
+    }
+}
+
 /// An address or a CIDR range, for `--allow` and `allow = [...]`.
 pub(crate) fn parse_cidr(s: &str) -> anyhow::Result<IpNet> {
     if let Ok(net) = s.parse::<IpNet>() {
@@ -219,9 +313,31 @@ fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
         .collect()
 }
 
+/// A list of ranges as the file writes them (for `--print-config`).
+fn display_all<S: Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(ToString::to_string))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_paths() {
+        for (given, want) in [
+            ("/status", "/status"),
+            ("/status/", "/status"),
+            ("/a/b-c.d_e~", "/a/b-c.d_e~"),
+            ("/", ""),
+        ] {
+            assert_eq!(parse_base_path(given).as_deref(), Ok(want), "{given}");
+        }
+        for bad in [
+            "", "status", "//", "/a//b", "/a/../b", "/.", "/a b", "/a?b", "/%2e",
+        ] {
+            assert!(parse_base_path(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn cidrs() {

@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
+use super::forwarded::Seen;
 use super::server::ConnSlot;
 use super::Shared;
 use crate::base::codec::handshake;
@@ -55,6 +57,7 @@ fn page_of(req: &Request) -> String {
 pub(super) async fn upgrade(
     State(front): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(seen): Extension<Seen>,
     mut req: Request,
 ) -> Response {
     let hub = front.engine.hub.clone();
@@ -62,7 +65,7 @@ pub(super) async fn upgrade(
     if let Some(resp) = bad_handshake(headers, req.method()) {
         return resp;
     }
-    if let Err(why) = front.origins.check(headers, front.scheme) {
+    if let Err(why) = front.origins.check(headers, seen.scheme) {
         hub.monitor().emit_summarised(
             "refused WebSocket: cross-site",
             format_args!("refused WebSocket from {peer}: {why}"),

@@ -58,16 +58,19 @@ pub struct ConnLimits {
 }
 
 /// The page connections' share of `[limits]` in the configuration file.
-#[derive(serde::Deserialize, Debug, Clone)]
+#[derive(clap::Args, serde::Serialize, serde::Deserialize, Debug, Clone)]
 #[serde(default)]
 pub(crate) struct PageLimits {
     /// Largest frame or message a page may send, in bytes (close 1009).
+    #[arg(id = "limits_max_message_bytes", long = "limits-max-message-bytes", value_name = "BYTES", default_value_t = PageLimits::default().max_message_bytes, help_heading = "Limits ([limits] in the file)")]
     pub(crate) max_message_bytes: usize,
     /// Bytes held for frames and messages not fully arrived, all pages
     /// together; the page that would need more is closed with 1013.
+    #[arg(id = "limits_max_partial_bytes", long = "limits-max-partial-bytes", value_name = "BYTES", default_value_t = PageLimits::default().max_partial_bytes, help_heading = "Limits ([limits] in the file)")]
     pub(crate) max_partial_bytes: usize,
     /// Seconds a page has to finish a frame (a fragmented message: all of
     /// it) once it started sending it; then it is closed with 1008.
+    #[arg(id = "limits_partial_timeout_secs", long = "limits-partial-timeout-secs", value_name = "SECS", default_value_t = PageLimits::default().partial_timeout_secs, help_heading = "Limits ([limits] in the file)")]
     pub(crate) partial_timeout_secs: u64,
 }
 

@@ -75,7 +75,7 @@ const SHOWN_CHARS: usize = 40;
 const LISTED_NAMES: usize = 20;
 
 /// `[actions.NAME]`: a program a page may run with `run NAME`.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActionConfig {
     /// The program (a path, or a name looked up in PATH).
@@ -139,10 +139,11 @@ impl ActionConfig {
 }
 
 /// The actions' share of `[limits]` in the configuration file.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(clap::Args, serde::Serialize, Deserialize, Debug, Clone)]
 #[serde(default)]
 pub(crate) struct ActionLimits {
     /// Most actions running at once; `run` is refused beyond it.
+    #[arg(id = "limits_max_running_actions", long = "limits-max-running-actions", value_name = "N", default_value_t = ActionLimits::default().max_running_actions, help_heading = "Limits ([limits] in the file)")]
     pub(crate) max_running_actions: usize,
 }
 

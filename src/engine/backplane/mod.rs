@@ -187,12 +187,6 @@ pub(crate) trait Backplane: Send + Sync {
     /// one at once instead of when its lease expires.
     fn leave(&self) -> BoxFuture<'_, ()>;
 
-    /// Whether the daemon can serve its share: always on its own; in a
-    /// cluster, only while joined (the reason why not, otherwise).
-    fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
-
     /// The backplane's own metrics (none on its own).
     fn metrics(&self) -> Vec<BackplaneMetric> {
         Vec::new()

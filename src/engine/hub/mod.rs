@@ -38,19 +38,29 @@ use crate::engine::monitor::Monitor;
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4001;
 
 /// The hub's share of `[limits]` in the configuration file.
-#[derive(serde::Deserialize, Debug, Clone)]
+#[derive(clap::Args, serde::Serialize, serde::Deserialize, Debug, Clone)]
 #[serde(default)]
 pub(crate) struct HubSettings {
     /// Outgoing queue per connection, in bytes (close 4001 when full).
+    #[arg(id = "limits_outbox_bytes", long = "limits-outbox-bytes", value_name = "BYTES", default_value_t = HubSettings::default().outbox_bytes, help_heading = "Limits ([limits] in the file)")]
     pub(crate) outbox_bytes: usize,
     /// Outgoing queue per connection, in frames.
+    #[arg(id = "limits_outbox_frames", long = "limits-outbox-frames", value_name = "N", default_value_t = HubSettings::default().outbox_frames, help_heading = "Limits ([limits] in the file)")]
     pub(crate) outbox_frames: usize,
     /// Most WebSocket connections in all.
+    #[arg(id = "limits_max_connections", long = "limits-max-connections", value_name = "N", default_value_t = HubSettings::default().max_connections, help_heading = "Limits ([limits] in the file)")]
     pub(crate) max_connections: usize,
     /// Most WebSocket connections from one address; default an eighth of
     /// `max_connections`.
+    #[arg(
+        id = "limits_max_connections_per_ip",
+        long = "limits-max-connections-per-ip",
+        value_name = "N",
+        help_heading = "Limits ([limits] in the file)"
+    )]
     pub(crate) max_connections_per_ip: Option<usize>,
     /// Most names one connection may register.
+    #[arg(id = "limits_max_names_per_connection", long = "limits-max-names-per-connection", value_name = "N", default_value_t = HubSettings::default().max_names_per_connection, help_heading = "Limits ([limits] in the file)")]
     pub(crate) max_names_per_connection: usize,
 }
 
@@ -89,12 +99,14 @@ impl HubSettings {
 }
 
 /// `[heartbeat]`: how the hub pings its pages.
-#[derive(serde::Deserialize, Debug, Clone)]
+#[derive(clap::Args, serde::Serialize, serde::Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct HeartbeatSettings {
     /// Seconds between pings.
+    #[arg(id = "heartbeat_interval_secs", long = "heartbeat-interval-secs", value_name = "SECS", default_value_t = HeartbeatSettings::default().interval_secs, help_heading = "Heartbeat ([heartbeat] in the file)")]
     pub(crate) interval_secs: u64,
     /// Seconds of silence after which a page is dropped.
+    #[arg(id = "heartbeat_timeout_secs", long = "heartbeat-timeout-secs", value_name = "SECS", default_value_t = HeartbeatSettings::default().timeout_secs, help_heading = "Heartbeat ([heartbeat] in the file)")]
     pub(crate) timeout_secs: u64,
 }
 

@@ -271,6 +271,34 @@ pub(crate) struct Cluster {
     node: Arc<Node>,
 }
 
+impl Cluster {
+    /// Whether the node is joined now (for `/readyz`): its connections to
+    /// Redis are up, its lease was refreshed within the lease, and it has
+    /// not left; the reason why not, otherwise.
+    pub(crate) fn joined(&self) -> Result<(), String> {
+        let node = &self.node;
+        if node.left.load(Ordering::Acquire) {
+            return Err("left the cluster".into());
+        }
+        if node.conn().is_none() || !node.subscribed.load(Ordering::Acquire) {
+            return Err(format!("cannot reach Redis at {}", node.server));
+        }
+        let last = *node.last_announce.lock().unwrap_or_else(|e| e.into_inner());
+        match last {
+            Some(at) if at.elapsed() < node.lease => Ok(()),
+            _ => Err(format!(
+                "the lease was not refreshed within {}",
+                text::duration(node.lease)
+            )),
+        }
+    }
+
+    /// This node's id in the cluster.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node.id
+    }
+}
+
 struct Node {
     id: Arc<str>,
     hub: Hub,
@@ -478,24 +506,6 @@ impl Backplane for Cluster {
         })
     }
 
-    fn ready(&self) -> Result<(), String> {
-        let node = &self.node;
-        if node.left.load(Ordering::Acquire) {
-            return Err("left the cluster".into());
-        }
-        if node.conn().is_none() || !node.subscribed.load(Ordering::Acquire) {
-            return Err(format!("cannot reach Redis at {}", node.server));
-        }
-        let last = *node.last_announce.lock().unwrap_or_else(|e| e.into_inner());
-        match last {
-            Some(at) if at.elapsed() < node.lease => Ok(()),
-            _ => Err(format!(
-                "the lease was not refreshed within {}",
-                text::duration(node.lease)
-            )),
-        }
-    }
-
     fn metrics(&self) -> Vec<BackplaneMetric> {
         let s = &self.node.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -574,7 +584,7 @@ fn node_id() -> String {
 }
 
 /// `url` without its password, for messages.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
@@ -587,7 +597,7 @@ fn redact(url: &str) -> String {
 
 /// Whether the daemon is a node of a cluster: a flag of `pagewire serve`,
 /// and the `redis` key of the configuration file.
-#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[derive(clap::Args, Deserialize, serde::Serialize, Debug, Default, Clone)]
 #[serde(default)]
 pub(crate) struct RedisSettings {
     /// Join a cluster through this Redis server
@@ -596,25 +606,36 @@ pub(crate) struct RedisSettings {
 }
 
 /// `[cluster]`: how a node takes part in a cluster (`--redis`).
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(clap::Args, serde::Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ClusterConfig {
     /// Prefix of every Redis key and channel: daemons with the same Redis
     /// and prefix form one cluster.
+    #[arg(id = "cluster_prefix", long = "cluster-prefix", value_name = "WORD", default_value_t = ClusterConfig::default().prefix, help_heading = "Cluster ([cluster] in the file)")]
     pub(crate) prefix: String,
     /// Seconds a node's lease lives unless refreshed (every third of it); a
     /// node that dies leaves every listing this long after.
+    #[arg(id = "cluster_lease_secs", long = "cluster-lease-secs", value_name = "SECS", default_value_t = ClusterConfig::default().lease_secs, help_heading = "Cluster ([cluster] in the file)")]
     pub(crate) lease_secs: u64,
     /// Milliseconds a command waits for the other nodes to answer; a node
     /// that gets a request later does not act on it.
+    #[arg(id = "cluster_reply_timeout_ms", long = "cluster-reply-timeout-ms", value_name = "MS", default_value_t = ClusterConfig::default().reply_timeout_ms, help_heading = "Cluster ([cluster] in the file)")]
     pub(crate) reply_timeout_ms: u64,
     /// Indexes a node takes from Redis at a time.
+    #[arg(id = "cluster_index_block", long = "cluster-index-block", value_name = "N", default_value_t = ClusterConfig::default().index_block, help_heading = "Cluster ([cluster] in the file)")]
     pub(crate) index_block: u64,
     /// Seconds between two writes of the traffic counters of a node's
     /// pages to its table in Redis (how stale `ws` may show them).
+    #[arg(id = "cluster_table_refresh_secs", long = "cluster-table-refresh-secs", value_name = "SECS", default_value_t = ClusterConfig::default().table_refresh_secs, help_heading = "Cluster ([cluster] in the file)")]
     pub(crate) table_refresh_secs: u64,
     /// A PEM file of the certificate authorities a `rediss://` server is
     /// checked against, instead of the system's.
+    #[arg(
+        id = "cluster_tls_ca",
+        long = "cluster-tls-ca",
+        value_name = "FILE",
+        help_heading = "Cluster ([cluster] in the file)"
+    )]
     pub(crate) tls_ca: Option<std::path::PathBuf>,
 }
 
