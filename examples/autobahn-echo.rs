@@ -71,7 +71,8 @@ async fn main() -> anyhow::Result<()> {
         partial_budget: PartialBudget::leak(PARTIAL_BUDGET),
         partial_timeout: PARTIAL_TIMEOUT,
         ..ConnLimits::default()
-    };
+    }
+    .leak();
     println!("listening on {}", listener.local_addr()?);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -97,7 +98,7 @@ async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
     hub: Hub,
-    limits: ConnLimits,
+    limits: &'static ConnLimits,
 ) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let (head, pre) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream))

@@ -87,6 +87,9 @@ fn check_output(mut out: &[u8]) {
     }
 }
 
+/// One set of limits for every session (connections refer to theirs).
+static LIMITS: std::sync::LazyLock<ConnLimits> = std::sync::LazyLock::new(ConnLimits::default);
+
 async fn session(piece: usize, stream: &[u8]) {
     let hub = Hub::new(HubLimits::default(), Monitor::new());
     // Every command a configuration can grant pages, so that all of them
@@ -101,7 +104,7 @@ async fn session(piece: usize, stream: &[u8]) {
         Bytes::new(),
         conn,
         engine,
-        ConnLimits::default(),
+        &LIMITS,
     ));
     let (mut rd, mut wr) = split(client);
     let writer = async move {

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Where a command line came from; decides what it may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,8 +129,9 @@ pub(crate) struct Upgrade {
     /// The page it came from, for the listing.
     pub(crate) page: String,
     /// Kept for as long as the WebSocket lives: its place in the accept
-    /// loop's connection limits.
-    pub(crate) keep: Box<dyn Send>,
+    /// loop's connection limits. Shared (an `Arc` the HTTP door already
+    /// made), so keeping it costs a page no allocation of its own.
+    pub(crate) keep: Option<Arc<dyn Send + Sync>>,
 }
 
 /// How the admin socket's caller proves operator rights, as the HTTP door

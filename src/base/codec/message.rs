@@ -44,7 +44,9 @@ pub struct Arriving {
 #[derive(Clone, Debug)]
 pub struct MessageAssembler {
     max_message: usize,
-    partial: Option<Partial>,
+    /// Boxed: every connection holds an assembler, and most never see a
+    /// fragmented message.
+    partial: Option<Box<Partial>>,
 }
 
 /// A fragmented message in progress.
@@ -198,7 +200,7 @@ impl MessageAssembler {
         };
         let mut data = Vec::new();
         append_bounded(&mut data, payload, self.max_message);
-        self.partial = Some(Partial { data, utf8 });
+        self.partial = Some(Box::new(Partial { data, utf8 }));
         Ok(None)
     }
 
@@ -231,16 +233,16 @@ impl MessageAssembler {
             self.partial = Some(partial);
             return Ok(None);
         }
-        match partial.utf8 {
+        let Partial { data, utf8 } = *partial;
+        match utf8 {
             Some(utf8) => {
                 utf8.finish()?;
                 // Already checked piece by piece; this second pass is what
                 // turns the bytes into a String without unsafe code.
-                let text =
-                    String::from_utf8(partial.data).map_err(|_| ProtocolError::InvalidUtf8)?;
+                let text = String::from_utf8(data).map_err(|_| ProtocolError::InvalidUtf8)?;
                 Ok(Some(Message::Text(Cow::Owned(text))))
             }
-            None => Ok(Some(Message::Binary(Cow::Owned(partial.data)))),
+            None => Ok(Some(Message::Binary(Cow::Owned(data)))),
         }
     }
 }

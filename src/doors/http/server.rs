@@ -463,6 +463,14 @@ impl fmt::Debug for ConnSlot {
     }
 }
 
+impl ConnSlot {
+    /// The slot as something to keep: the place is given back when the
+    /// last holder lets it go.
+    pub(crate) fn shared(self) -> Arc<dyn Send + Sync> {
+        self.0
+    }
+}
+
 struct SlotInner {
     limiter: Arc<Limiter>,
     ip: IpAddr,

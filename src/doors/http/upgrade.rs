@@ -95,7 +95,7 @@ pub(super) async fn upgrade(
         pending: on_upgrade,
         peer,
         page,
-        keep: Box::new(slot),
+        keep: slot.map(ConnSlot::shared),
     });
     switching(&accept)
 }

@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
@@ -35,18 +34,19 @@ use socket::SharedTcp;
 /// shutdown can wait for them.
 pub(crate) struct Pages {
     engine: Arc<Engine>,
-    limits: ConnLimits,
+    limits: &'static ConnLimits,
     /// Every page's task (and the short task before it that waits for the
     /// upgrade).
     pub(crate) tasks: TaskTracker,
 }
 
 impl Pages {
-    /// Pages served by `engine`, each connection within `limits`.
+    /// Pages served by `engine`, each connection within `limits` (made
+    /// once per daemon: every page refers to them).
     pub(crate) fn new(engine: Arc<Engine>, limits: ConnLimits) -> Self {
         Pages {
             engine,
-            limits,
+            limits: limits.leak(),
             tasks: TaskTracker::new(),
         }
     }
@@ -77,21 +77,18 @@ impl Pages {
             // state: this one, with the handshake's leftovers, ends here. A
             // plain TCP stream is driven directly, and deliveries may write
             // to it themselves; anything else (TLS) goes through hyper's
-            // upgraded wrapper.
-            let release = move |()| drop(keep);
+            // upgraded wrapper. The page's task keeps `keep` until it ends.
             match upgraded.downcast::<TokioIo<HoldableTcp>>() {
                 Ok(parts) => {
                     let (tcp, response) = parts.io.into_inner().into_parts();
                     let Ok(conn) = open(&response) else { return };
                     let io = SharedTcp::attach(tcp, &conn);
-                    let task = run(io, parts.read_buf, conn, engine, limits);
-                    tasks.spawn(task.map(release));
+                    tasks.spawn(serve(io, parts.read_buf, conn, engine, limits, keep));
                 }
                 Err(upgraded) => {
                     let Ok(conn) = open(&[]) else { return };
                     let io = TokioIo::new(upgraded);
-                    let task = run(io, Bytes::new(), conn, engine, limits);
-                    tasks.spawn(task.map(release));
+                    tasks.spawn(serve(io, Bytes::new(), conn, engine, limits, keep));
                 }
             }
         });
@@ -120,6 +117,8 @@ fn open_logged(
 struct PageHandler {
     engine: Arc<Engine>,
     id: u64,
+    /// What the HTTP door asked to be kept while the page lives.
+    _keep: Option<Arc<dyn Send + Sync>>,
 }
 
 impl MessageHandler for PageHandler {
@@ -188,7 +187,22 @@ pub fn run<S>(
     pre: Bytes,
     conn: Arc<Conn>,
     engine: Arc<Engine>,
-    limits: ConnLimits,
+    limits: &'static ConnLimits,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    serve(io, pre, conn, engine, limits, None)
+}
+
+/// [`run`], keeping `keep` for as long as the page lives.
+fn serve<S>(
+    io: S,
+    pre: Bytes,
+    conn: Arc<Conn>,
+    engine: Arc<Engine>,
+    limits: &'static ConnLimits,
+    keep: Option<Arc<dyn Send + Sync>>,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -197,6 +211,7 @@ where
     let handler = PageHandler {
         engine,
         id: conn.id(),
+        _keep: keep,
     };
     drive(io, pre, conn, hub, handler, limits)
 }

@@ -12,6 +12,7 @@
 //! cluster's blocks, and are never reused, so a stale index cannot reach a
 //! newer page.
 
+mod names;
 pub(crate) mod outbox;
 pub(crate) mod queue;
 
@@ -33,6 +34,7 @@ use outbox::{Outbox, Pushed};
 
 use crate::base::command::Target;
 use crate::engine::monitor::Monitor;
+use names::Names;
 
 /// Close code for a page whose outgoing queue overflowed.
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4001;
@@ -173,8 +175,11 @@ pub(crate) struct Stats {
 pub struct Conn {
     id: u64,
     remote: SocketAddr,
-    page: Box<str>,
-    opened: Instant,
+    /// Shared by every connection from the same page (see [`Table`]).
+    page: Arc<str>,
+    /// Milliseconds since the hub started when it opened: half an
+    /// `Instant`, and every page keeps one.
+    opened_ms: u64,
     /// Seconds since the hub started when the peer last sent anything.
     last_seen: AtomicU32,
     /// Traffic counters.
@@ -373,12 +378,13 @@ pub(crate) enum RegisterError {
 
 struct Entry {
     conn: Arc<Conn>,
-    names: Vec<Box<str>>,
+    names: Names,
 }
 
 impl Entry {
-    /// A snapshot of the connection, for a listing.
-    fn info(&self) -> ConnInfo {
+    /// A snapshot of the connection, for a listing; `now_ms` is the hub's
+    /// clock (see [`Conn`]'s opening time).
+    fn info(&self, now_ms: u64) -> ConnInfo {
         let c = &self.conn;
         let (msgs_out, bytes_out) = c.outbox.written_so_far();
         ConnInfo {
@@ -386,7 +392,7 @@ impl Entry {
             names: self.names.iter().map(|n| n.to_string()).collect(),
             remote: c.remote,
             page: c.page.to_string(),
-            age: c.opened.elapsed(),
+            age: Duration::from_millis(now_ms.saturating_sub(c.opened_ms)),
             msgs_in: c.stats.msgs_in.load(Relaxed),
             bytes_in: c.stats.bytes_in.load(Relaxed),
             msgs_out,
@@ -398,9 +404,14 @@ impl Entry {
 #[derive(Default)]
 struct Table {
     conns: BTreeMap<u64, Entry>,
-    names: HashMap<Box<str>, Vec<Arc<Conn>>>,
+    /// Each name once: a connection's list of names shares these strings.
+    names: HashMap<Arc<str>, Vec<Arc<Conn>>>,
     per_ip: HashMap<IpAddr, usize>,
     observer: Option<Arc<dyn ConnObserver>>,
+    /// Each page string once, shared by the connections from that page
+    /// (thousands of screens show the same dashboard), with how many
+    /// connections in the table have it.
+    pages: HashMap<Arc<str>, usize>,
 }
 
 impl Table {
@@ -415,12 +426,20 @@ impl Table {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.conns.remove(&id)?;
         self.changed(id);
-        for name in &entry.names {
+        for name in entry.names.iter() {
             if let Some(list) = self.names.get_mut(name) {
                 list.retain(|c| c.id != id);
                 if list.is_empty() {
                     self.names.remove(name);
                 }
+            }
+        }
+        // Counted, not judged by the `Arc`'s count: a closing connection
+        // leaves the table before its task lets the string go.
+        if let Some(n) = self.pages.get_mut(&entry.conn.page) {
+            *n -= 1;
+            if *n == 0 {
+                self.pages.remove(&entry.conn.page);
             }
         }
         let ip = entry.conn.remote.ip();
@@ -550,6 +569,10 @@ impl Hub {
         u32::try_from(self.shared.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Checks the connection limits for `ip` before a handshake completes.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<(), OpenError> {
         if let Indexes::Source(source) = &self.shared.indexes {
@@ -611,11 +634,23 @@ impl Hub {
         if let Indexes::Counter(next) = &self.shared.indexes {
             id = next.fetch_add(1, Relaxed);
         }
+        let known = t.pages.get_key_value(page).map(|(p, _)| p.clone());
+        let shared_page = match known {
+            Some(p) => {
+                *t.pages.entry(p.clone()).or_insert(0) += 1;
+                p
+            }
+            None => {
+                let p: Arc<str> = page.into();
+                t.pages.insert(p.clone(), 1);
+                p
+            }
+        };
         let conn = Arc::new(Conn {
             id,
             remote,
-            page: page.into(),
-            opened: Instant::now(),
+            page: shared_page,
+            opened_ms: self.now_ms(),
             last_seen: AtomicU32::new(self.now_secs()),
             stats: Stats::default(),
             outbox: Outbox::default(),
@@ -629,7 +664,7 @@ impl Hub {
             id,
             Entry {
                 conn: conn.clone(),
-                names: Vec::new(),
+                names: Names::default(),
             },
         );
         *t.per_ip.entry(remote.ip()).or_insert(0) += 1;
@@ -656,7 +691,8 @@ impl Hub {
     /// harmless.
     pub(crate) fn register(&self, id: u64, name: &str) -> Result<(), RegisterError> {
         let max = self.shared.limits.max_names_per_connection;
-        let mut t = self.table();
+        let mut guard = self.table();
+        let t = &mut *guard;
         let Some(entry) = t.conns.get_mut(&id) else {
             return Err(RegisterError::Gone(id));
         };
@@ -666,14 +702,16 @@ impl Hub {
         if entry.names.len() >= max {
             return Err(RegisterError::TooManyNames(max));
         }
-        // Most pages register one name: room for exactly that, not the
-        // default four.
-        entry.names.reserve_exact(1);
-        entry.names.push(name.into());
+        // The name's string is the index's own, when others have it too.
+        let name: Arc<str> = match t.names.get_key_value(name) {
+            Some((shared, _)) => shared.clone(),
+            None => name.into(),
+        };
+        entry.names.push(name.clone());
         let conn = entry.conn.clone();
-        t.names.entry(name.into()).or_default().push(conn);
+        t.names.entry(name.clone()).or_default().push(conn);
         let observer = t.changed(id);
-        drop(t);
+        drop(guard);
         if let Some(o) = observer {
             o.wake();
         }
@@ -706,14 +744,17 @@ impl Hub {
 
     /// A snapshot of every connection, by index.
     pub(crate) fn list(&self) -> Vec<ConnInfo> {
-        self.table().conns.values().map(Entry::info).collect()
+        let t = self.table();
+        let now_ms = self.now_ms();
+        t.conns.values().map(|e| e.info(now_ms)).collect()
     }
 
     /// Snapshots of the connections `ids` that are live, by index.
     pub(crate) fn infos(&self, ids: &[u64]) -> Vec<ConnInfo> {
         let t = self.table();
+        let now_ms = self.now_ms();
         ids.iter()
-            .filter_map(|id| t.conns.get(id).map(Entry::info))
+            .filter_map(|id| t.conns.get(id).map(|e| e.info(now_ms)))
             .collect()
     }
 
@@ -735,12 +776,13 @@ impl Hub {
     /// by index, from the `offset`th on: one page of a large table.
     pub(crate) fn list_page(&self, offset: usize, limit: usize) -> (usize, Vec<ConnInfo>) {
         let t = self.table();
+        let now_ms = self.now_ms();
         let rows = t
             .conns
             .values()
             .skip(offset)
             .take(limit)
-            .map(Entry::info)
+            .map(|e| e.info(now_ms))
             .collect();
         (t.conns.len(), rows)
     }
@@ -1024,6 +1066,29 @@ mod tests {
         fn available(&self) -> bool {
             !self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
         }
+    }
+
+    #[test]
+    fn a_page_string_is_kept_once_and_let_go_with_its_last_connection() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let a = hub.open(remote, "/dash").expect("open");
+        let b = hub.open(remote, "/dash").expect("open");
+        assert!(Arc::ptr_eq(&a.page, &b.page), "one string for both");
+        assert_eq!(hub.table().pages.get("/dash"), Some(&2));
+        // `a` closes: it leaves the table while its task still holds it.
+        let why = CloseReason {
+            code: 1000,
+            reason: "closed",
+        };
+        assert!(hub.close_one(a.id(), why.clone()));
+        assert_eq!(hub.table().pages.get("/dash"), Some(&1));
+        hub.close_one(b.id(), why);
+        drop((a, b));
+        assert!(
+            hub.table().pages.is_empty(),
+            "nothing kept for a page no one shows"
+        );
     }
 
     #[test]

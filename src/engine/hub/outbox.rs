@@ -88,7 +88,8 @@ struct State {
     /// Set once: frames after it are refused; the writer sends the close
     /// frame after the queue drains (or at once, dropping the queue, when
     /// `discard` says the peer is not reading anyway).
-    closing: Option<CloseReason>,
+    /// (Boxed: set once in a connection's life, and kept by every page.)
+    closing: Option<Box<CloseReason>>,
     discard: bool,
     /// The task holds frames taken from here and is writing them: a flush
     /// must not write past them.
@@ -148,10 +149,10 @@ impl Outbox {
         let pending = self.pending_bytes.load(Ordering::Relaxed);
         if pending + frame.len() > limits.max_bytes || s.frames.len() >= limits.max_frames {
             s.frames = Frames::default();
-            s.closing = Some(CloseReason {
+            s.closing = Some(Box::new(CloseReason {
                 code: crate::engine::hub::CLOSE_SLOW_CONSUMER,
                 reason: "slow consumer",
-            });
+            }));
             s.discard = true;
             return Pushed::Overflow(s.waker.take());
         }
@@ -232,7 +233,7 @@ impl Outbox {
         if s.closing.is_some() {
             return None;
         }
-        s.closing = Some(reason);
+        s.closing = Some(Box::new(reason));
         Some(s.waker.take())
     }
 
@@ -254,7 +255,7 @@ impl Outbox {
         if s.writing {
             return Next::Frames(std::mem::take(&mut s.frames));
         }
-        if let Some(reason) = s.closing.clone() {
+        if let Some(reason) = s.closing.as_deref().cloned() {
             return Next::Close(reason);
         }
         match &s.waker {
