@@ -38,17 +38,26 @@ export interface HelloFrame {
   version: number;
 }
 
+/** One target page's answer to `ws call`, `ws read` or `--wait`, in `results`. */
+export type PageResult =
+  | { index: number; ok: true; value?: unknown }
+  | { index: number; ok: false; error: string };
+
 /** The answer to the page's last command line. */
 export interface ReplyFrame {
   type: 'reply';
   ok: true;
   output: string;
+  /** Each target page's answer, when the command waited for them (granted `ws call` ...). */
+  results?: PageResult[];
 }
 
 /** The page's last command line was refused or failed. */
 export interface ErrorFrame {
   type: 'error';
   message: string;
+  /** As in {@link ReplyFrame}: the command ran, and some target page failed it. */
+  results?: PageResult[];
 }
 
 /** `ws write`: ws.js puts `text`, as plain text, into element `name` (else the first registered). */
@@ -57,6 +66,8 @@ export interface WriteFrame {
   text: string;
   /** Present when the operator addressed the page by name. */
   name?: string;
+  /** `ws write --wait`: ws.js confirms with an `ack` frame of this id. */
+  ack?: number;
 }
 
 /** `ws exec`: ws.js calls the page's function `func` with `arg`, if the page made one (see wsExpose). */
@@ -64,6 +75,24 @@ export interface ExecFrame {
   type: 'exec';
   func: string;
   arg: string;
+  name?: string;
+  /** `ws exec --wait`: ws.js confirms with an `ack` frame of this id. */
+  ack?: number;
+}
+
+/** `ws call`: ws.js calls `func(arg)` as for `exec` and answers with a `result` frame of this id. */
+export interface CallFrame {
+  type: 'call';
+  id: number;
+  func: string;
+  arg: string;
+  name?: string;
+}
+
+/** `ws read`: ws.js answers with a `result` frame holding element `name`'s text. */
+export interface ReadFrame {
+  type: 'read';
+  id: number;
   name?: string;
 }
 
@@ -92,6 +121,8 @@ export type ServerFrame =
   | ErrorFrame
   | WriteFrame
   | ExecFrame
+  | CallFrame
+  | ReadFrame
   | LineFrame
   | DoneFrame;
 
@@ -99,9 +130,10 @@ export type ServerFrame =
 export type FrameType = ServerFrame['type'];
 
 /**
- * A function `ws exec TARGET NAME ARG` may call: with `this` = window and
- * the argument as a string. Its return value is ignored; what it throws is
- * logged on the console.
+ * A function `ws exec TARGET NAME ARG` and `ws call` may call: with `this`
+ * = window and the argument as a string. `ws exec` ignores its return value
+ * and logs what it throws on the console; `ws call` answers with the value
+ * (a Promise awaited, as JSON) or `threw: MESSAGE`.
  */
 export type ExposedFunction = (this: Window, arg: string) => unknown;
 

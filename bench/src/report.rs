@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub struct Record {
     /// Which server was measured (free text from `--label`).
     pub server: String,
-    /// `burst`, `sustained`, `idle`, `saturate` or `commands`.
+    /// `burst`, `sustained`, `idle`, `saturate`, `commands` or `call`.
     pub scenario: String,
     /// Clients asked for.
     pub clients: u64,
@@ -29,7 +29,8 @@ pub struct Record {
     pub lost: u64,
     /// Deliveries whose text was not the text sent, or repeated.
     pub corrupt: u64,
-    /// Send (or scheduled send) to the last client's receipt, per broadcast.
+    /// Send (or scheduled send) to the last client's receipt, per broadcast;
+    /// for `call`, send to the HTTP reply, per call.
     pub fanout_p50_ms: Option<f64>,
     /// 99th percentile of the fan-out time.
     pub fanout_p99_ms: Option<f64>,

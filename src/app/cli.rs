@@ -23,6 +23,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::app::config::ServeConfig;
+use crate::base::door::Status;
 use crate::base::logline::{self, Level, LogFormat};
 use crate::base::stdout::ConsoleOut;
 use crate::doors::console::{Editor, EditorConfig};
@@ -296,6 +297,12 @@ fn one_command(name: &str, words: CommandWords, control: Option<PathBuf>) -> Exi
                     print_stdout(&reply.output)
                 }
             }
+            // A result all the same (`ws call` with a page that threw):
+            // on stdout, for the script to read, and a failure.
+            Ok(reply) if reply.status == Status::Partial => match print_stdout(&reply.output) {
+                Exit::Success => Exit::Refused,
+                other => other,
+            },
             Ok(reply) => {
                 print_stderr(&reply.output);
                 Exit::Refused

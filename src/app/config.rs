@@ -11,6 +11,7 @@
 //! | hub | | its share of `[limits]`, `[heartbeat]` |
 //! | page door | | its share of `[limits]` |
 //! | executor | | `[pages]` |
+//! | HTTP door's `/metrics` | | `[metrics]` |
 //! | actions | | its share of `[limits]`, `[actions.NAME]` |
 //!
 //! Every setting but `[actions.NAME]` is also a flag and an environment
@@ -39,6 +40,7 @@ use super::file;
 use crate::base::logline::{LogFormat, LogSettings};
 use crate::doors::control::ControlSettings;
 use crate::doors::http::access::{AddressPolicy, AllowedHost};
+use crate::doors::http::metrics::MetricsSettings;
 use crate::doors::http::server::ServerOptions;
 use crate::doors::http::settings::{HttpSettings, ServerLimits};
 use crate::doors::page::driver::{ConnLimits, PageLimits};
@@ -93,6 +95,9 @@ pub(crate) struct ServeConfig {
     /// `[actions.NAME]`, by name (in the file only: each is a table).
     #[arg(skip)]
     pub(crate) actions: BTreeMap<String, ActionConfig>,
+    /// `[metrics]`.
+    #[arg(skip)]
+    pub(crate) metrics: MetricsSettings,
 }
 
 /// `[limits]`: one table in the file, each part's share declared by it.
@@ -212,6 +217,7 @@ impl ServeConfig {
             pages: tables.pages,
             actions: tables.actions,
             cluster: tables.cluster,
+            metrics: tables.metrics,
         };
         match errors.is_empty() {
             true => Ok(config),
@@ -316,6 +322,8 @@ pub(crate) struct Settings {
     pub(crate) actions: BTreeMap<String, ActionConfig>,
     /// Most actions running at once.
     pub(crate) max_running_actions: usize,
+    /// Names whose pages `/metrics` counts.
+    pub(crate) metric_names: Vec<String>,
     /// Everything is served under this path (`""` for none).
     pub(crate) base_path: String,
     /// Proxies whose forwarding headers are believed.
@@ -347,6 +355,7 @@ impl Settings {
             .options(hub.max_connections, hub.max_connections_per_ip)?;
         let (ping_interval, ping_timeout) = config.heartbeat.check()?;
         config.cluster.check()?;
+        let metric_names = config.metrics.names()?;
         Ok(Settings {
             listen: http.listen(),
             root: http.root()?,
@@ -367,6 +376,7 @@ impl Settings {
             page_commands: config.pages.allow,
             actions,
             max_running_actions,
+            metric_names,
             base_path: http.base_path()?,
             trusted_proxies: http.trusted_proxies.clone(),
             log_format: config.log.log_format.unwrap_or_default(),

@@ -16,6 +16,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, 
 use serde::{Deserialize, Deserializer};
 
 use crate::doors::control::ControlSettings;
+use crate::doors::http::metrics::MetricsSettings;
 use crate::doors::http::settings::{HttpSettings, ServerLimits};
 use crate::doors::page::driver::PageLimits;
 use crate::engine::actions::{ActionConfig, ActionLimits};
@@ -31,6 +32,7 @@ pub(super) struct Tables {
     pub(super) pages: PagesSettings,
     pub(super) actions: std::collections::BTreeMap<String, ActionConfig>,
     pub(super) cluster: ClusterConfig,
+    pub(super) metrics: MetricsSettings,
 }
 
 /// One part's share of `[limits]`, read from the whole document.

@@ -214,6 +214,7 @@ fn front(
         pages: Box::new(move |upgrade| pages.accept(upgrade)),
         admins: Box::new(move |upgrade| admins.accept(upgrade)),
         server: Arc::default(),
+        metric_names: settings.metric_names.clone(),
     })
 }
 

@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::base::protocol::PageAnswer;
+
 /// Where a command line came from; decides what it may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Door {
@@ -74,6 +76,11 @@ pub(crate) enum Status {
     Failed,
     /// It needs rights the door does not have (HTTP answers 401).
     Denied,
+    /// It ran, but not every target page did its part: a call that threw
+    /// or was not answered, a write not confirmed, a wait that timed out.
+    /// The output is the command's result (the CLI prints it on stdout)
+    /// and the command fails (exit 1).
+    Partial,
 }
 
 /// The outcome of one command line, before any door renders it.
@@ -86,6 +93,9 @@ pub(crate) struct Reply {
     /// Text for this daemon's console (a `ws write` that reached no page):
     /// the door that asked prints it there, escaped already.
     pub(crate) console: Option<String>,
+    /// Each target page's answer, for the commands that wait for one
+    /// (`ws call`, `ws read`, `--wait`); doors that speak JSON show them.
+    pub(crate) results: Option<Vec<PageAnswer>>,
 }
 
 impl Reply {
@@ -104,11 +114,24 @@ impl Reply {
         Reply::with(Status::Denied, output.to_string())
     }
 
-    fn with(status: Status, output: String) -> Self {
+    /// The reply of a command that waited for pages: ok when every one of
+    /// `results` is, [`Status::Partial`] otherwise (or when `met` is
+    /// false: too few pages).
+    pub(crate) fn answered(output: String, results: Vec<PageAnswer>, met: bool) -> Self {
+        let ok = met && results.iter().all(PageAnswer::is_ok);
+        Reply {
+            results: Some(results),
+            ..Reply::with(if ok { Status::Ok } else { Status::Partial }, output)
+        }
+    }
+
+    /// A reply of `status` with `output`.
+    pub(crate) fn with(status: Status, output: String) -> Self {
         Reply {
             status,
             output,
             console: None,
+            results: None,
         }
     }
 

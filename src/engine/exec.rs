@@ -10,17 +10,20 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::base::command::{self, Command, Target};
-use crate::base::door::{Door, Reply};
+use crate::base::door::{Door, Reply, Status};
+use crate::base::protocol::{self, Answer};
 use crate::base::text;
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
+use crate::engine::asks::Request;
 #[cfg(test)]
 use crate::engine::backplane::Listing;
-use crate::engine::backplane::{Backplane, Delivery, Listed, Outcome};
-use crate::engine::hub::Hub;
+use crate::engine::backplane::{Answers, Backplane, Delivery, Listed};
+use crate::engine::hub::{Hub, TargetError};
 
 /// `[pages]` in the configuration file: what pages may do.
 #[derive(clap::Args, serde::Serialize, serde::Deserialize, Debug, Clone)]
@@ -141,6 +144,11 @@ impl Executor {
         self.inner.notify.subscribe()
     }
 
+    /// How many pages hold `name` now, on every node (`GET /probe/NAME`).
+    pub(crate) async fn named(&self, name: &str) -> crate::engine::backplane::Counted {
+        self.inner.backplane.named(name).await
+    }
+
     /// Parses and runs `line` on behalf of `door`.
     ///
     /// The reply's output is escaped ([`crate::base::text::escape_lines`]): every
@@ -252,7 +260,7 @@ impl Executor {
             Command::Close { target } => match self.inner.backplane.close(&target).await {
                 Ok(o) => Reply::ok(with_notes(
                     format!("closed {}", plural(o.reached, "connection")),
-                    &o,
+                    &o.notes,
                 )),
                 Err(e) => Reply::err(format!("ws close: {e}")),
             },
@@ -278,6 +286,74 @@ impl Executor {
             Command::Help { topic } => match command::help_text(topic.as_deref()) {
                 Ok(text) => Reply::ok(text),
                 Err(e) => Reply::err(e),
+            },
+            Command::Call {
+                target,
+                func,
+                arg,
+                timeout,
+            } => {
+                let request = Request::Call { func, arg };
+                match self.ask(&target, &request, timeout, "ws call").await {
+                    Ok(a) => answered(a, |out, answer| match answer {
+                        Answer::Value(json) => out.push_str(&text::escape(json)),
+                        other => show_other(out, other),
+                    }),
+                    Err(reply) => reply,
+                }
+            }
+            Command::Read {
+                target,
+                name,
+                timeout,
+            } => {
+                let request = Request::Read { name };
+                match self.ask(&target, &request, timeout, "ws read").await {
+                    Ok(a) => answered(a, show_text),
+                    Err(reply) => reply,
+                }
+            }
+            Command::Wait {
+                name,
+                count,
+                timeout,
+            } => {
+                let c = self.inner.backplane.wait_named(&name, count, timeout).await;
+                let held = format!("{} registered '{name}'", plural(c.count, "connection"));
+                let out = if c.count >= count {
+                    held
+                } else {
+                    format!(
+                        "timed out after {}: {held}, {count} wanted",
+                        text::duration(timeout)
+                    )
+                };
+                let status = if c.count >= count {
+                    Status::Ok
+                } else {
+                    Status::Partial
+                };
+                Reply::with(status, with_notes(out, &c.notes))
+            }
+            Command::Who { target } => self.who(&target, None).await,
+            Command::DryRun(cmd) => match cmd.target() {
+                Some(target) => self.who(target, Some(cmd.name())).await,
+                // The parser gives --dry-run to commands with a TARGET only.
+                None => Reply::err(format!("{}: --dry-run needs a TARGET", cmd.name())),
+            },
+            Command::Confirm { cmd, timeout } => match *cmd {
+                Command::Write { target, text } => {
+                    let console = crate::base::text::escape(&text).into_owned();
+                    let request = Request::Write { text };
+                    self.confirm(&target, request, timeout, "ws write", Some(console))
+                        .await
+                }
+                Command::Exec { target, func, arg } => {
+                    let request = Request::Exec { func, arg };
+                    self.confirm(&target, request, timeout, "ws exec", None)
+                        .await
+                }
+                other => Reply::err(format!("{}: --wait is not for this command", other.name())),
             },
         }
     }
@@ -320,14 +396,11 @@ impl Executor {
         match self.inner.backplane.send(target, msg).await {
             Err(e) => Reply::err(format!("{what}: {e}")),
             Ok(o) if o.reached == 0 && o.dropped == 0 => {
-                let why = match target {
-                    Target::Name(n) if o.live > 0 => format!("no connection named '{n}'"),
-                    _ => "no WebSocket connections".to_string(),
-                };
+                let why = no_match(target, o.live);
                 let (output, console) = nobody(&why);
                 Reply {
                     console,
-                    ..Reply::ok(with_notes(output, &o))
+                    ..Reply::ok(with_notes(output, &o.notes))
                 }
             }
             Ok(o) => {
@@ -335,9 +408,200 @@ impl Executor {
                 if o.dropped > 0 {
                     let _ = write!(out, " ({} closed as slow consumers)", o.dropped);
                 }
-                Reply::ok(with_notes(out, &o))
+                Reply::ok(with_notes(out, &o.notes))
             }
         }
+    }
+}
+
+impl Executor {
+    /// Asks the pages `target` selects, on every node, and waits for their
+    /// answers. A target that reaches no page is an error: a command that
+    /// waits for answers must not succeed with nobody to give one.
+    async fn ask(
+        &self,
+        target: &Target,
+        request: &Request,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Answers, Reply> {
+        match self.inner.backplane.ask(target, request, timeout).await {
+            Err(e) => Err(Reply::err(format!("{what}: {e}"))),
+            Ok(a) if a.answers.is_empty() => {
+                let mut why = format!("{what}: {}", no_match(target, a.live));
+                if a.dropped > 0 {
+                    let _ = write!(why, " ({} closed as slow consumers)", a.dropped);
+                }
+                Err(Reply {
+                    results: Some(Vec::new()),
+                    ..Reply::err(with_notes(why, &a.notes))
+                })
+            }
+            Ok(a) => Ok(a),
+        }
+    }
+
+    /// `ws write --wait` and `ws exec --wait`: delivers, then waits for
+    /// every page's confirmation. `console` is what a write shows on this
+    /// daemon's console when no page matched (as without `--wait`).
+    async fn confirm(
+        &self,
+        target: &Target,
+        request: Request,
+        timeout: Duration,
+        what: &str,
+        console: Option<String>,
+    ) -> Reply {
+        let a = match self.ask(target, &request, timeout, what).await {
+            Ok(a) => a,
+            // Nobody matched (rather than an unknown index): a write's text
+            // goes to the console, as without --wait.
+            Err(mut reply) if reply.results.is_some() => {
+                if console.is_some() {
+                    let end = reply.output.find('\n').unwrap_or(reply.output.len());
+                    reply.output.insert_str(end, "; printed on the console");
+                }
+                return Reply { console, ..reply };
+            }
+            Err(reply) => return reply,
+        };
+        let sent = a.answers.len();
+        let confirmed = a.answers.iter().filter(|p| p.is_ok()).count();
+        let mut out = format!("sent to {}", plural(sent, "connection"));
+        if a.dropped > 0 {
+            let _ = write!(out, " ({} closed as slow consumers)", a.dropped);
+        }
+        let met = a.unanswered == 0;
+        if confirmed == sent && met {
+            out.push_str("; all confirmed");
+        } else if confirmed == sent {
+            // The pages of a node that did not answer are in its note.
+            let _ = write!(out, "; {confirmed} confirmed");
+        } else {
+            let missing: Vec<String> = a
+                .answers
+                .iter()
+                .filter_map(|p| match &p.answer {
+                    Answer::Error(why) => Some(format!("{} ({})", p.index, text::escape(why))),
+                    _ => None,
+                })
+                .collect();
+            let _ = write!(
+                out,
+                "; {confirmed} confirmed; not confirmed within {}: {}",
+                text::duration(timeout),
+                missing.join(", ")
+            );
+        }
+        Reply::answered(with_notes(out, &a.notes), a.answers, met)
+    }
+
+    /// `ws who TARGET`, and `--dry-run` of the command `dry_run` names:
+    /// exactly the connections the target reaches now, nothing sent.
+    async fn who(&self, target: &Target, dry_run: Option<&str>) -> Reply {
+        // Rendered as read, as `ws` is: only the matching rows' text is
+        // kept, never a cluster's whole table.
+        let (mut rows, mut live, mut n) = (String::new(), 0, 0);
+        let notes = self
+            .inner
+            .backplane
+            .list(&mut |listed| {
+                live += 1;
+                if reaches(target, &listed) {
+                    n += 1;
+                    render_row(&mut rows, &listed);
+                }
+            })
+            .await;
+        if let (Target::Index(i), 0) = (target, n) {
+            let error = TargetError::NoSuchIndex(*i);
+            let what = dry_run.unwrap_or("ws who");
+            return Reply::err(with_notes(format!("{what}: {error}"), &notes));
+        }
+        let mut out = match dry_run {
+            Some(what) => format!(
+                "dry run: {what} would reach {}; nothing was sent\n",
+                plural(n, "connection")
+            ),
+            None => String::new(),
+        };
+        if n == 0 {
+            out.push_str(&no_match(target, live));
+            for note in &notes {
+                let _ = write!(out, "\nnote: {}", text::Escaped(note));
+            }
+            return Reply::ok(out);
+        }
+        out.push_str(&finish_list(rows, &notes));
+        Reply::ok(out)
+    }
+}
+
+/// Whether `target` selects the listed connection.
+fn reaches(target: &Target, c: &Listed) -> bool {
+    match target {
+        Target::Index(i) => c.info.id == *i,
+        Target::Name(n) => c.info.names.iter().any(|m| m == n),
+        Target::All => true,
+    }
+}
+
+/// Why a target reached no connection, `live` being how many there are.
+fn no_match(target: &Target, live: usize) -> String {
+    match target {
+        Target::Name(n) if live > 0 => format!("no connection named '{n}'"),
+        _ => "no WebSocket connections".to_string(),
+    }
+}
+
+/// The longest text `ws read` prints per page, in characters.
+pub(crate) const READ_MAX_CHARS: usize = 1000;
+
+/// The reply of a command that gathered answers: one line per page, its
+/// index first, then what `show` makes of its answer; then the notes. Ok
+/// when every page answered without an error, on every node.
+fn answered(a: Answers, show: impl Fn(&mut String, &Answer)) -> Reply {
+    let mut out = String::new();
+    for p in &a.answers {
+        let _ = write!(out, "{} ", p.index);
+        show(&mut out, &p.answer);
+        out.push('\n');
+    }
+    if a.dropped > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} closed as slow consumers",
+            plural(a.dropped, "connection")
+        );
+    }
+    out.truncate(out.trim_end().len());
+    // A node that did not answer had targets that did not either.
+    let met = a.unanswered == 0;
+    Reply::answered(with_notes(out, &a.notes), a.answers, met)
+}
+
+/// An error, or a confirmation where a value was expected. Text from a
+/// page is escaped here, field by field: a newline in it must not start a
+/// line of its own.
+fn show_other(out: &mut String, answer: &Answer) {
+    match answer {
+        Answer::Error(why) => {
+            let _ = write!(out, "error: {}", text::escape(why));
+        }
+        Answer::Value(json) => out.push_str(&text::escape(json)),
+        Answer::Done => out.push_str("ok"),
+    }
+}
+
+/// What `ws read` prints for a page: the text it answered, escaped and cut
+/// after [`READ_MAX_CHARS`] characters.
+fn show_text(out: &mut String, answer: &Answer) {
+    match answer {
+        Answer::Value(json) => match serde_json::from_str::<String>(json) {
+            Ok(text) => out.push_str(&text::escape(&protocol::cut(&text, READ_MAX_CHARS))),
+            Err(_) => out.push_str("error: the page answered no text"),
+        },
+        other => show_other(out, other),
     }
 }
 
@@ -385,8 +649,8 @@ pub(crate) fn render_run(run: &RunningAction) -> String {
 }
 
 /// Appends what the backplane could not reach, one `note:` line each.
-fn with_notes(mut out: String, o: &Outcome) -> String {
-    for note in &o.notes {
+fn with_notes(mut out: String, notes: &[String]) -> String {
+    for note in notes {
         let _ = write!(out, "\nnote: {note}");
     }
     out
@@ -530,6 +794,14 @@ mod tests {
             "run --to other a",
             "run --to * a",
             "help",
+            "ws call 2 f",
+            "ws call * f",
+            "ws read 2",
+            "ws write --wait 2 x",
+            "ws exec --wait other f",
+            "ws who *",
+            "ws write --dry-run * x",
+            "ws wait other --timeout 1ms",
         ];
         for door in [Door::Page(1), Door::Http { operator: false }] {
             for line in every_command {

@@ -1,7 +1,9 @@
-//! The engine: the hub, the Monitor, the backplane, the actions and the
-//! executor. It imports leaves and nothing of the doors.
+//! The engine: the hub, the Monitor, the backplane, the asks waiting for
+//! pages' answers, the actions and the executor. It imports leaves and
+//! nothing of the doors.
 
 pub mod actions;
+pub(crate) mod asks;
 pub(crate) mod backplane;
 pub(crate) mod events;
 pub mod exec;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 
 use crate::base::stdout::ConsoleOut;
 use actions::Actions;
+use asks::Asks;
 use backplane::Backplane;
 use exec::{Executor, PageRights};
 use hub::Hub;
@@ -29,6 +32,9 @@ pub struct Engine {
     pub(crate) monitor: Monitor,
     /// The configured actions and their runs.
     pub(crate) actions: Actions,
+    /// Calls, reads and confirmations waiting for pages' answers: where
+    /// the page door hands the answers.
+    pub(crate) asks: Asks,
     /// Runs command lines.
     pub(crate) exec: Executor,
     /// How commands reach connections: this daemon's hub, or a cluster's.
@@ -50,6 +56,7 @@ impl Engine {
     ) -> Arc<Engine> {
         let hub = backplane.hub().clone();
         Arc::new(Engine {
+            asks: backplane.asks().clone(),
             monitor: hub.monitor().clone(),
             exec: Executor::new(backplane.clone(), page_rights, actions.clone()),
             backplane,

@@ -36,6 +36,7 @@ pub(crate) async fn notify_pages(
             let frame = ServerFrame::Write {
                 name: Some(&name),
                 text: &line,
+                ack: None,
             };
             let _ = hub.deliver(&Target::All, &frame.encode());
         }

@@ -536,6 +536,49 @@ async fn a_stopped_node_costs_no_more_than_the_deadline_and_applies_nothing_late
     assert_eq!(on_b.recv().await["text"], "on time");
 }
 
+/// `ws call` with a stopped node waits no longer than its deadline (its
+/// timeout plus the reply timeout), names the node and fails; the node,
+/// resumed, drops the ask: its page is never called.
+#[tokio::test]
+async fn a_stopped_node_costs_a_call_its_deadline_and_its_page_is_not_called_late() {
+    use crate::verbs::answer;
+    use serde_json::json;
+
+    let redis = Redis::start().await;
+    // A lease long enough that B keeps it while stopped.
+    let config = redis.dir.path().join("long-lease.toml");
+    std::fs::write(&config, "[cluster]\nlease_secs = 4\nindex_block = 4\n").expect("config");
+    let (a, b) = (
+        node_at(&redis.url(), config.clone()),
+        node_at(&redis.url(), config),
+    );
+    let mut on_a = Page::with_names(&a.d, &["kiosk"]).await;
+    let mut on_b = Page::with_names(&b.d, &["kiosk"]).await;
+    wait_for_listing(&a, |out| out.matches("names=kiosk").count() == 2).await;
+    let pid = b.d.process().id();
+    signal(pid, "-STOP");
+    let started = std::time::Instant::now();
+    let cli =
+        a.d.cli_spawn(&["ws", "call", "--timeout", "100ms", "kiosk", "getState"]);
+    answer(&mut on_a, "call", json!({"value": 1})).await;
+    let out = cli.wait_exit();
+    let took = started.elapsed();
+    signal(pid, "-CONT");
+    out.assert_exit_code(1);
+    assert_eq!(
+        out.stdout.lines().next(),
+        Some(format!("{} 1", on_a.index).as_str()),
+        "{out}"
+    );
+    out.assert_stdout_contains(&format!("note: node {} did not answer within", b.id));
+    // 100 ms plus reply_timeout_ms (1 s); the CLI itself adds little.
+    assert!(took < Duration::from_millis(1900), "waited {took:?}");
+    b.d.wait_for_stdout(|l| l.contains("cluster: dropped a request from node"));
+    // The next write is the next thing B's page sees: the call never came.
+    ok(&a, &["write", "kiosk", "on time"]).assert_stdout_contains("sent to 2 connections");
+    assert_eq!(on_b.recv().await["text"], "on time");
+}
+
 /// A write by index goes to the node that holds the index, and no other:
 /// only that node's Monitor shows it.
 #[tokio::test]
@@ -665,6 +708,119 @@ async fn tls_and_an_acl_user() {
     out.assert_exit_code(1)
         .assert_stderr_contains("cannot reach Redis");
     assert!(!out.stderr.contains("wrong"), "{out}");
+}
+
+#[tokio::test]
+async fn call_write_wait_and_wait_gather_answers_from_every_node() {
+    use crate::verbs::answer;
+    use serde_json::json;
+
+    let redis = Redis::start().await;
+    let (a, b) = (node(&redis), node(&redis));
+    let mut on_a = Page::with_names(&a.d, &["kiosk"]).await;
+    let mut on_b = Page::with_names(&b.d, &["kiosk"]).await;
+    let mut mute = Page::with_names(&b.d, &["kiosk"]).await;
+
+    // `ws call` from A: A's page, B's page and B's silent page, in index
+    // order, each with its own answer.
+    let cli =
+        a.d.cli_spawn(&["ws", "call", "--timeout", "2s", "kiosk", "getState", "1"]);
+    let asked_a = answer(&mut on_a, "call", json!({"value": "from A"})).await;
+    let asked_b = answer(&mut on_b, "call", json!({"error": "threw: on B"})).await;
+    assert_eq!(
+        (asked_b["func"].as_str(), asked_b["arg"].as_str()),
+        (Some("getState"), Some("1"))
+    );
+    assert!(asked_a["id"].is_u64() && asked_b["id"].is_u64());
+    mute.recv_type("call").await;
+    let out = cli.wait_exit();
+    out.assert_exit_code(1);
+    let mut want = [
+        (on_a.index, "\"from A\"".to_string()),
+        (on_b.index, "error: threw: on B".to_string()),
+        (mute.index, "error: timed out".to_string()),
+    ];
+    want.sort();
+    let want: Vec<String> = want.iter().map(|(i, l)| format!("{i} {l}")).collect();
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), want, "{out}");
+
+    // Over HTTP on B, for A's page only: its answer crosses back.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let request = client
+        .post(b.d.url("/api/command"))
+        .body(format!("ws call {} version", on_a.index))
+        .send();
+    let (resp, _) = tokio::join!(
+        request,
+        answer(&mut on_a, "call", json!({"value": {"v": 2}}))
+    );
+    let resp = resp.expect("POST");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("JSON");
+    assert_eq!(
+        body["results"],
+        json!([{"index": on_a.index, "ok": true, "value": {"v": 2}}]),
+        "{body}"
+    );
+
+    // `ws write --wait` from B: A's page and B's page confirm, the silent
+    // one is named.
+    let cli = b.d.cli_spawn(&[
+        "ws",
+        "write",
+        "--wait",
+        "--timeout",
+        "2s",
+        "kiosk",
+        "shown?",
+    ]);
+    for p in [&mut on_a, &mut on_b] {
+        let w = p.recv_type("write").await;
+        assert_eq!(w["text"], "shown?");
+        p.send(&json!({"type": "ack", "id": w["ack"]}).to_string())
+            .await;
+    }
+    mute.recv_type("write").await;
+    let out = cli.wait_exit();
+    out.assert_exit_code(1);
+    assert_eq!(
+        out.stdout.trim(),
+        format!(
+            "sent to 3 connections; 2 confirmed; not confirmed within 2s: {} (timed out)",
+            mute.index
+        ),
+        "{out}"
+    );
+
+    // `ws wait` on A returns when a page registers on B; `/probe` on A
+    // counts B's pages.
+    let cli =
+        a.d.cli_spawn(&["ws", "wait", "lobby", "--count", "2", "--timeout", "30s"]);
+    let _l1 = Page::with_names(&b.d, &["lobby"]).await;
+    let _l2 = Page::with_names(&b.d, &["lobby"]).await;
+    let out = cli.wait_exit();
+    out.assert_exit_code(0);
+    assert_eq!(out.stdout.trim(), "2 connections registered 'lobby'");
+    let resp = client
+        .get(a.d.url("/probe/lobby"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "2\n");
+
+    // `ws who` on B lists A's page too, and sent it nothing.
+    let out = ok(&b, &["who", "kiosk"]);
+    assert_eq!(out.stdout.lines().count(), 3, "{out}");
+    assert!(
+        out.stdout.contains(&format!("{} names=kiosk", on_a.index)),
+        "{out}"
+    );
+    ok(&b, &["write", &on_a.index.to_string(), "later"]);
+    assert_eq!(on_a.recv().await["text"], "later");
 }
 
 #[tokio::test]

@@ -17,4 +17,5 @@ mod secure;
 mod service;
 mod support;
 mod terminal;
+mod verbs;
 mod ws;

@@ -164,6 +164,10 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
             only: Some("pagewire"),
             ..s("cli", "`pagewire ws write bench x` as a whole process, 30 times (pagewire only)", "", true, 120)
         },
+        Scenario {
+            only: Some("pagewire"),
+            ..s("call-10k", "10,000 clients that answer, 20 `ws call *` back to back (pagewire only)", "--scenario call --clients 10000 --broadcasts 20", true, 300)
+        },
         s("saturate-5k", "5,000 clients: highest rate with every broadcast delivered within 500 ms", "--scenario saturate --clients 5000 --rate 10 --duration 4 --drain-timeout 3 --deadline-ms 500", false, 600),
     ]
 }
@@ -789,6 +793,17 @@ fn metrics() -> Vec<Metric> {
         r.rss_after_kib.map(|k| k as f64 / 1024.0)
     }));
     v.push(m("commands", "requests/s", Higher, 0, |r| r.commands_per_s));
+    v.push(m("call-10k", "`ws call` to reply p50 ms", Lower, 1, |r| {
+        r.fanout_p50_ms
+    }));
+    v.push(m("call-10k", "`ws call` to reply p99 ms", Lower, 1, |r| {
+        r.fanout_p99_ms
+    }));
+    v.push(m("call-10k", "answers/s", Higher, 0, |r| r.msgs_per_s));
+    v.push(m("call-10k", "server CPU ms", Lower, 0, |r| {
+        r.server_cpu_ms
+    }));
+    v.push(lost("call-10k"));
     v.push(m(
         "cli",
         "`pagewire ws write` process, median ms",

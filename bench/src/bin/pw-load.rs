@@ -14,7 +14,11 @@
 //!   then a bisection, to find the highest rate at which every broadcast
 //!   reaches every client within `--deadline-ms`;
 //! - `idle`: connect, register and measure the server's memory;
-//! - `commands`: `POST /api/command` throughput on keep-alive connections.
+//! - `commands`: `POST /api/command` throughput on keep-alive connections;
+//! - `call`: M `ws call * benchAnswer` commands, each sent when the
+//!   previous one returned: the time from sending one to its HTTP reply,
+//!   which comes once every client answered (each client answers every
+//!   `call` frame at once with a `result`).
 //!
 //! Broadcasts are `POST /api/command` requests (`ws write NAME "payload"`)
 //! on a keep-alive connection of this process, so the send time and every
@@ -55,6 +59,7 @@ enum Scenario {
     Saturate,
     Idle,
     Commands,
+    Call,
 }
 
 impl Scenario {
@@ -65,6 +70,7 @@ impl Scenario {
             Scenario::Saturate => "saturate",
             Scenario::Idle => "idle",
             Scenario::Commands => "commands",
+            Scenario::Call => "call",
         }
     }
 }
@@ -89,7 +95,7 @@ struct Args {
     /// WebSocket clients to open.
     #[arg(long, default_value_t = 1000)]
     clients: usize,
-    /// Broadcasts in a burst.
+    /// Broadcasts in a burst; calls in the call scenario.
     #[arg(long, default_value_t = 50)]
     broadcasts: u64,
     /// Broadcasts per second (sustained; the first step of saturate).
@@ -254,6 +260,18 @@ fn write_text(payload: &[u8]) -> Option<&[u8]> {
     Some(&payload[start..start + len])
 }
 
+/// The id of a `{"type":"call",...,"id":N,...}` frame, when it is one.
+fn call_id(payload: &[u8]) -> Option<u64> {
+    find(payload, b"\"type\":\"call\"")?;
+    let start = find(payload, b"\"id\":")? + 5;
+    let digits = &payload[start..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
 /// The sequence number of a benchmark payload `seq=N t=... pad`.
 fn parse_seq(text: &[u8]) -> Option<u64> {
     let digits = text.strip_prefix(b"seq=")?;
@@ -370,6 +388,7 @@ async fn run(args: Args) -> anyhow::Result<Record> {
         }
         Scenario::Saturate => saturate(&args, &shared, &mut rec).await?,
         Scenario::Commands => commands(&args, &mut rec).await?,
+        Scenario::Call => calls(&args, &shared, &mut rec).await?,
     }
     rec.corrupt = shared.corrupt.get();
     rec.closed_by_server = shared.closed_by_server.get();
@@ -621,8 +640,48 @@ async fn commands(args: &Args, rec: &mut Record) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ws call * benchAnswer`, `--broadcasts` times, each when the
+/// previous one returned: the time to each HTTP reply (which comes when
+/// every client answered or the call's timeout passed), and the answers.
+async fn calls(args: &Args, shared: &Shared, rec: &mut Record) -> anyhow::Result<()> {
+    let mut http = Http::connect(args.server, args.token.clone()).await?;
+    let line = "ws call --timeout 30s * benchAnswer";
+    let mut times_ms = Vec::new();
+    let started = Instant::now();
+    for _ in 0..args.broadcasts {
+        let t = Instant::now();
+        match http.request(line).await {
+            Ok((200, body)) => {
+                let answered = body
+                    .get("results")
+                    .and_then(|r| r.as_array())
+                    .map_or(0, |r| {
+                        r.iter()
+                            .filter(|a| a.get("ok") == Some(&serde_json::Value::Bool(true)))
+                            .count()
+                    });
+                rec.delivered += answered as u64;
+            }
+            Ok(_) | Err(_) => rec.http_errors += 1,
+        }
+        times_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    rec.broadcasts = args.broadcasts;
+    rec.expected = args.broadcasts * u64::from(shared.registered.get());
+    rec.lost = rec.expected.saturating_sub(rec.delivered);
+    times_ms.sort_by(f64::total_cmp);
+    rec.fanout_p50_ms = percentile(&times_ms, 50.0);
+    rec.fanout_p99_ms = percentile(&times_ms, 99.0);
+    rec.latency_max_ms = times_ms.last().copied();
+    if secs > 0.0 {
+        rec.msgs_per_s = Some(rec.delivered as f64 / secs);
+    }
+    Ok(())
+}
+
 /// One WebSocket client: connect, upgrade, register, then count arrivals
-/// until the server closes the connection.
+/// (and answer `call` frames) until the server closes the connection.
 async fn client(i: usize, cfg: Rc<Args>, shared: Rc<Shared>, gate: Rc<Semaphore>) {
     let setup = async {
         let _permit = gate.acquire().await.map_err(|e| anyhow!(e))?;
@@ -669,7 +728,20 @@ async fn client(i: usize, cfg: Rc<Args>, shared: Rc<Shared>, gate: Rc<Semaphore>
             };
             let payload = &buf[pos + header.header_len..pos + header.frame_len()];
             match header.opcode {
-                OP_TEXT if header.fin => shared.on_text(payload, now_ns, &mut last_seq),
+                OP_TEXT if header.fin => match call_id(payload) {
+                    Some(id) => {
+                        let answer = format!("{{\"type\":\"result\",\"id\":{id},\"value\":{i}}}");
+                        let mut out = Vec::with_capacity(answer.len() + 8);
+                        frame::encode(OP_TEXT, answer.as_bytes(), Some(mask_for(i)), &mut out);
+                        if stream.write_all(&out).await.is_err() {
+                            shared
+                                .closed_by_server
+                                .set(shared.closed_by_server.get() + 1);
+                            return;
+                        }
+                    }
+                    None => shared.on_text(payload, now_ns, &mut last_seq),
+                },
                 OP_TEXT | OP_CONT => {} // fragmented: not a benchmark payload
                 OP_PING => {
                     let mut pong = Vec::with_capacity(payload.len() + 6);
@@ -841,6 +913,13 @@ impl Http {
 
     /// Run one command line; true when the server answered `"ok": true`.
     async fn command(&mut self, line: &str) -> anyhow::Result<bool> {
+        let (status, v) = self.request(line).await?;
+        Ok(status == 200 && v.get("ok") == Some(&serde_json::Value::Bool(true)))
+    }
+
+    /// Run one command line: the status and the JSON body (`null` when
+    /// the status is not 200).
+    async fn request(&mut self, line: &str) -> anyhow::Result<(u16, serde_json::Value)> {
         let auth = self
             .token
             .as_ref()
@@ -858,10 +937,10 @@ impl Http {
             self.buf.clear();
         }
         if status != 200 {
-            return Ok(false);
+            return Ok((status, serde_json::Value::Null));
         }
         let v: serde_json::Value = serde_json::from_slice(&body).context("command reply")?;
-        Ok(v.get("ok") == Some(&serde_json::Value::Bool(true)))
+        Ok((status, v))
     }
 
     async fn fill(&mut self) -> anyhow::Result<()> {
@@ -955,6 +1034,13 @@ mod tests {
         assert_eq!(t.len(), 64);
         assert_eq!(parse_seq(t.as_bytes()), Some(1234));
         assert_eq!(parse_seq(b"cmd"), None);
+    }
+
+    #[test]
+    fn call_id_is_found() {
+        let f = br#"{"type":"call","name":"bench","func":"f","arg":"","id":42}"#;
+        assert_eq!(call_id(f), Some(42));
+        assert_eq!(call_id(br#"{"type":"write","text":"\"id\":1"}"#), None);
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub struct CommandDef {
     /// Appended to the usage when an extra argument is refused, for commands
     /// whose last argument is free text that people forget to quote.
     pub(crate) extra_hint: Option<&'static str>,
+    /// The options the command takes ([`super::options`]).
+    pub(crate) options: &'static [&'static OptionDef],
 }
+
+use super::options::{OptionDef, COUNT, DRY_RUN, TIMEOUT, WAIT};
 
 /// The explanation of TARGET, shown with every command that takes one.
 pub(crate) const TARGET_HELP: &str =
@@ -38,6 +42,7 @@ pub(super) static WS: CommandDef = CommandDef {
            the other ws commands.",
     example: "ws",
     extra_hint: None,
+    options: &[],
 };
 
 /// `ws register NAME`: a page claims an element name.
@@ -54,6 +59,7 @@ pub(super) static WS_REGISTER: CommandDef = CommandDef {
            start with a digit (so that it never reads as an index).",
     example: "ws register status",
     extra_hint: None,
+    options: &[],
 };
 
 /// `ws write TARGET "text"`: show text on pages.
@@ -65,9 +71,13 @@ pub(super) static WS_WRITE: CommandDef = CommandDef {
            registered. It is shown as plain text, never parsed as HTML. Quote text that\n\
            has blanks. If no connection matches a name or *, the text is printed on the\n\
            daemon's console instead and the output says so; an index that does not\n\
-           exist is an error. Prints how many connections got the text.",
+           exist is an error. Prints how many connections got the text.\n\
+           With --wait it returns once every target page confirmed that it shows the\n\
+           text (ws.js confirms), or at the timeout, naming the pages that did not\n\
+           confirm; then, or when no page matched, it fails (exit 1).",
     example: "ws write status \"VPN up\"",
     extra_hint: Some("(quote text that has spaces)"),
+    options: &[&WAIT, &TIMEOUT, &DRY_RUN],
 };
 
 /// `ws exec TARGET FUNC [ARG]`: call a function on pages.
@@ -78,9 +88,12 @@ pub(super) static WS_EXEC: CommandDef = CommandDef {
     help: "If a target page has a JavaScript function FUNC, it is called as FUNC(ARG);\n\
            otherwise FUNC:ARG is shown in the page's registered element. ARG is one\n\
            token (quote it if it has blanks) and is the empty string when left out.\n\
-           Prints how many connections got it.",
+           Prints how many connections got it. With --wait it returns once every target\n\
+           page confirmed that it ran the call (or showed FUNC:ARG), or fails at the\n\
+           timeout naming the pages that did not. To get what FUNC returns, use ws call.",
     example: "ws exec 3 setProgress 42",
     extra_hint: Some("(quote ARG if it has spaces)"),
+    options: &[&WAIT, &TIMEOUT, &DRY_RUN],
 };
 
 /// `ws close [TARGET]`: close connections.
@@ -93,6 +106,66 @@ pub(super) static WS_CLOSE: CommandDef = CommandDef {
            connections were closed.",
     example: "ws close *",
     extra_hint: None,
+    options: &[&DRY_RUN],
+};
+
+/// `ws call TARGET FUNC [ARG]`: call a function on pages, gather results.
+pub(super) static WS_CALL: CommandDef = CommandDef {
+    name: "ws call",
+    usage: "ws call TARGET FUNC [ARG]",
+    summary: "call FUNC(ARG) on the target pages and print each result",
+    help: "Calls FUNC(ARG) on each target page, as ws exec does (only functions the page\n\
+           defined, never a browser built-in such as eval), and waits for the results.\n\
+           Prints one line per page: its index, then the result as JSON (a Promise is\n\
+           awaited), or 'error:' and why: no such function, threw: MESSAGE, timed out,\n\
+           closed before answering. Nothing is shown in the page's element. Succeeds\n\
+           (exit 0) only when every target page answered without an error; no page at\n\
+           all is an error. A result is at most 4096 bytes of JSON.",
+    example: "ws call kiosk getVersion",
+    extra_hint: Some("(quote ARG if it has spaces)"),
+    options: &[&TIMEOUT, &DRY_RUN],
+};
+
+/// `ws read TARGET [NAME]`: what the pages' elements show.
+pub(super) static WS_READ: CommandDef = CommandDef {
+    name: "ws read",
+    usage: "ws read TARGET [NAME]",
+    summary: "print the text each target page's element shows now",
+    help: "Asks each target page for the text (textContent) of its element NAME; without\n\
+           NAME, the element the TARGET names, or the page's first registered element.\n\
+           Prints one line per page: its index, then the text, escaped and cut after\n\
+           1000 characters, or 'error:' and why (no element NAME, timed out, closed\n\
+           before answering).\n\
+           Succeeds only when every target page answered.",
+    example: "ws read status",
+    extra_hint: None,
+    options: &[&TIMEOUT, &DRY_RUN],
+};
+
+/// `ws wait NAME [--count N] [--timeout DURATION]`: wait for pages.
+pub(super) static WS_WAIT: CommandDef = CommandDef {
+    name: "ws wait",
+    usage: "ws wait NAME [--count N] [--timeout DURATION]",
+    summary: "wait until N pages have registered NAME",
+    help: "Returns as soon as at least N pages (default 1) have registered NAME, and\n\
+           prints how many have; fails (exit 1) when the timeout (default 5s) passes\n\
+           first. For scripts that must wait for a kiosk or a dashboard to come up.",
+    example: "ws wait kiosk --count 2 --timeout 30s",
+    extra_hint: None,
+    options: &[&COUNT, &TIMEOUT],
+};
+
+/// `ws who TARGET`: what a TARGET reaches.
+pub(super) static WS_WHO: CommandDef = CommandDef {
+    name: "ws who",
+    usage: "ws who TARGET",
+    summary: "list the connections TARGET reaches, touching nothing",
+    help: "Lists, as ws does, exactly the connections a command with this TARGET would\n\
+           reach now, and sends them nothing. Every command that takes a TARGET also\n\
+           takes --dry-run, which prints the same instead of running the command.",
+    example: "ws who status",
+    extra_hint: None,
+    options: &[],
 };
 
 /// `set notify NAME|off`: mirror the Monitor to pages.
@@ -105,6 +178,7 @@ pub(super) static SET_NOTIFY: CommandDef = CommandDef {
            'set notify off' stops it.",
     example: "set notify status",
     extra_hint: None,
+    options: &[],
 };
 
 /// `run [--to TARGET] ACTION [ARG...]`: start a configured action.
@@ -124,6 +198,7 @@ pub(super) static RUN: CommandDef = CommandDef {
            console, the CLI or HTTP shows its output on the Monitor only.",
     example: "run --to status vpn-up",
     extra_hint: None,
+    options: &[&DRY_RUN],
 };
 
 /// `help [COMMAND]`: this text.
@@ -135,15 +210,20 @@ pub(super) static HELP: CommandDef = CommandDef {
            'help write') explains one command.",
     example: "help ws write",
     extra_hint: None,
+    options: &[],
 };
 
 /// Every command, in the order `help` lists them.
-pub static COMMANDS: [&CommandDef; 8] = [
+pub static COMMANDS: [&CommandDef; 12] = [
     &WS,
     &WS_REGISTER,
     &WS_WRITE,
     &WS_EXEC,
     &WS_CLOSE,
+    &WS_CALL,
+    &WS_READ,
+    &WS_WAIT,
+    &WS_WHO,
     &SET_NOTIFY,
     &RUN,
     &HELP,
@@ -201,9 +281,15 @@ fn overview() -> String {
         text.push_str(&format!("{:width$}  {}\n", def.usage, def.summary));
     }
     text.push_str(TARGET_HELP);
+    text.push('\n');
+    text.push_str(DRY_RUN_HELP);
     text.push_str("\n'help COMMAND' explains one command, e.g. 'help ws write'");
     text
 }
+
+/// Said once in the overview: every command with a TARGET takes it.
+const DRY_RUN_HELP: &str =
+    "A command with a TARGET also takes --dry-run: it shows whom it would reach";
 
 /// The commands of `group` (`ws`, `set` …), one line each with its
 /// summary: what `pagewire ws --help` lists, since the CLI passes the
@@ -227,6 +313,8 @@ pub(crate) fn group_overview(group: &str) -> String {
     if defs.iter().any(|def| def.usage.contains("TARGET")) {
         text.push_str(TARGET_HELP);
         text.push('\n');
+        text.push_str(DRY_RUN_HELP);
+        text.push('\n');
     }
     text.push_str(&format!("'pagewire help {group} SUBCOMMAND' explains one."));
     text
@@ -241,6 +329,22 @@ fn details(def: &CommandDef) -> String {
     if def.usage.contains("TARGET") {
         text.push_str(TARGET_HELP);
         text.push('\n');
+    }
+    if !def.options.is_empty() {
+        text.push_str("options:\n");
+        let shown = |o: &OptionDef| match o.value {
+            Some(value) => format!("{} {value}", o.name),
+            None => o.name.to_string(),
+        };
+        let width = def
+            .options
+            .iter()
+            .map(|o| shown(o).len())
+            .max()
+            .unwrap_or(0);
+        for option in def.options {
+            text.push_str(&format!("  {:width$}  {}\n", shown(option), option.help));
+        }
     }
     text.push_str(&format!("\nexample: {}", def.example));
     let group_prefix = format!("{} ", def.name);
@@ -423,6 +527,10 @@ mod tests {
         ("register", Some("ws register")),
         ("exec", Some("ws exec")),
         ("close", Some("ws close")),
+        ("call", Some("ws call")),
+        ("read", Some("ws read")),
+        ("wait", Some("ws wait")),
+        ("who", Some("ws who")),
         ("set", Some("set notify")),
         ("notify", Some("set notify")),
         ("set notify", Some("set notify")),
@@ -448,12 +556,13 @@ mod tests {
         let text = help_text(None).expect("overview");
         assert_eq!(help_text(Some("  ")), Ok(text.clone()));
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), COMMANDS.len() + 2);
+        assert_eq!(lines.len(), COMMANDS.len() + 3);
         for (line, def) in lines.iter().zip(COMMANDS) {
             assert!(line.starts_with(def.usage), "{line:?}");
             assert!(line.ends_with(def.summary), "{line:?}");
         }
         assert_eq!(lines[COMMANDS.len()], TARGET_HELP);
+        assert_eq!(lines[COMMANDS.len() + 1], DRY_RUN_HELP);
         assert_eq!(
             lines[1],
             "ws register NAME           (from a page) let the page's element NAME take writes to NAME"
@@ -469,6 +578,10 @@ mod tests {
              \n\
              {}\n\
              {TARGET_HELP}\n\
+             options:\n\
+             \x20 --wait              return once every target page confirmed it (exit 1 at the timeout)\n\
+             \x20 --timeout DURATION  how long to wait, e.g. 500ms, 5s or 2m (default 5s, at most 1h)\n\
+             \x20 --dry-run           print the pages it would reach and do nothing\n\
              \n\
              example: ws write status \"VPN up\"",
             WS_WRITE.help
@@ -482,7 +595,9 @@ mod tests {
         let text = help_text(Some("ws")).expect("known topic");
         assert!(text.starts_with("ws - list current WebSocket connections\nusage: ws\n"));
         assert!(!text.contains(TARGET_HELP));
-        assert!(text.ends_with("\nsee also: ws register, ws write, ws exec, ws close"));
+        assert!(text.ends_with(
+            "\nsee also: ws register, ws write, ws exec, ws close, ws call, ws read, ws wait, ws who"
+        ));
     }
 
     #[test]
@@ -491,7 +606,7 @@ mod tests {
             help_text(Some("bogus")).map_err(|e| e.to_string()),
             Err(
                 "help: unknown topic 'bogus'; known topics: ws, ws register, ws write, \
-                 ws exec, ws close, set notify, run, help"
+                 ws exec, ws close, ws call, ws read, ws wait, ws who, set notify, run, help"
                     .to_string()
             )
         );
@@ -499,7 +614,10 @@ mod tests {
 
     #[test]
     fn subcommand_phrases() {
-        assert_eq!(subcommands("ws"), "register, write, exec or close");
+        assert_eq!(
+            subcommands("ws"),
+            "register, write, exec, close, call, read, wait or who"
+        );
         assert_eq!(subcommands("set"), "notify");
         assert_eq!(subcommands("help"), "");
     }

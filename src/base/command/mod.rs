@@ -4,13 +4,16 @@
 //! door may run a command is decided by `exec`. Nothing here does I/O.
 
 use std::fmt;
+use std::time::Duration;
 
 mod defs;
 mod lex;
+mod options;
 
 pub(crate) use defs::{group_overview, help_text};
 pub use defs::{CommandDef, COMMANDS};
 pub use lex::{quote, tokenize};
+pub use options::{parse_duration, OptionDef, Options, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 
 /// The longest command line accepted, in bytes.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -98,6 +101,54 @@ pub enum Command {
         /// `ws write`), or `None` for the list of all commands.
         topic: Option<String>,
     },
+    /// `ws call TARGET FUNC [ARG]`: call `FUNC(ARG)` on the target pages
+    /// and wait for each one's result.
+    Call {
+        /// Who is called.
+        target: Target,
+        /// The function's name (never empty).
+        func: String,
+        /// Its argument; empty when left out.
+        arg: String,
+        /// How long to wait for the results (`--timeout`).
+        timeout: Duration,
+    },
+    /// `ws read TARGET [NAME]`: the text each target page's element shows.
+    Read {
+        /// Whose element is read.
+        target: Target,
+        /// The element; `None` reads the one the target names, or the
+        /// page's first registered element.
+        name: Option<String>,
+        /// How long to wait for the answers (`--timeout`).
+        timeout: Duration,
+    },
+    /// `ws wait NAME [--count N] [--timeout D]`: block until at least
+    /// `count` pages have registered NAME.
+    Wait {
+        /// The name waited for.
+        name: String,
+        /// How many pages must hold it (at least 1).
+        count: usize,
+        /// How long to wait.
+        timeout: Duration,
+    },
+    /// `ws who TARGET`: the connections TARGET reaches; nothing is sent.
+    Who {
+        /// The target to show.
+        target: Target,
+    },
+    /// `--dry-run` on a command that takes a TARGET: show whom it would
+    /// reach (as `ws who`) and do nothing.
+    DryRun(Box<Command>),
+    /// `--wait` on `ws write` or `ws exec`: send it, then wait until every
+    /// target page confirmed it applied it.
+    Confirm {
+        /// The write or exec.
+        cmd: Box<Command>,
+        /// How long to wait for the confirmations (`--timeout`).
+        timeout: Duration,
+    },
 }
 
 impl Command {
@@ -112,6 +163,33 @@ impl Command {
             Command::Notify { .. } => &defs::SET_NOTIFY,
             Command::Run { .. } => &defs::RUN,
             Command::Help { .. } => &defs::HELP,
+            Command::Call { .. } => &defs::WS_CALL,
+            Command::Read { .. } => &defs::WS_READ,
+            Command::Wait { .. } => &defs::WS_WAIT,
+            Command::Who { .. } => &defs::WS_WHO,
+            // An option does not make another command: rights and help
+            // follow the command it modifies.
+            Command::DryRun(cmd) | Command::Confirm { cmd, .. } => cmd.def(),
+        }
+    }
+
+    /// The connections the command addresses, for the commands that take
+    /// a TARGET (`run` only with `--to`).
+    pub(crate) fn target(&self) -> Option<&Target> {
+        match self {
+            Command::Write { target, .. }
+            | Command::Exec { target, .. }
+            | Command::Close { target }
+            | Command::Call { target, .. }
+            | Command::Read { target, .. }
+            | Command::Who { target } => Some(target),
+            Command::Run { to, .. } => to.as_ref(),
+            Command::DryRun(cmd) | Command::Confirm { cmd, .. } => cmd.target(),
+            Command::List
+            | Command::Register { .. }
+            | Command::Notify { .. }
+            | Command::Help { .. }
+            | Command::Wait { .. } => None,
         }
     }
 
@@ -126,13 +204,22 @@ impl Command {
     /// listed here.
     pub(crate) fn is_read_only(&self) -> bool {
         match self {
-            Command::List | Command::Help { .. } => true,
+            // `ws read` sends a frame, but the page only reads its own
+            // element: nothing changes anywhere.
+            Command::List
+            | Command::Help { .. }
+            | Command::Read { .. }
+            | Command::Wait { .. }
+            | Command::Who { .. }
+            | Command::DryRun(_) => true,
             Command::Register { .. }
             | Command::Write { .. }
             | Command::Exec { .. }
             | Command::Close { .. }
             | Command::Notify { .. }
-            | Command::Run { .. } => false,
+            | Command::Run { .. }
+            | Command::Call { .. }
+            | Command::Confirm { .. } => false,
         }
     }
 }
@@ -258,6 +345,19 @@ pub enum ParseError {
         /// The command's usage.
         usage: &'static str,
     },
+    /// An option with a value it cannot take, or used where it means
+    /// nothing (`--timeout` on `ws write` without `--wait`).
+    #[error("{command}: {option}: {problem}; usage: {usage}")]
+    InvalidOption {
+        /// The command.
+        command: &'static str,
+        /// The option, e.g. `--timeout`.
+        option: &'static str,
+        /// What is wrong, e.g. `'5x' is not a duration; ...`.
+        problem: String,
+        /// The command's usage.
+        usage: &'static str,
+    },
     /// A TARGET of only zeros.
     #[error("index must be a positive integer, not 0")]
     IndexZero,
@@ -367,10 +467,17 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             let mut args = Args::new(&defs::RUN, words);
             let mut action = args.non_empty("ACTION")?;
             let mut to = None;
-            // Options come before ACTION only: everything after it belongs
-            // to the action, so `run build --to 3` passes `--to 3` on.
-            if action == "--to" {
-                to = Some(args.target()?);
+            // Options come before ACTION only, each once: everything after
+            // it belongs to the action, so `run build --to 3` passes `--to
+            // 3` on.
+            loop {
+                if action == "--to" && to.is_none() {
+                    to = Some(args.target()?);
+                } else if action == options::DRY_RUN.name && !args.options.dry_run {
+                    args.options.dry_run = true;
+                } else {
+                    break;
+                }
                 action = args.non_empty("ACTION")?;
             }
             if action.starts_with('-') {
@@ -380,9 +487,13 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                     usage: defs::RUN.usage,
                 });
             }
-            Ok(Command::Run {
+            if args.options.dry_run && to.is_none() {
+                return Err(args.invalid(&options::DRY_RUN, "only with --to TARGET".into()));
+            }
+            let rest = args.words.by_ref().collect();
+            args.wrap(Command::Run {
                 action,
-                args: args.rest(),
+                args: rest,
                 to,
             })
         }
@@ -427,27 +538,75 @@ fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError
         }
         "write" => {
             let mut args = Args::new(&defs::WS_WRITE, words);
+            args.options()?;
             let target = args.target()?;
             let text = args.required("TEXT")?;
-            args.finish()?;
-            Command::Write { target, text }
+            args.finish_with(Command::Write { target, text })?
         }
         "exec" => {
             let mut args = Args::new(&defs::WS_EXEC, words);
+            args.options()?;
             let target = args.target()?;
             let func = args.non_empty("FUNC")?;
             let arg = args.optional().unwrap_or_default();
-            args.finish()?;
-            Command::Exec { target, func, arg }
+            args.finish_with(Command::Exec { target, func, arg })?
         }
         "close" => {
             let mut args = Args::new(&defs::WS_CLOSE, words);
+            args.options()?;
             let target = match args.optional() {
                 Some(word) => parse_target(word)?,
                 None => Target::All,
             };
+            args.options()?;
+            args.finish_with(Command::Close { target })?
+        }
+        "call" => {
+            let mut args = Args::strict(&defs::WS_CALL, words);
+            args.options()?;
+            let target = args.target()?;
+            let func = args.non_empty("FUNC")?;
+            let arg = args.optional().unwrap_or_default();
+            let timeout = args.timeout();
+            args.finish_with(Command::Call {
+                target,
+                func,
+                arg,
+                timeout,
+            })?
+        }
+        "read" => {
+            let mut args = Args::strict(&defs::WS_READ, words);
+            args.options()?;
+            let target = args.target()?;
+            args.options()?;
+            let name = args.optional_name()?;
+            args.options()?;
+            let timeout = args.timeout();
+            args.finish_with(Command::Read {
+                target,
+                name,
+                timeout,
+            })?
+        }
+        "wait" => {
+            let mut args = Args::strict(&defs::WS_WAIT, words);
+            args.options()?;
+            let name = args.name("NAME")?;
+            args.options()?;
+            let count = args.options.count.unwrap_or(1);
+            let timeout = args.timeout();
+            args.finish_with(Command::Wait {
+                name,
+                count,
+                timeout,
+            })?
+        }
+        "who" => {
+            let mut args = Args::strict(&defs::WS_WHO, words);
+            let target = args.target()?;
             args.finish()?;
-            Command::Close { target }
+            Command::Who { target }
         }
         _ => {
             return Err(ParseError::UnknownSubcommand {
@@ -504,16 +663,81 @@ fn parse_target(word: String) -> Result<Target, ParseError> {
     Ok(Target::Name(word))
 }
 
-/// The arguments after a command's name, read left to right; errors name the
-/// command and its usage from the table.
+/// The arguments after a command's name, read left to right, and the
+/// options among them; errors name the command and its usage from the
+/// table.
 struct Args {
     def: &'static CommandDef,
-    words: std::vec::IntoIter<String>,
+    words: std::iter::Peekable<std::vec::IntoIter<String>>,
+    options: Options,
+    /// A TARGET or NAME starting with `--` is an option the command does
+    /// not take: for commands that came with options, where no old line
+    /// can mean a name like `--x`.
+    strict: bool,
 }
 
 impl Args {
     fn new(def: &'static CommandDef, words: std::vec::IntoIter<String>) -> Self {
-        Args { def, words }
+        Args {
+            def,
+            words: words.peekable(),
+            options: Options::default(),
+            strict: false,
+        }
+    }
+
+    /// [`Args::new`] for a command whose names never start with `--`.
+    fn strict(def: &'static CommandDef, words: std::vec::IntoIter<String>) -> Self {
+        Args {
+            strict: true,
+            ..Args::new(def, words)
+        }
+    }
+
+    /// `word`, unless it is an option this command does not take.
+    fn not_option(&self, word: String) -> Result<String, ParseError> {
+        if self.strict && word.starts_with("--") {
+            return Err(ParseError::UnknownOption {
+                command: self.def.name,
+                option: word,
+                usage: self.def.usage,
+            });
+        }
+        Ok(word)
+    }
+
+    /// Takes the command's own options at this point of the line, with
+    /// their values. Any other word, `--` or not, is left as an argument.
+    fn options(&mut self) -> Result<(), ParseError> {
+        let def = self.def;
+        while let Some(option) = self
+            .words
+            .peek()
+            .and_then(|word| def.options.iter().find(|o| o.name == word.as_str()))
+        {
+            self.words.next();
+            let value = match option.value {
+                Some(what) => self.required(what)?,
+                None => String::new(),
+            };
+            (option.set)(&mut self.options, &value)
+                .map_err(|problem| self.invalid(option, problem))?;
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, option: &'static OptionDef, problem: String) -> ParseError {
+        ParseError::InvalidOption {
+            command: self.def.name,
+            option: option.name,
+            problem,
+            usage: self.def.usage,
+        }
+    }
+
+    /// The `--timeout` given, or the default.
+    fn timeout(&self) -> Duration {
+        self.options.timeout.unwrap_or(DEFAULT_TIMEOUT)
     }
 
     fn optional(&mut self) -> Option<String> {
@@ -542,23 +766,41 @@ impl Args {
 
     fn name(&mut self, what: &'static str) -> Result<String, ParseError> {
         let word = self.required(what)?;
+        let word = self.not_option(word)?;
         valid_name(&word)?;
         Ok(word)
     }
 
-    fn target(&mut self) -> Result<Target, ParseError> {
-        parse_target(self.required("TARGET")?)
+    fn optional_name(&mut self) -> Result<Option<String>, ParseError> {
+        match self.optional() {
+            Some(word) => {
+                let word = self.not_option(word)?;
+                valid_name(&word)?;
+                Ok(Some(word))
+            }
+            None => Ok(None),
+        }
     }
 
-    fn rest(self) -> Vec<String> {
-        self.words.collect()
+    fn target(&mut self) -> Result<Target, ParseError> {
+        let word = self.required("TARGET")?;
+        parse_target(self.not_option(word)?)
     }
 
     /// Refuses leftovers: a forgotten pair of quotes must not silently drop
     /// the end of the text.
-    fn finish(mut self) -> Result<(), ParseError> {
+    fn finish(&mut self) -> Result<(), ParseError> {
         match self.words.next() {
             None => Ok(()),
+            // Where options are read, any word left that looks like one is
+            // one the command does not take.
+            Some(arg) if arg.starts_with("--") && !self.def.options.is_empty() => {
+                Err(ParseError::UnknownOption {
+                    command: self.def.name,
+                    option: arg,
+                    usage: self.def.usage,
+                })
+            }
             Some(arg) => Err(ParseError::ExtraArgument {
                 command: self.def.name,
                 arg,
@@ -566,6 +808,32 @@ impl Args {
                 hint: self.def.extra_hint,
             }),
         }
+    }
+
+    /// [`Args::finish`], then `cmd` as its options make it.
+    fn finish_with(mut self, cmd: Command) -> Result<Command, ParseError> {
+        self.finish()?;
+        self.wrap(cmd)
+    }
+
+    /// `cmd` wrapped as the options ask: `--wait` makes it wait for
+    /// confirmations, `--dry-run` only shows whom it would reach.
+    fn wrap(self, mut cmd: Command) -> Result<Command, ParseError> {
+        let o = &self.options;
+        let waits = matches!(cmd, Command::Write { .. } | Command::Exec { .. });
+        if waits && o.timeout.is_some() && !o.wait {
+            return Err(self.invalid(&options::TIMEOUT, "only with --wait".into()));
+        }
+        if o.wait {
+            cmd = Command::Confirm {
+                cmd: Box::new(cmd),
+                timeout: self.timeout(),
+            };
+        }
+        if o.dry_run {
+            cmd = Command::DryRun(Box::new(cmd));
+        }
+        Ok(cmd)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Accepted and refused command lines, one line per case.
 
 use super::*;
+use std::time::Duration;
 
 fn idx(index: u64) -> Target {
     Target::Index(index)
@@ -54,6 +55,42 @@ fn run_to(target: Target, action: &str, args: &[&str]) -> Command {
         action: action.to_string(),
         args: args.iter().map(|a| a.to_string()).collect(),
         to: Some(target),
+    }
+}
+
+fn call(target: Target, func: &str, arg: &str, timeout_ms: u64) -> Command {
+    Command::Call {
+        target,
+        func: func.to_string(),
+        arg: arg.to_string(),
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+fn read(target: Target, element: Option<&str>, timeout_ms: u64) -> Command {
+    Command::Read {
+        target,
+        name: element.map(str::to_string),
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+fn wait(name: &str, count: usize, timeout_ms: u64) -> Command {
+    Command::Wait {
+        name: name.to_string(),
+        count,
+        timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+fn dry(cmd: Command) -> Command {
+    Command::DryRun(Box::new(cmd))
+}
+
+fn confirm(cmd: Command, timeout_ms: u64) -> Command {
+    Command::Confirm {
+        cmd: Box::new(cmd),
+        timeout: Duration::from_millis(timeout_ms),
     }
 }
 
@@ -143,6 +180,38 @@ fn accepted() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "help notify" => Ok(help(Some("set notify"))),
         "help run" => Ok(help(Some("run"))),
         "help help" => Ok(help(Some("help"))),
+        "help call" => Ok(help(Some("ws call"))),
+        "help who" => Ok(help(Some("ws who"))),
+        "ws call 3 getVersion" => Ok(call(idx(3), "getVersion", "", 5000)),
+        "ws call * add \"1 2\"" => Ok(call(Target::All, "add", "1 2", 5000)),
+        "ws call --timeout 500ms kiosk f x" => Ok(call(name("kiosk"), "f", "x", 500)),
+        "ws call --timeout 2m --dry-run kiosk f" => Ok(dry(call(name("kiosk"), "f", "", 120_000))),
+        "ws call kiosk f --timeout" => Ok(call(name("kiosk"), "f", "--timeout", 5000)),
+        "ws read status" => Ok(read(name("status"), None, 5000)),
+        "ws read 4 clock" => Ok(read(idx(4), Some("clock"), 5000)),
+        "ws read 4 clock --timeout 1s" => Ok(read(idx(4), Some("clock"), 1000)),
+        "ws read 4 --timeout 1s clock" => Ok(read(idx(4), Some("clock"), 1000)),
+        "ws read --dry-run *" => Ok(dry(read(Target::All, None, 5000))),
+        "ws wait kiosk" => Ok(wait("kiosk", 1, 5000)),
+        "ws wait kiosk --count 2 --timeout 30s" => Ok(wait("kiosk", 2, 30_000)),
+        "ws wait --timeout 1.5s --count 3 kiosk" => Ok(wait("kiosk", 3, 1500)),
+        "ws who status" => Ok(Command::Who { target: name("status") }),
+        "ws who *" => Ok(Command::Who { target: Target::All }),
+        "ws write --wait status up" => Ok(confirm(write(name("status"), "up"), 5000)),
+        "ws write --wait --timeout 90s 7 up" => Ok(confirm(write(idx(7), "up"), 90_000)),
+        "ws write --timeout 1s --wait 7 up" => Ok(confirm(write(idx(7), "up"), 1000)),
+        "ws write --dry-run * up" => Ok(dry(write(Target::All, "up"))),
+        "ws write --dry-run --wait * up" => Ok(dry(confirm(write(Target::All, "up"), 5000))),
+        "ws write status --wait" => Ok(write(name("status"), "--wait")),
+        "ws write --x up" => Ok(write(name("--x"), "up")),
+        "ws exec --wait 3 f 42" => Ok(confirm(exec(idx(3), "f", "42"), 5000)),
+        "ws exec 3 f --dry-run" => Ok(exec(idx(3), "f", "--dry-run")),
+        "ws close --dry-run" => Ok(dry(close(Target::All))),
+        "ws close status --dry-run" => Ok(dry(close(name("status")))),
+        "ws close --x" => Ok(close(name("--x"))),
+        "run --dry-run --to 3 build" => Ok(dry(run_to(idx(3), "build", &[]))),
+        "run --to 3 --dry-run build x" => Ok(dry(run_to(idx(3), "build", &["x"]))),
+        "run --to 3 build --dry-run" => Ok(run_to(idx(3), "build", &["--dry-run"])),
         "ws help" => Ok(help(Some("ws"))),
     }
 }
@@ -158,14 +227,14 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "hlep" => Err("unknown command 'hlep'; did you mean 'help'? try 'help'"),
         "\"\"" => Err("unknown command ''; try 'help'"),
         "\"ws write\" 1 x" => Err("unknown command 'ws write'; try 'help'"),
-        "ws bogus" => Err("ws: unknown subcommand 'bogus'; expected register, write, exec or close"),
-        "ws wirte status x" => Err("ws: unknown subcommand 'wirte'; did you mean 'write'? expected register, write, exec or close"),
-        "ws clos" => Err("ws: unknown subcommand 'clos'; did you mean 'close'? expected register, write, exec or close"),
-        "ws regster a" => Err("ws: unknown subcommand 'regster'; did you mean 'register'? expected register, write, exec or close"),
+        "ws bogus" => Err("ws: unknown subcommand 'bogus'; expected register, write, exec, close, call, read, wait or who"),
+        "ws wirte status x" => Err("ws: unknown subcommand 'wirte'; did you mean 'write'? expected register, write, exec, close, call, read, wait or who"),
+        "ws clos" => Err("ws: unknown subcommand 'clos'; did you mean 'close'? expected register, write, exec, close, call, read, wait or who"),
+        "ws regster a" => Err("ws: unknown subcommand 'regster'; did you mean 'register'? expected register, write, exec, close, call, read, wait or who"),
         "set notfy x" => Err("set: unknown subcommand 'notfy'; did you mean 'notify'? expected notify"),
         "ws help x" => Err("help: unexpected extra argument 'x'; usage: help [COMMAND]"),
-        "ws list" => Err("ws: unknown subcommand 'list'; expected register, write, exec or close"),
-        "ws \"\"" => Err("ws: unknown subcommand ''; expected register, write, exec or close"),
+        "ws list" => Err("ws: unknown subcommand 'list'; expected register, write, exec, close, call, read, wait or who"),
+        "ws \"\"" => Err("ws: unknown subcommand ''; expected register, write, exec, close, call, read, wait or who"),
         "ws write \"x" => Err("unterminated double quote"),
         "ws write status \"VPN up" => Err("unterminated double quote"),
         "ws write status \"VPN\"up" => Err("unexpected 'up' after a closing double quote; expected a blank or the end of the line"),
@@ -234,8 +303,37 @@ fn refused() -> Vec<(&'static str, Result<Command, &'static str>)> {
         "run --to 3 --to 4 build" => Err("run: unknown option '--to'; usage: run [--to TARGET] ACTION [ARG...]"),
         "run -x build" => Err("run: unknown option '-x'; usage: run [--to TARGET] ACTION [ARG...]"),
         "run --help" => Err("run: unknown option '--help'; usage: run [--to TARGET] ACTION [ARG...]"),
-        "help bogus" => Err("help: unknown topic 'bogus'; known topics: ws, ws register, ws write, ws exec, ws close, set notify, run, help"),
-        "help ws write now" => Err("help: unknown topic 'ws write now'; known topics: ws, ws register, ws write, ws exec, ws close, set notify, run, help"),
+        "ws call" => Err("ws call: missing TARGET; usage: ws call TARGET FUNC [ARG]"),
+        "ws call 3" => Err("ws call: missing FUNC; usage: ws call TARGET FUNC [ARG]"),
+        "ws call 3 f a b" => Err("ws call: unexpected extra argument 'b'; usage: ws call TARGET FUNC [ARG] (quote ARG if it has spaces)"),
+        "ws call --timeout 3 f" => Err("ws call: --timeout: '3' is not a duration; expected a number and a unit, e.g. 500ms, 5s, 2m or 1h; usage: ws call TARGET FUNC [ARG]"),
+        "ws call --timeout" => Err("ws call: missing DURATION; usage: ws call TARGET FUNC [ARG]"),
+        "ws call --timeout 0s 3 f" => Err("ws call: --timeout: '0s' is out of range; it must be from 1ms to 1h; usage: ws call TARGET FUNC [ARG]"),
+        "ws call --timeout 2h 3 f" => Err("ws call: --timeout: '2h' is out of range; it must be from 1ms to 1h; usage: ws call TARGET FUNC [ARG]"),
+        "ws call --wait 3 f" => Err("ws call: unknown option '--wait'; usage: ws call TARGET FUNC [ARG]"),
+        "ws who --dry-run 3" => Err("ws who: unknown option '--dry-run'; usage: ws who TARGET"),
+        "ws read" => Err("ws read: missing TARGET; usage: ws read TARGET [NAME]"),
+        "ws read 3 a b" => Err("ws read: unexpected extra argument 'b'; usage: ws read TARGET [NAME]"),
+        "ws read 3 --count 2" => Err("ws read: unknown option '--count'; usage: ws read TARGET [NAME]"),
+        "ws read 3 \"a b\"" => Err(concat!("invalid name 'a b': ' ' is not allowed; ", rule!())),
+        "ws wait" => Err("ws wait: missing NAME; usage: ws wait NAME [--count N] [--timeout DURATION]"),
+        "ws wait 3" => Err(concat!("invalid name '3': it starts with a digit; ", rule!())),
+        "ws wait * " => Err(concat!("invalid name '*': '*' is not allowed; ", rule!())),
+        "ws wait kiosk --count 0" => Err("ws wait: --count: '0' is not a count; expected a whole number from 1 to 1000000; usage: ws wait NAME [--count N] [--timeout DURATION]"),
+        "ws wait kiosk --count" => Err("ws wait: missing N; usage: ws wait NAME [--count N] [--timeout DURATION]"),
+        "ws wait kiosk --dry-run" => Err("ws wait: unknown option '--dry-run'; usage: ws wait NAME [--count N] [--timeout DURATION]"),
+        "ws wait kiosk 2" => Err("ws wait: unexpected extra argument '2'; usage: ws wait NAME [--count N] [--timeout DURATION]"),
+        "ws who" => Err("ws who: missing TARGET; usage: ws who TARGET"),
+        "ws who 0" => Err("index must be a positive integer, not 0"),
+        "ws who 1 2" => Err("ws who: unexpected extra argument '2'; usage: ws who TARGET"),
+        "ws write --timeout 2s 7 up" => Err("ws write: --timeout: only with --wait; usage: ws write TARGET \"text\""),
+        "ws write --wait --timeout 5 7 up" => Err("ws write: --timeout: '5' is not a duration; expected a number and a unit, e.g. 500ms, 5s, 2m or 1h; usage: ws write TARGET \"text\""),
+        "ws write --wait 7" => Err("ws write: missing TEXT; usage: ws write TARGET \"text\""),
+        "ws close 3 --x" => Err("ws close: unknown option '--x'; usage: ws close [TARGET]"),
+        "run --dry-run build" => Err("run: --dry-run: only with --to TARGET; usage: run [--to TARGET] ACTION [ARG...]"),
+        "run --dry-run --dry-run --to 3 build" => Err("run: unknown option '--dry-run'; usage: run [--to TARGET] ACTION [ARG...]"),
+        "help bogus" => Err("help: unknown topic 'bogus'; known topics: ws, ws register, ws write, ws exec, ws close, ws call, ws read, ws wait, ws who, set notify, run, help"),
+        "help ws write now" => Err("help: unknown topic 'ws write now'; known topics: ws, ws register, ws write, ws exec, ws close, ws call, ws read, ws wait, ws who, set notify, run, help"),
     }
 }
 
@@ -361,6 +459,17 @@ fn command_names() {
         (notify(None), "set notify"),
         (run("a", &[]), "run"),
         (help(None), "help"),
+        (call(Target::All, "f", "", 1), "ws call"),
+        (read(Target::All, None, 1), "ws read"),
+        (wait("a", 1, 1), "ws wait"),
+        (
+            Command::Who {
+                target: Target::All,
+            },
+            "ws who",
+        ),
+        (dry(write(Target::All, "")), "ws write"),
+        (confirm(exec(Target::All, "f", ""), 1), "ws exec"),
     ];
     for (command, want) in cases {
         assert_eq!(command.name(), want);

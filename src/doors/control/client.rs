@@ -11,7 +11,7 @@ use tokio::net::UnixStream;
 
 use super::trust::{self, Reachable, Trust, Untrusted};
 use super::{lines, ControlAnswer, ControlRequest, MAX_ANSWER_LINE};
-use crate::base::door::Reply;
+use crate::base::door::{Reply, Status};
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 
 /// Why the CLI could not get an answer from the daemon.
@@ -105,8 +105,17 @@ impl Client {
     pub(crate) async fn run(&mut self, line: &str) -> Result<Reply, ClientError> {
         self.send(&ControlRequest::Command(line.to_owned())).await?;
         match self.next_answer().await? {
-            Some(ControlAnswer::Done { ok: true, output }) => Ok(Reply::ok(output)),
-            Some(ControlAnswer::Done { ok: false, output }) => Ok(Reply::err(output)),
+            Some(ControlAnswer::Done {
+                ok: true, output, ..
+            }) => Ok(Reply::ok(output)),
+            Some(ControlAnswer::Done {
+                ok: false,
+                output,
+                partial: true,
+            }) => Ok(Reply::with(Status::Partial, output)),
+            Some(ControlAnswer::Done {
+                ok: false, output, ..
+            }) => Ok(Reply::err(output)),
             Some(other) => Err(ClientError::Protocol(format!(
                 "expected a reply, got {other:?}"
             ))),
@@ -132,9 +141,9 @@ impl Client {
                     on_line(&crate::engine::monitor::missed_note(missed))
                 }
                 // The daemon refused the tail (e.g. too many connections).
-                Some(ControlAnswer::Done { ok: false, output }) => {
-                    return Err(ClientError::Protocol(output))
-                }
+                Some(ControlAnswer::Done {
+                    ok: false, output, ..
+                }) => return Err(ClientError::Protocol(output)),
                 Some(other) => {
                     return Err(ClientError::Protocol(format!(
                         "expected a monitor line, got {other:?}"

@@ -338,7 +338,9 @@ mod tests {
             .await
             .expect("write");
         match answer(&mut r).await {
-            ControlAnswer::Done { ok: false, output } => {
+            ControlAnswer::Done {
+                ok: false, output, ..
+            } => {
                 assert!(
                     output.starts_with("control: malformed request: "),
                     "{output}"

@@ -90,6 +90,11 @@ pub(crate) enum ControlAnswer {
         ok: bool,
         /// Its output, or the one-line error.
         output: String,
+        /// The command ran but some target page failed it (`ws call`,
+        /// `--wait`, ...): `output` is its result all the same, which the
+        /// CLI prints on stdout before it exits 1.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        partial: bool,
     },
     /// One Monitor line (monitor connections only).
     Line {
@@ -109,6 +114,7 @@ impl ControlAnswer {
         ControlAnswer::Done {
             ok: false,
             output: output.into(),
+            partial: false,
         }
     }
 
@@ -127,6 +133,7 @@ impl From<crate::base::door::Reply> for ControlAnswer {
     fn from(reply: crate::base::door::Reply) -> ControlAnswer {
         ControlAnswer::Done {
             ok: reply.is_ok(),
+            partial: reply.status == crate::base::door::Status::Partial,
             output: reply.output,
         }
     }
@@ -233,8 +240,17 @@ mod tests {
                 ControlAnswer::Done {
                     ok: true,
                     output: "1 connection".into(),
+                    partial: false,
                 },
                 r#"{"ok":true,"output":"1 connection"}"#,
+            ),
+            (
+                ControlAnswer::Done {
+                    ok: false,
+                    output: "3 error: timed out".into(),
+                    partial: true,
+                },
+                r#"{"ok":false,"output":"3 error: timed out","partial":true}"#,
             ),
             (ControlAnswer::error("no"), r#"{"ok":false,"output":"no"}"#),
             (

@@ -28,6 +28,7 @@ use super::forwarded::Seen;
 use super::{Front, Shared, MAX_BODY_BYTES};
 use crate::base::command;
 use crate::base::door::{Door, Reply, Status};
+use crate::base::protocol::Results;
 
 /// The path of the JSON command endpoint.
 pub(super) const API_COMMAND: &str = "/api/command";
@@ -36,6 +37,9 @@ pub(super) const API_COMMAND: &str = "/api/command";
 struct JsonAnswer<'a> {
     ok: bool,
     output: &'a str,
+    /// Each target page's answer, for the commands that wait for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    results: Option<Results<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +159,7 @@ pub(super) fn refusal(path: &str, status: StatusCode, message: &str) -> Response
             Json(JsonAnswer {
                 ok: false,
                 output: message,
+                results: None,
             }),
         )
             .into_response()
@@ -210,6 +215,9 @@ fn status_of(reply: &Reply) -> StatusCode {
         Status::Ok => StatusCode::OK,
         Status::Denied => StatusCode::UNAUTHORIZED,
         Status::Failed => StatusCode::BAD_REQUEST,
+        // The command ran; some page failed it or did not answer: pages are
+        // what the daemon is a gateway to.
+        Status::Partial => StatusCode::BAD_GATEWAY,
     }
 }
 
@@ -247,7 +255,12 @@ pub(super) async fn api_command(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let json = |status: StatusCode, ok: bool, output: &str| {
-        (status, Json(JsonAnswer { ok, output })).into_response()
+        let answer = JsonAnswer {
+            ok,
+            output,
+            results: None,
+        };
+        (status, Json(answer)).into_response()
     };
     let door = match caller(&front, peer, seen, &headers) {
         Ok(c) => c.door,
@@ -262,7 +275,12 @@ pub(super) async fn api_command(
         Err(e) => return json(StatusCode::BAD_REQUEST, false, &e),
     };
     let reply = run_line(&front, &line, door).await;
-    json(status_of(&reply), reply.is_ok(), &reply.output)
+    let answer = JsonAnswer {
+        ok: reply.is_ok(),
+        output: &reply.output,
+        results: reply.results.as_deref().map(Results),
+    };
+    (status_of(&reply), Json(answer)).into_response()
 }
 
 pub(super) async fn shell(

@@ -63,6 +63,9 @@ const METRICS: &[Metric] = &[
         |f| f.engine.hub.counters().msgs_out.load(Relaxed)),
     ("pagewire_bytes_out_total", Kind::Counter, "Bytes written to pages.",
         |f| f.engine.hub.counters().bytes_out.load(Relaxed)),
+    ("pagewire_asks_in_flight", Kind::Gauge,
+        "Calls, reads and confirmations waiting for pages' answers.",
+        |f| f.engine.asks.in_flight() as u64),
     ("pagewire_actions_running", Kind::Gauge, "Actions running now.",
         |f| f.engine.actions.running_count() as u64),
     ("pagewire_actions_started_total", Kind::Counter, "Actions started.",
@@ -83,6 +86,26 @@ fn header(out: &mut String, name: &str, kind: Kind, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// `[metrics]` in the configuration file.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsSettings {
+    /// Registered names whose pages `/metrics` counts, one gauge each: only
+    /// these, so that pages cannot add series (cardinality).
+    pub(crate) names: Vec<String>,
+}
+
+impl MetricsSettings {
+    /// The names, each checked against the name rule.
+    pub(crate) fn names(&self) -> anyhow::Result<Vec<String>> {
+        for name in &self.names {
+            crate::base::command::valid_name(name)
+                .map_err(|e| anyhow::anyhow!("metrics.names: {e}"))?;
+        }
+        Ok(self.names.clone())
+    }
+}
+
 /// The whole page.
 fn render(front: &Front) -> String {
     let mut out = String::new();
@@ -98,6 +121,20 @@ fn render(front: &Front) -> String {
         };
         header(&mut out, m.name, kind, m.help);
         let _ = writeln!(out, "{} {}", m.name, m.value);
+    }
+    if !front.metric_names.is_empty() {
+        let metric = "pagewire_named_connections";
+        header(
+            &mut out,
+            metric,
+            Kind::Gauge,
+            "Live connections on this node that registered the name, for the names [metrics] names lists.",
+        );
+        for name in &front.metric_names {
+            // A name holds no quote or backslash (the name rule).
+            let n = front.engine.hub.named(name);
+            let _ = writeln!(out, "{metric}{{name=\"{name}\"}} {n}");
+        }
     }
     let name = "pagewire_commands_total";
     header(

@@ -18,7 +18,8 @@ mod body;
 mod commands;
 mod files;
 pub(crate) mod forwarded;
-mod metrics;
+pub(crate) mod metrics;
+mod probe;
 pub(crate) mod server;
 pub(crate) mod settings;
 mod upgrade;
@@ -70,6 +71,8 @@ pub(crate) struct Front {
     pub(crate) admins: Box<dyn Fn(AdminUpgrade) + Send + Sync>,
     /// The accept loop's counters.
     pub(crate) server: Arc<server::ServerStats>,
+    /// Names whose pages `/metrics` counts (`[metrics] names`).
+    pub(crate) metric_names: Vec<String>,
 }
 
 type Shared = Arc<Front>;
@@ -85,6 +88,7 @@ pub(crate) fn app(front: Arc<Front>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/probe/{name}", get(probe::probe))
         .route("/ws.js", get(files::ws_js))
         .route("/admin", get(admin::asset))
         .route("/admin/", get(admin::slash))
@@ -264,6 +268,7 @@ fn route_class(path: &str) -> &'static str {
         "/metrics" => "/metrics",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
+        p if p.starts_with("/probe/") => "/probe",
         "/ws.js" => "/ws.js",
         p if p == "/admin" || p.starts_with("/admin/") => "/admin",
         _ => "files",

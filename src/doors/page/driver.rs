@@ -171,6 +171,8 @@ pub enum Action {
     Run(String),
     /// Refuse the message: close the connection with this code and reason.
     Close(CloseReason),
+    /// Nothing more: the handler has dealt with the message itself.
+    Handled,
 }
 
 /// What a connection does with the complete data messages its peer sends.
@@ -818,6 +820,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
             }
             Action::Run(line) => lines.push(line),
             Action::Close(reason) => self.protocol_close(reason),
+            Action::Handled => {}
         }
     }
 

@@ -1,6 +1,8 @@
 //! The page door: each page's own WebSocket. A text message is a command
 //! line, run with the page's rights and answered with a `reply` or an
-//! `error` frame.
+//! `error` frame, or, when it is a JSON object, a protocol frame: a page's
+//! answer to a `call`, a `read` or a write it was asked to confirm, handed
+//! to the engine's asks at once, from the read loop.
 //!
 //! The HTTP door accepts the upgrade and hands it here ([`Pages::accept`]);
 //! [`driver`] is the task that serves one connection, [`socket`] the TCP
@@ -24,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::base::codec::close_code;
 use crate::base::door::{Door, Upgrade};
 use crate::base::hold::HoldableTcp;
-use crate::base::protocol::{ServerFrame, PROTOCOL_VERSION};
+use crate::base::protocol::{is_page_frame, PageFrame, Results, ServerFrame, PROTOCOL_VERSION};
 use crate::engine::hub::{CloseReason, Conn, Hub, OpenError};
 use crate::engine::Engine;
 use driver::{drive, Action, ConnLimits, MessageHandler};
@@ -123,7 +125,31 @@ struct PageHandler {
 
 impl MessageHandler for PageHandler {
     fn on_text(&mut self, text: Cow<'_, str>) -> Action {
-        Action::Run(text.into_owned())
+        if !is_page_frame(&text) {
+            return Action::Run(text.into_owned());
+        }
+        // An answer is a lookup and an assignment under two short locks:
+        // done here, it needs no task and cannot wait behind a command.
+        match PageFrame::parse(&text) {
+            Ok(frame) => {
+                self.engine.asks.answer(self.id, frame);
+                Action::Handled
+            }
+            Err(bad) => {
+                self.engine.monitor.emit_summarised(
+                    "page: malformed frame",
+                    format_args!("ws {}: {bad}", self.id),
+                );
+                let message = bad.to_string();
+                Action::Send(
+                    ServerFrame::Error {
+                        message: &message,
+                        results: None,
+                    }
+                    .encode(),
+                )
+            }
+        }
     }
 
     fn on_binary(&mut self, _data: Cow<'_, [u8]>) -> Action {
@@ -138,14 +164,17 @@ impl MessageHandler for PageHandler {
         async move {
             let mut reply = engine.exec.run_line(&line, Door::Page(id)).await;
             engine.out.print_console_text(&mut reply);
+            let results = reply.results.as_deref().map(Results);
             let frame = if reply.is_ok() {
                 ServerFrame::Reply {
                     ok: true,
                     output: &reply.output,
+                    results,
                 }
             } else {
                 ServerFrame::Error {
                     message: &reply.output,
+                    results,
                 }
             };
             engine.hub.send_to(id, &frame.encode());

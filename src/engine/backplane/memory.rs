@@ -1,26 +1,36 @@
 //! The default backplane: this daemon's hub and nothing else. Every call is
-//! answered at once from memory; no I/O, no task, nothing outside the
-//! binary.
+//! answered from memory (those that wait for pages wait for their answers
+//! or registrations); no I/O, no task, nothing outside the binary.
 //!
 //! The functions here are also how a cluster node acts on its own share of
 //! the table, for its own commands and for those other nodes ask it to run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Backplane, BoxFuture, Delivery, Listed, Outcome, Unknown, OPERATOR_CLOSE};
+use tokio::time::Instant;
+
+use super::{
+    Answers, Backplane, BoxFuture, Counted, Delivery, Listed, Outcome, Unknown, OPERATOR_CLOSE,
+};
 use crate::base::command::Target;
+use crate::engine::asks::{Asks, Request};
 use crate::engine::hub::{Hub, TargetError};
 
 /// The backplane of a daemon on its own.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Local {
     hub: Hub,
+    asks: Asks,
 }
 
 impl Local {
     /// A backplane over `hub` alone.
     pub(crate) fn new(hub: Hub) -> Self {
-        Local { hub }
+        Local {
+            hub,
+            asks: Asks::default(),
+        }
     }
 
     /// The same, ready for [`crate::engine::exec::Executor`].
@@ -58,6 +68,73 @@ impl Backplane for Local {
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
     }
+
+    fn asks(&self) -> &Asks {
+        &self.asks
+    }
+
+    fn ask<'a>(
+        &'a self,
+        target: &'a Target,
+        request: &'a Request,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Answers, Unknown>> {
+        Box::pin(async move {
+            let asked = self.asks.ask(&self.hub, target, request, timeout).await?;
+            Ok(Answers {
+                answers: asked.answers,
+                dropped: asked.dropped,
+                live: self.hub.len(),
+                unanswered: 0,
+                notes: Vec::new(),
+            })
+        })
+    }
+
+    fn named<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Counted> {
+        Box::pin(std::future::ready(Counted {
+            count: self.hub.named(name),
+            notes: Vec::new(),
+        }))
+    }
+
+    fn wait_named<'a>(
+        &'a self,
+        name: &'a str,
+        count: usize,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Counted> {
+        Box::pin(async move {
+            let deadline = Instant::now() + timeout;
+            let count = wait_named(&self.hub, name, deadline, |n| n >= count).await;
+            Counted {
+                count,
+                notes: Vec::new(),
+            }
+        })
+    }
+}
+
+/// Waits until `enough(n)` holds for the `n` pages of this hub holding
+/// `name`, or until `deadline`; returns the last `n`. Woken by each
+/// registration (and each named page leaving), never by a timer.
+pub(crate) async fn wait_named(
+    hub: &Hub,
+    name: &str,
+    deadline: Instant,
+    mut enough: impl FnMut(usize) -> bool,
+) -> usize {
+    loop {
+        let changed = hub.names_changed();
+        tokio::pin!(changed);
+        // Listening before counting: a registration between the two is
+        // not missed.
+        changed.as_mut().enable();
+        let n = hub.named(name);
+        if enough(n) || tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return n;
+        }
+    }
 }
 
 /// This hub's connections, each marked with `node`.
@@ -91,4 +168,42 @@ pub(crate) fn close(hub: &Hub, target: &Target) -> Result<Outcome, TargetError> 
         live: hub.len(),
         notes: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::hub::HubLimits;
+    use crate::engine::monitor::Monitor;
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_name_is_woken_by_registrations_not_time() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote = "127.0.0.1:1".parse().expect("address");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let waiting = wait_named(&hub, "kiosk", deadline, |n| n >= 2);
+        tokio::pin!(waiting);
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        let _one = hub.open(remote, "").expect("page 1");
+        hub.register(1, "kiosk").expect("register");
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        let _two = hub.open(remote, "").expect("page 2");
+        hub.register(2, "other").expect("register");
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        hub.register(2, "kiosk").expect("register");
+        // The clock is paused and never advanced: only the registration
+        // can have ended the wait.
+        let start = Instant::now();
+        assert_eq!(waiting.await, 2);
+        assert_eq!(Instant::now(), start);
+
+        let gone = wait_named(
+            &hub,
+            "kiosk",
+            Instant::now() + Duration::from_secs(1),
+            |n| n >= 3,
+        );
+        assert_eq!(gone.await, 2);
+        assert_eq!(Instant::now(), start + Duration::from_secs(1));
+    }
 }

@@ -1,5 +1,6 @@
 //! The backplane: how the commands that address connections (`ws`, `ws
-//! write`, `ws exec`, `ws close`) reach them.
+//! write`, `ws exec`, `ws close`, and the verbs that wait for pages: `ws
+//! call`, `ws read`, `--wait`, `ws wait`) reach them.
 //!
 //! [`Backplane`] is the one interface the executor uses. [`memory::Local`],
 //! the default, is this daemon's hub and nothing else. [`redis::Cluster`]
@@ -15,12 +16,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::base::command::Target;
-use crate::base::protocol::ServerFrame;
+use crate::base::protocol::{PageAnswer, ServerFrame};
+use crate::engine::asks::{Asks, Request};
 use crate::engine::hub::{CloseReason, ConnInfo, Hub, TargetError};
 
 pub(crate) use memory::Local;
@@ -57,9 +60,16 @@ impl Delivery {
     /// reaches on this node shares these bytes.
     pub(crate) fn encode(&self, target: &Target) -> Bytes {
         let name = target_name(target);
+        let ack = None;
         match self {
-            Delivery::Write { text } => ServerFrame::Write { name, text }.encode(),
-            Delivery::Exec { func, arg } => ServerFrame::Exec { name, func, arg }.encode(),
+            Delivery::Write { text } => ServerFrame::Write { name, text, ack }.encode(),
+            Delivery::Exec { func, arg } => ServerFrame::Exec {
+                name,
+                func,
+                arg,
+                ack,
+            }
+            .encode(),
         }
     }
 }
@@ -125,6 +135,31 @@ pub(crate) struct Outcome {
     pub(crate) notes: Vec<String>,
 }
 
+/// What an ask gathered from every node that answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Answers {
+    /// One answer per page the ask reached, by index.
+    pub(crate) answers: Vec<PageAnswer>,
+    /// Pages that matched but were closed as slow consumers instead.
+    pub(crate) dropped: usize,
+    /// Connections live on the nodes that answered (as [`Outcome::live`]).
+    pub(crate) live: usize,
+    /// Nodes that should have answered and did not (or could not be
+    /// asked): their pages are missing from `answers`.
+    pub(crate) unanswered: usize,
+    /// What could not be asked.
+    pub(crate) notes: Vec<String>,
+}
+
+/// How many pages hold a name, on every node that answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counted {
+    /// The pages.
+    pub(crate) count: usize,
+    /// What could not be asked.
+    pub(crate) notes: Vec<String>,
+}
+
 /// An index that no reachable node holds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Unknown {
@@ -182,6 +217,32 @@ pub(crate) trait Backplane: Send + Sync {
     /// Closes every connection `target` selects with [`OPERATOR_CLOSE`];
     /// `reached` counts them.
     fn close<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Outcome, Unknown>>;
+
+    /// This daemon's asks in flight, which its pages' answers go to.
+    fn asks(&self) -> &Asks;
+
+    /// Sends `request` to the pages `target` selects, on every node, and
+    /// gathers one answer per page until `timeout` (a page that gave none
+    /// is `timed out`). An index no reachable node holds is an error.
+    fn ask<'a>(
+        &'a self,
+        target: &'a Target,
+        request: &'a Request,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Answers, Unknown>>;
+
+    /// How many pages hold `name` now.
+    fn named<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Counted>;
+
+    /// Resolves as soon as at least `count` pages hold `name`, or at
+    /// `timeout`, with how many do: woken by registrations, never by
+    /// polling.
+    fn wait_named<'a>(
+        &'a self,
+        name: &'a str,
+        count: usize,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Counted>;
 
     /// Leaves the cluster at shutdown, so other nodes stop waiting for this
     /// one at once instead of when its lease expires.

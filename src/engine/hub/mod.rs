@@ -464,6 +464,9 @@ struct Shared {
     epoch: Instant,
     counters: Arc<Counters>,
     monitor: Monitor,
+    /// Woken when a name is registered, or a connection holding names
+    /// leaves: what `ws wait` waits on.
+    names_changed: tokio::sync::Notify,
     /// Opened, registered and closed connections, for whoever watches the
     /// table (the admin console); sent only while someone does.
     changes: broadcast::Sender<TableChange>,
@@ -525,6 +528,7 @@ impl Hub {
                 epoch: Instant::now(),
                 counters: Arc::default(),
                 monitor,
+                names_changed: tokio::sync::Notify::new(),
                 changes: broadcast::channel(CHANGES_BACKLOG).0,
             }),
         }
@@ -715,10 +719,30 @@ impl Hub {
         if let Some(o) = observer {
             o.wake();
         }
+        self.shared.names_changed.notify_waiters();
         self.monitor()
             .emit(format_args!("ws {id} registered '{name}'"));
         self.changed(TableChange::Registered(id));
         Ok(())
+    }
+
+    /// How many live connections registered `name`.
+    pub(crate) fn named(&self, name: &str) -> usize {
+        self.table().names.get(name).map_or(0, Vec::len)
+    }
+
+    /// Resolves once a name is registered or a connection holding names
+    /// leaves, from the moment it is enabled (`Notified::enable`) or first
+    /// polled: count, enable, count again, then await.
+    pub(crate) fn names_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.names_changed.notified()
+    }
+
+    /// Wakes those waiting on [`Hub::names_changed`] when `had_names`.
+    fn named_left(&self, had_names: bool) {
+        if had_names {
+            self.shared.names_changed.notify_waiters();
+        }
     }
 
     /// Number of live connections.
@@ -836,6 +860,20 @@ impl Hub {
     /// and registering go on during a large fan-out; the queueing of
     /// deliveries takes turns, so every page gets them in the same order.
     pub(crate) fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
+        self.deliver_with(target, frame, |_| ())
+    }
+
+    /// [`Hub::deliver`], telling `reached` the index of every connection
+    /// the frame was queued for, before any of them can be written: a
+    /// command that waits for each page's answer knows whom to wait for
+    /// before an answer can come. (A broadcast passes a closure that does
+    /// nothing, which costs nothing.)
+    pub(crate) fn deliver_with(
+        &self,
+        target: &Target,
+        frame: &Bytes,
+        mut reached_one: impl FnMut(u64),
+    ) -> Result<Delivered, TargetError> {
         let limits = self.shared.limits.outbox;
         let turn = self
             .shared
@@ -852,10 +890,12 @@ impl Hub {
             match c.outbox.push(frame, limits) {
                 Pushed::Queued(w) => {
                     reached += 1;
+                    reached_one(c.id);
                     wake.extend(w);
                 }
                 Pushed::ToFlush => {
                     reached += 1;
+                    reached_one(c.id);
                     to_flush.push(c);
                 }
                 Pushed::Overflow(w) => {
@@ -870,7 +910,14 @@ impl Hub {
             // The task of an overflowed connection may have ended (and
             // reported itself gone) already: count only those removed here.
             let mut t = self.table();
-            overflowed.retain(|id| t.remove(*id).is_some());
+            let mut had_names = false;
+            overflowed.retain(|id| {
+                t.remove(*id)
+                    .inspect(|e| had_names |= !e.names.is_empty())
+                    .is_some()
+            });
+            drop(t);
+            self.named_left(had_names);
         }
         for w in wake {
             w.wake();
@@ -902,10 +949,14 @@ impl Hub {
         let mut closing = Vec::new();
         let mut t = self.table();
         self.each_target(&t, target, |c| closing.push(c.clone()))?;
+        let mut had_names = false;
         for c in &closing {
-            t.remove(c.id);
+            if let Some(e) = t.remove(c.id) {
+                had_names |= !e.names.is_empty();
+            }
         }
         drop(t);
+        self.named_left(had_names);
         for c in &closing {
             self.closed(c.id, &reason);
             if let Some(Some(w)) = c.outbox.close(reason.clone()) {
@@ -933,8 +984,9 @@ impl Hub {
     /// Called by a connection's task when it ends: removes it from the table
     /// if it is still there and tells the Monitor why it went.
     pub(crate) fn gone(&self, conn: &Conn, why: &CloseReason) {
-        let removed = self.table().remove(conn.id).is_some();
-        if removed {
+        let removed = self.table().remove(conn.id);
+        if let Some(entry) = removed {
+            self.named_left(!entry.names.is_empty());
             self.closed(conn.id, why);
         }
     }

@@ -30,6 +30,11 @@ impl Names {
         self.iter().len()
     }
 
+    /// Whether the connection registered no name.
+    pub(super) fn is_empty(&self) -> bool {
+        matches!(self, Names::None)
+    }
+
     /// Adds `name` after the others (the caller checks it is new).
     pub(super) fn push(&mut self, name: Arc<str>) {
         *self = match std::mem::take(self) {

@@ -12,6 +12,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Script};
@@ -51,6 +52,20 @@ impl Drop for Waiting<'_> {
 pub(super) struct Gathered {
     pub(super) answers: Vec<ClusterResponse>,
     pub(super) notes: Vec<String>,
+    /// Nodes that should have answered and did not, or could not be asked
+    /// (one, when Redis failed).
+    pub(super) missed: usize,
+}
+
+impl Gathered {
+    /// Nothing gathered, for the reason `note` gives.
+    fn failed(note: String) -> Self {
+        Gathered {
+            answers: Vec::new(),
+            notes: vec![note],
+            missed: 1,
+        }
+    }
 }
 
 /// Another live node, as the routing script saw it.
@@ -73,10 +88,27 @@ pub(super) struct Route {
     pub(super) peers: Vec<Peer>,
 }
 
+/// A request published to the nodes chosen for it, waiting for their
+/// replies.
+pub(super) struct Sent<'a> {
+    /// The request's id, which the replies carry.
+    pub(super) id: u64,
+    /// The replies, as they come.
+    pub(super) rx: mpsc::UnboundedReceiver<ClusterResponse>,
+    /// The nodes that heard it, which should answer.
+    pub(super) heard: Vec<String>,
+    /// The nodes that did not hear it.
+    pub(super) notes: Vec<String>,
+    /// Keeps the request in the pending table while this lives.
+    _waiting: Waiting<'a>,
+}
+
 impl Node {
     /// Runs another node's request on the local hub and publishes the
     /// answer on that node's reply channel; drops it if its deadline has
-    /// passed.
+    /// passed. The requests that wait for pages wait here no longer than
+    /// the deadline, and answer when they have their answers
+    /// (`super::verbs`).
     pub(super) async fn answer(&self, req: ClusterRequest) {
         let now = self.clock.now_ms();
         self.stats.lag(now.saturating_sub(req.sent));
@@ -88,12 +120,36 @@ impl Node {
                     "cluster: dropped a request from node {} that arrived {} after its \
                      deadline: it was not applied",
                     req.from,
-                    text::duration(std::time::Duration::from_millis(now - req.deadline))
+                    text::duration(Duration::from_millis(now - req.deadline))
                 ),
             );
             return;
         }
-        let answer = self.act(&req.op, &req.from);
+        let left = Duration::from_millis(req.deadline - now);
+        let answer = match &req.op {
+            Op::Ask {
+                target,
+                request,
+                timeout_ms,
+            } => {
+                let timeout = Duration::from_millis(*timeout_ms).min(left);
+                self.ask_here(target, request, timeout, &req.from).await
+            }
+            Op::Named { name } => ClusterResult::Named {
+                count: self.hub.named(name),
+            },
+            Op::Watch { name, timeout_ms } => {
+                let timeout = Duration::from_millis(*timeout_ms).min(left);
+                return self.watch_here(&req, name, timeout).await;
+            }
+            Op::Unwatch { id } => return self.unwatch(&req.from, *id),
+            Op::Send { .. } | Op::Close { .. } | Op::Tail { .. } => self.act(&req.op, &req.from),
+        };
+        self.reply(&req, answer).await;
+    }
+
+    /// Publishes `answer` to `req` on its requester's reply channel.
+    pub(super) async fn reply(&self, req: &ClusterRequest, answer: ClusterResult) {
         let reply = ClusterResponse {
             v: WIRE_VERSION,
             id: req.id,
@@ -140,6 +196,10 @@ impl Node {
             Op::Close { target } => {
                 let t = Target::from(target.clone());
                 ("ws close", t.clone(), memory::close(&self.hub, &t))
+            }
+            // Answered by `answer` itself: they wait for pages.
+            Op::Ask { .. } | Op::Named { .. } | Op::Watch { .. } | Op::Unwatch { .. } => {
+                return ClusterResult::NoIndex
             }
         };
         match done {
@@ -205,25 +265,13 @@ impl Node {
         })
     }
 
-    /// Asks `nodes` to run `op` and gathers their replies until `until`.
-    pub(super) async fn ask(
-        &self,
-        mut conn: MultiplexedConnection,
-        nodes: Vec<String>,
-        op: Op,
-        until: Instant,
-    ) -> Gathered {
-        if nodes.is_empty() {
-            return Gathered::default();
-        }
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _waiting = Waiting::new(self, id, tx);
+    /// The request `op` to `nodes`, sent now, acted on no later than a
+    /// little before `until`: a node must act before the requester stops
+    /// waiting, so that its answer can still arrive in time.
+    fn encode_request(&self, id: u64, op: Op, until: Instant) -> Option<Vec<u8>> {
         let now = self.clock.now_ms();
         let left = until.saturating_duration_since(Instant::now());
-        // A node must act a little before the requester stops waiting, so
-        // that its answer can still arrive in time.
-        let margin = (left / 5).min(std::time::Duration::from_millis(100));
+        let margin = (left / 5).min(Duration::from_millis(100));
         let deadline = now + u64::try_from((left - margin).as_millis()).unwrap_or(0);
         let req = ClusterRequest {
             v: WIRE_VERSION,
@@ -233,36 +281,97 @@ impl Node {
             sent: now,
             op,
         };
-        let Ok(payload) = serde_json::to_vec(&req) else {
-            return Gathered::default();
+        serde_json::to_vec(&req).ok()
+    }
+
+    /// Publishes `op` to `nodes`, each on its own channel, with its
+    /// deadline a little before `until`; `None` when there is nobody to
+    /// send it to, the note to add when Redis failed.
+    pub(super) async fn publish_request(
+        &self,
+        mut conn: MultiplexedConnection,
+        nodes: Vec<String>,
+        op: Op,
+        until: Instant,
+    ) -> Result<Option<Sent<'_>>, String> {
+        if nodes.is_empty() {
+            return Ok(None);
+        }
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let waiting = Waiting::new(self, id, tx);
+        let Some(payload) = self.encode_request(id, op, until) else {
+            return Ok(None);
         };
         let mut pipe = redis::pipe();
         for n in &nodes {
             pipe.cmd("PUBLISH").arg(self.keys.requests(n)).arg(&payload);
         }
         let heard = tokio::time::timeout_at(until, pipe.query_async::<Vec<i64>>(&mut conn)).await;
-        let heard = match self.answered(heard) {
-            Ok(heard) => heard,
-            Err(note) => {
-                return Gathered {
-                    answers: Vec::new(),
-                    notes: vec![note],
-                }
-            }
+        let heard = self.answered(heard)?;
+        let mut sent = Sent {
+            id,
+            rx,
+            heard: Vec::new(),
+            notes: Vec::new(),
+            _waiting: waiting,
         };
-        let mut g = Gathered::default();
-        let mut waiting = Vec::new();
         for (n, hearers) in nodes.into_iter().zip(heard) {
             if hearers > 0 {
-                waiting.push(n);
+                sent.heard.push(n);
             } else {
-                g.notes.push(format!(
+                sent.notes.push(format!(
                     "node {n} is not listening on Redis (down, or reconnecting): not asked"
                 ));
             }
         }
-        self.gather(rx, waiting, until, &mut g).await;
-        g
+        Ok(Some(sent))
+    }
+
+    /// Publishes `op` to `nodes` and waits for nothing back: for a request
+    /// whose loss costs nothing (each node stops by itself at the
+    /// deadline of what it cancels).
+    pub(super) fn publish_quietly(&self, nodes: Vec<String>, op: Op) {
+        let Some(mut conn) = self.conn() else {
+            return;
+        };
+        let until = Instant::now() + self.reply_timeout;
+        let Some(payload) = self.encode_request(0, op, until) else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for n in &nodes {
+            pipe.cmd("PUBLISH").arg(self.keys.requests(n)).arg(&payload);
+        }
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout_at(until, pipe.query_async::<()>(&mut conn)).await;
+        });
+    }
+
+    /// Asks `nodes` to run `op` and gathers their replies until `until`;
+    /// `waited` is how long the requester waits in all, for the notes.
+    pub(super) async fn request(
+        &self,
+        conn: MultiplexedConnection,
+        nodes: Vec<String>,
+        op: Op,
+        until: Instant,
+        waited: Duration,
+    ) -> Gathered {
+        match self.publish_request(conn, nodes, op, until).await {
+            Ok(None) => Gathered::default(),
+            Ok(Some(sent)) => {
+                let mut g = Gathered {
+                    answers: Vec::new(),
+                    missed: sent.notes.len(),
+                    notes: sent.notes,
+                };
+                self.gather(sent.rx, sent.heard, until, waited, &mut g)
+                    .await;
+                g
+            }
+            Err(note) => Gathered::failed(note),
+        }
     }
 
     /// Waits for the replies of `waiting` until `until`.
@@ -271,6 +380,7 @@ impl Node {
         mut rx: mpsc::UnboundedReceiver<ClusterResponse>,
         mut waiting: Vec<String>,
         until: Instant,
+        waited: Duration,
         g: &mut Gathered,
     ) {
         while !waiting.is_empty() {
@@ -284,11 +394,12 @@ impl Node {
                 _ => break,
             }
         }
+        g.missed += waiting.len();
         for node in waiting {
             g.notes.push(format!(
                 "node {node} did not answer within {}: it drops the request at its deadline, \
                  so it did not apply it",
-                text::duration(self.reply_timeout)
+                text::duration(waited)
             ));
         }
     }
@@ -320,6 +431,62 @@ impl Node {
         }
     }
 
+    /// Runs the routing script for `kind` and `arg` on a connection fit
+    /// for the cluster, within `until`.
+    pub(super) async fn route_until(
+        &self,
+        kind: &str,
+        arg: &str,
+        until: Instant,
+    ) -> Result<(MultiplexedConnection, Route), String> {
+        let mut conn = self.conn_for_cluster()?;
+        match tokio::time::timeout_at(until, self.route(&mut conn, kind, arg)).await {
+            Ok(Ok(route)) => Ok((conn, route)),
+            Ok(Err(note)) => Err(note),
+            Err(_) => Err(format!(
+                "Redis at {} did not answer within {}: other nodes were not asked",
+                self.server,
+                text::duration(self.reply_timeout)
+            )),
+        }
+    }
+
+    /// Sends `op` to the other nodes that hold a match for `target` (by
+    /// index: its owner; by name: the nodes that have it; `*`: those with
+    /// a page) and gathers their replies until `until`. Also returns how
+    /// many pages the nodes not asked hold: they count as live all the
+    /// same ("no connection named" rather than "none").
+    pub(super) async fn request_matching(
+        &self,
+        target: &Target,
+        op: Op,
+        until: Instant,
+        waited: Duration,
+    ) -> (Gathered, usize) {
+        let (kind, arg) = match target {
+            Target::Index(i) => ("index", i.to_string()),
+            Target::Name(n) => ("name", n.clone()),
+            Target::All => ("all", String::new()),
+        };
+        // Routing is bounded by the reply timeout even when the request
+        // itself may wait longer for pages.
+        let routing = until.min(Instant::now() + self.reply_timeout);
+        match self.route_until(kind, &arg, routing).await {
+            Ok((conn, route)) => {
+                let mut notes = self.route_notes(&route);
+                let (hit, unasked): (Vec<&Peer>, Vec<&Peer>) =
+                    route.peers.iter().partition(|p| p.hit);
+                let nodes = hit.iter().map(|p| p.id.clone()).collect();
+                let unasked = unasked.iter().map(|p| p.rows).sum();
+                let mut g = self.request(conn, nodes, op, until, waited).await;
+                notes.append(&mut g.notes);
+                g.notes = notes;
+                (g, unasked)
+            }
+            Err(note) => (Gathered::failed(note), 0),
+        }
+    }
+
     /// Sends or closes on the local hub, then on the other nodes that hold
     /// a match, unless an index was found here.
     pub(super) async fn act_everywhere(
@@ -338,54 +505,10 @@ impl Node {
                 ..Outcome::default()
             },
         };
-        let (kind, arg) = match target {
-            Target::Index(i) => ("index", i.to_string()),
-            Target::Name(n) => ("name", n.clone()),
-            Target::All => ("all", String::new()),
-        };
-        let routed = match self.conn_for_cluster() {
-            Ok(mut conn) => {
-                let route = tokio::time::timeout_at(until, self.route(&mut conn, kind, &arg)).await;
-                match route {
-                    Ok(Ok(route)) => Ok((conn, route)),
-                    Ok(Err(note)) => Err(note),
-                    Err(_) => Err(format!(
-                        "Redis at {} did not answer within {}: other nodes were not asked",
-                        self.server,
-                        text::duration(self.reply_timeout)
-                    )),
-                }
-            }
-            Err(note) => Err(note),
-        };
-        let g = match routed {
-            Ok((conn, route)) => {
-                let mut notes = self.route_notes(&route);
-                // Nodes that hold no match are not asked; their pages
-                // still count as live ("no connection named" vs "none").
-                let nodes: Vec<String> = route
-                    .peers
-                    .iter()
-                    .filter(|p| p.hit)
-                    .map(|p| p.id.clone())
-                    .collect();
-                let mut g = self.ask(conn, nodes, op, until).await;
-                notes.append(&mut g.notes);
-                g.notes = notes;
-                // Pages on nodes not asked count as live all the same.
-                sum.live += route
-                    .peers
-                    .iter()
-                    .filter(|p| !p.hit)
-                    .map(|p| p.rows)
-                    .sum::<usize>();
-                g
-            }
-            Err(note) => Gathered {
-                answers: Vec::new(),
-                notes: vec![note],
-            },
-        };
+        let (g, unasked) = self
+            .request_matching(target, op, until, self.reply_timeout)
+            .await;
+        sum.live += unasked;
         let mut found = !matches!(target, Target::Index(_));
         for reply in g.answers {
             sum.live += reply.live;

@@ -17,8 +17,9 @@
 //!
 //! `ws` reads the tables ([`listing`]); `ws write`, `exec` and `close`
 //! act on the local hub, then go to the nodes that hold a match, each on
-//! its own channel, with a deadline ([`fanout`]); `monitor --cluster`
-//! tails every node's Monitor ([`tail`]).
+//! its own channel, with a deadline ([`fanout`]); so do the verbs that
+//! wait for pages (`ws call`, `ws read`, `--wait`, `ws wait`, `/probe`:
+//! [`verbs`]); `monitor --cluster` tails every node's Monitor ([`tail`]).
 //!
 //! Redis going away never takes the node down: local delivery goes on,
 //! cluster commands answer with this node's share and say so, and the
@@ -47,6 +48,7 @@ mod scripts;
 mod subscriber;
 mod table;
 mod tail;
+mod verbs;
 mod wire;
 
 use blocks::{refill, take_indexes, Blocks, Taken};
@@ -56,11 +58,13 @@ use wire::{ClusterResponse, Keys, Op};
 
 use super::memory;
 use super::{
-    Backplane, BackplaneMetric, BoxFuture, ClusterTail, Delivery, Listed, Outcome, Unknown,
+    Answers, Backplane, BackplaneMetric, BoxFuture, ClusterTail, Counted, Delivery, Listed,
+    Outcome, Unknown,
 };
 use crate::base::backoff::Backoff;
 use crate::base::command::Target;
 use crate::base::text;
+use crate::engine::asks::{Asks, Request};
 use crate::engine::hub::{Hub, IndexSource};
 use crate::engine::monitor::Monitor;
 
@@ -245,6 +249,8 @@ impl Joining {
             tail_until: AtomicU64::new(0),
             tail_wanted: Notify::new(),
             stats: Stats::default(),
+            asks: Asks::default(),
+            watches: Mutex::new(HashMap::new()),
         });
         let mut conn = node.conn().expect("the connection just made");
         let announced = lease::announce(&node, &mut conn)
@@ -346,6 +352,11 @@ struct Node {
     /// A first tailer came: ask the nodes now.
     tail_wanted: Notify,
     stats: Stats,
+    /// This node's asks waiting for its pages' answers.
+    asks: Asks,
+    /// Other nodes' `ws wait`s this node reports to, by requester and
+    /// request id.
+    watches: Mutex<HashMap<(String, u64), CancellationToken>>,
 }
 
 impl Node {
@@ -370,6 +381,10 @@ impl Node {
 
     fn pending(&self) -> MutexGuard<'_, HashMap<u64, mpsc::UnboundedSender<ClusterResponse>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn watches(&self) -> MutexGuard<'_, HashMap<(String, u64), CancellationToken>> {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The waits between reconnections: capped at half a refresh period,
@@ -479,6 +494,32 @@ impl Backplane for Cluster {
             };
             self.node.act_everywhere(target, local, op).await
         })
+    }
+
+    fn asks(&self) -> &Asks {
+        &self.node.asks
+    }
+
+    fn ask<'a>(
+        &'a self,
+        target: &'a Target,
+        request: &'a Request,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Answers, Unknown>> {
+        Box::pin(self.node.ask_everywhere(target, request, timeout))
+    }
+
+    fn named<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Counted> {
+        Box::pin(self.node.named_everywhere(name))
+    }
+
+    fn wait_named<'a>(
+        &'a self,
+        name: &'a str,
+        count: usize,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Counted> {
+        Box::pin(self.node.wait_everywhere(name, count, timeout))
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {

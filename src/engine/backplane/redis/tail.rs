@@ -118,7 +118,9 @@ impl Node {
             until: route.now + lease_ms,
         };
         let nodes = route.peers.iter().map(|p| p.id.clone()).collect();
-        let g = self.ask(conn, nodes, op, until).await;
+        let g = self
+            .request(conn, nodes, op, until, self.reply_timeout)
+            .await;
         let mut tailed = vec![self.id.to_string()];
         tailed.extend(
             g.answers

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::base::command::Target;
+use crate::base::protocol::PageAnswer;
+use crate::engine::asks::Request;
 use crate::engine::backplane::Delivery;
 use crate::engine::hub::ConnInfo;
 
@@ -100,6 +102,29 @@ pub(super) enum Op {
     Tail {
         until: u64,
     },
+    /// Ask the pages `target` selects and answer with what they said
+    /// within `timeout_ms`, and never after the request's deadline (`ws
+    /// call`, `ws read`, `--wait`).
+    Ask {
+        target: WireTarget,
+        request: Request,
+        timeout_ms: u64,
+    },
+    /// How many pages hold `name` (`/probe`).
+    Named {
+        name: String,
+    },
+    /// Answer how many pages hold `name` now, and again at every change,
+    /// until `timeout_ms` (or the request's deadline) passed or an
+    /// `Unwatch` of this request came (`ws wait`).
+    Watch {
+        name: String,
+        timeout_ms: u64,
+    },
+    /// The requester of watch `id` has what it waited for.
+    Unwatch {
+        id: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -143,9 +168,21 @@ pub(super) struct ClusterResponse {
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub(super) enum ClusterResult {
-    Done { reached: usize, dropped: usize },
+    Done {
+        reached: usize,
+        dropped: usize,
+    },
     NoIndex,
     Tailing,
+    /// The answers of this node's pages to an `Ask`.
+    Asked {
+        answers: Vec<PageAnswer>,
+        dropped: usize,
+    },
+    /// How many of this node's pages hold the name of a `Named` or `Watch`.
+    Named {
+        count: usize,
+    },
 }
 
 /// One Monitor line of a node, on the monitor channel.
@@ -234,6 +271,46 @@ mod tests {
         ));
         assert_eq!(back.deadline, 1_000);
         assert!(serde_json::from_str::<ClusterRequest>("{\"v\":2}").is_err());
+
+        let ask = ClusterRequest {
+            v: WIRE_VERSION,
+            id: 8,
+            from: "a".into(),
+            deadline: 7_000,
+            sent: 1_000,
+            op: Op::Ask {
+                target: WireTarget::All,
+                request: Request::Call {
+                    func: "f".into(),
+                    arg: "x".into(),
+                },
+                timeout_ms: 5000,
+            },
+        };
+        let json = serde_json::to_string(&ask).expect("encodes");
+        assert_eq!(
+            json,
+            r#"{"v":2,"id":8,"from":"a","deadline":7000,"sent":1000,"op":{"op":"ask","target":"all","request":{"kind":"call","func":"f","arg":"x"},"timeout_ms":5000}}"#
+        );
+        let reply = ClusterResponse {
+            v: WIRE_VERSION,
+            id: 8,
+            node: "b".into(),
+            live: 2,
+            answer: ClusterResult::Asked {
+                answers: vec![PageAnswer {
+                    index: 3,
+                    answer: crate::base::protocol::Answer::Value("null".into()),
+                }],
+                dropped: 0,
+            },
+        };
+        let json = serde_json::to_string(&reply).expect("encodes");
+        let back: ClusterResponse = serde_json::from_str(&json).expect("decodes");
+        assert!(matches!(
+            back.answer,
+            ClusterResult::Asked { ref answers, .. } if answers[0].answer == crate::base::protocol::Answer::Value("null".into())
+        ));
     }
 
     #[test]
