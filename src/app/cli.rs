@@ -61,7 +61,7 @@ pub(crate) enum CliCommand {
     /// Show the daemon's help on its commands.
     Help(CommandWords),
     /// Print the daemon's Monitor (its event log) live until interrupted.
-    Monitor,
+    Monitor(MonitorArgs),
     /// Type commands to the running daemon in a line editor.
     Console(ConsoleArgs),
     /// Check a configuration file: print each error with its line, exit 1
@@ -106,6 +106,14 @@ pub(crate) struct CommandWords {
         allow_hyphen_values = true
     )]
     pub(crate) words: Vec<String>,
+}
+
+/// Flags of `pagewire monitor`.
+#[derive(Debug, Args)]
+pub(crate) struct MonitorArgs {
+    /// Every node of the daemon's cluster, each line with its node
+    #[arg(long)]
+    pub(crate) cluster: bool,
 }
 
 /// Flags of `pagewire console`.
@@ -186,7 +194,7 @@ fn client_command(command: CliCommand, control: Option<PathBuf>) -> Exit {
         CliCommand::Set(words) => one_command("set", words, control),
         CliCommand::Run(words) => one_command("run", words, control),
         CliCommand::Help(words) => one_command("help", words, control),
-        CliCommand::Monitor => client_runtime(monitor(control_path(control))),
+        CliCommand::Monitor(args) => client_runtime(monitor(control_path(control), args.cluster)),
         CliCommand::Console(args) => client_runtime(console(control_path(control), args)),
         // Not reached: answered without the daemon in `main_with`.
         CliCommand::CheckConfig(_) | CliCommand::Completions(_) => Exit::CannotRun,
@@ -304,9 +312,9 @@ fn one_command(name: &str, words: CommandWords, control: Option<PathBuf>) -> Exi
     })
 }
 
-async fn monitor(path: PathBuf) -> Exit {
+async fn monitor(path: PathBuf, cluster: bool) -> Exit {
     // One Monitor line is one line, whatever the socket sent.
-    let result = control::watch(&path, |line| {
+    let result = control::watch(&path, cluster, |line| {
         match print_line(&crate::base::text::escape(line)) {
             Ok(()) => ControlFlow::Continue(()),
             // `pagewire monitor | head`: the reader is gone, so are we.
@@ -330,7 +338,7 @@ async fn console(path: PathBuf, args: ConsoleArgs) -> Exit {
         let out = out.clone();
         let path = path.clone();
         tokio::spawn(async move {
-            let result = control::watch(&path, |line| {
+            let result = control::watch(&path, false, |line| {
                 // One Monitor line is one line, whatever the socket sent.
                 out.print(crate::base::text::escape(line));
                 ControlFlow::Continue(())

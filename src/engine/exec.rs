@@ -20,7 +20,9 @@ use crate::base::protocol::{self, Answer};
 use crate::base::text;
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
 use crate::engine::asks::Request;
-use crate::engine::backplane::{Answers, Backplane, Delivery, Listed, Listing};
+#[cfg(test)]
+use crate::engine::backplane::Listing;
+use crate::engine::backplane::{Answers, Backplane, Delivery, Listed};
 use crate::engine::hub::{Hub, TargetError};
 use crate::engine::remember::Remember;
 
@@ -221,7 +223,15 @@ impl Executor {
         let hub = &self.inner.hub;
         match cmd {
             Command::List => {
-                let mut out = render_list(&self.inner.backplane.list().await);
+                // Rendered as it is read: a cluster's rows are never all
+                // held at once, only their text.
+                let mut rows = String::new();
+                let notes = self
+                    .inner
+                    .backplane
+                    .list(&mut |listed| render_row(&mut rows, &listed))
+                    .await;
+                let mut out = finish_list(rows, &notes);
                 for run in self.inner.actions.running() {
                     out.push('\n');
                     out.push_str(&render_run(&run));
@@ -533,8 +543,12 @@ impl Executor {
         if a.dropped > 0 {
             let _ = write!(out, " ({} closed as slow consumers)", a.dropped);
         }
-        if confirmed == sent {
+        let met = a.unanswered == 0;
+        if confirmed == sent && met {
             out.push_str("; all confirmed");
+        } else if confirmed == sent {
+            // The pages of a node that did not answer are in its note.
+            let _ = write!(out, "; {confirmed} confirmed");
         } else {
             let missing: Vec<String> = a
                 .answers
@@ -551,21 +565,31 @@ impl Executor {
                 missing.join(", ")
             );
         }
-        Reply::answered(with_notes(out, &a.notes), a.answers, true)
+        Reply::answered(with_notes(out, &a.notes), a.answers, met)
     }
 
     /// `ws who TARGET`, and `--dry-run` of the command `dry_run` names:
     /// exactly the connections the target reaches now, nothing sent.
     async fn who(&self, target: &Target, dry_run: Option<&str>) -> Reply {
-        let mut listing = self.inner.backplane.list().await;
-        let live = listing.conns.len();
-        listing.conns.retain(|c| reaches(target, c));
-        if let (Target::Index(i), true) = (target, listing.conns.is_empty()) {
+        // Rendered as read, as `ws` is: only the matching rows' text is
+        // kept, never a cluster's whole table.
+        let (mut rows, mut live, mut n) = (String::new(), 0, 0);
+        let notes = self
+            .inner
+            .backplane
+            .list(&mut |listed| {
+                live += 1;
+                if reaches(target, &listed) {
+                    n += 1;
+                    render_row(&mut rows, &listed);
+                }
+            })
+            .await;
+        if let (Target::Index(i), 0) = (target, n) {
             let error = TargetError::NoSuchIndex(*i);
             let what = dry_run.unwrap_or("ws who");
-            return Reply::err(with_notes(format!("{what}: {error}"), &listing.notes));
+            return Reply::err(with_notes(format!("{what}: {error}"), &notes));
         }
-        let n = listing.conns.len();
         let mut out = match dry_run {
             Some(what) => format!(
                 "dry run: {what} would reach {}; nothing was sent\n",
@@ -575,12 +599,12 @@ impl Executor {
         };
         if n == 0 {
             out.push_str(&no_match(target, live));
-            for note in &listing.notes {
+            for note in &notes {
                 let _ = write!(out, "\nnote: {}", text::Escaped(note));
             }
             return Reply::ok(out);
         }
-        out.push_str(&render_list(&listing));
+        out.push_str(&finish_list(rows, &notes));
         Reply::ok(out)
     }
 }
@@ -607,7 +631,7 @@ pub(crate) const READ_MAX_CHARS: usize = 1000;
 
 /// The reply of a command that gathered answers: one line per page, its
 /// index first, then what `show` makes of its answer; then the notes. Ok
-/// when every page answered without an error.
+/// when every page answered without an error, on every node.
 fn answered(a: Answers, show: impl Fn(&mut String, &Answer)) -> Reply {
     let mut out = String::new();
     for p in &a.answers {
@@ -623,7 +647,9 @@ fn answered(a: Answers, show: impl Fn(&mut String, &Answer)) -> Reply {
         );
     }
     out.truncate(out.trim_end().len());
-    Reply::answered(with_notes(out, &a.notes), a.answers, true)
+    // A node that did not answer had targets that did not either.
+    let met = a.unanswered == 0;
+    Reply::answered(with_notes(out, &a.notes), a.answers, met)
 }
 
 /// An error, or a confirmation where a value was expected. Text from a
@@ -715,41 +741,54 @@ fn plural(n: usize, noun: &str) -> String {
 /// node that could not be asked. Every field that is text is escaped
 /// ([`crate::base::text::Escaped`]), so that none can start a line of its own:
 /// names and nodes may come from another node of a cluster.
+#[cfg(test)]
 pub(crate) fn render_list(listing: &Listing) -> String {
+    let mut rows = String::new();
+    for listed in &listing.conns {
+        render_row(&mut rows, listed);
+    }
+    finish_list(rows, &listing.notes)
+}
+
+/// Appends one connection's line of the `ws` listing to `out`.
+fn render_row(out: &mut String, listed: &Listed) {
     use crate::base::text::Escaped;
-    let mut out = String::new();
-    if listing.conns.is_empty() {
+    let c = &listed.info;
+    let names = if c.names.is_empty() {
+        "-".to_string()
+    } else {
+        Escaped(&c.names.join(",")).to_string()
+    };
+    let page = if c.page.is_empty() { "-" } else { &c.page };
+    let _ = write!(
+        out,
+        "{} names={} remote={} age={} idle={} visibility={} in={}msg/{}B out={}msg/{}B page={}",
+        c.id,
+        names,
+        c.remote,
+        text::age(c.age),
+        text::age(c.idle),
+        c.visibility.map_or("-", |v| v.word()),
+        c.msgs_in,
+        c.bytes_in,
+        c.msgs_out,
+        c.bytes_out,
+        Escaped(page)
+    );
+    if let Some(node) = &listed.node {
+        let _ = write!(out, " node={}", Escaped(node));
+    }
+    out.push('\n');
+}
+
+/// The listing from its rendered `rows`: a line saying there are none if
+/// so, then a `note:` line for each note.
+fn finish_list(mut out: String, notes: &[String]) -> String {
+    use crate::base::text::Escaped;
+    if out.is_empty() {
         out.push_str("no WebSocket connections\n");
     }
-    for listed in &listing.conns {
-        let c = &listed.info;
-        let names = if c.names.is_empty() {
-            "-".to_string()
-        } else {
-            Escaped(&c.names.join(",")).to_string()
-        };
-        let page = if c.page.is_empty() { "-" } else { &c.page };
-        let _ = write!(
-            out,
-            "{} names={} remote={} age={} idle={} visibility={} in={}msg/{}B out={}msg/{}B page={}",
-            c.id,
-            names,
-            c.remote,
-            text::age(c.age),
-            text::age(c.idle),
-            c.visibility.map_or("-", |v| v.word()),
-            c.msgs_in,
-            c.bytes_in,
-            c.msgs_out,
-            c.bytes_out,
-            Escaped(page)
-        );
-        if let Some(node) = &listed.node {
-            let _ = write!(out, " node={}", Escaped(node));
-        }
-        out.push('\n');
-    }
-    for note in &listing.notes {
+    for note in notes {
         let _ = writeln!(out, "note: {}", Escaped(note));
     }
     out.truncate(out.trim_end().len());

@@ -43,6 +43,8 @@ pub struct Engine {
     pub(crate) exec: Executor,
     /// Retained values and resume tokens.
     pub(crate) remember: Arc<Remember>,
+    /// How commands reach connections: this daemon's hub, or a cluster's.
+    pub(crate) backplane: Arc<dyn Backplane>,
     /// This daemon's standard output: where a door prints what a reply has
     /// for the console ([`crate::base::door::Reply::console`]).
     pub(crate) out: ConsoleOut,
@@ -76,6 +78,7 @@ impl Engine {
             asks: backplane.asks().clone(),
             monitor: hub.monitor().clone(),
             exec,
+            backplane,
             hub,
             actions,
             out,

@@ -11,11 +11,14 @@ use std::time::Duration;
 use crate::page::{listing, Page};
 use crate::support::{eventually, until, Daemon, Output, TIMEOUT};
 
-/// A private `redis-server`, without persistence, killed on drop.
+/// A private `redis-server`, without persistence (but for `SAVE`),
+/// killed on drop; optionally TLS-only with an ACL user.
 struct Redis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra flags (TLS, users).
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -29,6 +32,56 @@ impl Redis {
             port,
             dir,
             child: None,
+            extra: Vec::new(),
+        };
+        redis.run().await;
+        redis
+    }
+
+    /// A server that speaks TLS only (certificate for 127.0.0.1, in
+    /// `ca.pem`) and knows the user `alice` with password `s3cret` only.
+    async fn start_tls() -> Redis {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+            l.local_addr().expect("its address").port()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
+        let cert = dir.path().join("ca.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).expect("write");
+        std::fs::write(&key, made.signing_key.serialize_pem()).expect("write");
+        let path = |p: &Path| p.display().to_string();
+        let extra = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &path(&cert),
+            "--tls-key-file",
+            &path(&key),
+            "--tls-ca-cert-file",
+            &path(&cert),
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "alice",
+            "on",
+            ">s3cret",
+            "~*",
+            "&*",
+            "+@all",
+        ];
+        let mut redis = Redis {
+            port,
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         redis.run().await;
         redis
@@ -40,6 +93,7 @@ impl Redis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -51,19 +105,29 @@ impl Redis {
                 )
             });
         self.child = Some(child);
-        eventually("redis-server to answer PING", TIMEOUT, || self.pong()).await;
+        if self.extra.is_empty() {
+            eventually("redis-server to answer PING", TIMEOUT, || self.pong()).await;
+        } else {
+            // TLS only: wait for the port to accept.
+            eventually("redis-server to listen", TIMEOUT, || {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            })
+            .await;
+        }
     }
 
     fn pong(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        if s.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("+PONG")
+        self.command("PING").is_some_and(|l| l.starts_with("+PONG"))
+    }
+
+    /// Sends one inline command and returns the first line of the answer.
+    fn command(&self, line: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        let mut answer = String::new();
+        BufReader::new(s).read_line(&mut answer).ok()?;
+        Some(answer)
     }
 
     /// Kills the server, as an outage would.
@@ -100,9 +164,13 @@ struct Node {
 }
 
 fn node(redis: &Redis) -> Node {
+    node_at(&redis.url(), config(redis.dir.path()))
+}
+
+fn node_at(url: &str, config: PathBuf) -> Node {
     let d = Daemon::builder()
-        .args(&["--redis", &redis.url(), "--config"])
-        .arg(config(redis.dir.path()))
+        .args(&["--redis", url, "--config"])
+        .arg(config)
         .start();
     let line = d.wait_for_stdout(|l| l.contains("cluster: joined as node "));
     let id = line
@@ -310,6 +378,31 @@ async fn without_redis_at_start_the_node_refuses_to_start() {
         .assert_stderr_contains("run without --redis");
 }
 
+/// A Redis that is slow to answer while a node starts (stopped for longer
+/// than a node waits for one answer, a third of a refresh period) is
+/// waited for, not taken for absent.
+#[tokio::test]
+async fn a_node_starting_while_redis_is_slow_waits_for_it() {
+    let redis = Redis::start().await;
+    let pid = redis.child.as_ref().expect("redis-server runs").id();
+    signal(pid, "-STOP");
+    let resume = std::thread::spawn(move || {
+        // The stall itself, not a wait for a condition.
+        std::thread::sleep(Duration::from_millis(1500));
+        signal(pid, "-CONT");
+    });
+    let a = node(&redis);
+    resume.join().expect("redis-server resumed");
+    let on_a = Page::open(&a.d).await;
+    let row = format!("{} ", on_a.index);
+    let here = format!(" node={}", a.id);
+    wait_for_listing(&a, |out| {
+        out.lines()
+            .any(|l| l.starts_with(&row) && l.contains(&here))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_redis_outage_keeps_local_delivery_and_heals() {
     let mut redis = Redis::start().await;
@@ -344,6 +437,197 @@ async fn a_redis_outage_keeps_local_delivery_and_heals() {
         "index {} reused after Redis lost its data",
         newer.index
     );
+}
+
+/// Every index in `pages`, checked to be unique.
+fn assert_unique(pages: &[&Page]) {
+    let mut indexes: Vec<u64> = pages.iter().map(|p| p.index).collect();
+    indexes.sort_unstable();
+    let all = indexes.len();
+    indexes.dedup();
+    assert_eq!(
+        indexes.len(),
+        all,
+        "two live pages share an index: {indexes:?}"
+    );
+}
+
+/// The reproduction: Redis restarted empty while nodes A and B hold pages,
+/// node C started at once. C's pages, and the pages A and B open after,
+/// never get an index a live page holds; and every listing meanwhile is
+/// whole or says what may be missing.
+#[tokio::test]
+async fn redis_restarted_empty_never_hands_out_an_index_twice() {
+    let mut redis = Redis::start().await;
+    let (a, b) = (node(&redis), node(&redis));
+    let mut pages = Vec::new();
+    for n in [&a, &b, &a, &b, &a] {
+        pages.push(Page::open(&n.d).await);
+    }
+    let before: Vec<String> = pages.iter().map(|p| format!("{} ", p.index)).collect();
+    let whole = |out: &str| before.iter().all(|i| out.lines().any(|l| l.starts_with(i)));
+    redis.kill();
+    redis.run().await;
+    let c = node(&redis);
+    for n in [&c, &c, &a, &b] {
+        pages.push(Page::open(&n.d).await);
+    }
+    assert_unique(&pages.iter().collect::<Vec<_>>());
+    // Until every node is listed again, a listing says so.
+    let listing = || {
+        let out = ok(&a, &[]).stdout;
+        assert!(
+            whole(&out) || out.contains("\nnote: ") || out.starts_with("note: "),
+            "a partial listing without a note:\n{out}"
+        );
+        std::future::ready((whole(&out) && !out.contains("note:")).then_some(()))
+    };
+    until("a whole listing", TIMEOUT, listing).await;
+}
+
+/// A Redis restored from an older snapshot holds an older counter: the
+/// new epoch is noticed all the same.
+#[tokio::test]
+async fn redis_restored_from_an_older_snapshot_never_hands_out_an_index_twice() {
+    let mut redis = Redis::start().await;
+    let (a, b) = (node(&redis), node(&redis));
+    let mut pages = vec![Page::open(&a.d).await, Page::open(&b.d).await];
+    assert_eq!(redis.command("SAVE").as_deref(), Some("+OK\r\n"));
+    // More pages than the blocks the nodes held at the snapshot.
+    for n in [&a, &b, &a, &b, &a, &b, &a, &b, &a, &b] {
+        pages.push(Page::open(&n.d).await);
+    }
+    redis.kill();
+    redis.run().await;
+    let c = node(&redis);
+    for n in [&c, &c, &c, &a, &b] {
+        pages.push(Page::open(&n.d).await);
+    }
+    assert_unique(&pages.iter().collect::<Vec<_>>());
+}
+
+/// Stops (SIGSTOP) or resumes (SIGCONT) a process.
+fn signal(pid: u32, sig: &str) {
+    let sent = Command::new("kill").args([sig, &pid.to_string()]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+}
+
+/// A node stopped with SIGSTOP costs a command no more than the deadline,
+/// and does not apply the command when it resumes after it.
+#[tokio::test]
+async fn a_stopped_node_costs_no_more_than_the_deadline_and_applies_nothing_late() {
+    let redis = Redis::start().await;
+    let (a, b) = (node(&redis), node(&redis));
+    let mut on_b = Page::with_names(&b.d, &["status"]).await;
+    wait_for_listing(&a, |out| out.contains("names=status")).await;
+    let pid = b.d.process().id();
+    signal(pid, "-STOP");
+    let started = std::time::Instant::now();
+    let out = ok(&a, &["write", "status", "too late"]);
+    let took = started.elapsed();
+    signal(pid, "-CONT");
+    out.assert_stdout_contains(&format!("note: node {} did not answer within 1s", b.id));
+    // The deadline is 1 s (reply_timeout_ms); the CLI itself adds little.
+    assert!(took < Duration::from_millis(1800), "waited {took:?}");
+    b.d.wait_for_stdout(|l| l.contains("cluster: dropped a request from node"));
+    // The next write is the next thing the page sees: nothing came late.
+    let out = ok(&a, &["write", "status", "on time"]);
+    out.assert_stdout_contains("sent to 1 connection");
+    assert_eq!(on_b.recv().await["text"], "on time");
+}
+
+/// `ws call` with a stopped node waits no longer than its deadline (its
+/// timeout plus the reply timeout), names the node and fails; the node,
+/// resumed, drops the ask: its page is never called.
+#[tokio::test]
+async fn a_stopped_node_costs_a_call_its_deadline_and_its_page_is_not_called_late() {
+    use crate::verbs::answer;
+    use serde_json::json;
+
+    let redis = Redis::start().await;
+    // A lease long enough that B keeps it while stopped.
+    let config = redis.dir.path().join("long-lease.toml");
+    std::fs::write(&config, "[cluster]\nlease_secs = 4\nindex_block = 4\n").expect("config");
+    let (a, b) = (
+        node_at(&redis.url(), config.clone()),
+        node_at(&redis.url(), config),
+    );
+    let mut on_a = Page::with_names(&a.d, &["kiosk"]).await;
+    let mut on_b = Page::with_names(&b.d, &["kiosk"]).await;
+    wait_for_listing(&a, |out| out.matches("names=kiosk").count() == 2).await;
+    let pid = b.d.process().id();
+    signal(pid, "-STOP");
+    let started = std::time::Instant::now();
+    let cli =
+        a.d.cli_spawn(&["ws", "call", "--timeout", "100ms", "kiosk", "getState"]);
+    answer(&mut on_a, "call", json!({"value": 1})).await;
+    let out = cli.wait_exit();
+    let took = started.elapsed();
+    signal(pid, "-CONT");
+    out.assert_exit_code(1);
+    assert_eq!(
+        out.stdout.lines().next(),
+        Some(format!("{} 1", on_a.index).as_str()),
+        "{out}"
+    );
+    out.assert_stdout_contains(&format!("note: node {} did not answer within", b.id));
+    // 100 ms plus reply_timeout_ms (1 s); the CLI itself adds little.
+    assert!(took < Duration::from_millis(1900), "waited {took:?}");
+    b.d.wait_for_stdout(|l| l.contains("cluster: dropped a request from node"));
+    // The next write is the next thing B's page sees: the call never came.
+    ok(&a, &["write", "kiosk", "on time"]).assert_stdout_contains("sent to 2 connections");
+    assert_eq!(on_b.recv().await["text"], "on time");
+}
+
+/// A write by index goes to the node that holds the index, and no other:
+/// only that node's Monitor shows it.
+#[tokio::test]
+async fn a_write_by_index_goes_to_its_node_only() {
+    let redis = Redis::start().await;
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    let mut on_b = Page::open(&b.d).await;
+    let mut on_c = Page::open(&c.d).await;
+    let index = on_b.index.to_string();
+    wait_for_listing(&a, |out| {
+        out.lines().filter(|l| l.contains(" node=")).count() == 2
+    })
+    .await;
+    ok(&a, &["write", &index, "just B"]).assert_stdout_contains("sent to 1 connection");
+    assert_eq!(on_b.recv().await["text"], "just B");
+    b.d.wait_for_stdout(|l| l.contains(&format!("cluster: ws write {index} from node {}", a.id)));
+    // C hears the broadcast that follows, and never heard the write by index.
+    ok(&a, &["write", "*", "all"]).assert_stdout_contains("sent to 2 connections");
+    assert_eq!(on_c.recv().await["text"], "all");
+    c.d.wait_for_stdout(|l| l.contains("cluster: ws write * from node"));
+    let heard: Vec<String> =
+        c.d.process()
+            .stdout_lines()
+            .into_iter()
+            .filter(|l| l.contains(&format!("cluster: ws write {index} ")))
+            .collect();
+    assert!(heard.is_empty(), "node C was asked: {heard:?}");
+}
+
+/// `pagewire monitor --cluster` shows the lines of every node, each with
+/// its node.
+#[tokio::test]
+async fn monitor_cluster_tails_every_node() {
+    let redis = Redis::start().await;
+    let (a, b) = (node(&redis), node(&redis));
+    let mut tail = a.d.cli_spawn(&["monitor", "--cluster"]);
+    tail.next_stdout(|l| l.starts_with("cluster monitor: tailing 2 nodes"));
+    let on_b = Page::open(&b.d).await;
+    let line = tail.next_stdout(|l| l.contains(&format!("ws {} opened", on_b.index)));
+    assert!(line.starts_with(&format!("[{}] ", b.id)), "{line}");
+    let on_a = Page::open(&a.d).await;
+    let line = tail.next_stdout(|l| l.contains(&format!("ws {} opened", on_a.index)));
+    assert!(line.starts_with(&format!("[{}] ", a.id)), "{line}");
+    // Without a cluster it says so.
+    let alone = Daemon::start::<&str>(&[]);
+    alone
+        .cli(&["monitor", "--cluster"])
+        .assert_exit_code(2)
+        .assert_stderr_contains("not part of a cluster");
 }
 
 /// `GET /readyz` of a node: its status and its lines.
@@ -390,6 +674,40 @@ async fn readyz_says_whether_the_node_is_joined() {
         async move { (readyz(a).await.0 == 200).then_some(()) }
     })
     .await;
+}
+
+/// A cluster over TLS (`rediss://`) with an ACL user and password.
+#[tokio::test]
+async fn tls_and_an_acl_user() {
+    let redis = Redis::start_tls().await;
+    let dir = redis.dir.path();
+    let config = dir.join("tls.toml");
+    let ca = dir.join("ca.pem");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nlease_secs = 2\nindex_block = 4\ntls_ca = \"{}\"\n",
+            ca.display()
+        ),
+    )
+    .expect("config");
+    let url = format!("rediss://alice:s3cret@127.0.0.1:{}", redis.port);
+    let a = node_at(&url, config.clone());
+    let b = node_at(&url, config.clone());
+    let mut on_b = Page::with_names(&b.d, &["status"]).await;
+    wait_for_listing(&a, |out| out.contains("names=status")).await;
+    ok(&a, &["write", "status", "over TLS"]).assert_stdout_contains("sent to 1 connection");
+    assert_eq!(on_b.recv().await["text"], "over TLS");
+    // A wrong password is refused at start, and the password is not shown.
+    let wrong = format!("rediss://alice:wrong@127.0.0.1:{}", redis.port);
+    let out = Daemon::builder()
+        .args(&["--redis", &wrong, "--config"])
+        .arg(&config)
+        .spawn()
+        .wait_exit();
+    out.assert_exit_code(1)
+        .assert_stderr_contains("cannot reach Redis");
+    assert!(!out.stderr.contains("wrong"), "{out}");
 }
 
 #[tokio::test]
@@ -510,6 +828,8 @@ async fn the_admin_console_names_its_node_and_its_commands_reach_the_cluster() {
     let redis = Redis::start().await;
     let (a, b) = (node(&redis), node(&redis));
     let mut on_b = Page::with_names(&b.d, &["status"]).await;
+    // B's name is routed to once B wrote it to Redis.
+    wait_for_listing(&a, |out| out.contains("names=status")).await;
     let mut console = crate::admin::Console::connect(&a.d, &[])
         .await
         .expect("upgrade");
@@ -544,4 +864,25 @@ async fn retain_is_refused_on_a_node_of_a_cluster() {
     ok(&a, &["write", "status", "plain"]);
     assert_eq!(page.recv().await["text"], "plain");
     ok(&a, &["retained"]).assert_stdout_contains("nothing retained");
+}
+
+#[tokio::test]
+async fn every_node_lists_what_a_page_reports_of_its_visibility() {
+    let redis = Redis::start().await;
+    let (a, b) = (node(&redis), node(&redis));
+    let mut page = Page::open(&b.d).await;
+    let prefix = format!("{} ", page.index);
+    wait_for_listing(&a, |l| {
+        l.lines()
+            .any(|line| line.starts_with(&prefix) && line.contains(" visibility=- "))
+    })
+    .await;
+    page.send("ws visibility hidden").await;
+    assert_eq!(page.recv().await["type"], "reply");
+    let listing = wait_for_listing(&a, |l| {
+        l.lines()
+            .any(|line| line.starts_with(&prefix) && line.contains(" visibility=hidden "))
+    })
+    .await;
+    assert!(listing.contains(" idle="), "{listing}");
 }

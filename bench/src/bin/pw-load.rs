@@ -81,6 +81,11 @@ struct Args {
     /// Server address (HTTP and WebSocket).
     #[arg(long, default_value = "127.0.0.1:8080")]
     server: SocketAddr,
+    /// Spread the WebSocket clients over these servers (client i goes to
+    /// the (i mod n)th) instead of `--server`; broadcasts still go to
+    /// `--server`. For a cluster: clients on every node, commands to one.
+    #[arg(long, value_delimiter = ',')]
+    spread: Vec<SocketAddr>,
     /// Server process id, to read its resident memory from /proc.
     #[arg(long)]
     pid: Option<u32>,
@@ -787,15 +792,20 @@ async fn open(i: usize, cfg: &Args) -> anyhow::Result<(TcpStream, Vec<u8>, usize
     // Reset rather than linger in TIME_WAIT when the run ends, so repeated
     // runs do not exhaust the source ports.
     socket.set_zero_linger()?;
+    let server = if cfg.spread.is_empty() {
+        cfg.server
+    } else {
+        cfg.spread[i % cfg.spread.len()]
+    };
     let mut stream = socket
-        .connect(cfg.server)
+        .connect(server)
         .await
-        .with_context(|| format!("connecting from {source}"))?;
+        .with_context(|| format!("connecting from {source} to {server}"))?;
     stream.set_nodelay(true)?;
     let key = frame::client_key(i as u64 + 1);
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {0}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{0}\r\n\r\n",
-        cfg.server
+        server
     );
     let mut register = Vec::new();
     frame::encode(

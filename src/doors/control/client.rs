@@ -129,9 +129,10 @@ impl Client {
     /// both of which end with `Ok`.
     pub(crate) async fn watch(
         mut self,
+        request: ControlRequest,
         mut on_line: impl FnMut(&str) -> ControlFlow<()>,
     ) -> Result<(), ClientError> {
-        self.send(&ControlRequest::Monitor).await?;
+        self.send(&request).await?;
         loop {
             let flow = match self.next_answer().await? {
                 None => return Ok(()),
@@ -190,10 +191,17 @@ pub(crate) async fn run_command(path: &Path, line: &str) -> Result<Reply, Client
     Client::connect(path).await?.run(line).await
 }
 
-/// Connects and tails the Monitor; see [`Client::watch`].
+/// Connects and tails the Monitor (of every node of the cluster with
+/// `cluster`); see [`Client::watch`].
 pub(crate) async fn watch(
     path: &Path,
+    cluster: bool,
     on_line: impl FnMut(&str) -> ControlFlow<()>,
 ) -> Result<(), ClientError> {
-    Client::connect(path).await?.watch(on_line).await
+    let request = if cluster {
+        ControlRequest::ClusterMonitor
+    } else {
+        ControlRequest::Monitor
+    };
+    Client::connect(path).await?.watch(request, on_line).await
 }

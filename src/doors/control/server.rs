@@ -208,7 +208,26 @@ impl Session {
                     ControlAnswer::from(reply)
                 }
                 Ok(ControlRequest::Monitor) => {
-                    return self.tail(requests.into_inner(), writer).await
+                    // Subscribe first, so the watcher sees its own arrival.
+                    let lines = self.monitor.subscribe();
+                    self.monitor.emit("control: monitor watcher attached");
+                    return self.tail(requests.into_inner(), writer, lines).await;
+                }
+                Ok(ControlRequest::ClusterMonitor) => {
+                    let Some(tail) = self.engine.backplane.tail() else {
+                        let answer = ControlAnswer::error(
+                            "monitor --cluster: this daemon is not part of a cluster \
+                             (serve --redis URL); use 'pagewire monitor'",
+                        );
+                        writer.write_all(&answer.to_json_line()).await?;
+                        return writer.shutdown().await;
+                    };
+                    let (lines, hello) = tail.await;
+                    self.monitor
+                        .emit("control: cluster monitor watcher attached");
+                    let first = ControlAnswer::Line { line: hello };
+                    writer.write_all(&first.to_json_line()).await?;
+                    return self.tail(requests.into_inner(), writer, lines).await;
                 }
                 Err(e) => ControlAnswer::error(format!("control: malformed request: {e}")),
             };
@@ -216,11 +235,14 @@ impl Session {
         }
     }
 
-    /// Streams Monitor lines until the peer leaves or the daemon stops.
-    async fn tail(self, mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf) -> io::Result<()> {
-        // Subscribe first, so the watcher sees its own arrival.
-        let mut lines = self.monitor.subscribe();
-        self.monitor.emit("control: monitor watcher attached");
+    /// Streams `lines` (the Monitor's, or the cluster's) until the peer
+    /// leaves or the daemon stops.
+    async fn tail(
+        self,
+        mut reader: OwnedReadHalf,
+        mut writer: OwnedWriteHalf,
+        mut lines: broadcast::Receiver<Arc<str>>,
+    ) -> io::Result<()> {
         let mut scratch = [0u8; 256];
         let result = loop {
             let answer = tokio::select! {
@@ -381,7 +403,7 @@ mod tests {
         let path = f.path.clone();
         let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
         let watcher = tokio::spawn(async move {
-            crate::doors::control::watch(&path, |line| {
+            crate::doors::control::watch(&path, false, |line| {
                 let _ = seen_tx.send(line.to_owned());
                 std::ops::ControlFlow::Continue(())
             })

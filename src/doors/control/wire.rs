@@ -21,6 +21,8 @@ pub(crate) enum ControlRequest {
     Command(String),
     /// Stream Monitor lines on this connection from now on.
     Monitor,
+    /// Stream every cluster node's Monitor lines, each with its node.
+    ClusterMonitor,
 }
 
 /// The JSON shape of a request, before it is checked.
@@ -30,6 +32,9 @@ struct RawRequest<'a> {
     cmd: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     monitor: bool,
+    /// With `monitor`: every node of the cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    cluster: bool,
 }
 
 impl ControlRequest {
@@ -41,7 +46,9 @@ impl ControlRequest {
         }
         let raw: RawRequest<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         match (raw.cmd, raw.monitor) {
+            (Some(_), false) if raw.cluster => Err("\"cluster\" goes with \"monitor\"".into()),
             (Some(cmd), false) => Ok(ControlRequest::Command(cmd.into_owned())),
+            (None, true) if raw.cluster => Ok(ControlRequest::ClusterMonitor),
             (None, true) => Ok(ControlRequest::Monitor),
             (Some(_), true) => Err("a request has either \"cmd\" or \"monitor\", not both".into()),
             (None, false) => {
@@ -56,10 +63,17 @@ impl ControlRequest {
             ControlRequest::Command(cmd) => RawRequest {
                 cmd: Some(Cow::Borrowed(cmd)),
                 monitor: false,
+                cluster: false,
             },
             ControlRequest::Monitor => RawRequest {
                 cmd: None,
                 monitor: true,
+                cluster: false,
+            },
+            ControlRequest::ClusterMonitor => RawRequest {
+                cmd: None,
+                monitor: true,
+                cluster: true,
             },
         };
         json_line(&raw)
@@ -159,6 +173,10 @@ mod tests {
             (r#"{"cmd":""}"#, ControlRequest::Command(String::new())),
             (r#"{"monitor":true}"#, ControlRequest::Monitor),
             (
+                r#"{"monitor":true,"cluster":true}"#,
+                ControlRequest::ClusterMonitor,
+            ),
+            (
                 r#" {"cmd":"ws","id":7} "#,
                 ControlRequest::Command("ws".into()),
             ),
@@ -202,6 +220,10 @@ mod tests {
                 "{\"cmd\":\"ws write s \\\"a\\\\b\\\"\\n\"}\n",
             ),
             (ControlRequest::Monitor, "{\"monitor\":true}\n"),
+            (
+                ControlRequest::ClusterMonitor,
+                "{\"monitor\":true,\"cluster\":true}\n",
+            ),
         ];
         for (request, want) in cases {
             let line = request.to_json_line();

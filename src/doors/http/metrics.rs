@@ -113,13 +113,22 @@ fn render(front: &Front) -> String {
         header(&mut out, name, *kind, help);
         let _ = writeln!(out, "{name} {}", value(front));
     }
+    for m in front.engine.backplane.metrics() {
+        let kind = if m.counter {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        };
+        header(&mut out, m.name, kind, m.help);
+        let _ = writeln!(out, "{} {}", m.name, m.value);
+    }
     if !front.metric_names.is_empty() {
         let metric = "pagewire_named_connections";
         header(
             &mut out,
             metric,
             Kind::Gauge,
-            "Live connections that registered the name, for the names [metrics] names lists.",
+            "Live connections on this node that registered the name, for the names [metrics] names lists.",
         );
         for name in &front.metric_names {
             // A name holds no quote or backslash (the name rule).

@@ -267,6 +267,7 @@ fn route_class(path: &str) -> &'static str {
         "/shell" => "/shell",
         "/metrics" => "/metrics",
         "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
         p if p.starts_with("/probe/") => "/probe",
         "/ws.js" => "/ws.js",
         p if p == "/admin" || p.starts_with("/admin/") => "/admin",

@@ -11,8 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    Answers, Backplane, BoxFuture, Counted, Delivery, Listed, Listing, Outcome, Unknown,
-    OPERATOR_CLOSE,
+    Answers, Backplane, BoxFuture, Counted, Delivery, Listed, Outcome, Unknown, OPERATOR_CLOSE,
 };
 use crate::base::command::Target;
 use crate::engine::asks::{Asks, Request};
@@ -45,12 +44,11 @@ impl Backplane for Local {
         &self.hub
     }
 
-    fn list(&self) -> BoxFuture<'_, Listing> {
-        let conns = list(&self.hub, None);
-        Box::pin(std::future::ready(Listing {
-            conns,
-            notes: Vec::new(),
-        }))
+    fn list<'a>(&'a self, each: &'a mut (dyn FnMut(Listed) + Send)) -> BoxFuture<'a, Vec<String>> {
+        for listed in list(&self.hub, None) {
+            each(listed);
+        }
+        Box::pin(std::future::ready(Vec::new()))
     }
 
     fn send<'a>(
@@ -87,6 +85,7 @@ impl Backplane for Local {
                 answers: asked.answers,
                 dropped: asked.dropped,
                 live: self.hub.len(),
+                unanswered: 0,
                 notes: Vec::new(),
             })
         })

@@ -93,14 +93,33 @@ pub(crate) struct Listed {
     pub(crate) node: Option<Arc<str>>,
 }
 
-/// The `ws` listing: every reachable connection, by index.
+/// The `ws` listing gathered whole: for tests of its rendering.
+#[cfg(test)]
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Listing {
     /// Connections, sorted by index.
     pub(crate) conns: Vec<Listed>,
-    /// What could not be asked (a node that did not answer, Redis down).
+    /// What could not be included (a table that could not be read, Redis
+    /// down, nodes that may be missing or out of date).
     pub(crate) notes: Vec<String>,
 }
+
+/// One of the backplane's own metrics for `/metrics`.
+#[derive(Clone, Debug)]
+pub(crate) struct BackplaneMetric {
+    /// Its name, `pagewire_cluster_...`.
+    pub(crate) name: &'static str,
+    /// A counter (only goes up), or a gauge.
+    pub(crate) counter: bool,
+    /// What it counts.
+    pub(crate) help: &'static str,
+    /// Its value now.
+    pub(crate) value: u64,
+}
+
+/// A tail of every node's Monitor: the lines, and a first line saying
+/// which nodes are tailed.
+pub(crate) type ClusterTail = (tokio::sync::broadcast::Receiver<Arc<str>>, String);
 
 /// What a write, exec or close did, summed over every node that answered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -125,6 +144,9 @@ pub(crate) struct Answers {
     pub(crate) dropped: usize,
     /// Connections live on the nodes that answered (as [`Outcome::live`]).
     pub(crate) live: usize,
+    /// Nodes that should have answered and did not (or could not be
+    /// asked): their pages are missing from `answers`.
+    pub(crate) unanswered: usize,
     /// What could not be asked.
     pub(crate) notes: Vec<String>,
 }
@@ -178,8 +200,10 @@ pub(crate) trait Backplane: Send + Sync {
         None
     }
 
-    /// Every reachable connection, sorted by index.
-    fn list(&self) -> BoxFuture<'_, Listing>;
+    /// Hands every reachable connection to `each`, by index, as it is
+    /// read (a cluster's listing is never held whole); returns the notes
+    /// on what could not be included.
+    fn list<'a>(&'a self, each: &'a mut (dyn FnMut(Listed) + Send)) -> BoxFuture<'a, Vec<String>>;
 
     /// Sends `msg` to every connection `target` selects. An index that no
     /// reachable node holds is an error; a name nobody registered reaches
@@ -223,4 +247,14 @@ pub(crate) trait Backplane: Send + Sync {
     /// Leaves the cluster at shutdown, so other nodes stop waiting for this
     /// one at once instead of when its lease expires.
     fn leave(&self) -> BoxFuture<'_, ()>;
+
+    /// The backplane's own metrics (none on its own).
+    fn metrics(&self) -> Vec<BackplaneMetric> {
+        Vec::new()
+    }
+
+    /// A tail of every node's Monitor; `None` outside a cluster.
+    fn tail(&self) -> Option<BoxFuture<'_, ClusterTail>> {
+        None
+    }
 }

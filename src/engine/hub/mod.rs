@@ -365,6 +365,18 @@ pub(crate) trait IndexSource: Send + Sync {
     }
 }
 
+/// Told which connections opened, changed their names or went, so that a
+/// copy of the table can be kept elsewhere (the cluster's table in Redis).
+/// `changed` is called under the table lock and must only record; `wake`
+/// is called after the lock is released, when a connection opened or
+/// registered a name (a removal waits for the observer's own tick).
+pub(crate) trait ConnObserver: Send + Sync {
+    /// Connection `id` opened, registered a name, or left the table.
+    fn changed(&self, id: u64);
+    /// Something was recorded that should be acted on soon.
+    fn wake(&self);
+}
+
 /// The hub's index source: its own counter unless one is plugged in.
 enum Indexes {
     Counter(AtomicU64),
@@ -465,6 +477,7 @@ struct Table {
     /// Dropped pages within their grace period, by index.
     parked: HashMap<u64, Parked>,
     previous: Option<Previous>,
+    observer: Option<Arc<dyn ConnObserver>>,
     /// Each page string once, shared by the connections from that page
     /// (thousands of screens show the same dashboard), with how many
     /// connections in the table have it.
@@ -472,9 +485,17 @@ struct Table {
 }
 
 impl Table {
+    /// Tells the observer, if any, that `id` changed.
+    fn changed(&self, id: u64) -> Option<Arc<dyn ConnObserver>> {
+        let o = self.observer.as_ref()?;
+        o.changed(id);
+        Some(o.clone())
+    }
+
     /// Removes a connection and its names; returns its entry if it was here.
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.conns.remove(&id)?;
+        self.changed(id);
         for name in entry.names.iter() {
             if let Some(list) = self.names.get_mut(name) {
                 list.retain(|c| c.id != id);
@@ -814,6 +835,7 @@ impl Hub {
             },
         );
         *t.per_ip.entry(remote.ip()).or_insert(0) += 1;
+        let observer = t.changed(id);
         drop(t);
         if let (Some(turn), Some(replay)) = (turn, replay) {
             let mut frames = Vec::new();
@@ -822,6 +844,9 @@ impl Hub {
                 replay.registered(name, &mut frames);
             }
             self.queue_replay(&conn, &frames, turn);
+        }
+        if let Some(o) = observer {
+            o.wake();
         }
         self.shared.counters.opened.fetch_add(1, Relaxed);
         let page = if page.is_empty() { "-" } else { page };
@@ -900,11 +925,15 @@ impl Hub {
         entry.names.push(name.clone());
         let conn = entry.conn.clone();
         t.names.entry(name.clone()).or_default().push(conn.clone());
+        let observer = t.changed(id);
         drop(guard);
         if let (Some(turn), Some(replay)) = (turn, replay) {
             let mut frames = Vec::new();
             replay.registered(&name, &mut frames);
             self.queue_replay(&conn, &frames, turn);
+        }
+        if let Some(o) = observer {
+            o.wake();
         }
         self.shared.names_changed.notify_waiters();
         self.monitor()
@@ -921,6 +950,13 @@ impl Hub {
             return false;
         };
         entry.conn.visibility.store(state.code(), Relaxed);
+        // A copy of the table elsewhere (the cluster's) shows it soon: a
+        // page reports only a change, so this is rare.
+        let observer = t.changed(id);
+        drop(t);
+        if let Some(o) = observer {
+            o.wake();
+        }
         true
     }
 
@@ -982,6 +1018,30 @@ impl Hub {
         t.conns.values().map(|e| e.info(now_ms, now)).collect()
     }
 
+    /// Snapshots of the connections `ids` that are live, by index.
+    pub(crate) fn infos(&self, ids: &[u64]) -> Vec<ConnInfo> {
+        let now = self.now_secs();
+        let t = self.table();
+        let now_ms = self.now_ms();
+        ids.iter()
+            .filter_map(|id| t.conns.get(id).map(|e| e.info(now_ms, now)))
+            .collect()
+    }
+
+    /// The lowest live index.
+    pub(crate) fn lowest_index(&self) -> Option<u64> {
+        self.table().conns.keys().next().copied()
+    }
+
+    /// The live indexes above `floor`.
+    pub(crate) fn indexes_above(&self, floor: u64) -> Vec<u64> {
+        let t = self.table();
+        t.conns
+            .range(floor.saturating_add(1)..)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// The number of connections and a snapshot of at most `limit` of them,
     /// by index, from the `offset`th on: one page of a large table.
     pub(crate) fn list_page(&self, offset: usize, limit: usize) -> (usize, Vec<ConnInfo>) {
@@ -996,6 +1056,12 @@ impl Hub {
             .map(|e| e.info(now_ms, now))
             .collect();
         (t.conns.len(), rows)
+    }
+
+    /// Has `observer` told of every connection that opens, registers a
+    /// name or goes from now on.
+    pub(crate) fn observe(&self, observer: Arc<dyn ConnObserver>) {
+        self.table().observer = Some(observer);
     }
 
     /// Runs `f` on every connection `target` selects, under the table lock.

@@ -2,26 +2,20 @@
 //! with a spare so that opening a connection never waits on Redis.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::RedisError;
+use redis::{RedisError, Script};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::Keys;
-use super::{Node, BACKOFF_MAX, BACKOFF_MIN};
-use crate::base::backoff::Backoff;
+use super::{scripts, Node};
+use crate::base::backoff::sleep_or_stop;
 use crate::engine::hub::IndexSource;
 
-/// Raises the index counter to at least the node's highest index (so that a
-/// Redis that lost its data cannot hand out an index again), then takes a
-/// block. Run as one script so no other node's INCRBY can come between.
-pub(super) const TAKE_INDEXES: &str = "\
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local floor = tonumber(ARGV[2])
-if cur < floor then redis.call('SET', KEYS[1], floor) end
-return redis.call('INCRBY', KEYS[1], ARGV[1])";
+static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(&scripts::take()));
 
 /// The indexes a node hands out: the block in use and a spare, refilled
 /// from Redis by a background task whenever the spare is taken.
@@ -65,6 +59,37 @@ impl Blocks {
         self.state().highest
     }
 
+    /// The blocks held (in use and spare), as `START-END`, for the lease.
+    pub(super) fn held(&self) -> [String; 2] {
+        let s = self.state();
+        let show = |r: &Range<u64>| {
+            if r.is_empty() {
+                String::new()
+            } else {
+                format!("{}-{}", r.start, r.end - 1)
+            }
+        };
+        [
+            show(&s.current),
+            s.spare.as_ref().map(show).unwrap_or_default(),
+        ]
+    }
+
+    /// The first index not handed out yet of the block in use.
+    pub(super) fn next_unused(&self) -> u64 {
+        self.state().current.start
+    }
+
+    /// Forgets the blocks held: their indexes may have been handed out
+    /// again (see [`super::lease`]). New ones are taken.
+    pub(super) fn discard(&self) {
+        let mut s = self.state();
+        s.current = 0..0;
+        s.spare = None;
+        drop(s);
+        self.low.notify_one();
+    }
+
     pub(super) fn add(&self, block: Range<u64>) {
         let mut s = self.state();
         s.highest = s.highest.max(block.end.saturating_sub(1));
@@ -105,9 +130,10 @@ impl IndexSource for Blocks {
     }
 }
 
-/// Takes a new spare block whenever the last one was put in use.
+/// Takes a new block whenever the spare was put in use (or both were
+/// discarded).
 pub(super) async fn refill(node: Arc<Node>, stop: CancellationToken) {
-    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut backoff = node.backoff();
     let mut connected = node.connected.subscribe();
     loop {
         if !node.blocks.needs_spare() {
@@ -124,10 +150,26 @@ pub(super) async fn refill(node: Arc<Node>, stop: CancellationToken) {
             }
             continue;
         };
-        match take_indexes(&mut conn, &node.keys, node.block, node.blocks.highest()).await {
-            Ok(range) => {
+        match take_indexes(&mut conn, &node.keys, &node.id, node.block, node.lease).await {
+            Ok(Taken::Block(range)) => {
+                node.stats.round_trip();
                 node.blocks.add(range);
                 backoff.reset();
+            }
+            Ok(Taken::Fenced(wait)) => {
+                node.stats.round_trip();
+                node.monitor.emit_summarised(
+                    "cluster: index blocks fenced",
+                    format_args!(
+                        "cluster: Redis at {} began a new epoch (restarted or restored): no index \
+                         block is handed out for {} more, while live nodes announce theirs",
+                        node.server,
+                        crate::base::text::duration(wait)
+                    ),
+                );
+                if !sleep_or_stop(wait, &stop).await {
+                    return;
+                }
             }
             Err(e) => {
                 node.failed(&e);
@@ -142,23 +184,38 @@ pub(super) async fn refill(node: Arc<Node>, stop: CancellationToken) {
     }
 }
 
-/// Takes `block` indexes (none, to only raise the counter to `floor`).
+/// What asking for a block gave.
+pub(super) enum Taken {
+    /// These indexes, this node's alone.
+    Block(Range<u64>),
+    /// None: Redis began a new epoch less than a lease ago; ask again after
+    /// this long.
+    Fenced(Duration),
+}
+
+/// Takes `block` indexes for `node`, recording the block as its own.
 pub(super) async fn take_indexes(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
+    node: &str,
     block: u64,
-    floor: u64,
-) -> Result<Range<u64>, RedisError> {
-    let end: u64 = redis::cmd("EVAL")
-        .arg(TAKE_INDEXES)
-        .arg(1)
-        .arg(&keys.index)
+    lease: Duration,
+) -> Result<Taken, RedisError> {
+    let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    let (last, wait): (u64, u64) = TAKE
+        .key(&keys.epoch)
+        .key(&keys.index)
+        .key(keys.blocks(node))
         .arg(block)
-        .arg(floor)
-        .query_async(conn)
+        .arg(ms)
+        .invoke_async(conn)
         .await?;
+    if last == 0 {
+        // A little past the end of the fence, so the next try is not early.
+        return Ok(Taken::Fenced(Duration::from_millis(wait + 5)));
+    }
     // The counter holds the last index taken; indexes start at 1.
-    Ok(end.saturating_sub(block) + 1..end + 1)
+    Ok(Taken::Block(last.saturating_sub(block) + 1..last + 1))
 }
 
 #[cfg(test)]
@@ -182,5 +239,9 @@ mod tests {
         assert!(b.available());
         assert_eq!(b.next_index(), Some(20));
         assert_eq!(b.highest(), 21);
+        assert_eq!(b.held(), ["21-21".to_string(), String::new()]);
+        b.discard();
+        assert_eq!(b.next_index(), None);
+        assert_eq!(b.highest(), 21, "what was held stays the floor");
     }
 }

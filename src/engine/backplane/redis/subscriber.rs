@@ -1,5 +1,6 @@
-//! The node's pub/sub connection: requests from other nodes, replies to
-//! its own; resubscribed with backoff when lost.
+//! The node's pub/sub connection: requests for this node, replies to its
+//! own, and the cluster's Monitor lines; resubscribed with backoff when
+//! lost.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,8 +11,8 @@ use redis::aio::{PubSubSink, PubSubStream};
 use redis::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{ClusterRequest, ClusterResponse, Keys, WIRE_VERSION};
-use super::{Node, BACKOFF_MAX, BACKOFF_MIN, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
+use super::wire::{ClusterRequest, ClusterResponse, Keys, MonitorLine, WIRE_VERSION};
+use super::Node;
 use crate::base::backoff::{sleep_or_stop, Backoff};
 use crate::base::text;
 
@@ -24,7 +25,8 @@ pub(super) async fn listen(
     mut stream: PubSubStream,
     stop: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut backoff = node.backoff();
+    let timeout = node.refresh / 2;
     let mut check = tokio::time::interval(node.refresh);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -37,10 +39,10 @@ pub(super) async fn listen(
                     None => break "connection closed".to_string(),
                 },
                 _ = check.tick() => {
-                    match tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await {
+                    match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => break e.to_string(),
-                        Err(_) => break format!("no answer to PING within {}", text::duration(COMMAND_TIMEOUT)),
+                        Err(_) => break format!("no answer to PING within {}", text::duration(timeout)),
                     }
                 }
             }
@@ -51,7 +53,7 @@ pub(super) async fn listen(
             node.server
         ));
         loop {
-            match open_pubsub(&node.client, &node.keys, &node.id).await {
+            match open_pubsub(&node.client, &node.keys, &node.id, timeout).await {
                 Ok((s, r)) => {
                     (sink, stream) = (s, r);
                     backoff.reset();
@@ -75,13 +77,14 @@ pub(super) async fn open_pubsub(
     client: &Client,
     keys: &Keys,
     node: &str,
+    timeout: std::time::Duration,
 ) -> anyhow::Result<(PubSubSink, PubSubStream)> {
-    let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+    let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await
         .context("no connection within the timeout")??;
     let (mut sink, stream) = pubsub.split();
-    let channels = [keys.cluster.clone(), keys.reply(node)];
-    tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels[..]))
+    let channels = [keys.requests(node), keys.reply(node), keys.monitor.clone()];
+    tokio::time::timeout(timeout, sink.subscribe(&channels[..]))
         .await
         .context("no answer to SUBSCRIBE within the timeout")??;
     Ok((sink, stream))
@@ -93,7 +96,7 @@ impl Node {
     pub(super) fn on_message(self: &Arc<Self>, msg: &redis::Msg) {
         let channel = msg.get_channel_name();
         let payload = msg.get_payload_bytes();
-        if channel == self.keys.cluster {
+        if channel == self.request_channel {
             let Some(req) = self.parse::<ClusterRequest>("request", channel, payload) else {
                 return;
             };
@@ -102,6 +105,16 @@ impl Node {
             }
             let node = self.clone();
             tokio::spawn(async move { node.answer(req).await });
+        } else if channel == self.keys.monitor {
+            if self.tail.receiver_count() == 0 {
+                return;
+            }
+            let Some(m) = self.parse::<MonitorLine>("Monitor line", channel, payload) else {
+                return;
+            };
+            if *m.node != *self.id {
+                let _ = self.tail.send(super::tail::with_node(&m.node, &m.line));
+            }
         } else if channel == self.reply_channel {
             let Some(reply) = self.parse::<ClusterResponse>("reply", channel, payload) else {
                 return;

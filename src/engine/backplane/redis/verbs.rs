@@ -7,8 +7,13 @@
 //! The shape every such request has, and what another backplane needs to
 //! give for it: send a request to the pages a TARGET matches on every
 //! node, and gather one answer per page (or per node) until a deadline.
-//! Here that is one `PUBLISH` out and one reply per node (per change, for
-//! a watch) back; nothing per page crosses Redis but the answers.
+//! Here they are routed as every request is ([`super::fanout`]): an ask
+//! and a count go only to the nodes that hold a match, a watch to every
+//! live node (a page may register anywhere); each carries a deadline (an
+//! ask's is its own timeout plus the reply timeout), after which a node
+//! neither asks its pages nor reports. One `PUBLISH` per node out and one
+//! reply per node (per change, for a watch) back; nothing per page crosses
+//! Redis but the answers.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -31,8 +36,9 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Node {
-    /// Asks the pages `target` selects here and on every other node, at
-    /// once, and merges the answers. An index held here is asked here only.
+    /// Asks the pages `target` selects here and on the other nodes that
+    /// hold a match, at once, and merges the answers. An index held here is
+    /// asked here only.
     pub(super) async fn ask_everywhere(
         &self,
         target: &Target,
@@ -46,6 +52,7 @@ impl Node {
                 answers: asked.answers,
                 dropped: asked.dropped,
                 live: self.hub.len(),
+                unanswered: 0,
                 notes: Vec::new(),
             });
         }
@@ -55,10 +62,14 @@ impl Node {
             timeout_ms: millis(timeout),
         };
         // The other nodes wait `timeout` for their pages, then answer.
-        let (local, g) = tokio::join!(local, self.fan_out_within(op, timeout));
+        let waited = timeout + self.reply_timeout;
+        let until = Instant::now() + waited;
+        let (local, (g, unasked)) =
+            tokio::join!(local, self.request_matching(target, op, until, waited));
         let mut found = !matches!(target, Target::Index(_));
         let mut all = Answers {
-            live: self.hub.len(),
+            live: self.hub.len() + unasked,
+            unanswered: g.missed,
             notes: g.notes,
             ..Answers::default()
         };
@@ -85,10 +96,16 @@ impl Node {
         }
     }
 
-    /// How many pages hold `name` here and on every other node.
+    /// How many pages hold `name` here and on the other nodes whose pages
+    /// registered it.
     pub(super) async fn named_everywhere(&self, name: &str) -> Counted {
         let here = self.hub.named(name);
-        let g = self.fan_out(Op::Named { name: name.into() }).await;
+        let op = Op::Named { name: name.into() };
+        let until = Instant::now() + self.reply_timeout;
+        let target = Target::Name(name.into());
+        let (g, _) = self
+            .request_matching(&target, op, until, self.reply_timeout)
+            .await;
         let mut count = here;
         for reply in g.answers {
             if let ClusterResult::Named { count: theirs } = reply.answer {
@@ -123,24 +140,39 @@ impl Node {
             name: name.into(),
             timeout_ms: millis(timeout),
         };
-        let sent = match self
-            .send_request(op, Instant::now() + self.reply_timeout)
-            .await
-        {
-            Ok(Some(sent)) => sent,
+        // Every live node: a page may register on any of them.
+        let routing = deadline.min(Instant::now() + self.reply_timeout);
+        let sent = match self.route_until("list", "", routing).await {
+            Ok((conn, route)) => {
+                let notes = self.route_notes(&route);
+                let nodes = route.peers.into_iter().map(|p| p.id).collect();
+                self.publish_request(conn, nodes, op, deadline)
+                    .await
+                    .map(|sent| (sent, notes))
+            }
+            Err(note) => Err(note),
+        };
+        let (sent, mut notes) = match sent {
+            Ok((Some(sent), notes)) => (sent, notes),
             // Alone, or Redis is away: this node's pages are all there is
             // to wait for.
             other => {
-                let n = memory::wait_named(&self.hub, name, deadline, enough).await;
-                return Counted {
-                    count: n,
-                    notes: other.err().into_iter().collect(),
+                let notes = match other {
+                    Ok((_, notes)) => notes,
+                    Err(note) => vec![note],
                 };
+                let n = memory::wait_named(&self.hub, name, deadline, enough).await;
+                return Counted { count: n, notes };
             }
         };
         let Sent {
-            id, mut rx, live, ..
+            id,
+            mut rx,
+            heard,
+            notes: not_heard,
+            ..
         } = sent;
+        notes.extend(not_heard);
         let mut theirs: HashMap<String, usize> = HashMap::new();
         let total = loop {
             let changed = self.hub.names_changed();
@@ -162,57 +194,38 @@ impl Node {
                 _ = tokio::time::sleep_until(deadline) => break total,
             }
         };
-        let notes = live
-            .into_iter()
-            .filter(|node| !theirs.contains_key(node))
-            .map(|node| {
-                format!(
-                    "node {node} did not answer within {}",
-                    text::duration(timeout)
-                )
-            })
-            .collect();
+        notes.extend(
+            heard
+                .iter()
+                .filter(|node| !theirs.contains_key(*node))
+                .map(|node| {
+                    format!(
+                        "node {node} did not answer within {}",
+                        text::duration(timeout)
+                    )
+                }),
+        );
         // The others stop watching now rather than at the deadline; best
         // effort, as they stop then anyway.
-        let _ = self.fan_out_quietly(Op::Unwatch { id });
+        self.publish_quietly(heard, Op::Unwatch { id });
         Counted {
             count: total,
             notes,
         }
     }
 
-    /// Publishes `op` without waiting for anything back.
-    fn fan_out_quietly(&self, op: Op) -> Option<()> {
-        let mut conn = self.conn()?;
-        let req = ClusterRequest {
-            v: super::wire::WIRE_VERSION,
-            id: 0,
-            from: self.id.to_string(),
-            op,
-        };
-        let payload = serde_json::to_vec(&req).ok()?;
-        let channel = self.keys.cluster.clone();
-        tokio::spawn(async move {
-            let _ = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<i64>(&mut conn)
-                .await;
-        });
-        Some(())
-    }
-
     /// Another node's `Ask`: asks this node's pages, for at most
-    /// `timeout_ms` (and never more than a command may wait).
+    /// `timeout` (what is left before the request's deadline, and never
+    /// more than a command may wait).
     pub(super) async fn ask_here(
         &self,
         target: &WireTarget,
         request: &Request,
-        timeout_ms: u64,
+        timeout: Duration,
         from: &str,
     ) -> ClusterResult {
         let target = Target::from(target.clone());
-        let timeout = Duration::from_millis(timeout_ms).min(MAX_TIMEOUT);
+        let timeout = timeout.min(MAX_TIMEOUT);
         match self.asks.ask(&self.hub, &target, request, timeout).await {
             Ok(asked) => {
                 if !asked.answers.is_empty() {
@@ -231,9 +244,10 @@ impl Node {
     }
 
     /// Another node's `Watch`: answers this node's count for `name` now and
-    /// at every change, until the deadline or its `Unwatch`.
-    pub(super) async fn watch_here(&self, req: &ClusterRequest, name: &str, timeout_ms: u64) {
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms).min(MAX_TIMEOUT);
+    /// at every change, for `timeout` (up to the request's deadline) or
+    /// until its `Unwatch`.
+    pub(super) async fn watch_here(&self, req: &ClusterRequest, name: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout.min(MAX_TIMEOUT);
         let stop = CancellationToken::new();
         let key = (req.from.clone(), req.id);
         self.watches().insert(key.clone(), stop.clone());

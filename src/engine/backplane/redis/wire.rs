@@ -1,5 +1,6 @@
-//! What the nodes of a cluster say to each other (JSON over pub/sub), and
-//! the names of their keys and channels in Redis.
+//! What the nodes of a cluster say to each other (JSON over pub/sub), what
+//! they keep in Redis (the rows of their connection tables), and the names
+//! of their keys and channels.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,14 +15,19 @@ use crate::engine::hub::ConnInfo;
 
 /// Version of the request and reply messages; a node ignores other
 /// versions (and is then reported as not answering).
-pub(super) const WIRE_VERSION: u32 = 1;
+pub(super) const WIRE_VERSION: u32 = 2;
 
 /// Names of the keys and channels, from the configured prefix.
 #[derive(Clone, Debug)]
 pub(super) struct Keys {
+    /// The index counter.
     pub(super) index: String,
+    /// The set of node ids that may hold a lease.
     pub(super) nodes: String,
-    pub(super) cluster: String,
+    /// The epoch record: which Redis run the cluster's data lives in.
+    pub(super) epoch: String,
+    /// The channel Monitor lines travel on while someone tails the cluster.
+    pub(super) monitor: String,
     pub(super) prefix: String,
 }
 
@@ -30,32 +36,61 @@ impl Keys {
         Keys {
             index: format!("{prefix}:index"),
             nodes: format!("{prefix}:nodes"),
-            cluster: format!("{prefix}:cluster"),
+            epoch: format!("{prefix}:epoch"),
+            monitor: format!("{prefix}:monitor"),
             prefix: prefix.to_string(),
         }
     }
 
+    /// The node's lease.
     pub(super) fn lease(&self, node: &str) -> String {
         format!("{}:node:{node}", self.prefix)
     }
 
+    /// The channel the node hears requests on.
+    pub(super) fn requests(&self, node: &str) -> String {
+        format!("{}:req:{node}", self.prefix)
+    }
+
+    /// The channel the node hears the replies to its own requests on.
     pub(super) fn reply(&self, node: &str) -> String {
         format!("{}:reply:{node}", self.prefix)
     }
+
+    /// The node's connection table: a sorted set of rows, scored by index.
+    pub(super) fn conns(&self, node: &str) -> String {
+        format!("{}:conns:{node}", self.prefix)
+    }
+
+    /// The names registered on the node's connections (a set).
+    pub(super) fn names(&self, node: &str) -> String {
+        format!("{}:names:{node}", self.prefix)
+    }
+
+    /// The index blocks the node took: a sorted set of `START-END` members
+    /// scored by START.
+    pub(super) fn blocks(&self, node: &str) -> String {
+        format!("{}:blocks:{node}", self.prefix)
+    }
 }
 
+/// A request from one node to another.
 #[derive(Serialize, Deserialize, Debug)]
 pub(super) struct ClusterRequest {
     pub(super) v: u32,
     pub(super) id: u64,
     pub(super) from: String,
+    /// Redis time (ms) after which the request must not be acted on: the
+    /// requester has answered without it by then.
+    pub(super) deadline: u64,
+    /// Redis time (ms) when it was sent, for the pub/sub lag.
+    pub(super) sent: u64,
     pub(super) op: Op,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub(super) enum Op {
-    List,
     Send {
         target: WireTarget,
         msg: Delivery,
@@ -63,8 +98,13 @@ pub(super) enum Op {
     Close {
         target: WireTarget,
     },
+    /// Publish Monitor lines on the monitor channel until this Redis time.
+    Tail {
+        until: u64,
+    },
     /// Ask the pages `target` selects and answer with what they said
-    /// within `timeout_ms` (`ws call`, `ws read`, `--wait`).
+    /// within `timeout_ms`, and never after the request's deadline (`ws
+    /// call`, `ws read`, `--wait`).
     Ask {
         target: WireTarget,
         request: Request,
@@ -75,8 +115,8 @@ pub(super) enum Op {
         name: String,
     },
     /// Answer how many pages hold `name` now, and again at every change,
-    /// until `timeout_ms` passed or an `Unwatch` of this request came (`ws
-    /// wait`).
+    /// until `timeout_ms` (or the request's deadline) passed or an
+    /// `Unwatch` of this request came (`ws wait`).
     Watch {
         name: String,
         timeout_ms: u64,
@@ -105,6 +145,16 @@ impl From<&Target> for WireTarget {
     }
 }
 
+impl From<WireTarget> for Target {
+    fn from(t: WireTarget) -> Self {
+        match t {
+            WireTarget::Index(i) => Target::Index(i),
+            WireTarget::Name(n) => Target::Name(n),
+            WireTarget::All => Target::All,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug)]
 pub(super) struct ClusterResponse {
     pub(super) v: u32,
@@ -118,14 +168,12 @@ pub(super) struct ClusterResponse {
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub(super) enum ClusterResult {
-    List {
-        conns: Vec<WireConn>,
-    },
     Done {
         reached: usize,
         dropped: usize,
     },
     NoIndex,
+    Tailing,
     /// The answers of this node's pages to an `Ask`.
     Asked {
         answers: Vec<PageAnswer>,
@@ -137,71 +185,74 @@ pub(super) enum ClusterResult {
     },
 }
 
+/// One Monitor line of a node, on the monitor channel.
 #[derive(Serialize, Deserialize, Debug)]
-pub(super) struct WireConn {
+pub(super) struct MonitorLine {
+    pub(super) node: String,
+    pub(super) line: String,
+}
+
+/// One row of a node's connection table in Redis. `opened` is Redis time,
+/// so that any node can show the age; the traffic counters are as of the
+/// node's last refresh of the row.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub(super) struct Row {
     pub(super) id: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) names: Vec<String>,
     pub(super) remote: SocketAddr,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(super) page: String,
-    pub(super) age_ms: u64,
-    /// Since the page last sent anything; absent from older nodes.
+    pub(super) opened: u64,
+    /// Redis time the page last sent anything (0 from older nodes).
     #[serde(default)]
-    pub(super) idle_ms: u64,
+    pub(super) seen: u64,
     /// What the page reported of its visibility (`visible`, `hidden`,
     /// `frozen`); absent when nothing was, or from older nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) visibility: Option<String>,
-    pub(super) msgs_in: u64,
-    pub(super) bytes_in: u64,
-    pub(super) msgs_out: u64,
-    pub(super) bytes_out: u64,
+    pub(super) vis: Option<String>,
+    pub(super) mi: u64,
+    pub(super) bi: u64,
+    pub(super) mo: u64,
+    pub(super) bo: u64,
 }
 
-impl From<ConnInfo> for WireConn {
-    fn from(c: ConnInfo) -> Self {
-        WireConn {
+impl Row {
+    /// The row of `c`, with its opening time on the Redis clock `now`.
+    pub(super) fn new(c: ConnInfo, now: u64) -> Row {
+        let age = u64::try_from(c.age.as_millis()).unwrap_or(u64::MAX);
+        Row {
             id: c.id,
             names: c.names,
             remote: c.remote,
             page: c.page,
-            age_ms: u64::try_from(c.age.as_millis()).unwrap_or(u64::MAX),
-            idle_ms: u64::try_from(c.idle.as_millis()).unwrap_or(u64::MAX),
-            visibility: c.visibility.map(|v| v.word().to_string()),
-            msgs_in: c.msgs_in,
-            bytes_in: c.bytes_in,
-            msgs_out: c.msgs_out,
-            bytes_out: c.bytes_out,
+            opened: now.saturating_sub(age),
+            seen: now.saturating_sub(u64::try_from(c.idle.as_millis()).unwrap_or(u64::MAX)),
+            vis: c.visibility.map(|v| v.word().to_string()),
+            mi: c.msgs_in,
+            bi: c.bytes_in,
+            mo: c.msgs_out,
+            bo: c.bytes_out,
         }
     }
-}
 
-impl From<WireTarget> for Target {
-    fn from(t: WireTarget) -> Self {
-        match t {
-            WireTarget::Index(i) => Target::Index(i),
-            WireTarget::Name(n) => Target::Name(n),
-            WireTarget::All => Target::All,
-        }
-    }
-}
-
-impl From<WireConn> for ConnInfo {
-    fn from(c: WireConn) -> Self {
+    /// The connection, its age reckoned at Redis time `now`.
+    pub(super) fn info(self, now: u64) -> ConnInfo {
         ConnInfo {
-            id: c.id,
-            names: c.names,
-            remote: c.remote,
-            page: c.page,
-            age: Duration::from_millis(c.age_ms),
-            idle: Duration::from_millis(c.idle_ms),
-            visibility: c
-                .visibility
+            id: self.id,
+            names: self.names,
+            remote: self.remote,
+            page: self.page,
+            age: Duration::from_millis(now.saturating_sub(self.opened)),
+            idle: Duration::from_millis(now.saturating_sub(self.seen.max(self.opened))),
+            visibility: self
+                .vis
                 .as_deref()
                 .and_then(crate::base::command::Visibility::from_word),
-            msgs_in: c.msgs_in,
-            bytes_in: c.bytes_in,
-            msgs_out: c.msgs_out,
-            bytes_out: c.bytes_out,
+            msgs_in: self.mi,
+            bytes_in: self.bi,
+            msgs_out: self.mo,
+            bytes_out: self.bo,
         }
     }
 }
@@ -216,6 +267,8 @@ mod tests {
             v: WIRE_VERSION,
             id: 7,
             from: "a".into(),
+            deadline: 1_000,
+            sent: 900,
             op: Op::Send {
                 target: WireTarget::Name("status".into()),
                 msg: Delivery::Write {
@@ -230,12 +283,15 @@ mod tests {
             Op::Send { target: WireTarget::Name(ref n), msg: Delivery::Write { ref text } }
                 if n == "status" && text == "VPN \"up\""
         ));
-        assert!(serde_json::from_str::<ClusterRequest>("{\"v\":1}").is_err());
+        assert_eq!(back.deadline, 1_000);
+        assert!(serde_json::from_str::<ClusterRequest>("{\"v\":2}").is_err());
 
         let ask = ClusterRequest {
             v: WIRE_VERSION,
             id: 8,
             from: "a".into(),
+            deadline: 7_000,
+            sent: 1_000,
             op: Op::Ask {
                 target: WireTarget::All,
                 request: Request::Call {
@@ -248,7 +304,7 @@ mod tests {
         let json = serde_json::to_string(&ask).expect("encodes");
         assert_eq!(
             json,
-            r#"{"v":1,"id":8,"from":"a","op":{"op":"ask","target":"all","request":{"kind":"call","func":"f","arg":"x"},"timeout_ms":5000}}"#
+            r#"{"v":2,"id":8,"from":"a","deadline":7000,"sent":1000,"op":{"op":"ask","target":"all","request":{"kind":"call","func":"f","arg":"x"},"timeout_ms":5000}}"#
         );
         let reply = ClusterResponse {
             v: WIRE_VERSION,
@@ -269,5 +325,44 @@ mod tests {
             back.answer,
             ClusterResult::Asked { ref answers, .. } if answers[0].answer == crate::base::protocol::Answer::Value("null".into())
         ));
+    }
+
+    #[test]
+    fn rows_keep_the_age_on_the_redis_clock() {
+        let info = ConnInfo {
+            id: 9,
+            names: vec!["status".into()],
+            remote: "127.0.0.1:4000".parse().expect("address"),
+            page: "/".into(),
+            age: Duration::from_secs(5),
+            idle: Duration::from_secs(2),
+            visibility: Some(crate::base::command::Visibility::Hidden),
+            msgs_in: 1,
+            bytes_in: 2,
+            msgs_out: 3,
+            bytes_out: 4,
+        };
+        let row = Row::new(info, 100_000);
+        assert_eq!((row.opened, row.seen), (95_000, 98_000));
+        let json = serde_json::to_string(&row).expect("encodes");
+        let back: Row = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, row);
+        let info = back.info(101_000);
+        assert_eq!(info.age, Duration::from_secs(6));
+        assert_eq!(info.idle, Duration::from_secs(3));
+        assert_eq!(
+            info.visibility,
+            Some(crate::base::command::Visibility::Hidden)
+        );
+    }
+
+    #[test]
+    fn rows_of_older_nodes_read_as_never_reported() {
+        let json =
+            r#"{"id":1,"remote":"127.0.0.1:4000","opened":95000,"mi":0,"bi":0,"mo":0,"bo":0}"#;
+        let info = serde_json::from_str::<Row>(json)
+            .expect("decodes")
+            .info(101_000);
+        assert_eq!((info.idle, info.visibility), (Duration::from_secs(6), None));
     }
 }
