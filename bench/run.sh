@@ -6,6 +6,13 @@
 #   bench/run.sh --smoke    pagewire only, 500 clients, 10 broadcasts; exit
 #                           status 1 unless every message arrived
 #   bench/run.sh --help     all flags (servers, scenarios, runs, ...)
+#   bench/run.sh --storm [pw-storm flags]
+#                           the restart storm: 15,000 ws.js-like clients, the
+#                           daemon stopped (SIGTERM, SIGKILL) and started
+#                           again; time until every client is back (3 runs)
+#
+# --smoke also runs a small restart storm (200 clients, one SIGTERM and one
+# SIGKILL) and fails unless every client is back within 5 s, none refused.
 #
 # Servers run pinned to core 0 and the load client to core 1 (taskset).
 # Results go to bench/results/<time>/ (runs.jsonl and table.md).
@@ -38,6 +45,34 @@ wants() { # wants SERVER: whether the arguments select that server
     fi
 }
 
+storm=0
+for a in "$@"; do
+    [ "$a" = --storm ] && storm=1
+done
+if [ "$storm" = 1 ]; then
+    args=()
+    for a in "$@"; do
+        [ "$a" = --storm ] || args+=("$a")
+    done
+    set -- "${args[@]+"${args[@]}"}"
+fi
+
+# The storm's daemon on core 0, its clients on core 1, as for pw-bench.
+storm_place=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    storm_place=(taskset -c 1)
+    storm_pin=(--pin)
+else
+    storm_pin=()
+fi
+
+if [ "$storm" = 1 ]; then
+    cargo build --quiet --release --manifest-path "$bench_dir/Cargo.toml" --bin pw-storm
+    cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bin pagewire
+    exec "${storm_place[@]+"${storm_place[@]}"}" "${CARGO_TARGET_DIR:-$bench_dir/target}/release/pw-storm" \
+        --pagewire "${CARGO_TARGET_DIR:-$root/target}/release/pagewire" "${storm_pin[@]+"${storm_pin[@]}"}" "$@"
+fi
+
 for a in "$@"; do
     case "$a" in
         --help|-h|--list|--report|--report=*) exec cargo run --quiet --release --manifest-path "$bench_dir/Cargo.toml" --bin pw-bench -- "$@" ;;
@@ -67,5 +102,18 @@ if [ "$need_node" = 1 ]; then
     fi
 fi
 
-exec "$bench_target/release/pw-bench" --bench-dir "$bench_dir" --bin-dir "$bench_target/release" \
+smoke=0
+for a in "$@"; do
+    [ "$a" = --smoke ] && smoke=1
+done
+if [ "$smoke" = 0 ]; then
+    exec "$bench_target/release/pw-bench" --bench-dir "$bench_dir" --bin-dir "$bench_target/release" \
+        "${pagewire_args[@]}" "$@"
+fi
+"$bench_target/release/pw-bench" --bench-dir "$bench_dir" --bin-dir "$bench_target/release" \
     "${pagewire_args[@]}" "$@"
+# The restart storm, small: every client back within 5 s, none refused or
+# lost, after a SIGTERM and after a SIGKILL.
+"${storm_place[@]+"${storm_place[@]}"}" "$bench_target/release/pw-storm" \
+    --pagewire "${CARGO_TARGET_DIR:-$root/target}/release/pagewire" "${storm_pin[@]+"${storm_pin[@]}"}" \
+    --clients 200 --runs 1 --settle 1 --require-target >/dev/null

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,6 +39,28 @@ const ACTIONS_GRACE: Duration = Duration::from_secs(2);
 /// How long shutdown waits for pages to receive their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The listen backlog asked for; the kernel caps it at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4). tokio's
+/// `TcpListener::bind` asks for 1024, which the pages of a restarted daemon
+/// overflow when thousands reconnect at once: the kernel then drops their
+/// SYNs, and each waits out a retransmission (1 s, then 3 s, 7 s, ...)
+/// instead of its place in the queue.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds the daemon's HTTP port as `TcpListener::bind` does (with
+/// `SO_REUSEADDR`, so a restarted daemon binds while the old one's
+/// connections linger in TIME_WAIT), with a longer backlog.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Runs the daemon until SIGINT/SIGTERM (or the console's end).
 pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let settings = Settings::resolve(config)?;
@@ -48,9 +70,7 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         None => None,
     };
     let addr = settings.listen_addr()?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let mut control = control::bind(&settings.control)?;
     let _socket_guard = control.guard();
@@ -303,5 +323,45 @@ async fn heartbeat(hub: Hub, interval: Duration, timeout: Duration, stop: Cancel
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// More connections than tokio's default backlog of 1024 complete
+    /// their handshake while nothing accepts them: with the default, the
+    /// kernel drops the SYNs past 1025 and those clients wait out a 1 s
+    /// retransmission.
+    #[tokio::test]
+    async fn the_listen_backlog_holds_a_reconnect_storm() {
+        let listener = super::listen("127.0.0.1:0".parse().expect("address"))
+            .expect("listening on a free port");
+        let addr = listener.local_addr().expect("local address");
+        // The kernel caps the backlog at net.core.somaxconn; the test is
+        // about what pagewire asks for, so it stays under that cap.
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let clients = 1500.min(somaxconn);
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            // Under the first SYN retransmission (1 s): a dropped SYN
+            // cannot make it in time.
+            connects.spawn(tokio::time::timeout(
+                Duration::from_millis(900),
+                tokio::net::TcpStream::connect(addr),
+            ));
+        }
+        let mut open = Vec::new();
+        while let Some(done) = connects.join_next().await {
+            if let Ok(Ok(stream)) = done.expect("connect task") {
+                open.push(stream);
+            }
+        }
+        assert_eq!(open.len(), clients, "connections through the handshake");
+        drop(listener);
     }
 }
