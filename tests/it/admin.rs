@@ -10,19 +10,12 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::page::Page;
+use crate::page::{read_until_closed, Closed, Page};
 use crate::support::{Daemon, TIMEOUT};
 
 /// One admin console's socket.
 pub(crate) struct Console {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-/// How an admin socket ended.
-#[derive(Debug, PartialEq, Eq)]
-struct Ended {
-    code: Option<u16>,
-    reason: String,
 }
 
 impl Console {
@@ -92,27 +85,8 @@ impl Console {
         }
     }
 
-    async fn ended(mut self) -> Ended {
-        loop {
-            let next = tokio::time::timeout(TIMEOUT, self.ws.next())
-                .await
-                .expect("the socket to end within the timeout");
-            match next {
-                Some(Ok(Message::Close(frame))) => {
-                    return Ended {
-                        code: frame.as_ref().map(|f| u16::from(f.code)),
-                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    }
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => {
-                    return Ended {
-                        code: None,
-                        reason: String::new(),
-                    }
-                }
-            }
-        }
+    async fn ended(mut self) -> Closed {
+        read_until_closed(&mut self.ws).await
     }
 }
 
@@ -327,7 +301,7 @@ async fn with_a_token_the_socket_needs_it() {
     c.send(json!({"type": "auth", "token": "guess"})).await;
     assert_eq!(
         c.ended().await,
-        Ended {
+        Closed {
             code: Some(4401),
             reason: "wrong token".into()
         }
@@ -339,7 +313,7 @@ async fn with_a_token_the_socket_needs_it() {
         .await;
     assert_eq!(
         c.ended().await,
-        Ended {
+        Closed {
             code: Some(4401),
             reason: "token needed".into()
         }
@@ -392,7 +366,7 @@ async fn the_console_hears_the_daemon_stop() {
     let stopped = tokio::task::spawn_blocking(move || d.stop());
     assert_eq!(
         c.ended().await,
-        Ended {
+        Closed {
             code: Some(1001),
             reason: "server shutting down".into()
         }

@@ -205,26 +205,7 @@ impl Page {
 
     /// Reads until the connection ends; returns how.
     pub async fn closed(mut self) -> Closed {
-        loop {
-            let next = tokio::time::timeout(TIMEOUT, self.ws.next())
-                .await
-                .expect("the connection to end within the timeout");
-            match next {
-                Some(Ok(Message::Close(frame))) => {
-                    return Closed {
-                        code: frame.as_ref().map(|f| u16::from(f.code)),
-                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    }
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => {
-                    return Closed {
-                        code: None,
-                        reason: String::new(),
-                    }
-                }
-            }
-        }
+        read_until_closed(&mut self.ws).await
     }
 
     /// Closes from the page side with 1000.
@@ -259,4 +240,29 @@ pub async fn wait_for_count(d: &Daemon, n: usize) -> Vec<String> {
         std::future::ready((l.len() == n).then_some(l))
     })
     .await
+}
+
+/// Reads `ws` until the connection ends; returns how (pages and admin
+/// consoles alike).
+pub async fn read_until_closed(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Closed {
+    loop {
+        let next = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("the connection to end within the timeout");
+        match next {
+            Some(Ok(Message::Close(frame))) => {
+                return Closed {
+                    code: frame.as_ref().map(|f| u16::from(f.code)),
+                    reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                }
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => {
+                return Closed {
+                    code: None,
+                    reason: String::new(),
+                }
+            }
+        }
+    }
 }
