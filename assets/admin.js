@@ -157,6 +157,8 @@
         retryMs = 500;
         $('auth').hidden = true;
         $('node').textContent = f.node ? ` on node ${f.node}` : '';
+        // The table holds this daemon's connections: in a cluster, this node's.
+        nodeName = f.node || 'this daemon';
         setState('open', 'connected');
         banner(back ? 'The daemon is back; the table is current again.' : null);
         if (back) setTimeout(() => { if (ready) banner(null); }, 4000);
@@ -204,6 +206,7 @@
   }
 
   let shownIds = new Set();
+  let nodeName = '';
 
   function renderTable(f) {
     total = f.total;
@@ -224,6 +227,7 @@
       cell(tr, 'names', 'names', r.names.length ? r.names.join(', ') : '—');
       cell(tr, 'page', 'page', r.page || '—');
       cell(tr, 'addr', 'address', r.remote);
+      cell(tr, 'node', 'node', nodeName);
       cell(tr, 'vis', 'shown', r.visibility || '—');
       const ageCell = cell(tr, 'num age', 'age', age(f.ages_ms[i] || 0));
       ages.push({ cell: ageCell, ms: f.ages_ms[i] || 0, at: now });
@@ -235,7 +239,7 @@
     if (!f.rows.length) {
       const tr = el('tr', 'empty');
       const td = el('td', null, total ? 'no connections on this page' : 'no connections');
-      td.colSpan = 8;
+      td.colSpan = 9;
       tr.appendChild(td);
       body.appendChild(tr);
     }

@@ -74,7 +74,8 @@ test('a page that connects appears within a second and disappears when it closes
   assert.equal(cells[1], 'status');
   assert.equal(cells[2], `${daemon.url}/`);
   assert.match(cells[3], /^127\.0\.0\.1:\d+$/);
-  assert.match(cells[5], /^\d+s$/);
+  assert.equal(cells[4], 'this daemon');
+  assert.match(cells[6], /^\d+s$/);
   assert.equal(await admin.locator('#count').textContent(), '1 live');
   // ws.js reports the page shown; the table follows within its sample.
   await admin.waitForFunction((i) => document.querySelector(`#rows tr[data-id="${i}"] td.vis`)?.textContent === 'visible', demo.index, POLL);
