@@ -180,8 +180,8 @@ struct Map {
 #[derive(Clone)]
 pub(crate) struct Retained {
     map: Arc<Mutex<Map>>,
-    /// Where values are kept; replaced once when a cluster node joins
-    /// (Redis).
+    /// Where values are kept; on a cluster node, set to Redis when it
+    /// joins (and set again, with what Redis holds, at a new epoch).
     store: Arc<Mutex<Arc<dyn RetainedStore>>>,
     /// Retained writes take turns: each is stored, then held, then
     /// delivered, before the next starts, so that the store, the map and
