@@ -223,7 +223,8 @@ async fn join(
     let listen = format!("http://{local}");
     let joining = backplane::redis::connect(url, &settings.cluster, &listen, monitor).await?;
     let hub = Hub::with_index_source(settings.hub, monitor.clone(), joining.indexes());
-    let cluster = joining.start(hub, stop.clone(), tasks).await?;
+    let retained = Arc::new(remember.retained.clone());
+    let cluster = joining.start(hub, retained, stop.clone(), tasks).await?;
     Ok((cluster.clone(), Some(cluster)))
 }
 

@@ -24,6 +24,7 @@ use crate::engine::asks::Request;
 use crate::engine::backplane::Listing;
 use crate::engine::backplane::{Answers, Backplane, Delivery, Listed};
 use crate::engine::hub::{Hub, TargetError};
+use crate::engine::remember::retained::Change;
 use crate::engine::remember::Remember;
 
 /// `[pages]` in the configuration file: what pages may do.
@@ -274,13 +275,20 @@ impl Executor {
                 })
                 .await
             }
-            Command::Retained => Reply::ok(self.inner.remember.retained.render()),
+            Command::Retained => match self.inner.remember.retained.listing().await {
+                Ok(listing) => Reply::ok(listing),
+                Err(e) => Reply::err(format!("ws retained: {e}")),
+            },
             Command::Forget { name } => match self.inner.remember.retained.forget(&name).await {
                 Ok(0) => Reply::ok(format!("nothing retained for '{name}'")),
-                Ok(n) => Reply::ok(format!(
-                    "forgot {} of '{name}'",
-                    plural(n, "retained value")
-                )),
+                Ok(n) => {
+                    let change = Change::Forget { name: name.clone() };
+                    let notes = self.inner.backplane.share_retained(change.to_json()).await;
+                    Reply::ok(with_notes(
+                        format!("forgot {} of '{name}'", plural(n, "retained value")),
+                        &notes,
+                    ))
+                }
                 Err(e) => Reply::err(format!("ws forget: {e}")),
             },
             Command::Visibility { state } => match door {
@@ -439,19 +447,28 @@ impl Executor {
             return self.deliver(target, msg, what, nobody, "").await;
         };
         let remember = &self.inner.remember;
-        let turn = match remember.retained.keep(name, msg, retain.ttl).await {
-            Ok(turn) => turn,
+        let (turn, record) = match remember.retained.keep(name, msg, retain.ttl).await {
+            Ok(kept) => kept,
             Err(e) => return Reply::err(format!("{what}: {e}; nothing sent")),
         };
+        // The other nodes of a cluster hold it before it is delivered, so
+        // that a page registering anywhere afterwards gets it.
+        let shared = self
+            .inner
+            .backplane
+            .share_retained(Change::Keep { record }.to_json())
+            .await;
         let mut kept = format!("; retained for pages that register '{name}'");
         if let Some(ttl) = retain.ttl {
             let _ = write!(kept, " for {}", text::age(ttl));
         }
-        if !remember.is_durable() {
+        // A cluster node keeps it in Redis, not in its state directory.
+        if !remember.is_durable() && self.inner.backplane.node().is_none() {
             kept.push_str(" (until the daemon stops: it has no state directory)");
         }
-        let reply = self.deliver(target, msg, what, nobody, &kept).await;
+        let mut reply = self.deliver(target, msg, what, nobody, &kept).await;
         drop(turn);
+        reply.output = with_notes(reply.output, &shared);
         reply
     }
 

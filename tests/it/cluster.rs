@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::page::{listing, Page};
+use crate::remember::{register, shown};
 use crate::support::{eventually, until, Daemon, Output, TIMEOUT};
 
 /// A private `redis-server`, without persistence (but for `SAVE`),
@@ -847,23 +848,119 @@ async fn the_admin_console_names_its_node_and_its_commands_reach_the_cluster() {
 }
 
 #[tokio::test]
-async fn retain_is_refused_on_a_node_of_a_cluster() {
-    // A retained value would reach the pages of one node only: refused,
-    // and nothing is sent.
+async fn retained_values_live_in_redis_and_every_node_serves_them() {
     let redis = Redis::start().await;
-    let a = node(&redis);
-    let mut page = Page::with_names(&a.d, &["status"]).await;
-    let out = a.d.cli(&["ws", "write", "--retain", "status", "kept?"]);
-    assert_ne!(out.code, Some(0), "{out:?}");
-    assert!(
-        out.stderr
-            .contains("--retain is not available in a cluster (--redis)"),
-        "{out:?}"
-    );
-    assert!(out.stderr.contains("nothing sent"), "{out:?}");
-    ok(&a, &["write", "status", "plain"]);
-    assert_eq!(page.recv().await["text"], "plain");
-    ok(&a, &["retained"]).assert_stdout_contains("nothing retained");
+    let (a, b) = (node(&redis), node(&redis));
+    // Kept on A with no page anywhere; a page that registers on B after
+    // the command answered gets it first, then what is newer.
+    ok(&a, &["write", "--retain", "status", "VPN up"])
+        .assert_stdout_contains("retained for pages that register 'status'");
+    ok(&b, &["exec", "--retain", "gauge", "setLevel", "42"]);
+    let mut on_b = Page::open(&b.d).await;
+    let frames = register(&mut on_b, "status").await;
+    assert_eq!(shown(&frames), ["write:VPN up"], "{frames:?}");
+    ok(&a, &["write", "status", "newer"]).assert_stdout_contains("sent to 1 connection");
+    assert_eq!(on_b.recv().await["text"], "newer");
+    let frames = register(&mut on_b, "gauge").await;
+    assert_eq!(shown(&frames), ["exec:setLevel:42"], "{frames:?}");
+
+    // A node started after the writes has them too.
+    let c = node(&redis);
+    let mut on_c = Page::open(&c.d).await;
+    let frames = register(&mut on_c, "status").await;
+    assert_eq!(shown(&frames), ["write:VPN up"], "{frames:?}");
+
+    // Every node lists what Redis holds.
+    for n in [&a, &b, &c] {
+        let out = ok(n, &["retained"]);
+        out.assert_stdout_contains("status write age=")
+            .assert_stdout_contains("\"VPN up\"")
+            .assert_stdout_contains("gauge exec setLevel age=");
+    }
+
+    // Forgotten on B: gone from Redis and from every node's copy.
+    ok(&b, &["forget", "status"]).assert_stdout_contains("forgot 1 retained value of 'status'");
+    for n in [&a, &b, &c] {
+        let listed = ok(n, &["retained"]).stdout;
+        assert!(!listed.contains("status"), "{listed}");
+        let mut page = Page::open(&n.d).await;
+        let frames = register(&mut page, "status").await;
+        assert_eq!(
+            shown(&frames),
+            Vec::<String>::new(),
+            "on {}: {frames:?}",
+            n.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_retained_value_expires_on_every_node() {
+    let redis = Redis::start().await;
+    let (a, b) = (node(&redis), node(&redis));
+    ok(&a, &["write", "--retain", "--ttl", "1s", "status", "brief"])
+        .assert_stdout_contains("retained for pages that register 'status' for 1s");
+    until("the value to expire on B", TIMEOUT, || {
+        let listed = ok(&b, &["retained"]).stdout;
+        std::future::ready(listed.contains("nothing retained").then_some(()))
+    })
+    .await;
+    for n in [&a, &b] {
+        let mut page = Page::open(&n.d).await;
+        let frames = register(&mut page, "status").await;
+        assert_eq!(
+            shown(&frames),
+            Vec::<String>::new(),
+            "on {}: {frames:?}",
+            n.id
+        );
+    }
+    // And Redis drops it: the nodes purge what has expired.
+    eventually("Redis to drop the expired value", TIMEOUT, || {
+        redis.command("HLEN pagewire:retained").as_deref() == Some(":0\r\n")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retained_values_come_back_after_redis_restarts_from_its_snapshot() {
+    // Redis restarted (a new epoch): every node loads the values again,
+    // here from the snapshot, so a value forgotten since the save is back
+    // and one kept since is gone, on every node alike.
+    let mut redis = Redis::start().await;
+    let (a, b) = (node(&redis), node(&redis));
+    ok(&a, &["write", "--retain", "saved", "in the snapshot"]);
+    assert_eq!(redis.command("SAVE").as_deref(), Some("+OK\r\n"));
+    ok(&a, &["write", "--retain", "later", "not saved"]);
+    let mut early = Page::open(&b.d).await;
+    let frames = register(&mut early, "later").await;
+    assert_eq!(shown(&frames), ["write:not saved"], "{frames:?}");
+    redis.kill();
+    redis.run().await;
+    for n in [&a, &b] {
+        // Pages are refused (503) while the new epoch's fence holds the
+        // indexes back: those attempts are tried again.
+        let origin = format!("http://{}", n.d.addr);
+        let frames = until(
+            "the node to load the snapshot's values",
+            TIMEOUT,
+            || async {
+                let mut page = Page::open_with_origin(&n.d, Some(&origin)).await.ok()?;
+                if !shown(&register(&mut page, "later").await).is_empty() {
+                    return None;
+                }
+                Some(register(&mut page, "saved").await)
+            },
+        )
+        .await;
+        assert_eq!(
+            shown(&frames),
+            ["write:in the snapshot"],
+            "on {}: {frames:?}",
+            n.id
+        );
+        ok(n, &["retained"]).assert_stdout_contains("saved write");
+    }
 }
 
 #[tokio::test]

@@ -23,14 +23,14 @@ fn start_on(state: &Path) -> Daemon {
 
 /// Registers `name` and returns every frame up to and including the
 /// register's reply: what the page was replayed comes before it.
-async fn register(page: &mut Page, name: &str) -> Vec<Value> {
+pub(crate) async fn register(page: &mut Page, name: &str) -> Vec<Value> {
     page.send(&format!("ws register {name}")).await;
     page.until(|f| f["type"] == "reply").await
 }
 
 /// The `write` and `exec` frames among `frames`, as `write:TEXT` and
 /// `exec:FUNC:ARG`.
-fn shown(frames: &[Value]) -> Vec<String> {
+pub(crate) fn shown(frames: &[Value]) -> Vec<String> {
     frames
         .iter()
         .filter_map(|f| match f["type"].as_str()? {

@@ -78,7 +78,8 @@ pub(super) static WS_WRITE: CommandDef = CommandDef {
            confirm; then, or when no page matched, it fails (exit 1).\n\
            --retain (TARGET a NAME) also keeps the text as NAME's current text: a page\n\
            that registers NAME later, or again after a reconnect, gets it first, and it\n\
-           survives a restart. --ttl DURATION with --retain (90s, 20m, 2h, 7d) lets it\n\
+           survives a restart (in a cluster it is kept in Redis and every node serves\n\
+           it). --ttl DURATION with --retain (90s, 20m, 2h, 7d) lets it\n\
            expire. A write without --retain is never kept and leaves a retained text as\n\
            it is.",
     example: "ws write status \"VPN up\"",
@@ -186,7 +187,7 @@ pub(super) static WS_RETAINED: CommandDef = CommandDef {
     help: "Prints one line per retained value: the name, what is kept (write, or exec\n\
            and the function), its age, when it expires (never, or in how long) and the\n\
            start of the text or argument, escaped. A page that registers the name gets\n\
-           these first.",
+           these first. In a cluster it lists what Redis holds, for every node.",
     example: "ws retained",
     extra_hint: None,
     options: &[],
@@ -198,8 +199,9 @@ pub(super) static WS_FORGET: CommandDef = CommandDef {
     usage: "ws forget NAME",
     summary: "drop everything retained for NAME",
     help: "Drops NAME's retained text and retained calls, here and in the state\n\
-           directory: pages that register NAME afterwards get nothing until the next\n\
-           --retain. Pages showing it now keep showing it.",
+           directory (in a cluster: in Redis and on every node): pages that register\n\
+           NAME afterwards get nothing until the next --retain. Pages showing it now\n\
+           keep showing it.",
     example: "ws forget status",
     extra_hint: None,
     options: &[],

@@ -28,6 +28,26 @@ use crate::engine::hub::{CloseReason, ConnInfo, Hub, TargetError};
 
 pub(crate) use memory::Local;
 
+/// Records as read from a store of retained values: key and JSON.
+pub(crate) type Records = Vec<(String, Vec<u8>)>;
+
+/// A cluster node's copy of the retained values, as the backplane sees it
+/// (the retained values live above it, in `engine::remember`, and
+/// implement this).
+pub(crate) trait SharedRetained: Send + Sync {
+    /// Keeps values in `store` from now on, holding the `loaded` records
+    /// in place of what was held; returns what was wrong with them.
+    fn load(
+        &self,
+        store: Arc<redis::retained::RedisStore>,
+        loaded: Records,
+    ) -> BoxFuture<'_, Vec<String>>;
+    /// Applies a change another node made (JSON, as it travelled).
+    fn apply(&self, change: &serde_json::Value);
+    /// How many values are held.
+    fn len(&self) -> usize;
+}
+
 /// A boxed future, so that [`Backplane`] can be used as a trait object.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -251,6 +271,15 @@ pub(crate) trait Backplane: Send + Sync {
     /// The backplane's own metrics (none on its own).
     fn metrics(&self) -> Vec<BackplaneMetric> {
         Vec::new()
+    }
+
+    /// Has the other nodes of a cluster apply `change` (a change of the
+    /// retained values, opaque here) to their copies (it is in Redis
+    /// already); returns the notes on
+    /// the nodes that did not. Nothing to do for a daemon on its own.
+    fn share_retained(&self, change: serde_json::Value) -> BoxFuture<'_, Vec<String>> {
+        let _ = change;
+        Box::pin(std::future::ready(Vec::new()))
     }
 
     /// A tail of every node's Monitor; `None` outside a cluster.

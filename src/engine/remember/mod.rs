@@ -112,10 +112,6 @@ pub(crate) struct Remember {
     last_alive: Option<u64>,
 }
 
-/// Why `--retain` is refused on a node of a cluster.
-const NOT_IN_A_CLUSTER: &str = "--retain is not available in a cluster (--redis): a retained \
-     value would reach the pages of this node only";
-
 /// How often the daemon records that it is alive, which bounds how late
 /// the grace period of its pages starts after a crash.
 pub(crate) const ALIVE_EVERY: Duration = Duration::from_secs(10);
@@ -123,9 +119,9 @@ pub(crate) const ALIVE_EVERY: Duration = Duration::from_secs(10);
 impl Remember {
     /// Opens the state directory `dir` (none: nothing is kept) and reads it;
     /// every problem goes to the Monitor and to standard error, and none
-    /// stops the daemon. A node of a `cluster` keeps no retained values:
-    /// they would reach the pages of this node only, so `--retain` is
-    /// refused there.
+    /// stops the daemon. A node of a `cluster` keeps its retained values
+    /// in Redis, not here: they start empty and are loaded when the node
+    /// joins.
     pub(crate) fn open(dir: Option<&Path>, monitor: &Monitor, cluster: bool) -> Remember {
         let mut report = |line: String| {
             eprintln!("pagewire: {line}");
@@ -150,7 +146,7 @@ impl Remember {
             }
         }
         let (retained, problems) = if cluster {
-            Retained::refusing(store.clone(), NOT_IN_A_CLUSTER)
+            Retained::new(Arc::new(retained::NotJoined), Vec::new())
         } else {
             Retained::new(store.clone(), loaded.retained)
         };

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::command::Target;
 use crate::base::text;
-use crate::engine::backplane::Delivery;
+use crate::engine::backplane::redis::retained::RedisStore;
+use crate::engine::backplane::{BoxFuture, Delivery, Records, SharedRetained};
 
 /// Most retained values in all.
 pub(crate) const MAX_RETAINED: usize = 10_000;
@@ -32,10 +33,88 @@ const PREVIEW_CHARS: usize = 40;
 pub(crate) trait RetainedStore: Send + Sync {
     /// Keeps one record, durably, before returning.
     fn put(&self, key: &str, record: &[u8]) -> Result<(), String>;
-    /// Drops the records of `name`, durably.
-    fn forget(&self, name: &str) -> Result<(), String>;
+    /// Drops the records of `name`, durably; how many went, when the
+    /// store counts them.
+    fn forget(&self, name: &str) -> Result<Option<usize>, String>;
     /// Drops the records whose keys are listed (expired ones).
     fn drop_keys(&self, keys: &[String]) -> Result<(), String>;
+    /// Every record (key and JSON) when the store is shared with other
+    /// daemons (Redis), and so is the truth rather than this daemon's
+    /// copy; `None` for a store of this daemon's own.
+    fn shared_records(&self) -> Option<Result<Records, String>> {
+        None
+    }
+}
+
+/// A cluster node's values live in Redis.
+impl RetainedStore for RedisStore {
+    fn put(&self, key: &str, record: &[u8]) -> Result<(), String> {
+        RedisStore::put(self, key, record)
+    }
+
+    fn forget(&self, name: &str) -> Result<Option<usize>, String> {
+        RedisStore::forget(self, name).map(Some)
+    }
+
+    fn drop_keys(&self, keys: &[String]) -> Result<(), String> {
+        self.drop_expired(keys, now_ms())
+    }
+
+    fn shared_records(&self) -> Option<Result<Records, String>> {
+        Some(self.records())
+    }
+}
+
+impl SharedRetained for Retained {
+    fn load(&self, store: Arc<RedisStore>, loaded: Records) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(self.replace(store, loaded))
+    }
+
+    fn apply(&self, change: &serde_json::Value) {
+        // A change this version cannot read is left out; the next load
+        // from Redis brings the copy up to date.
+        if let Ok(change) = Change::deserialize(change) {
+            Retained::apply(self, change);
+        }
+    }
+
+    fn len(&self) -> usize {
+        Retained::len(self)
+    }
+}
+
+/// A change to the retained values made on one node of a cluster, which
+/// every other node applies to its copy.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "change", rename_all = "lowercase")]
+pub(crate) enum Change {
+    /// A value was kept.
+    Keep { record: Record },
+    /// Everything of `name` was dropped.
+    Forget { name: String },
+}
+
+impl Change {
+    /// As it travels between nodes.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// The store of a cluster node before it has joined: nothing can be kept
+/// yet.
+pub(crate) struct NotJoined;
+
+impl RetainedStore for NotJoined {
+    fn put(&self, _: &str, _: &[u8]) -> Result<(), String> {
+        Err("the cluster is not joined yet".into())
+    }
+    fn forget(&self, _: &str) -> Result<Option<usize>, String> {
+        Err("the cluster is not joined yet".into())
+    }
+    fn drop_keys(&self, _: &[String]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl RetainedStore for super::store::Store {
@@ -43,9 +122,10 @@ impl RetainedStore for super::store::Store {
         self.put_retained(key, record)
     }
 
-    fn forget(&self, name: &str) -> Result<(), String> {
+    fn forget(&self, name: &str) -> Result<Option<usize>, String> {
         let prefix = format!("{name}\0");
         self.remove_retained(&|k| k.starts_with(&prefix))
+            .map(|()| None)
     }
 
     fn drop_keys(&self, keys: &[String]) -> Result<(), String> {
@@ -100,13 +180,13 @@ struct Map {
 #[derive(Clone)]
 pub(crate) struct Retained {
     map: Arc<Mutex<Map>>,
-    store: Arc<dyn RetainedStore>,
+    /// Where values are kept; on a cluster node, set to Redis when it
+    /// joins (and set again, with what Redis holds, at a new epoch).
+    store: Arc<Mutex<Arc<dyn RetainedStore>>>,
     /// Retained writes take turns: each is stored, then held, then
     /// delivered, before the next starts, so that the store, the map and
     /// the pages agree on which came last.
     writes: Arc<tokio::sync::Mutex<()>>,
-    /// Why nothing may be retained here, if so (a node of a cluster).
-    refused: Option<&'static str>,
 }
 
 /// Unix milliseconds now.
@@ -124,41 +204,39 @@ impl Retained {
         store: Arc<dyn RetainedStore>,
         loaded: Vec<(String, Vec<u8>)>,
     ) -> (Retained, Vec<String>) {
-        let mut map = Map::default();
-        let mut problems = Vec::new();
-        let now = now_ms();
-        let mut records: Vec<Record> = Vec::new();
-        for (key, bytes) in loaded {
-            match serde_json::from_slice::<Record>(&bytes) {
-                Ok(r) if r.key() == key => records.push(r),
-                _ => problems.push(format!(
-                    "state: retained value {} is unreadable and was left out",
-                    text::shown(&key.replace('\0', " "), PREVIEW_CHARS)
-                )),
-            }
-        }
-        records.sort_by_key(|r| r.set_ms);
-        for record in records.into_iter().filter(|r| !r.expired(now)) {
-            map.insert(record);
-        }
+        let (map, problems) = Map::loaded(loaded);
         let retained = Retained {
             map: Arc::new(Mutex::new(map)),
-            store,
+            store: Arc::new(Mutex::new(store)),
             writes: Arc::default(),
-            refused: None,
         };
         (retained, problems)
     }
 
-    /// Retained values that refuse every `keep` for the reason `why`, and
-    /// hold nothing (what `store` holds stays there, untouched).
-    pub(crate) fn refusing(
+    /// Keeps values in `store` from now on, holding the `loaded` records
+    /// in place of what was held (a cluster node joining, or finding Redis
+    /// restarted); returns what was wrong with the records.
+    pub(crate) async fn replace(
+        &self,
         store: Arc<dyn RetainedStore>,
-        why: &'static str,
-    ) -> (Retained, Vec<String>) {
-        let (mut retained, problems) = Retained::new(store, Vec::new());
-        retained.refused = Some(why);
-        (retained, problems)
+        loaded: Vec<(String, Vec<u8>)>,
+    ) -> Vec<String> {
+        let _turn = self.writes.lock().await;
+        let (map, problems) = Map::loaded(loaded);
+        *self.map() = map;
+        *self.store.lock().unwrap_or_else(|e| e.into_inner()) = store;
+        problems
+    }
+
+    /// Applies a change another node of the cluster made (it is in Redis
+    /// already).
+    pub(crate) fn apply(&self, change: Change) {
+        let mut map = self.map();
+        match change {
+            Change::Keep { record } if !record.expired(now_ms()) => map.insert(record),
+            Change::Keep { .. } => {}
+            Change::Forget { name } => map.remove_name(&name),
+        }
     }
 
     fn map(&self) -> MutexGuard<'_, Map> {
@@ -166,18 +244,20 @@ impl Retained {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn store(&self) -> Arc<dyn RetainedStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Keeps `msg` for `name`, lapsing after `ttl`: stored durably first,
     /// then held. Returns the turn the caller keeps while it delivers, so
-    /// that the next retained write comes after.
+    /// that the next retained write comes after, and the record kept (for
+    /// the other nodes of a cluster).
     pub(crate) async fn keep(
         &self,
         name: &str,
         msg: &Delivery,
         ttl: Option<Duration>,
-    ) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
-        if let Some(why) = self.refused {
-            return Err(why.to_string());
-        }
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, Record), String> {
         let turn = self.writes.clone().lock_owned().await;
         let now = now_ms();
         let record = Record {
@@ -189,13 +269,13 @@ impl Retained {
         self.check_room(&record)?;
         let key = record.key();
         let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-        let store = self.store.clone();
+        let store = self.store();
         let stored = tokio::task::spawn_blocking(move || store.put(&key, &json))
             .await
             .map_err(|e| e.to_string())?;
-        stored.map_err(|e| format!("could not keep it in the state directory: {e}"))?;
-        self.map().insert(record);
-        Ok(turn)
+        stored.map_err(|e| format!("could not keep it: {e}"))?;
+        self.map().insert(record.clone());
+        Ok((turn, record))
     }
 
     /// Refuses a record that would take the map over its bounds.
@@ -228,18 +308,16 @@ impl Retained {
     /// Drops everything retained for `name`; returns how many values went.
     pub(crate) async fn forget(&self, name: &str) -> Result<usize, String> {
         let _turn = self.writes.lock().await;
-        let store = self.store.clone();
+        let store = self.store();
         let owned = name.to_string();
         let stored = tokio::task::spawn_blocking(move || store.forget(&owned))
             .await
             .map_err(|e| e.to_string())?;
-        stored.map_err(|e| format!("could not drop it from the state directory: {e}"))?;
+        let dropped = stored.map_err(|e| format!("could not drop it: {e}"))?;
         let mut map = self.map();
-        let keys: Vec<String> = map.of_name(name).map(|h| h.record.key()).collect();
-        for key in &keys {
-            map.values.remove(key);
-        }
-        Ok(keys.len())
+        let held = map.of_name(name).count();
+        map.remove_name(name);
+        Ok(dropped.map_or(held, |n| n.max(held)))
     }
 
     /// Drops what has expired, here and in the store.
@@ -259,7 +337,7 @@ impl Retained {
             gone
         };
         if !gone.is_empty() {
-            let store = self.store.clone();
+            let store = self.store();
             // Best effort: an expired record left in the store is left out
             // when it is read again.
             let _ = tokio::task::spawn_blocking(move || store.drop_keys(&gone)).await;
@@ -279,37 +357,22 @@ impl Retained {
         out.extend(held.into_iter().map(|h| h.frame.clone()));
     }
 
-    /// The `ws retained` listing: one line per value.
-    pub(crate) fn render(&self) -> String {
-        let now = now_ms();
-        let map = self.map();
-        let mut out = String::new();
-        for h in map.values.values().filter(|h| !h.record.expired(now)) {
-            let r = &h.record;
-            let age = Duration::from_millis(now.saturating_sub(r.set_ms));
-            let expires = match r.expires_ms {
-                None => "never".to_string(),
-                Some(at) => format!("in {}", text::age(Duration::from_millis(at - now))),
-            };
-            let (what, value) = match &r.msg {
-                Delivery::Write { text } => ("write".to_string(), text.as_str()),
-                Delivery::Exec { func, arg } => {
-                    (format!("exec {}", text::Escaped(func)), arg.as_str())
-                }
-            };
-            let _ = writeln!(
-                out,
-                "{} {what} age={} expires={expires} \"{}\"",
-                r.name,
-                text::age(age),
-                text::shown(value, PREVIEW_CHARS)
-            );
+    /// The `ws retained` listing: one line per value, as the store has
+    /// them when it is shared with other daemons (Redis), else as held.
+    pub(crate) async fn listing(&self) -> Result<String, String> {
+        let store = self.store();
+        let shared = tokio::task::spawn_blocking(move || store.shared_records())
+            .await
+            .map_err(|e| e.to_string())?;
+        match shared {
+            None => Ok(render(self.map().values.values().map(|h| &h.record))),
+            Some(Err(e)) => Err(format!("could not read them: {e}")),
+            Some(Ok(loaded)) => {
+                let (mut records, _) = parse(loaded);
+                records.sort_by_key(Record::key);
+                Ok(render(records.iter()))
+            }
         }
-        if out.is_empty() {
-            out.push_str("nothing retained ('ws write --retain NAME \"text\"' keeps a text)");
-        }
-        out.truncate(out.trim_end().len());
-        out
     }
 
     /// How many values are retained now.
@@ -318,7 +381,73 @@ impl Retained {
     }
 }
 
+/// The records of `loaded` (key and JSON), and what was wrong with those
+/// that could not be read.
+fn parse(loaded: Vec<(String, Vec<u8>)>) -> (Vec<Record>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
+    for (key, bytes) in loaded {
+        match serde_json::from_slice::<Record>(&bytes) {
+            Ok(r) if r.key() == key => records.push(r),
+            _ => problems.push(format!(
+                "state: retained value {} is unreadable and was left out",
+                text::shown(&key.replace('\0', " "), PREVIEW_CHARS)
+            )),
+        }
+    }
+    (records, problems)
+}
+
+/// The `ws retained` listing of `records`, those expired left out.
+fn render<'a>(records: impl Iterator<Item = &'a Record>) -> String {
+    let now = now_ms();
+    let mut out = String::new();
+    for r in records.filter(|r| !r.expired(now)) {
+        let age = Duration::from_millis(now.saturating_sub(r.set_ms));
+        let expires = match r.expires_ms {
+            None => "never".to_string(),
+            Some(at) => format!("in {}", text::age(Duration::from_millis(at - now))),
+        };
+        let (what, value) = match &r.msg {
+            Delivery::Write { text } => ("write".to_string(), text.as_str()),
+            Delivery::Exec { func, arg } => (format!("exec {}", text::Escaped(func)), arg.as_str()),
+        };
+        let _ = writeln!(
+            out,
+            "{} {what} age={} expires={expires} \"{}\"",
+            r.name,
+            text::age(age),
+            text::shown(value, PREVIEW_CHARS)
+        );
+    }
+    if out.is_empty() {
+        out.push_str("nothing retained ('ws write --retain NAME \"text\"' keeps a text)");
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
 impl Map {
+    /// The `loaded` records (key and JSON) that are readable and not
+    /// expired, and what was wrong with the others.
+    fn loaded(loaded: Vec<(String, Vec<u8>)>) -> (Map, Vec<String>) {
+        let mut map = Map::default();
+        let now = now_ms();
+        let (mut records, problems) = parse(loaded);
+        records.sort_by_key(|r| r.set_ms);
+        for record in records.into_iter().filter(|r| !r.expired(now)) {
+            map.insert(record);
+        }
+        (map, problems)
+    }
+
+    fn remove_name(&mut self, name: &str) {
+        let keys: Vec<String> = self.of_name(name).map(|h| h.record.key()).collect();
+        for key in &keys {
+            self.values.remove(key);
+        }
+    }
+
     fn insert(&mut self, record: Record) {
         let frame = record.msg.encode(&Target::Name(record.name.clone()));
         self.next_seq += 1;
@@ -351,8 +480,8 @@ mod tests {
         fn put(&self, _: &str, _: &[u8]) -> Result<(), String> {
             Ok(())
         }
-        fn forget(&self, _: &str) -> Result<(), String> {
-            Ok(())
+        fn forget(&self, _: &str) -> Result<Option<usize>, String> {
+            Ok(None)
         }
         fn drop_keys(&self, _: &[String]) -> Result<(), String> {
             Ok(())
@@ -403,6 +532,38 @@ mod tests {
         r.frames_for("gauge", &mut frames);
         assert!(frames.is_empty());
         assert_eq!(r.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn another_nodes_changes_apply_to_the_copy_as_they_travel() {
+        let (r, _) = Retained::new(Arc::new(Nowhere), Vec::new());
+        let record = |name: &str, msg: Delivery, expires_ms| Record {
+            name: name.into(),
+            msg,
+            set_ms: now_ms(),
+            expires_ms,
+        };
+        let copy: &dyn SharedRetained = &r;
+        for change in [
+            Change::Keep {
+                record: record("s", write("kept"), None),
+            },
+            Change::Keep {
+                record: record("s", exec("f", "1"), None),
+            },
+            Change::Keep {
+                record: record("old", write("x"), Some(1)),
+            },
+        ] {
+            copy.apply(&change.to_json());
+        }
+        copy.apply(&serde_json::json!({"change": "unknown"}));
+        let mut frames = Vec::new();
+        r.frames_for("s", &mut frames);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(copy.len(), 2, "the expired one is not held");
+        copy.apply(&Change::Forget { name: "s".into() }.to_json());
+        assert_eq!(copy.len(), 0);
     }
 
     #[tokio::test]

@@ -143,6 +143,7 @@ impl Node {
                 return self.watch_here(&req, name, timeout).await;
             }
             Op::Unwatch { id } => return self.unwatch(&req.from, *id),
+            Op::Retain { change } => self.apply_retained(change),
             Op::Send { .. } | Op::Close { .. } | Op::Tail { .. } => self.act(&req.op, &req.from),
         };
         self.reply(&req, answer).await;
@@ -198,9 +199,11 @@ impl Node {
                 ("ws close", t.clone(), memory::close(&self.hub, &t))
             }
             // Answered by `answer` itself: they wait for pages.
-            Op::Ask { .. } | Op::Named { .. } | Op::Watch { .. } | Op::Unwatch { .. } => {
-                return ClusterResult::NoIndex
-            }
+            Op::Ask { .. }
+            | Op::Named { .. }
+            | Op::Watch { .. }
+            | Op::Unwatch { .. }
+            | Op::Retain { .. } => return ClusterResult::NoIndex,
         };
         match done {
             Ok(o) => {

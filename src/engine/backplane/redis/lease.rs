@@ -187,6 +187,7 @@ impl Node {
                     self.server, a.run_id, self.id
                 ));
                 self.table.resync();
+                self.retained_reload.notify_one();
                 if a.now >= a.since + lease_ms && a.floor >= 0 {
                     // The fence ended before this node could announce
                     // itself: blocks above the floor went to others.

@@ -29,7 +29,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
@@ -44,6 +44,7 @@ mod blocks;
 mod fanout;
 mod lease;
 mod listing;
+pub(crate) mod retained;
 mod scripts;
 mod subscriber;
 mod table;
@@ -59,7 +60,7 @@ use wire::{ClusterResponse, Keys, Op};
 use super::memory;
 use super::{
     Answers, Backplane, BackplaneMetric, BoxFuture, ClusterTail, Counted, Delivery, Listed,
-    Outcome, Unknown,
+    Outcome, SharedRetained, Unknown,
 };
 use crate::base::backoff::Backoff;
 use crate::base::command::Target;
@@ -202,6 +203,7 @@ impl Joining {
     pub(crate) async fn start(
         self,
         hub: Hub,
+        retained: Arc<dyn SharedRetained>,
         stop: CancellationToken,
         tasks: &TaskTracker,
     ) -> anyhow::Result<Arc<Cluster>> {
@@ -251,6 +253,8 @@ impl Joining {
             stats: Stats::default(),
             asks: Asks::default(),
             watches: Mutex::new(HashMap::new()),
+            retained: OnceLock::new(),
+            retained_reload: Notify::new(),
         });
         let mut conn = node.conn().expect("the connection just made");
         let announced = lease::announce(&node, &mut conn)
@@ -258,6 +262,13 @@ impl Joining {
             .map_err(|e| unreachable(&e))?;
         node.announced(&announced);
         node.table.resync();
+        // Loaded after the announcement, so that a value kept by another
+        // node since is either in what is read or told to this node (its
+        // requests wait in the subscription until `listen` runs).
+        if !node.load_retained(retained.as_ref()).await {
+            node.retained_reload.notify_one();
+        }
+        let _ = node.retained.set(retained);
         node.monitor.emit(format_args!(
             "cluster: joined as node {} through Redis at {} (lease {}s, indexes in blocks of {})",
             node.id, node.server, self.config.lease_secs, self.config.index_block
@@ -267,7 +278,8 @@ impl Joining {
         tasks.spawn(refill(node.clone(), stop.clone()));
         tasks.spawn(table::write_table(node.clone(), stop.clone()));
         tasks.spawn(tail::forward(node.clone(), stop.clone()));
-        tasks.spawn(tail::keep_tailing(node.clone(), stop));
+        tasks.spawn(tail::keep_tailing(node.clone(), stop.clone()));
+        tasks.spawn(retained::keep_retained(node.clone(), stop));
         Ok(Arc::new(Cluster { node }))
     }
 }
@@ -357,6 +369,10 @@ struct Node {
     /// Other nodes' `ws wait`s this node reports to, by requester and
     /// request id.
     watches: Mutex<HashMap<(String, u64), CancellationToken>>,
+    /// This node's copy of the retained values, set once it has joined.
+    retained: OnceLock<Arc<dyn SharedRetained>>,
+    /// Load the retained values from Redis again (a new epoch).
+    retained_reload: Notify,
 }
 
 impl Node {
@@ -582,6 +598,10 @@ impl Backplane for Cluster {
                 value: get(&s.late),
             },
         ]
+    }
+
+    fn share_retained(&self, change: serde_json::Value) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(self.node.share_retained(change))
     }
 
     fn tail(&self) -> Option<BoxFuture<'_, ClusterTail>> {

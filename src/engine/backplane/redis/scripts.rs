@@ -119,3 +119,32 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return {now, since, out}";
+
+/// Drops the retained values of a name. KEYS: the retained hash. ARGV: the
+/// name and a NUL (the start of its fields). Returns how many went.
+pub(super) const FORGET_RETAINED: &str = "
+local n = 0
+local p = ARGV[1]
+for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(k, 1, #p) == p then
+    redis.call('HDEL', KEYS[1], k)
+    n = n + 1
+  end
+end
+return n";
+
+/// Drops the listed retained values that have expired by ARGV[1] (Unix
+/// ms), and only those: another node may have set one again meanwhile.
+/// KEYS: the retained hash. ARGV: now, then the fields.
+pub(super) const DROP_EXPIRED: &str = "
+local now = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then
+    local ok, r = pcall(cjson.decode, v)
+    if ok and type(r) == 'table' and type(r.expires_ms) == 'number' and r.expires_ms <= now then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+    end
+  end
+end
+return 0";

@@ -28,6 +28,8 @@ pub(super) struct Keys {
     pub(super) epoch: String,
     /// The channel Monitor lines travel on while someone tails the cluster.
     pub(super) monitor: String,
+    /// The retained values: a hash of store key to record.
+    pub(super) retained: String,
     pub(super) prefix: String,
 }
 
@@ -38,6 +40,7 @@ impl Keys {
             nodes: format!("{prefix}:nodes"),
             epoch: format!("{prefix}:epoch"),
             monitor: format!("{prefix}:monitor"),
+            retained: format!("{prefix}:retained"),
             prefix: prefix.to_string(),
         }
     }
@@ -124,6 +127,12 @@ pub(super) enum Op {
     /// The requester of watch `id` has what it waited for.
     Unwatch {
         id: u64,
+    },
+    /// Apply a change to the retained values (already made in Redis) to
+    /// this node's copy.
+    /// (The change is the retained values' own, opaque here.)
+    Retain {
+        change: serde_json::Value,
     },
 }
 
