@@ -82,9 +82,15 @@ done
 cargo build --quiet --release --manifest-path "$bench_dir/Cargo.toml" --bins
 bench_target=${CARGO_TARGET_DIR:-$bench_dir/target}
 
+# pagewire is built from this checkout unless a binary is given (an A/B of
+# two builds passes --pagewire).
 pagewire_args=()
 target=pagewire
-if wants "$@"; then
+given=0
+for a in "$@"; do
+    case "$a" in --pagewire|--pagewire=*) given=1 ;; esac
+done
+if wants "$@" && [ "$given" = 0 ]; then
     cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bin pagewire
     pagewire_args=(--pagewire "${CARGO_TARGET_DIR:-$root/target}/release/pagewire")
 fi
