@@ -221,34 +221,9 @@ impl Executor {
         if !operator && !own_report && !self.inner.page_rights.allows(&cmd) {
             return self.needs_operator(&cmd, door);
         }
-        let hub = &self.inner.hub;
         match cmd {
-            Command::List => {
-                // Rendered as it is read: a cluster's rows are never all
-                // held at once, only their text.
-                let mut rows = String::new();
-                let notes = self
-                    .inner
-                    .backplane
-                    .list(&mut |listed| render_row(&mut rows, &listed))
-                    .await;
-                let mut out = finish_list(rows, &notes);
-                for run in self.inner.actions.running() {
-                    out.push('\n');
-                    out.push_str(&render_run(&run));
-                }
-                Reply::ok(out)
-            }
-            Command::Register { name } => match door {
-                Door::Page(id) => match hub.register(id, &name) {
-                    Ok(()) => Reply::ok(format!("registered '{name}' on connection {id}")),
-                    Err(e) => Reply::err(format!("ws register: {e}")),
-                },
-                _ => Reply::err(
-                    "ws register: only a page can register, over its own WebSocket \
-                     (wsInit('name') in ws.js)",
-                ),
-            },
+            Command::List => self.list().await,
+            Command::Register { name } => self.register(door, &name),
             Command::Write {
                 target,
                 text,
@@ -279,27 +254,8 @@ impl Executor {
                 Ok(listing) => Reply::ok(listing),
                 Err(e) => Reply::err(format!("ws retained: {e}")),
             },
-            Command::Forget { name } => match self.inner.remember.retained.forget(&name).await {
-                Ok(0) => Reply::ok(format!("nothing retained for '{name}'")),
-                Ok(n) => {
-                    let change = Change::Forget { name: name.clone() };
-                    let notes = self.inner.backplane.share_retained(change.to_json()).await;
-                    Reply::ok(with_notes(
-                        format!("forgot {} of '{name}'", plural(n, "retained value")),
-                        &notes,
-                    ))
-                }
-                Err(e) => Reply::err(format!("ws forget: {e}")),
-            },
-            Command::Visibility { state } => match door {
-                Door::Page(id) if hub.set_visibility(id, state) => {
-                    Reply::ok(format!("connection {id} is {}", state.word()))
-                }
-                Door::Page(id) => Reply::err(format!("ws visibility: connection {id} is closed")),
-                _ => Reply::err(
-                    "ws visibility: only a page reports its visibility, over its own WebSocket",
-                ),
-            },
+            Command::Forget { name } => self.forget(&name).await,
+            Command::Visibility { state } => self.visibility(door, state),
             Command::Close { target } => match self.inner.backplane.close(&target).await {
                 Ok(o) => Reply::ok(with_notes(
                     format!("closed {}", plural(o.reached, "connection")),
@@ -307,25 +263,8 @@ impl Executor {
                 )),
                 Err(e) => Reply::err(format!("ws close: {e}")),
             },
-            Command::Notify { name } => {
-                let out = match &name {
-                    Some(n) => {
-                        format!("notify on: Monitor lines go to element '{n}' on every page")
-                    }
-                    None => "notify off".to_string(),
-                };
-                self.inner.notify.send_replace(name);
-                Reply::ok(out)
-            }
-            Command::Run { action, args, to } => {
-                let output = match run_output(door, operator, to) {
-                    Ok(output) => output,
-                    Err(reply) => return reply,
-                };
-                let requester = Requester { door, output };
-                let started = self.inner.actions.start(&action, args, requester, hub);
-                started.await.map_or_else(Reply::err, Reply::ok)
-            }
+            Command::Notify { name } => self.notify(name),
+            Command::Run { action, args, to } => self.start_run(&action, args, to, door).await,
             Command::Help { topic } => match command::help_text(topic.as_deref()) {
                 Ok(text) => Reply::ok(text),
                 Err(e) => Reply::err(e),
@@ -336,72 +275,174 @@ impl Executor {
                 arg,
                 timeout,
             } => {
-                let request = Request::Call { func, arg };
-                match self.ask(&target, &request, timeout, "ws call").await {
-                    Ok(a) => answered(a, |out, answer| match answer {
-                        Answer::Value(json) => out.push_str(&text::escape(json)),
-                        other => show_other(out, other),
-                    }),
-                    Err(reply) => reply,
-                }
+                self.call(&target, Request::Call { func, arg }, timeout)
+                    .await
             }
             Command::Read {
                 target,
                 name,
                 timeout,
-            } => {
-                let request = Request::Read { name };
-                match self.ask(&target, &request, timeout, "ws read").await {
-                    Ok(a) => answered(a, show_text),
-                    Err(reply) => reply,
-                }
-            }
+            } => self.read(&target, Request::Read { name }, timeout).await,
             Command::Wait {
                 name,
                 count,
                 timeout,
-            } => {
-                let c = self.inner.backplane.wait_named(&name, count, timeout).await;
-                let held = format!("{} registered '{name}'", plural(c.count, "connection"));
-                let out = if c.count >= count {
-                    held
-                } else {
-                    format!(
-                        "timed out after {}: {held}, {count} wanted",
-                        text::duration(timeout)
-                    )
-                };
-                let status = if c.count >= count {
-                    Status::Ok
-                } else {
-                    Status::Partial
-                };
-                Reply::with(status, with_notes(out, &c.notes))
-            }
+            } => self.wait(&name, count, timeout).await,
             Command::Who { target } => self.who(&target, None).await,
             Command::DryRun(cmd) => match cmd.target() {
                 Some(target) => self.who(target, Some(cmd.name())).await,
                 // The parser gives --dry-run to commands with a TARGET only.
                 None => Reply::err(format!("{}: --dry-run needs a TARGET", cmd.name())),
             },
-            Command::Confirm { cmd, timeout } => match *cmd {
-                // --wait asks the pages to confirm; it keeps nothing (the
-                // parser refuses --retain with --wait).
-                Command::Write { target, text, .. } => {
-                    let console = crate::base::text::escape(&text).into_owned();
-                    let request = Request::Write { text };
-                    self.confirm(&target, request, timeout, "ws write", Some(console))
-                        .await
-                }
-                Command::Exec {
-                    target, func, arg, ..
-                } => {
-                    let request = Request::Exec { func, arg };
-                    self.confirm(&target, request, timeout, "ws exec", None)
-                        .await
-                }
-                other => Reply::err(format!("{}: --wait is not for this command", other.name())),
+            Command::Confirm { cmd, timeout } => self.run_confirmed(*cmd, timeout).await,
+        }
+    }
+
+    /// `set notify [NAME]`: where the Monitor goes on every page, if anywhere.
+    fn notify(&self, name: Option<String>) -> Reply {
+        let out = match &name {
+            Some(n) => format!("notify on: Monitor lines go to element '{n}' on every page"),
+            None => "notify off".to_string(),
+        };
+        self.inner.notify.send_replace(name);
+        Reply::ok(out)
+    }
+
+    /// `run ACTION [ARGS] [--to TARGET]` on behalf of `door`.
+    async fn start_run(
+        &self,
+        action: &str,
+        args: Vec<String>,
+        to: Option<Target>,
+        door: Door,
+    ) -> Reply {
+        let output = match run_output(door, door.is_operator(), to) {
+            Ok(output) => output,
+            Err(reply) => return reply,
+        };
+        let requester = Requester { door, output };
+        let started = self
+            .inner
+            .actions
+            .start(action, args, requester, &self.inner.hub);
+        started.await.map_or_else(Reply::err, Reply::ok)
+    }
+
+    /// `ws register NAME`, which only a page sends, for itself.
+    fn register(&self, door: Door, name: &str) -> Reply {
+        match door {
+            Door::Page(id) => match self.inner.hub.register(id, name) {
+                Ok(()) => Reply::ok(format!("registered '{name}' on connection {id}")),
+                Err(e) => Reply::err(format!("ws register: {e}")),
             },
+            _ => Reply::err(
+                "ws register: only a page can register, over its own WebSocket \
+                 (wsInit('name') in ws.js)",
+            ),
+        }
+    }
+
+    /// `ws visibility STATE`, which only a page sends, about itself.
+    fn visibility(&self, door: Door, state: command::Visibility) -> Reply {
+        match door {
+            Door::Page(id) if self.inner.hub.set_visibility(id, state) => {
+                Reply::ok(format!("connection {id} is {}", state.word()))
+            }
+            Door::Page(id) => Reply::err(format!("ws visibility: connection {id} is closed")),
+            _ => Reply::err(
+                "ws visibility: only a page reports its visibility, over its own WebSocket",
+            ),
+        }
+    }
+
+    /// `ws call`: one line per page, its value as JSON or what went wrong.
+    async fn call(&self, target: &Target, request: Request, timeout: Duration) -> Reply {
+        match self.ask(target, &request, timeout, "ws call").await {
+            Ok(a) => answered(a, |out, answer| match answer {
+                Answer::Value(json) => out.push_str(&text::escape(json)),
+                other => show_other(out, other),
+            }),
+            Err(reply) => reply,
+        }
+    }
+
+    /// `ws read`: one line per page, the text its element shows.
+    async fn read(&self, target: &Target, request: Request, timeout: Duration) -> Reply {
+        match self.ask(target, &request, timeout, "ws read").await {
+            Ok(a) => answered(a, show_text),
+            Err(reply) => reply,
+        }
+    }
+
+    /// `ws` (the listing): rendered as it is read, so a cluster's rows are
+    /// never all held at once, only their text; then the running actions.
+    async fn list(&self) -> Reply {
+        let mut rows = String::new();
+        let notes = self
+            .inner
+            .backplane
+            .list(&mut |listed| render_row(&mut rows, &listed))
+            .await;
+        let mut out = finish_list(rows, &notes);
+        for run in self.inner.actions.running() {
+            out.push('\n');
+            out.push_str(&render_run(&run));
+        }
+        Reply::ok(out)
+    }
+
+    /// `ws forget NAME`, here and, in a cluster, on every node.
+    async fn forget(&self, name: &str) -> Reply {
+        match self.inner.remember.retained.forget(name).await {
+            Ok(0) => Reply::ok(format!("nothing retained for '{name}'")),
+            Ok(n) => {
+                let change = Change::Forget {
+                    name: name.to_string(),
+                };
+                let notes = self.inner.backplane.share_retained(change.to_json()).await;
+                Reply::ok(with_notes(
+                    format!("forgot {} of '{name}'", plural(n, "retained value")),
+                    &notes,
+                ))
+            }
+            Err(e) => Reply::err(format!("ws forget: {e}")),
+        }
+    }
+
+    /// `ws wait NAME`: until `count` pages hold it or `timeout` passed.
+    async fn wait(&self, name: &str, count: usize, timeout: Duration) -> Reply {
+        let c = self.inner.backplane.wait_named(name, count, timeout).await;
+        let held = format!("{} registered '{name}'", plural(c.count, "connection"));
+        let (status, out) = if c.count >= count {
+            (Status::Ok, held)
+        } else {
+            let out = format!(
+                "timed out after {}: {held}, {count} wanted",
+                text::duration(timeout)
+            );
+            (Status::Partial, out)
+        };
+        Reply::with(status, with_notes(out, &c.notes))
+    }
+
+    /// A write or exec with `--wait`: the pages are asked to confirm; it
+    /// keeps nothing (the parser refuses `--retain` with `--wait`).
+    async fn run_confirmed(&self, cmd: Command, timeout: Duration) -> Reply {
+        match cmd {
+            Command::Write { target, text, .. } => {
+                let console = crate::base::text::escape(&text).into_owned();
+                let request = Request::Write { text };
+                self.confirm(&target, request, timeout, "ws write", Some(console))
+                    .await
+            }
+            Command::Exec {
+                target, func, arg, ..
+            } => {
+                let request = Request::Exec { func, arg };
+                self.confirm(&target, request, timeout, "ws exec", None)
+                    .await
+            }
+            other => Reply::err(format!("{}: --wait is not for this command", other.name())),
         }
     }
 
