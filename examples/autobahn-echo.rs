@@ -9,7 +9,9 @@
 //! daemon uses) each connection is driven by `doors::page::driver::drive`, the task
 //! that serves pages, with its frame parser, message assembler, outbox and
 //! vectored writer. Only what a message means differs: `EchoHandler` sends
-//! every text and binary message back. The limits are raised for the suite,
+//! every text and binary message back. permessage-deflate is negotiated
+//! as the daemon does (`base::codec::deflate`), so the suite's 12.* and 13.*
+//! cases run the daemon's compression and inflation. The limits are raised for the suite,
 //! which sends messages of up to 16 MiB; the daemon's stay at 64 KiB (and
 //! its budget for incomplete frames at 32 MiB, its time to finish one at
 //! 10 s).
@@ -22,8 +24,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use pagewire::base::codec::handshake;
 use pagewire::base::codec::Limits;
+use pagewire::base::codec::{deflate, handshake};
 use pagewire::doors::page::budget::PartialBudget;
 use pagewire::doors::page::driver::{self, ConnLimits, EchoHandler};
 use pagewire::doors::page::socket::SharedTcp;
@@ -131,11 +133,19 @@ async fn serve(
         return Ok(());
     }
     let accept = handshake::accept_key(&request.header("sec-websocket-key").unwrap_or_default());
+    let agreed = request
+        .header("sec-websocket-extensions")
+        .and_then(|offers| deflate::negotiate(&offers));
+    let extensions = agreed
+        .as_ref()
+        .map(|a| format!("Sec-WebSocket-Extensions: {}\r\n", a.response))
+        .unwrap_or_default();
     let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nServer: pagewire-autobahn-echo\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extensions}Server: pagewire-autobahn-echo\r\n\r\n"
     );
     stream.write_all(response.as_bytes()).await?;
     let conn = hub.open(peer, request.target)?;
+    hub.set_deflate(&conn, agreed.map_or(0, |a| a.server_window_bits));
     // As for a page: replies may go straight to the socket.
     let stream = SharedTcp::attach(stream, &conn);
     driver::drive(stream, pre, conn, hub, EchoHandler, limits).await;

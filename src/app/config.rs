@@ -5,7 +5,7 @@
 //!
 //! | part | flags and top-level keys | tables |
 //! |---|---|---|
-//! | HTTP door (`doors::http::settings`) | `listen`, `root`, `access`, `allow`, `token`, `origins`, `allowed_hosts`, `serve_dotfiles`, `tls_*` | its share of `[limits]` |
+//! | HTTP door (`doors::http::settings`) | `listen`, `root`, `access`, `allow`, `token`, `origins`, `allowed_hosts`, `serve_dotfiles`, `compression`, `tls_*` | its share of `[limits]` |
 //! | control door | `control` | |
 //! | Redis backplane | `redis` | `[cluster]` |
 //! | hub | | its share of `[limits]`, `[heartbeat]` |
@@ -246,6 +246,8 @@ impl ServeConfig {
             .get_or_insert_with(|| crate::doors::http::settings::DEFAULT_LISTEN.into());
         http.access.get_or_insert_with(Default::default);
         http.serve_dotfiles.get_or_insert(false);
+        http.compression
+            .get_or_insert(crate::doors::http::settings::DEFAULT_COMPRESSION);
         if http.token.is_some() {
             http.token = Some(HIDDEN.to_owned());
         }
@@ -310,6 +312,8 @@ pub(crate) struct Settings {
     pub(crate) allowed_hosts: Vec<AllowedHost>,
     /// Whether dot-files of the web root are served.
     pub(crate) serve_dotfiles: bool,
+    /// Whether permessage-deflate is negotiated with pages that offer it.
+    pub(crate) compression: bool,
     /// Operator token.
     pub(crate) token: Option<String>,
     /// Redis URL for a cluster.
@@ -379,6 +383,9 @@ impl Settings {
             origins,
             allowed_hosts,
             serve_dotfiles: http.serve_dotfiles.unwrap_or(false),
+            compression: http
+                .compression
+                .unwrap_or(crate::doors::http::settings::DEFAULT_COMPRESSION),
             token: http.token()?,
             redis: config.redis.redis,
             cluster: config.cluster,

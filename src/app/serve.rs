@@ -247,6 +247,7 @@ fn front(
         token: Token::new(settings.token.clone()),
         root: settings.root.clone(),
         serve_dotfiles: settings.serve_dotfiles,
+        compression: settings.compression,
         scheme: if tls { "https" } else { "http" },
         base_path: settings.base_path.clone(),
         trusted_proxies: settings.trusted_proxies.clone(),

@@ -153,6 +153,9 @@ pub(crate) struct Upgrade {
     pub(crate) page: String,
     /// The resume token the page presented (`?resume=`), if any.
     pub(crate) resume: Option<String>,
+    /// The server window bits of the permessage-deflate agreed in the
+    /// handshake, or 0 without it.
+    pub(crate) deflate_bits: u8,
     /// Kept for as long as the WebSocket lives: its place in the accept
     /// loop's connection limits. Shared (an `Arc` the HTTP door already
     /// made), so keeping it costs a page no allocation of its own.

@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod cluster;
 mod control_owner;
+mod deflate;
 mod frames_budget;
 mod guard;
 mod http;

@@ -16,6 +16,8 @@ const FIN_BIT: u8 = 0x80;
 
 const RSV_BITS: u8 = 0x70;
 
+use super::deflate::RSV1;
+
 pub(super) const OPCODE_BITS: u8 = 0x0F;
 
 const MASK_BIT: u8 = 0x80;
@@ -85,6 +87,9 @@ impl OpCode {
 pub(crate) struct FrameHeader {
     /// Whether this is the last frame of its message.
     pub(crate) fin: bool,
+    /// RSV1 on a connection with permessage-deflate: the message this
+    /// frame starts is compressed.
+    pub(crate) compressed: bool,
     /// The frame's opcode.
     pub(crate) opcode: OpCode,
     /// Offset of the payload from the start of the frame.
@@ -107,6 +112,9 @@ impl FrameHeader {
 pub struct Frame<'a> {
     /// Whether this is the last frame of its message.
     pub(crate) fin: bool,
+    /// Whether the message this frame starts is compressed
+    /// (permessage-deflate's RSV1).
+    pub(crate) compressed: bool,
     /// The frame's opcode.
     pub(crate) opcode: OpCode,
     /// The unmasked payload.
@@ -128,17 +136,35 @@ pub struct Frame<'a> {
 /// `limits.max_frame` is refused from the header, before its payload is
 /// buffered. Non-minimal length encodings are accepted: RFC 6455 requires
 /// senders to use the shortest one, but the length they state is the same.
+#[cfg(test)]
 pub(crate) fn parse_frame(
     buf: &mut [u8],
     limits: &Limits,
 ) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+    parse_frame_with(buf, limits, false)
+}
+
+/// [`parse_frame`] on a connection that negotiated permessage-deflate when
+/// `deflate` is set: RSV1 is then allowed on the first frame of a data
+/// message (and reported in [`FrameHeader::compressed`]), and still refused
+/// on control frames and continuations (RFC 7692, 6.1).
+pub(crate) fn parse_frame_with(
+    buf: &mut [u8],
+    limits: &Limits,
+    deflate: bool,
+) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
     let Some(&b0) = buf.first() else {
         return Ok(None);
     };
-    if b0 & RSV_BITS != 0 {
+    let allowed = if deflate { RSV1 } else { 0 };
+    if b0 & RSV_BITS & !allowed != 0 {
         return Err(ProtocolError::ReservedBits);
     }
     let opcode = OpCode::from_bits(b0 & OPCODE_BITS).ok_or(ProtocolError::ReservedOpcode)?;
+    let compressed = b0 & RSV1 != 0;
+    if compressed && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+        return Err(ProtocolError::ReservedBits);
+    }
     let fin = b0 & FIN_BIT != 0;
     if opcode.is_control() && !fin {
         return Err(ProtocolError::FragmentedControl);
@@ -194,6 +220,7 @@ pub(crate) fn parse_frame(
     apply_mask(payload, key);
     let header = FrameHeader {
         fin,
+        compressed,
         opcode,
         payload_start,
         payload_len,
@@ -209,7 +236,17 @@ pub fn next_frame<'a>(
     buf: &'a mut [u8],
     limits: &Limits,
 ) -> Result<Option<(Frame<'a>, usize)>, ProtocolError> {
-    let Some((header, consumed)) = parse_frame(buf, limits)? else {
+    next_frame_with(buf, limits, false)
+}
+
+/// [`next_frame`] on a connection that negotiated permessage-deflate when
+/// `deflate` is set (see [`parse_frame_with`]).
+pub fn next_frame_with<'a>(
+    buf: &'a mut [u8],
+    limits: &Limits,
+    deflate: bool,
+) -> Result<Option<(Frame<'a>, usize)>, ProtocolError> {
+    let Some((header, consumed)) = parse_frame_with(buf, limits, deflate)? else {
         return Ok(None);
     };
     let buf: &'a [u8] = buf;
@@ -217,6 +254,7 @@ pub fn next_frame<'a>(
     let payload = buf.get(header.payload_range()).unwrap_or_default();
     let frame = Frame {
         fin: header.fin,
+        compressed: header.compressed,
         opcode: header.opcode,
         payload,
     };

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::deflate::{inflate_message, RSV1};
 use super::frame::{apply_mask, header_parts, parse_close, CloseFrame, Frame, OpCode, OPCODE_BITS};
 use super::utf8::Utf8Validator;
 use super::{Limits, ProtocolError, MAX_CONTROL_PAYLOAD};
@@ -53,8 +54,12 @@ pub struct MessageAssembler {
 #[derive(Clone, Debug)]
 struct Partial {
     data: Vec<u8>,
-    /// Present for a text message.
+    /// Present for a text message that is not compressed (a compressed
+    /// one is checked once inflated).
     utf8: Option<Utf8Validator>,
+    /// Whether `data` is a compressed message's payload (permessage-deflate),
+    /// and the message text.
+    compressed: Option<bool>,
 }
 
 impl Default for MessageAssembler {
@@ -102,6 +107,8 @@ impl MessageAssembler {
         };
         if progress.utf8.is_none() {
             progress.utf8 = match (OpCode::from_bits(b0 & OPCODE_BITS), &self.partial) {
+                // Compressed text is checked once inflated.
+                (Some(OpCode::Text), None) if b0 & RSV1 != 0 => None,
                 (Some(OpCode::Text), None) => Some(Utf8Validator::new()),
                 (Some(OpCode::Continuation), Some(partial)) => partial.utf8,
                 _ => None,
@@ -152,9 +159,13 @@ impl MessageAssembler {
     fn push_frame<'a>(&mut self, frame: Frame<'a>) -> Result<Option<Message<'a>>, ProtocolError> {
         let Frame {
             fin,
+            compressed,
             opcode,
             payload,
         } = frame;
+        if compressed {
+            return self.start_compressed(opcode == OpCode::Text, fin, payload);
+        }
         match opcode {
             OpCode::Ping => check_control(fin, payload).map(|()| Some(Message::Ping(payload))),
             OpCode::Pong => check_control(fin, payload).map(|()| Some(Message::Pong(payload))),
@@ -200,8 +211,52 @@ impl MessageAssembler {
         };
         let mut data = Vec::new();
         append_bounded(&mut data, payload, self.max_message);
-        self.partial = Some(Box::new(Partial { data, utf8 }));
+        self.partial = Some(Box::new(Partial {
+            data,
+            utf8,
+            compressed: None,
+        }));
         Ok(None)
+    }
+
+    /// The first frame of a compressed message (RSV1, permessage-deflate):
+    /// inflated at once if it is the only one, else kept compressed until
+    /// the last fragment. The compressed bytes are held to the message
+    /// limit, and so is what they inflate to.
+    fn start_compressed<'a>(
+        &mut self,
+        text: bool,
+        fin: bool,
+        payload: &[u8],
+    ) -> Result<Option<Message<'a>>, ProtocolError> {
+        if self.partial.is_some() {
+            return Err(ProtocolError::ExpectedContinuation);
+        }
+        if payload.len() > self.max_message {
+            return Err(ProtocolError::TooBig);
+        }
+        if fin {
+            return self.inflated(text, payload).map(Some);
+        }
+        let mut data = Vec::new();
+        append_bounded(&mut data, payload, self.max_message);
+        self.partial = Some(Box::new(Partial {
+            data,
+            utf8: None,
+            compressed: Some(text),
+        }));
+        Ok(None)
+    }
+
+    /// A whole compressed message, inflated within the message limit.
+    fn inflated<'a>(&self, text: bool, compressed: &[u8]) -> Result<Message<'a>, ProtocolError> {
+        let data = inflate_message(compressed, self.max_message)?;
+        if text {
+            let text = String::from_utf8(data).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Message::Text(Cow::Owned(text)))
+        } else {
+            Ok(Message::Binary(Cow::Owned(data)))
+        }
     }
 
     /// A Continuation frame: the next fragment of the message in progress.
@@ -233,7 +288,14 @@ impl MessageAssembler {
             self.partial = Some(partial);
             return Ok(None);
         }
-        let Partial { data, utf8 } = *partial;
+        let Partial {
+            data,
+            utf8,
+            compressed,
+        } = *partial;
+        if let Some(text) = compressed {
+            return self.inflated(text, &data).map(Some);
+        }
         match utf8 {
             Some(utf8) => {
                 utf8.finish()?;

@@ -30,6 +30,7 @@
 //! # Ok::<(), pagewire::base::codec::ProtocolError>(())
 //! ```
 
+pub mod deflate;
 mod frame;
 pub mod handshake;
 mod message;
@@ -103,9 +104,14 @@ impl Default for Limits {
 /// with [`close_code`](Self::close_code) and [`reason`](Self::reason).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
-    /// RSV1-3 set, but no extension was negotiated.
+    /// RSV1-3 set, but no extension was negotiated (or RSV1 where
+    /// permessage-deflate does not allow it: on a control frame or a
+    /// continuation).
     #[error("{}", self.reason())]
     ReservedBits,
+    /// A compressed message that does not inflate (permessage-deflate).
+    #[error("{}", self.reason())]
+    BadCompressedData,
     /// An opcode RFC 6455 reserves (0x3-0x7, 0xB-0xF).
     #[error("{}", self.reason())]
     ReservedOpcode,
@@ -156,6 +162,7 @@ impl ProtocolError {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             ProtocolError::ReservedBits => "reserved bits set",
+            ProtocolError::BadCompressedData => "invalid compressed data",
             ProtocolError::ReservedOpcode => "reserved opcode",
             ProtocolError::UnmaskedFrame => "unmasked client frame",
             ProtocolError::FragmentedControl => "fragmented control frame",

@@ -77,6 +77,7 @@ fn rfc_masked_hello() {
         header,
         FrameHeader {
             fin: true,
+            compressed: false,
             opcode: OpCode::Text,
             payload_start: 6,
             payload_len: 5
@@ -536,6 +537,7 @@ fn accumulator_stays_within_the_limit_and_is_released() {
     ] {
         let frame = Frame {
             fin,
+            compressed: false,
             opcode,
             payload,
         };
@@ -543,6 +545,7 @@ fn accumulator_stays_within_the_limit_and_is_released() {
     }
     let last = Frame {
         fin: true,
+        compressed: false,
         opcode: OpCode::Continuation,
         payload: b"ij",
     };
@@ -558,6 +561,7 @@ fn accumulator_stays_within_the_limit_and_is_released() {
     // An error drops the message in progress.
     let start = Frame {
         fin: false,
+        compressed: false,
         opcode: OpCode::Binary,
         payload: b"x",
     };
@@ -565,6 +569,7 @@ fn accumulator_stays_within_the_limit_and_is_released() {
     assert!(assembler.in_progress());
     let again = Frame {
         fin: true,
+        compressed: false,
         opcode: OpCode::Binary,
         payload: b"y",
     };
@@ -597,6 +602,7 @@ fn hand_built_control_frames_are_checked() {
     for (fin, opcode, payload, expected) in cases {
         let frame = Frame {
             fin,
+            compressed: false,
             opcode,
             payload,
         };

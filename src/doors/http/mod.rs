@@ -57,6 +57,8 @@ pub(crate) struct Front {
     pub(crate) root: Option<PathBuf>,
     /// Whether dot-files and dot-directories of the web root are served.
     pub(crate) serve_dotfiles: bool,
+    /// Whether permessage-deflate is negotiated with pages that offer it.
+    pub(crate) compression: bool,
     /// `http` or `https`: how this daemon is reached directly (a trusted
     /// proxy may say another; see [`forwarded::Seen`]).
     pub(crate) scheme: &'static str,

@@ -13,6 +13,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::access::{AccessMode, AddressPolicy, AllowedHost};
 use super::server::ServerOptions;
 
+/// Whether permessage-deflate is offered to pages unless configured (see
+/// docs/PERFORMANCE.md for the figures behind it).
+pub(crate) const DEFAULT_COMPRESSION: bool = true;
+
 /// The default listen address.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -62,6 +66,11 @@ pub(crate) struct HttpSettings {
     // An Option, so that a file's `true` stands when the flag is absent.
     #[arg(long, num_args = 0, default_missing_value = "true", display_order = 10)]
     pub(crate) serve_dotfiles: Option<bool>,
+    /// Compress messages to pages that offer permessage-deflate, each
+    /// broadcast once for all of them (--compression=false: never)
+    // An Option, so that a file's value stands when the flag is absent.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", display_order = 11)]
+    pub(crate) compression: Option<bool>,
     /// TLS certificate chain (PEM), to serve https and wss
     #[arg(long, value_name = "FILE", requires = "tls_key", display_order = 12)]
     pub(crate) tls_cert: Option<PathBuf>,

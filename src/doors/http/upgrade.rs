@@ -12,7 +12,7 @@ use axum::Extension;
 use super::forwarded::Seen;
 use super::server::ConnSlot;
 use super::Shared;
-use crate::base::codec::handshake;
+use crate::base::codec::{deflate, handshake};
 use crate::base::door::Upgrade;
 use crate::base::hold::HoldWrites;
 
@@ -93,6 +93,11 @@ pub(super) async fn upgrade(
     }
     let accept =
         handshake::accept_key(header_str(headers, header::SEC_WEBSOCKET_KEY).unwrap_or(""));
+    let deflate = front
+        .compression
+        .then(|| extension_offers(headers))
+        .flatten()
+        .and_then(|offers| deflate::negotiate(&offers));
     let page = page_of(&req);
     let resume = resume_of(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -109,9 +114,26 @@ pub(super) async fn upgrade(
         peer,
         page,
         resume,
+        deflate_bits: deflate.as_ref().map_or(0, |d| d.server_window_bits),
         keep: slot.map(ConnSlot::shared),
     });
-    switching(&accept)
+    let mut resp = switching(&accept);
+    if let Some(v) = deflate.and_then(|d| HeaderValue::from_str(&d.response).ok()) {
+        resp.headers_mut()
+            .insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
+    }
+    resp
+}
+
+/// Every `Sec-WebSocket-Extensions` header of the request, joined with
+/// commas as HTTP allows for a list header; `None` without one.
+fn extension_offers(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = values.next()?.to_owned();
+    Some(values.fold(first, |all, v| all + ", " + v))
 }
 
 /// Checks a WebSocket handshake request: the answer saying why it is not

@@ -748,14 +748,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin, H: MessageHandler> Driver<S, H> {
     /// Parses and handles whole frames from `buf`; returns the bytes used.
     fn handle_bytes(&mut self, buf: &mut [u8], lines: &mut Vec<String>) -> usize {
         let mut used = 0;
+        // RSV1 (a compressed message) only with permessage-deflate.
+        let deflate = self.conn.deflate_bits() != 0;
         while self.can_read() {
             let Some(rest) = buf.get_mut(used..) else {
                 break;
             };
-            let parsed = frame::next_frame(rest, &self.limits.frames).and_then(|next| match next {
-                None => Ok(None),
-                Some((f, n)) => self.assembler.push(f).map(|m| Some((m, n))),
-            });
+            let parsed =
+                frame::next_frame_with(rest, &self.limits.frames, deflate).and_then(|next| {
+                    match next {
+                        None => Ok(None),
+                        Some((f, n)) => self.assembler.push(f).map(|m| Some((m, n))),
+                    }
+                });
             match parsed {
                 Ok(None) => break,
                 Ok(Some((message, n))) => {

@@ -60,6 +60,7 @@ impl Pages {
             peer,
             page,
             resume,
+            deflate_bits,
             keep,
         } = upgrade;
         let engine = self.engine.clone();
@@ -76,7 +77,11 @@ impl Pages {
                 }
             };
             let resume = resume.as_deref();
-            let open = |head: &[u8]| open_logged(&engine, peer, &page, resume, head);
+            let open = |head: &[u8]| {
+                let conn = open_logged(&engine, peer, &page, resume, head)?;
+                engine.hub.set_deflate(&conn, deflate_bits);
+                Ok::<_, OpenError>(conn)
+            };
             // The connection gets a task of its own, holding only its own
             // state: this one, with the handshake's leftovers, ends here. A
             // plain TCP stream is driven directly, and deliveries may write

@@ -28,7 +28,7 @@ pub(crate) mod queue;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -41,6 +41,7 @@ pub(crate) use outbox::Next;
 pub use outbox::{CloseReason, OutboxLimits};
 use outbox::{Outbox, Pushed};
 
+use crate::base::codec::deflate::Twins;
 use crate::base::command::{Target, Visibility};
 use crate::engine::monitor::Monitor;
 use names::Names;
@@ -204,6 +205,9 @@ pub struct Conn {
     /// What the page last reported of itself ([`Visibility::code`]; 0 for
     /// nothing yet). Beside `last_seen`, in what was padding.
     visibility: AtomicU8,
+    /// The window (9-15) this side compresses with if the connection
+    /// negotiated permessage-deflate, else 0. In padding too.
+    deflate_bits: AtomicU8,
     /// Traffic counters.
     pub(crate) stats: Stats,
     outbox: Outbox,
@@ -214,6 +218,12 @@ impl Conn {
     /// The connection's index.
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The server window bits of the permessage-deflate the connection
+    /// negotiated, or 0 without the extension.
+    pub(crate) fn deflate_bits(&self) -> u8 {
+        self.deflate_bits.load(Relaxed)
     }
 
     /// Takes what the writer should do next; see [`Next`].
@@ -566,6 +576,9 @@ struct Shared {
     /// Opened, registered and closed connections, for whoever watches the
     /// table (the admin console); sent only while someone does.
     changes: broadcast::Sender<TableChange>,
+    /// Set once any connection negotiated permessage-deflate: until then a
+    /// delivery does not look at its targets' extensions at all.
+    deflating: AtomicBool,
 }
 
 /// A change to the connection table, told to [`Hub::changes`] watchers.
@@ -627,6 +640,7 @@ impl Hub {
                 replay: OnceLock::new(),
                 names_changed: tokio::sync::Notify::new(),
                 changes: broadcast::channel(CHANGES_BACKLOG).0,
+                deflating: AtomicBool::new(false),
             }),
         }
     }
@@ -811,6 +825,7 @@ impl Hub {
             opened_ms: self.now_ms(),
             last_seen: AtomicU32::new(now),
             visibility: AtomicU8::new(0),
+            deflate_bits: AtomicU8::new(0),
             stats: Stats::default(),
             outbox: Outbox::default(),
             totals: self.shared.counters.clone(),
@@ -891,6 +906,17 @@ impl Hub {
         }
         if flush {
             self.flush(vec![conn.clone()]);
+        }
+    }
+
+    /// Records that `conn` negotiated permessage-deflate with a server
+    /// window of `window_bits` (9-15): deliveries from now on send it the
+    /// compressed twin of a frame worth compressing. Frames queued before
+    /// (its greeting) go plain, which the extension allows.
+    pub fn set_deflate(&self, conn: &Conn, window_bits: u8) {
+        conn.deflate_bits.store(window_bits, Relaxed);
+        if window_bits != 0 {
+            self.shared.deflating.store(true, Relaxed);
         }
     }
 
@@ -1154,7 +1180,17 @@ impl Hub {
         let mut to_flush = Vec::new();
         let mut overflowed = Vec::new();
         let mut reached = 0;
+        // Compressed at most once per window size, for the first target
+        // that negotiated permessage-deflate; every such target gets the
+        // same buffer.
+        let mut twins = Twins::new(frame);
+        let deflate = twins.worth() && self.shared.deflating.load(Relaxed);
         for c in targets {
+            let frame = if deflate {
+                twins.for_window(c.deflate_bits())
+            } else {
+                frame
+            };
             match c.outbox.push(frame, limits) {
                 Pushed::Queued(w) => {
                     reached += 1;
