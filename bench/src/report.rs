@@ -54,6 +54,10 @@ pub struct Record {
     pub http_errors: u64,
     /// Connections the server closed during the run.
     pub closed_by_server: u64,
+    /// Bytes the clients read from the wire after registering, per
+    /// delivery (frame headers, compression and pings included).
+    #[serde(default)]
+    pub wire_bytes_per_delivery: Option<f64>,
     /// Wall time of the whole run.
     pub wall_ms: f64,
     /// CPU the server used during the run (user + system).

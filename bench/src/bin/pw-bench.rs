@@ -156,6 +156,11 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
         s("burst-1k", "1,000 clients, 50 broadcasts back to back", "--scenario burst --clients 1000 --broadcasts 50", true, 120),
         s("burst-5k", "5,000 clients, 50 broadcasts back to back", "--scenario burst --clients 5000 --broadcasts 50", true, 180),
         s("burst-10k", "10,000 clients, 50 broadcasts back to back", "--scenario burst --clients 10000 --broadcasts 50", true, 240),
+        s("burst-10k-json", "10,000 clients, 50 broadcasts of a 2 KiB JSON-like text, uncompressed", "--scenario burst --clients 10000 --broadcasts 50 --payload 2048 --json", true, 240),
+        Scenario {
+            only: Some("pagewire"),
+            ..s("burst-10k-deflate", "burst-10k-json with permessage-deflate offered and accepted (pagewire only)", "--scenario burst --clients 10000 --broadcasts 50 --payload 2048 --json --deflate", true, 240)
+        },
         s("sustained-5k-20", "5,000 clients, 20 broadcasts/s for 10 s", "--scenario sustained --clients 5000 --rate 20 --duration 10", true, 180),
         s("sustained-5k-100", "5,000 clients, 100 broadcasts/s for 10 s", "--scenario sustained --clients 5000 --rate 100 --duration 10", true, 240),
         s("idle-18k", "18,000 idle registered clients", "--scenario idle --clients 18000 --connect-timeout 180", true, 300),
@@ -761,6 +766,15 @@ fn metrics() -> Vec<Metric> {
     }
     use Better::{Higher, Lower, Neither};
     let mut v = Vec::new();
+    for s in ["burst-10k-json", "burst-10k-deflate"] {
+        v.push(m(s, "delivered msgs/s", Higher, 0, |r| r.msgs_per_s));
+        v.push(m(s, "fan-out p50 ms", Lower, 1, |r| r.fanout_p50_ms));
+        v.push(m(s, "wire B/delivery", Lower, 0, |r| {
+            r.wire_bytes_per_delivery
+        }));
+        v.push(m(s, "server CPU ms", Lower, 0, |r| r.server_cpu_ms));
+        v.push(lost(s));
+    }
     for s in ["smoke", "burst-1k", "burst-5k", "burst-10k"] {
         v.push(m(s, "delivered msgs/s", Higher, 0, |r| r.msgs_per_s));
         v.push(m(s, "fan-out p50 ms", Lower, 1, |r| r.fanout_p50_ms));

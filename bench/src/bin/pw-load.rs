@@ -32,6 +32,7 @@
 //! Prints one JSON line (the `Record`) on stdout and a human line on stderr.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -114,6 +115,17 @@ struct Args {
     /// Payload text length in bytes (at least 40).
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Pad the payload with JSON-like records (a dashboard's status:
+    /// names, numbers, flags; without quotes, so the text needs no
+    /// escaping) instead of one repeated letter, which would compress
+    /// unrealistically well.
+    #[arg(long)]
+    json: bool,
+    /// Offer permessage-deflate (as Chromium does) and require the server
+    /// to accept it; compressed frames are inflated before they are
+    /// checked.
+    #[arg(long)]
+    deflate: bool,
     /// Name every client registers.
     #[arg(long, default_value = "bench")]
     name: String,
@@ -186,6 +198,13 @@ struct Shared {
     progress: Notify,
     /// Woken when a client finishes setup (either way).
     setup: Notify,
+    /// Bytes read from the wire after registration, all clients.
+    wire_bytes: Cell<u64>,
+    /// Compressed payloads seen and what they inflate to: a broadcast
+    /// reaches every client in the same bytes, so it is inflated once here
+    /// and later copies are compared byte for byte (the load client would
+    /// otherwise spend more CPU inflating than the server compressing).
+    inflated: RefCell<HashMap<Vec<u8>, Rc<[u8]>>>,
 }
 
 impl Shared {
@@ -195,6 +214,28 @@ impl Shared {
 
     fn ns_of(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.start).as_nanos() as u64
+    }
+
+    /// What a compressed message's payload inflates to; `None` if it does
+    /// not inflate.
+    fn inflate(&self, compressed: &[u8]) -> Option<Rc<[u8]>> {
+        if let Some(done) = self.inflated.borrow().get(compressed) {
+            return Some(done.clone());
+        }
+        let mut input = compressed.to_vec();
+        input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut d = flate2::Decompress::new(false);
+        let mut out = Vec::with_capacity(MAX_FRAME);
+        d.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+            .ok()?;
+        let out: Rc<[u8]> = out.into();
+        let mut cache = self.inflated.borrow_mut();
+        // Bounded: a burst has few broadcasts in flight at once.
+        if cache.len() > 1024 {
+            cache.clear();
+        }
+        cache.insert(compressed.to_vec(), out.clone());
+        Some(out)
     }
 
     /// Record a text frame's payload that arrived at `now_ns` on a client
@@ -284,15 +325,32 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The benchmark payload for `seq`: its number, the wall-clock send time in
-/// microseconds, padded with `x` to `len` bytes.
-fn payload_text(seq: u64, len: usize) -> String {
+/// microseconds, padded to `len` bytes with `x`, or with JSON-like
+/// records when `json`.
+fn payload_text(seq: u64, len: usize, json: bool) -> String {
     let wall_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
     let mut s = format!("seq={seq} t={wall_us} ");
+    if json {
+        s.push('[');
+        let mut i = 0u64;
+        while s.len() < len {
+            // Numbers that vary like a real status's do.
+            let load = (seq * 7919 + i * 104_729) % 1000;
+            let up = load % 5 != 0;
+            s.push_str(&format!(
+                "{{host:node-{i},region:eu-west-{},up:{up},load:0.{load:03},conns:{}}},",
+                i % 3,
+                (load * 37) % 5000
+            ));
+            i += 1;
+        }
+    }
     while s.len() < len {
         s.push('x');
     }
+    s.truncate(len);
     s
 }
 
@@ -335,6 +393,8 @@ async fn run(args: Args) -> anyhow::Result<Record> {
         completed: Cell::new(0),
         progress: Notify::new(),
         setup: Notify::new(),
+        wire_bytes: Cell::new(0),
+        inflated: RefCell::new(HashMap::new()),
     });
     let mut rec = Record {
         server: args.label.clone(),
@@ -433,7 +493,7 @@ async fn burst(args: &Args, shared: &Shared, rec: &mut Record) -> anyhow::Result
     let drain = Duration::from_secs_f64(args.drain_timeout);
     let first_ns = shared.now_ns();
     for seq in 0..args.broadcasts {
-        let text = payload_text(seq, args.payload);
+        let text = payload_text(seq, args.payload, args.json);
         let line = format!("ws write {} {}", args.name, quote(&text));
         shared.seqs.borrow_mut().push(Seq {
             base_ns: shared.now_ns(),
@@ -468,7 +528,7 @@ async fn sustained(
         let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
         sleep_until(scheduled).await;
         let seq = from + i;
-        let text = payload_text(seq, args.payload);
+        let text = payload_text(seq, args.payload, args.json);
         let line = format!("ws write {} {}", args.name, quote(&text));
         shared.seqs.borrow_mut().push(Seq {
             base_ns: shared.ns_of(scheduled.into_std()),
@@ -609,6 +669,9 @@ fn summarize(shared: &Shared, from: u64, rec: &mut Record, first_send_ns: Option
             rec.msgs_per_s = Some(rec.delivered as f64 / ((last - first) as f64 / 1e9));
         }
     }
+    if rec.delivered > 0 {
+        rec.wire_bytes_per_delivery = Some(shared.wire_bytes.get() as f64 / rec.delivered as f64);
+    }
 }
 
 /// `POST /api/command` throughput: `--requests` writes to one registered
@@ -709,15 +772,29 @@ async fn client(i: usize, cfg: Rc<Args>, shared: Rc<Shared>, gate: Rc<Semaphore>
         let mut pos = 0;
         let now_ns = shared.now_ns();
         loop {
+            // RSV1 (permessage-deflate) is taken off before the header is
+            // parsed, and put back if the frame is not all here yet.
+            let compressed = cfg.deflate && pos < len && buf[pos] & 0x40 != 0;
+            if compressed {
+                buf[pos] &= !0x40;
+            }
             let header = match frame::parse_header(&buf[pos..len], MAX_FRAME) {
                 Ok(Some(h)) if pos + h.frame_len() <= len => h,
                 Ok(Some(h)) => {
+                    if compressed {
+                        buf[pos] |= 0x40;
+                    }
                     if h.frame_len() > buf.len() {
                         buf.resize(h.frame_len(), 0);
                     }
                     break;
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if compressed {
+                        buf[pos] |= 0x40;
+                    }
+                    break;
+                }
                 Err(_) => {
                     shared.corrupt.set(shared.corrupt.get() + 1);
                     shared
@@ -728,6 +805,10 @@ async fn client(i: usize, cfg: Rc<Args>, shared: Rc<Shared>, gate: Rc<Semaphore>
             };
             let payload = &buf[pos + header.header_len..pos + header.frame_len()];
             match header.opcode {
+                OP_TEXT if header.fin && compressed => match shared.inflate(payload) {
+                    Some(text) => shared.on_text(&text, now_ns, &mut last_seq),
+                    None => shared.corrupt.set(shared.corrupt.get() + 1),
+                },
                 OP_TEXT if header.fin => match call_id(payload) {
                     Some(id) => {
                         let answer = format!("{{\"type\":\"result\",\"id\":{id},\"value\":{i}}}");
@@ -772,7 +853,10 @@ async fn client(i: usize, cfg: Rc<Args>, shared: Rc<Shared>, gate: Rc<Semaphore>
                     .set(shared.closed_by_server.get() + 1);
                 return;
             }
-            Ok(n) => len += n,
+            Ok(n) => {
+                len += n;
+                shared.wire_bytes.set(shared.wire_bytes.get() + n as u64);
+            }
         }
     }
 }
@@ -803,8 +887,13 @@ async fn open(i: usize, cfg: &Args) -> anyhow::Result<(TcpStream, Vec<u8>, usize
         .with_context(|| format!("connecting from {source} to {server}"))?;
     stream.set_nodelay(true)?;
     let key = frame::client_key(i as u64 + 1);
+    let offer = if cfg.deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {0}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{0}\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: {0}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{0}\r\n{offer}\r\n",
         server
     );
     let mut register = Vec::new();
@@ -844,6 +933,15 @@ async fn open(i: usize, cfg: &Args) -> anyhow::Result<(TcpStream, Vec<u8>, usize
     });
     if !accept_ok {
         bail!("wrong or missing Sec-WebSocket-Accept");
+    }
+    let deflate_ok = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(n, v)| {
+            n.eq_ignore_ascii_case("sec-websocket-extensions")
+                && v.trim_start().starts_with("permessage-deflate")
+        })
+    });
+    if cfg.deflate && !deflate_ok {
+        bail!("the server declined permessage-deflate");
     }
     buf.copy_within(head_len..len, 0);
     len -= head_len;
@@ -1030,7 +1128,7 @@ mod tests {
 
     #[test]
     fn payload_is_exact_length_and_parses() {
-        let t = payload_text(1234, 64);
+        let t = payload_text(1234, 64, false);
         assert_eq!(t.len(), 64);
         assert_eq!(parse_seq(t.as_bytes()), Some(1234));
         assert_eq!(parse_seq(b"cmd"), None);

@@ -198,6 +198,22 @@ pub(crate) fn compress_frame(frame: &[u8], window_bits: u8) -> Option<Bytes> {
     };
     let payload =
         frame.get(payload_start..payload_start.checked_add(usize::try_from(declared).ok()?)?)?;
+    let twin = compress_message(opcode, payload, window_bits)?;
+    (twin.len() < frame.len()).then_some(twin)
+}
+
+/// A whole server frame carrying `payload` compressed (RSV1 set), however
+/// short it is, for a connection that negotiated permessage-deflate with a
+/// server window of `window_bits`. The daemon compresses only what pays
+/// ([`compress_frame`]); this is for peers that want every message
+/// compressed, such as a conformance suite's echo.
+pub fn encode_compressed(text: bool, payload: &[u8], window_bits: u8) -> Option<Bytes> {
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
+    compress_message(opcode, payload, window_bits)
+}
+
+/// `payload` compressed into a FIN data frame with RSV1.
+fn compress_message(opcode: OpCode, payload: &[u8], window_bits: u8) -> Option<Bytes> {
     let bits = window_bits.clamp(MIN_SERVER_WINDOW_BITS, MAX_WINDOW_BITS);
     let body = COMPRESSORS.with(|cell| {
         let mut all = cell.borrow_mut();
@@ -211,9 +227,6 @@ pub(crate) fn compress_frame(frame: &[u8], window_bits: u8) -> Option<Bytes> {
     let header = encode_header(true, opcode, body.len());
     let header = header.as_bytes();
     let total = header.len() + body.len();
-    if total >= frame.len() {
-        return None;
-    }
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(header);
     out.extend_from_slice(&body);

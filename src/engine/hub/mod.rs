@@ -222,7 +222,7 @@ impl Conn {
 
     /// The server window bits of the permessage-deflate the connection
     /// negotiated, or 0 without the extension.
-    pub(crate) fn deflate_bits(&self) -> u8 {
+    pub fn deflate_bits(&self) -> u8 {
         self.deflate_bits.load(Relaxed)
     }
 
