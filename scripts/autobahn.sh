@@ -62,7 +62,7 @@ select=()
 # kosoku's own verdict is re-derived below from the report, so its exit
 # status is kept only to notice a run that produced no report at all.
 runner=0
-timeout 600 "$venv/bin/kosoku" "ws://$addr" "${select[@]}" -p "$parallel" -o "$out" \
+timeout 1800 "$venv/bin/kosoku" "ws://$addr" "${select[@]}" -p "$parallel" -o "$out" \
   >"$out/runner.log" 2>&1 || runner=$?
 
 if ! kill -0 "$server" 2>/dev/null; then
