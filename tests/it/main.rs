@@ -9,6 +9,7 @@ mod cluster;
 mod control_owner;
 mod frames_budget;
 mod guard;
+mod memory;
 mod http;
 mod package;
 mod page;
