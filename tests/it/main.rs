@@ -11,6 +11,7 @@ mod deflate;
 mod frames_budget;
 mod guard;
 mod http;
+mod memory;
 mod package;
 mod page;
 mod reliability;
