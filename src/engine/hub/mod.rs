@@ -6,9 +6,7 @@
 //! list of its targets out and lets go. Tasks to wake are woken after every
 //! lock is released, so a delivery never runs another task's code while it
 //! holds one. A delivery queues without waking; the writing is done by a
-//! flush (see [`outbox`]) from the hub's flushing task, or, while that task
-//! is idle, for a few milliseconds by the delivering thread itself (a
-//! direct send, see [`DIRECT_SEND_BUDGET`]).
+//! flush (see [`outbox`]) from the hub's flushing task.
 //!
 //! Indexes come from a counter, or from an [`IndexSource`] such as the
 //! cluster's blocks or the state directory's counter, and are never reused,
@@ -874,8 +872,7 @@ impl Hub {
         let mut overflow = false;
         for frame in frames {
             match conn.outbox.push(frame, limits) {
-                // (`push` never sends: that is `send_or_push`.)
-                Pushed::Queued(w) | Pushed::Sent { wake: w, .. } => wake = wake.or(w),
+                Pushed::Queued(w) => wake = wake.or(w),
                 Pushed::ToFlush => flush = true,
                 Pushed::Overflow(w) => {
                     wake = wake.or(w);
@@ -1110,7 +1107,7 @@ impl Hub {
     /// and registering go on during a large fan-out; the queueing of
     /// deliveries takes turns, so every page gets them in the same order.
     pub(crate) fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
-        self.deliver_inner(target, frame, || (), |_| (), true)
+        self.deliver_with(target, frame, |_| ())
     }
 
     /// [`Hub::deliver`], running `first` under the delivery turn before the
@@ -1123,34 +1120,30 @@ impl Hub {
         frame: &Bytes,
         first: impl FnOnce(),
     ) -> Result<Delivered, TargetError> {
-        self.deliver_inner(target, frame, first, |_| (), true)
+        self.deliver_inner(target, frame, first, |_| ())
     }
 
     /// [`Hub::deliver`], telling `reached` the index of every connection
     /// the frame was queued for, before any of them can be written: a
     /// command that waits for each page's answer knows whom to wait for
-    /// before an answer can come. (So nothing is sent by the queueing
-    /// itself here, see [`DIRECT_SEND_BUDGET`].)
+    /// before an answer can come. (A broadcast passes a closure that does
+    /// nothing, which costs nothing.)
     pub(crate) fn deliver_with(
         &self,
         target: &Target,
         frame: &Bytes,
         reached_one: impl FnMut(u64),
     ) -> Result<Delivered, TargetError> {
-        self.deliver_inner(target, frame, || (), reached_one, false)
+        self.deliver_inner(target, frame, || (), reached_one)
     }
 
-    /// [`Hub::deliver_after`] and [`Hub::deliver_with`] in one. With
-    /// `direct`, pages with nothing queued get the frame sent by the
-    /// delivering thread itself while the hub is not behind (see
-    /// [`DIRECT_SEND_BUDGET`]).
+    /// [`Hub::deliver_after`] and [`Hub::deliver_with`] in one.
     fn deliver_inner(
         &self,
         target: &Target,
         frame: &Bytes,
         first: impl FnOnce(),
         mut reached_one: impl FnMut(u64),
-        direct: bool,
     ) -> Result<Delivered, TargetError> {
         let limits = self.shared.limits.outbox;
         let turn = self.turn();
@@ -1161,26 +1154,8 @@ impl Hub {
         let mut to_flush = Vec::new();
         let mut overflowed = Vec::new();
         let mut reached = 0;
-        let mut direct = DirectSends::start(self, direct);
-        let (mut sent_frames, mut sent_bytes) = (0, 0);
-        for (i, c) in targets.into_iter().enumerate() {
-            let pushed = if direct.go_on(i) {
-                c.outbox.send_or_push(frame, limits)
-            } else {
-                c.outbox.push(frame, limits)
-            };
-            match pushed {
-                Pushed::Sent {
-                    bytes,
-                    whole,
-                    wake: w,
-                } => {
-                    reached += 1;
-                    reached_one(c.id);
-                    sent_frames += u64::from(whole);
-                    sent_bytes += bytes;
-                    wake.extend(w);
-                }
+        for c in targets {
+            match c.outbox.push(frame, limits) {
                 Pushed::Queued(w) => {
                     reached += 1;
                     reached_one(c.id);
@@ -1208,9 +1183,6 @@ impl Hub {
         }
         self.flush(to_flush);
         let counters = &self.shared.counters;
-        if sent_bytes > 0 {
-            counters.written(sent_frames, sent_bytes);
-        }
         counters.frames_delivered.fetch_add(reached as u64, Relaxed);
         Ok(Delivered { reached, dropped })
     }
@@ -1367,46 +1339,6 @@ const FLUSH_AT_ONCE_MAX: usize = 32;
 /// the next broadcasts, which then share writes) every fraction of a
 /// millisecond.
 const FLUSH_CHUNK: usize = 32;
-
-/// How long one delivery may spend sending frames itself ([`Outbox::send_or_push`])
-/// before it queues the rest for the flushing task.
-///
-/// A direct send spares each page a second visit (queue now, flush later)
-/// and the hand-over to the flushing task, but the caller waits for it,
-/// under the delivery turn. So a delivery sends directly only while the
-/// flushing task is idle (the hub is keeping up), and for at most this
-/// long: when broadcasts come faster than the sockets take them, they are
-/// answered early and queued, and pages get several frames per write.
-const DIRECT_SEND_BUDGET: Duration = Duration::from_millis(5);
-
-/// Pages between two looks at the clock while sending directly.
-const DIRECT_CLOCK_EVERY: usize = 32;
-
-/// Whether a delivery still sends frames itself (see [`DIRECT_SEND_BUDGET`]).
-struct DirectSends {
-    until: Option<Instant>,
-}
-
-impl DirectSends {
-    fn start(hub: &Hub, allowed: bool) -> Self {
-        let idle = allowed && !hub.flush_queue().running;
-        DirectSends {
-            until: idle.then(|| Instant::now() + DIRECT_SEND_BUDGET),
-        }
-    }
-
-    /// Whether the `i`th page of the delivery may still be sent to directly.
-    fn go_on(&mut self, i: usize) -> bool {
-        let Some(until) = self.until else {
-            return false;
-        };
-        if i % DIRECT_CLOCK_EVERY == 0 && i > 0 && Instant::now() >= until {
-            self.until = None;
-            return false;
-        }
-        true
-    }
-}
 
 /// Connections waiting for a flush, in the order their deliveries came.
 #[derive(Default)]

@@ -7,9 +7,6 @@
 //!
 //! Two writers take frames from here, never at the same time:
 //!
-//! - a *direct send* ([`Outbox::send_or_push`]): a delivery that finds
-//!   nothing queued and nobody writing sends the frame itself, under this
-//!   lock, and queues only what the socket did not take;
 //! - a *flush* ([`Outbox::flush`]), when the outbox holds the connection's
 //!   socket (plain TCP): a delivery queues its frame without waking the
 //!   page's task, and a flush, run soon after for all the pages the
@@ -50,14 +47,6 @@ pub(crate) enum Pushed {
     Queued(Option<Waker>),
     /// Queued for a flush: the caller must see that [`Outbox::flush`] runs.
     ToFlush,
-    /// Written to the socket by the push itself ([`Outbox::send_or_push`]):
-    /// this many bytes, and the whole frame if `whole`; what the socket did
-    /// not take is queued and `wake` must be woken to write it.
-    Sent {
-        bytes: usize,
-        whole: bool,
-        wake: Option<Waker>,
-    },
     /// The queue was full: the connection is now closing as a slow consumer.
     Overflow(Option<Waker>),
     /// The connection is already closing; nothing was queued.
@@ -153,62 +142,7 @@ impl Outbox {
     /// connection starts closing as a slow consumer and its queue is dropped.
     /// [`Pushed`] says who writes it: a flush or the task.
     pub(crate) fn push(&self, frame: &Bytes, limits: OutboxLimits) -> Pushed {
-        self.push_locked(&mut self.lock(), frame, limits)
-    }
-
-    /// [`Outbox::push`], except that a frame that would be the only one
-    /// queued, for a socket nobody is writing, is sent here and now: one
-    /// `send(2)` under the lock the push takes anyway, instead of a queue
-    /// push now and a second visit to this outbox by a flush later. What
-    /// the socket does not take (it would block, or took part) is queued
-    /// for the task, which is woken; frames keep their order because the
-    /// direct send only happens when nothing is queued or being written.
-    pub(crate) fn send_or_push(&self, frame: &Bytes, limits: OutboxLimits) -> Pushed {
-        let mut guard = self.lock();
-        let s = &mut *guard;
-        let idle = !s.writing && !s.flush_due && s.frames.is_empty() && s.closing.is_none();
-        let socket = match s.socket.as_deref() {
-            Some(socket) if idle => socket,
-            _ => return self.push_locked(s, frame, limits),
-        };
-        // Straight to send(2), as in a flush (see there).
-        // Would block, or failed: queue it all; the task finds out which
-        // when it writes it.
-        let n: usize = socket2::SockRef::from(socket)
-            .send(frame)
-            .unwrap_or_default();
-        let whole = n == frame.len();
-        if n > 0 {
-            // Never queued, so never counted in `pending_bytes`.
-            self.msgs_out.fetch_add(u64::from(whole), Ordering::Relaxed);
-            self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        if whole {
-            return Pushed::Sent {
-                bytes: n,
-                whole,
-                wake: None,
-            };
-        }
-        // The rest fits: the queue was empty and one frame is within any
-        // sane limit; should it not, the page is a slow consumer as usual.
-        match self.push_locked(s, &frame.slice(n..), limits) {
-            Pushed::Overflow(w) => Pushed::Overflow(w),
-            _ => {
-                // The task is woken for the rest, not a flush: a flush now
-                // would only meet the full socket again.
-                s.flush_due = false;
-                Pushed::Sent {
-                    bytes: n,
-                    whole,
-                    // The socket is full: only the task can wait for room.
-                    wake: s.waker.take(),
-                }
-            }
-        }
-    }
-
-    fn push_locked(&self, s: &mut State, frame: &Bytes, limits: OutboxLimits) -> Pushed {
+        let mut s = self.lock();
         if s.closing.is_some() {
             return Pushed::Closed;
         }
@@ -542,144 +476,5 @@ mod tests {
             }
             _ => panic!("the rest of the frame was not left for the task"),
         }
-    }
-
-    #[tokio::test]
-    async fn a_frame_for_an_idle_socket_is_sent_by_the_push_itself() {
-        use tokio::io::AsyncReadExt as _;
-        let (server, mut client) = socket_pair().await;
-        let o = Outbox::default();
-        let l = OutboxLimits::default();
-        o.attach(server);
-        assert!(matches!(
-            o.send_or_push(&Bytes::from_static(b"hello"), l),
-            Pushed::Sent {
-                bytes: 5,
-                whole: true,
-                wake: None
-            }
-        ));
-        let mut got = [0u8; 5];
-        client.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got, b"hello");
-        // Nothing queued, nothing pending, counted once.
-        let waker = futures_util::task::noop_waker();
-        assert!(matches!(o.next(&waker), Next::Idle));
-        assert_eq!(o.pending_bytes.load(Ordering::Relaxed), 0);
-        assert_eq!(o.written_so_far(), (1, 5));
-        // Without a socket (TLS), it is an ordinary push for the task.
-        o.detach();
-        assert!(matches!(
-            o.send_or_push(&Bytes::from_static(b"later"), l),
-            Pushed::Queued(Some(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_direct_send_never_overtakes_queued_or_held_frames() {
-        use tokio::io::AsyncReadExt as _;
-        let (server, mut client) = socket_pair().await;
-        let o = Outbox::default();
-        let l = OutboxLimits::default();
-        let waker = futures_util::task::noop_waker();
-        o.attach(server);
-        // A frame waits for a flush: the next one waits behind it.
-        assert!(matches!(
-            o.push(&Bytes::from_static(b"one "), l),
-            Pushed::ToFlush
-        ));
-        assert!(matches!(
-            o.send_or_push(&Bytes::from_static(b"two "), l),
-            Pushed::Queued(None)
-        ));
-        assert_eq!(o.flush().frames, 2);
-        // The task holds a frame it has not written: the next one waits.
-        let _ = o.push(&Bytes::from_static(b"three "), l);
-        assert!(matches!(o.next(&waker), Next::Frames(f) if f.len() == 1));
-        assert!(matches!(
-            o.send_or_push(&Bytes::from_static(b"four"), l),
-            Pushed::Queued(None)
-        ));
-        assert!(matches!(o.next(&waker), Next::Frames(f) if f.iter().eq(["four"])));
-        let mut got = [0u8; 8];
-        client.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got, b"one two ");
-    }
-
-    #[tokio::test]
-    async fn what_a_full_socket_does_not_take_of_a_direct_send_is_left_for_the_task() {
-        // The client never reads: the socket's buffers fill up.
-        let (server, _client) = socket_pair().await;
-        let o = Outbox::default();
-        o.attach(server);
-        let waker = futures_util::task::noop_waker();
-        // The task has parked once, so a send that leaves bytes wakes it.
-        assert!(matches!(o.next(&waker), Next::Idle));
-        let frame = Bytes::from(vec![7u8; 256 * 1024]);
-        let limits = OutboxLimits {
-            max_bytes: 1 << 30,
-            max_frames: 4096,
-        };
-        let mut sent_part = None;
-        for _ in 0..1000 {
-            match o.send_or_push(&frame, limits) {
-                Pushed::Sent {
-                    whole: true, bytes, ..
-                } => assert_eq!(bytes, frame.len()),
-                Pushed::Sent {
-                    whole: false,
-                    bytes,
-                    wake,
-                } => {
-                    assert!(wake.is_some(), "the task must be woken for the rest");
-                    sent_part = Some(bytes);
-                    break;
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        let sent = sent_part.expect("the socket filled up");
-        // A frame after it is queued behind the rest, never sent first.
-        let tail = Bytes::from_static(b"tail");
-        assert!(!matches!(
-            o.send_or_push(&tail, limits),
-            Pushed::Sent { .. }
-        ));
-        match o.next(&waker) {
-            Next::Frames(f) => {
-                let lens: Vec<usize> = f.iter().map(|b| b.len()).collect();
-                assert_eq!(lens, [frame.len() - sent, tail.len()]);
-            }
-            _ => panic!("the rest of the frame was not left for the task"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_page_that_never_reads_is_still_closed_as_a_slow_consumer() {
-        let (server, _client) = socket_pair().await;
-        let o = Outbox::default();
-        o.attach(server);
-        let frame = Bytes::from(vec![7u8; 64 * 1024]);
-        let limits = OutboxLimits {
-            max_bytes: 1 << 20,
-            max_frames: 4096,
-        };
-        let waker = futures_util::task::noop_waker();
-        let mut overflowed = false;
-        for _ in 0..10_000 {
-            match o.send_or_push(&frame, limits) {
-                Pushed::Overflow(_) => {
-                    overflowed = true;
-                    break;
-                }
-                Pushed::Closed => panic!("closed before it overflowed"),
-                _ => {}
-            }
-        }
-        assert!(overflowed, "a page that never reads must overflow");
-        assert!(matches!(o.send_or_push(&frame, limits), Pushed::Closed));
-        assert!(
-            matches!(o.next(&waker), Next::Close(r) if r.code == crate::engine::hub::CLOSE_SLOW_CONSUMER)
-        );
     }
 }
