@@ -12,8 +12,11 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian packages the tests use: Chromium for the browser tests, Redis for
 # the cluster tests, openssl for test certificates, nginx for the reverse
 # proxy test; for the Debian package's test (tests/it/package.rs, as root):
-# objcopy, adduser, systemd-analyze, man.
+# objcopy, adduser, systemd-analyze, man. The build itself needs a C
+# compiler and make: jemalloc, the binary's allocator, is built from source.
 missing=()
+command -v cc >/dev/null || missing+=(gcc)
+command -v make >/dev/null || missing+=(make)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v openssl >/dev/null || missing+=(openssl)

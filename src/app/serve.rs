@@ -79,16 +79,7 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let stop = shutdown::on_signals(monitor.clone())?;
     let out = ConsoleOut::stdout();
     let tasks = TaskTracker::new();
-    // The printer starts first so that joining a cluster is on the console,
-    // and outlives the stop signal, so that what shutdown reports is
-    // printed too; it is stopped last.
-    let printer_stop = CancellationToken::new();
-    let style = console::LogStyle {
-        format: settings.log_format,
-        ..Default::default()
-    };
-    let printer =
-        console::spawn_monitor_printer(&monitor, out.clone(), style.clone(), printer_stop.clone());
+    let printer = Printer::start(&settings, &monitor, &out);
     if let Some(notice) = &control.notice {
         monitor.emit(notice.as_str());
     }
@@ -111,39 +102,15 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .readiness
         .switch("listening", "not accepting connections");
     if let Some(cluster) = cluster {
-        style.node.set(cluster.node_id());
+        printer.style.node.set(cluster.node_id());
         engine.readiness.add("cluster", move || cluster.joined());
     }
-    tasks.spawn(notify::notify_pages(
-        monitor.clone(),
-        engine.hub.clone(),
-        engine.exec.notify_target(),
-        stop.clone(),
-    ));
-    tasks.spawn(heartbeat(
-        engine.hub.clone(),
-        settings.ping_interval,
-        settings.ping_timeout,
-        stop.clone(),
-    ));
-    if let Some(listener) = control.listener.take() {
-        tasks.spawn(control::serve(listener, engine.clone(), stop.clone()));
-    }
+    spawn_background(&tasks, &engine, &settings, control.listener.take(), &stop);
     let pages = Arc::new(Pages::new(engine.clone(), settings.conn));
     let admins = Arc::new(Admins::new(engine.clone()));
     let front = front(&settings, &engine, &pages, &admins, tls.is_some());
-    // Under a base path, the address of its pages (`/status/`).
-    let url = match settings.base_path.as_str() {
-        "" => format!("{}://{local}", front.scheme),
-        base => format!("{}://{local}{base}/", front.scheme),
-    };
     listening.set(true);
-    out.print(log_line(
-        &style,
-        "listening",
-        &format!("pagewire listening on {url} ({})", control.describe()),
-        &[("url", &url), ("control", &control.describe())],
-    ));
+    announce(&printer.style, &out, &front, local, &control.describe());
     let systemd = Notifier::from_env();
     systemd.notify("READY=1");
     systemd.watchdog(stop.clone());
@@ -168,12 +135,86 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     remember.alive().await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
-    // No flood timer fires any more: say now what floods held back.
-    monitor.flush_floods();
-    printer_stop.cancel();
-    let _ = printer.await;
-    out.flush(Duration::from_secs(1)).await;
+    printer.stop(&monitor, &out).await;
     Ok(())
+}
+
+/// What prints the Monitor on stdout. It starts first so that joining a
+/// cluster is on the console, and outlives the stop signal, so that what
+/// shutdown reports is printed too; it is stopped last.
+struct Printer {
+    style: console::LogStyle,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Printer {
+    fn start(settings: &Settings, monitor: &Monitor, out: &ConsoleOut) -> Printer {
+        let stop = CancellationToken::new();
+        let style = console::LogStyle {
+            format: settings.log_format,
+            ..Default::default()
+        };
+        let task =
+            console::spawn_monitor_printer(monitor, out.clone(), style.clone(), stop.clone());
+        Printer { style, stop, task }
+    }
+
+    /// Prints what is left, then stops.
+    async fn stop(self, monitor: &Monitor, out: &ConsoleOut) {
+        // No flood timer fires any more: say now what floods held back.
+        monitor.flush_floods();
+        self.stop.cancel();
+        let _ = self.task.await;
+        out.flush(Duration::from_secs(1)).await;
+    }
+}
+
+/// The tasks that run beside the doors until `stop`: the notify line to
+/// pages, the heartbeat, and the control socket's server.
+fn spawn_background(
+    tasks: &TaskTracker,
+    engine: &Arc<Engine>,
+    settings: &Settings,
+    control: Option<tokio::net::UnixListener>,
+    stop: &CancellationToken,
+) {
+    tasks.spawn(notify::notify_pages(
+        engine.monitor.clone(),
+        engine.hub.clone(),
+        engine.exec.notify_target(),
+        stop.clone(),
+    ));
+    tasks.spawn(heartbeat(
+        engine.hub.clone(),
+        settings.ping_interval,
+        settings.ping_timeout,
+        stop.clone(),
+    ));
+    if let Some(listener) = control {
+        tasks.spawn(control::serve(listener, engine.clone(), stop.clone()));
+    }
+}
+
+/// Prints the ready line: the address of the pages (`/status/` under a
+/// base path) and where the control socket is.
+fn announce(
+    style: &console::LogStyle,
+    out: &ConsoleOut,
+    front: &Front,
+    local: SocketAddr,
+    control: &str,
+) {
+    let url = match front.base_path.as_str() {
+        "" => format!("{}://{local}", front.scheme),
+        base => format!("{}://{local}{base}/", front.scheme),
+    };
+    out.print(log_line(
+        style,
+        "listening",
+        &format!("pagewire listening on {url} ({control})"),
+        &[("url", &url), ("control", control)],
+    ));
 }
 
 /// The daemon's own message `message`, as the log format prints it.

@@ -228,41 +228,17 @@ impl Executor {
                 target,
                 text,
                 retain,
-            } => {
-                let console = crate::base::text::escape(&text).into_owned();
-                let msg = Delivery::Write { text };
-                // One line, as text: the console is the operator's
-                // terminal, and the text may come from a page.
-                self.send(&target, &msg, retain, "ws write", |why| {
-                    (format!("{why}; printed on the console"), Some(console))
-                })
-                .await
-            }
+            } => self.write(&target, text, retain).await,
             Command::Exec {
                 target,
                 func,
                 arg,
                 retain,
-            } => {
-                let msg = Delivery::Exec { func, arg };
-                self.send(&target, &msg, retain, "ws exec", |why| {
-                    (format!("{why}; nothing sent"), None)
-                })
-                .await
-            }
-            Command::Retained => match self.inner.remember.retained.listing().await {
-                Ok(listing) => Reply::ok(listing),
-                Err(e) => Reply::err(format!("ws retained: {e}")),
-            },
+            } => self.exec(&target, func, arg, retain).await,
+            Command::Retained => self.retained().await,
             Command::Forget { name } => self.forget(&name).await,
             Command::Visibility { state } => self.visibility(door, state),
-            Command::Close { target } => match self.inner.backplane.close(&target).await {
-                Ok(o) => Reply::ok(with_notes(
-                    format!("closed {}", plural(o.reached, "connection")),
-                    &o.notes,
-                )),
-                Err(e) => Reply::err(format!("ws close: {e}")),
-            },
+            Command::Close { target } => self.close(&target).await,
             Command::Notify { name } => self.notify(name),
             Command::Run { action, args, to } => self.start_run(&action, args, to, door).await,
             Command::Help { topic } => match command::help_text(topic.as_deref()) {
@@ -295,6 +271,52 @@ impl Executor {
                 None => Reply::err(format!("{}: --dry-run needs a TARGET", cmd.name())),
             },
             Command::Confirm { cmd, timeout } => self.run_confirmed(*cmd, timeout).await,
+        }
+    }
+
+    /// `ws write TARGET TEXT`.
+    async fn write(&self, target: &Target, text: String, retain: Option<Retain>) -> Reply {
+        let console = crate::base::text::escape(&text).into_owned();
+        let msg = Delivery::Write { text };
+        // One line, as text: the console is the operator's terminal, and
+        // the text may come from a page.
+        self.send(target, &msg, retain, "ws write", |why| {
+            (format!("{why}; printed on the console"), Some(console))
+        })
+        .await
+    }
+
+    /// `ws exec TARGET FUNC [ARG]`.
+    async fn exec(
+        &self,
+        target: &Target,
+        func: String,
+        arg: String,
+        retain: Option<Retain>,
+    ) -> Reply {
+        let msg = Delivery::Exec { func, arg };
+        self.send(target, &msg, retain, "ws exec", |why| {
+            (format!("{why}; nothing sent"), None)
+        })
+        .await
+    }
+
+    /// `ws retained`: the values kept for names.
+    async fn retained(&self) -> Reply {
+        match self.inner.remember.retained.listing().await {
+            Ok(listing) => Reply::ok(listing),
+            Err(e) => Reply::err(format!("ws retained: {e}")),
+        }
+    }
+
+    /// `ws close [TARGET]`.
+    async fn close(&self, target: &Target) -> Reply {
+        match self.inner.backplane.close(target).await {
+            Ok(o) => Reply::ok(with_notes(
+                format!("closed {}", plural(o.reached, "connection")),
+                &o.notes,
+            )),
+            Err(e) => Reply::err(format!("ws close: {e}")),
         }
     }
 

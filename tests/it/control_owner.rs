@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::support::{command, run_cli, Daemon, Process};
+use crate::support::{command, run_cli, CleanPath, Daemon, Process};
 
 /// The `nobody` user: owns what "another user" planted.
 const NOBODY: u32 = 65534;
@@ -286,28 +286,14 @@ fn as_user(uid: u32, args: &[&str]) -> std::process::Command {
 
 /// The default directory of user `uid`, `/tmp/pagewire-UID`: removed
 /// before the test and after it.
-struct DefaultDir(PathBuf);
-
-impl DefaultDir {
-    fn clean(uid: u32) -> DefaultDir {
-        let dir = DefaultDir(PathBuf::from(format!("/tmp/pagewire-{uid}")));
-        let _ = std::fs::remove_dir_all(&dir.0);
-        let _ = std::fs::remove_file(&dir.0);
-        dir
-    }
-}
-
-impl Drop for DefaultDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn default_dir(uid: u32) -> CleanPath {
+    CleanPath::new(format!("/tmp/pagewire-{uid}"))
 }
 
 #[test]
 fn a_users_default_socket_is_in_a_private_directory_of_theirs() {
     const USER: u32 = 64_701;
-    let dir = DefaultDir::clean(USER);
+    let dir = default_dir(USER);
     let daemon = Process::spawn(as_user(USER, &["serve", "--listen", "127.0.0.1:0"]));
     let ready = daemon.wait_for_stdout(is_ready);
     assert_eq!(
@@ -326,7 +312,7 @@ fn a_users_default_socket_is_in_a_private_directory_of_theirs() {
 #[test]
 fn a_users_default_directory_planted_by_another_user_is_refused() {
     const USER: u32 = 64_702;
-    let dir = DefaultDir::clean(USER);
+    let dir = default_dir(USER);
     let planted_dir = directory(&dir.0, 0o777, NOBODY);
     let path = planted_dir.join("pagewire.sock");
     let planted = Listener::start(&path, Some(NOBODY));
@@ -352,7 +338,7 @@ fn a_users_default_directory_planted_by_another_user_is_refused() {
 #[test]
 fn a_users_default_directory_planted_as_a_link_is_refused() {
     const USER: u32 = 64_703;
-    let dir = DefaultDir::clean(USER);
+    let dir = default_dir(USER);
     // Another user's link to a directory the user cannot write to.
     std::os::unix::fs::symlink("/etc", &dir.0).expect("symlink");
     std::os::unix::fs::lchown(&dir.0, Some(NOBODY), Some(NOBODY)).expect("lchown");

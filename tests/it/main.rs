@@ -10,6 +10,7 @@ mod control_owner;
 mod frames_budget;
 mod guard;
 mod http;
+mod memory;
 mod package;
 mod page;
 mod reliability;

@@ -23,6 +23,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -95,14 +96,59 @@ where
     }
     // Never the user's state directory (nor /var/lib/pagewire for root): a
     // daemon started here without a state directory of its own keeps its
-    // state in one of this test process.
+    // state in one of this test process. [`Process::spawn`] gives each
+    // process one of its own instead, removed after it ends.
     cmd.env("PAGEWIRE_STATE_DIR", shared_state_dir());
     cmd
 }
 
-/// The state directory of daemons a test starts without one of their own.
+/// The state directory of daemons a test starts without one of their own
+/// and not through [`Process::spawn`].
 pub fn shared_state_dir() -> PathBuf {
     std::env::temp_dir().join(format!("pagewire-it-state-{}", std::process::id()))
+}
+
+/// When `cmd` would keep its state in [`shared_state_dir`], points it at a
+/// directory of its own instead, which the process makes itself (so that it
+/// is the process's own, whatever user it runs as) and which the returned
+/// guard removes: the state of a test's daemons goes with them.
+fn own_state_dir(cmd: &mut Command) -> Option<CleanPath> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let shared = shared_state_dir();
+    let uses_shared = cmd
+        .get_envs()
+        .any(|(key, value)| key == "PAGEWIRE_STATE_DIR" && value == Some(shared.as_os_str()));
+    if !uses_shared {
+        return None;
+    }
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let own = CleanPath::new(format!("{}-{n}", shared.display()));
+    cmd.env("PAGEWIRE_STATE_DIR", &own.0);
+    Some(own)
+}
+
+/// A path a test, or what it starts, may fill: removed, directory or file,
+/// with whatever is in it, when made and when dropped.
+pub struct CleanPath(pub PathBuf);
+
+impl CleanPath {
+    /// `path`, emptied of anything a previous run left there.
+    pub fn new(path: impl Into<PathBuf>) -> CleanPath {
+        let clean = CleanPath(path.into());
+        clean.remove();
+        clean
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Drop for CleanPath {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 /// Runs the CLI with exactly `args` and waits for it to exit.
@@ -269,12 +315,16 @@ pub struct Process {
     consumed: usize,
     /// A temporary directory the process uses, removed after it ends.
     dir: Option<tempfile::TempDir>,
+    /// Its state directory, when it would have used the shared one;
+    /// removed after it ends.
+    _state: Option<CleanPath>,
 }
 
 impl Process {
     /// Starts `cmd` with piped stdout and stderr.
     #[track_caller]
     pub fn spawn(mut cmd: Command) -> Process {
+        let state = own_state_dir(&mut cmd);
         let command = format!("{cmd:?}");
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd
@@ -295,6 +345,7 @@ impl Process {
             stderr,
             consumed: 0,
             dir: None,
+            _state: state,
         }
     }
 

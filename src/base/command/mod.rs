@@ -645,32 +645,8 @@ fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError
             args.finish()?;
             Command::Register { name }
         }
-        "write" => {
-            let mut args = Args::new(&defs::WS_WRITE, words);
-            args.options()?;
-            let target = args.target()?;
-            let text = args.required("TEXT")?;
-            let retain = args.retain(&target)?;
-            args.finish_with(Command::Write {
-                target,
-                text,
-                retain,
-            })?
-        }
-        "exec" => {
-            let mut args = Args::new(&defs::WS_EXEC, words);
-            args.options()?;
-            let target = args.target()?;
-            let func = args.non_empty("FUNC")?;
-            let arg = args.optional().unwrap_or_default();
-            let retain = args.retain(&target)?;
-            args.finish_with(Command::Exec {
-                target,
-                func,
-                arg,
-                retain,
-            })?
-        }
+        "write" => parse_ws_write(words)?,
+        "exec" => parse_ws_exec(words)?,
         "retained" => {
             Args::new(&defs::WS_RETAINED, words).finish()?;
             Command::Retained
@@ -689,57 +665,10 @@ fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError
             args.finish()?;
             Command::Visibility { state }
         }
-        "close" => {
-            let mut args = Args::new(&defs::WS_CLOSE, words);
-            args.options()?;
-            let target = match args.optional() {
-                Some(word) => parse_target(word)?,
-                None => Target::All,
-            };
-            args.options()?;
-            args.finish_with(Command::Close { target })?
-        }
-        "call" => {
-            let mut args = Args::strict(&defs::WS_CALL, words);
-            args.options()?;
-            let target = args.target()?;
-            let func = args.non_empty("FUNC")?;
-            let arg = args.optional().unwrap_or_default();
-            let timeout = args.timeout();
-            args.finish_with(Command::Call {
-                target,
-                func,
-                arg,
-                timeout,
-            })?
-        }
-        "read" => {
-            let mut args = Args::strict(&defs::WS_READ, words);
-            args.options()?;
-            let target = args.target()?;
-            args.options()?;
-            let name = args.optional_name()?;
-            args.options()?;
-            let timeout = args.timeout();
-            args.finish_with(Command::Read {
-                target,
-                name,
-                timeout,
-            })?
-        }
-        "wait" => {
-            let mut args = Args::strict(&defs::WS_WAIT, words);
-            args.options()?;
-            let name = args.name("NAME")?;
-            args.options()?;
-            let count = args.options.count.unwrap_or(1);
-            let timeout = args.timeout();
-            args.finish_with(Command::Wait {
-                name,
-                count,
-                timeout,
-            })?
-        }
+        "close" => parse_ws_close(words)?,
+        "call" => parse_ws_call(words)?,
+        "read" => parse_ws_read(words)?,
+        "wait" => parse_ws_wait(words)?,
         "who" => {
             let mut args = Args::strict(&defs::WS_WHO, words);
             let target = args.target()?;
@@ -755,6 +684,95 @@ fn parse_ws(mut words: std::vec::IntoIter<String>) -> Result<Command, ParseError
         }
     };
     Ok(command)
+}
+
+/// Parses what follows `ws write`.
+fn parse_ws_write(words: std::vec::IntoIter<String>) -> Result<Command, ParseError> {
+    let mut args = Args::new(&defs::WS_WRITE, words);
+    args.options()?;
+    let target = args.target()?;
+    let text = args.required("TEXT")?;
+    let retain = args.retain(&target)?;
+    args.finish_with(Command::Write {
+        target,
+        text,
+        retain,
+    })
+}
+
+/// Parses what follows `ws exec`.
+fn parse_ws_exec(words: std::vec::IntoIter<String>) -> Result<Command, ParseError> {
+    let mut args = Args::new(&defs::WS_EXEC, words);
+    args.options()?;
+    let target = args.target()?;
+    let func = args.non_empty("FUNC")?;
+    let arg = args.optional().unwrap_or_default();
+    let retain = args.retain(&target)?;
+    args.finish_with(Command::Exec {
+        target,
+        func,
+        arg,
+        retain,
+    })
+}
+
+/// Parses what follows `ws close`: no TARGET is every page.
+fn parse_ws_close(words: std::vec::IntoIter<String>) -> Result<Command, ParseError> {
+    let mut args = Args::new(&defs::WS_CLOSE, words);
+    args.options()?;
+    let target = match args.optional() {
+        Some(word) => parse_target(word)?,
+        None => Target::All,
+    };
+    args.options()?;
+    args.finish_with(Command::Close { target })
+}
+
+/// Parses what follows `ws call`.
+fn parse_ws_call(words: std::vec::IntoIter<String>) -> Result<Command, ParseError> {
+    let mut args = Args::strict(&defs::WS_CALL, words);
+    args.options()?;
+    let target = args.target()?;
+    let func = args.non_empty("FUNC")?;
+    let arg = args.optional().unwrap_or_default();
+    let timeout = args.timeout();
+    args.finish_with(Command::Call {
+        target,
+        func,
+        arg,
+        timeout,
+    })
+}
+
+/// Parses what follows `ws read`.
+fn parse_ws_read(words: std::vec::IntoIter<String>) -> Result<Command, ParseError> {
+    let mut args = Args::strict(&defs::WS_READ, words);
+    args.options()?;
+    let target = args.target()?;
+    args.options()?;
+    let name = args.optional_name()?;
+    args.options()?;
+    let timeout = args.timeout();
+    args.finish_with(Command::Read {
+        target,
+        name,
+        timeout,
+    })
+}
+
+/// Parses what follows `ws wait`.
+fn parse_ws_wait(words: std::vec::IntoIter<String>) -> Result<Command, ParseError> {
+    let mut args = Args::strict(&defs::WS_WAIT, words);
+    args.options()?;
+    let name = args.name("NAME")?;
+    args.options()?;
+    let count = args.options.count.unwrap_or(1);
+    let timeout = args.timeout();
+    args.finish_with(Command::Wait {
+        name,
+        count,
+        timeout,
+    })
 }
 
 /// Parses what follows `set`.

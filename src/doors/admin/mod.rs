@@ -300,37 +300,7 @@ impl<'e> Session<'e> {
                     return "server shutting down";
                 }
                 incoming = ws.next() => match incoming {
-                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<Incoming>(&text) {
-                        Ok(Incoming::View { offset, limit }) => {
-                            self.offset = offset;
-                            self.limit = limit.unwrap_or(DEFAULT_ROWS).clamp(1, MAX_ROWS);
-                            self.send_table(ws).await
-                        }
-                        Ok(Incoming::Command { id, line }) => {
-                            let tx = replies.clone();
-                            match tx.try_reserve_owned() {
-                                Ok(permit) => {
-                                    let engine = self.engine.clone();
-                                    tokio::spawn(async move {
-                                        let mut reply = engine.exec.run_line(&line, Door::Admin).await;
-                                        engine.out.print_console_text(&mut reply);
-                                        permit.send((id, reply.status, reply.output));
-                                    });
-                                    Ok(())
-                                }
-                                Err(_) => {
-                                    let busy = "too many commands running on this console; wait for their replies";
-                                    ws.send(Outgoing::Reply { id, ok: false, denied: false, output: busy }.message()).await
-                                }
-                            }
-                        }
-                        Ok(Incoming::Auth { .. }) => Ok(()),
-                        Err(e) => {
-                            let why = format!("unreadable message: {e}");
-                            let reply = Outgoing::Reply { id: 0, ok: false, denied: false, output: &why };
-                            ws.send(reply.message()).await
-                        }
-                    },
+                    Some(Ok(Message::Text(text))) => self.on_text(ws, &text, &replies).await,
                     Some(Ok(Message::Binary(_))) => {
                         close(ws, 1003, "binary messages are not accepted").await;
                         return "binary message";
@@ -369,6 +339,58 @@ impl<'e> Session<'e> {
             };
             if sent.is_err() {
                 return "gone";
+            }
+        }
+    }
+
+    /// A text message from the console: a new view, or a command line to
+    /// run (its reply comes through `replies`).
+    async fn on_text<S>(
+        &mut self,
+        ws: &mut Console<S>,
+        text: &str,
+        replies: &mpsc::Sender<(u64, Status, String)>,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match serde_json::from_str::<Incoming>(text) {
+            Ok(Incoming::View { offset, limit }) => {
+                self.offset = offset;
+                self.limit = limit.unwrap_or(DEFAULT_ROWS).clamp(1, MAX_ROWS);
+                self.send_table(ws).await
+            }
+            Ok(Incoming::Command { id, line }) => match replies.clone().try_reserve_owned() {
+                Ok(permit) => {
+                    let engine = self.engine.clone();
+                    tokio::spawn(async move {
+                        let mut reply = engine.exec.run_line(&line, Door::Admin).await;
+                        engine.out.print_console_text(&mut reply);
+                        permit.send((id, reply.status, reply.output));
+                    });
+                    Ok(())
+                }
+                Err(_) => {
+                    let busy = "too many commands running on this console; wait for their replies";
+                    let reply = Outgoing::Reply {
+                        id,
+                        ok: false,
+                        denied: false,
+                        output: busy,
+                    };
+                    ws.send(reply.message()).await
+                }
+            },
+            Ok(Incoming::Auth { .. }) => Ok(()),
+            Err(e) => {
+                let why = format!("unreadable message: {e}");
+                let reply = Outgoing::Reply {
+                    id: 0,
+                    ok: false,
+                    denied: false,
+                    output: &why,
+                };
+                ws.send(reply.message()).await
             }
         }
     }

@@ -8,7 +8,7 @@ use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::codec::AnyDelimiterCodecError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -78,14 +78,7 @@ async fn serve_watching(
             accepted = listener.accept() => accepted,
             _ = check.tick(), if watched.is_some() && !gone => {
                 if let Some((path, identity)) = &watched {
-                    if super::socket::file_identity(path) != Some(*identity) {
-                        gone = true;
-                        monitor.emit(format_args!(
-                            "control: the socket file {} was removed or replaced; the CLI cannot \
-                             reach this daemon through it any more (restart the daemon to make a new one)",
-                            crate::base::text::shown(&path.display().to_string(), 200)
-                        ));
-                    }
+                    gone = socket_file_gone(path, *identity, &monitor);
                 }
                 continue;
             }
@@ -106,33 +99,28 @@ async fn serve_watching(
             monitor: monitor.clone(),
             shutdown: shutdown.clone(),
         };
-        tracker.spawn(async move {
-            let refusal = match (&slot, peer_allowed(&stream, owner, group)) {
-                (Err(_), _) => Some(format!(
-                    "control: too many connections (limit {MAX_CONNECTIONS})"
-                )),
-                (_, Err(uid)) => {
-                    conn.monitor.emit_summarised(
-                        "control: refused a connection from another user",
-                        format_args!("control: refused a connection from uid {uid}"),
-                    );
-                    Some("control: permission denied".to_owned())
-                }
-                (Ok(_), Ok(())) => None,
-            };
-            let result = match refusal {
-                Some(message) => refuse(stream, message).await,
-                None => conn.run(stream).await,
-            };
-            if let Err(e) = result {
-                // The peer went away mid-answer: nothing to tell anyone.
-                tracing::debug!("control connection ended: {e}");
-            }
-            drop(slot);
-        });
+        tracker.spawn(conn.serve_or_refuse(stream, slot, owner, group));
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Whether the socket file at `path` is no longer the one bound (its
+/// `identity`); says so on the Monitor when it is not.
+fn socket_file_gone(
+    path: &std::path::Path,
+    identity: super::socket::FileIdentity,
+    monitor: &Monitor,
+) -> bool {
+    if super::socket::file_identity(path) == Some(identity) {
+        return false;
+    }
+    monitor.emit(format_args!(
+        "control: the socket file {} was removed or replaced; the CLI cannot \
+         reach this daemon through it any more (restart the daemon to make a new one)",
+        crate::base::text::shown(&path.display().to_string(), 200)
+    ));
+    true
 }
 
 /// Whether the peer runs as `owner` (or as root, who could read the socket
@@ -171,6 +159,39 @@ struct Session {
 }
 
 impl Session {
+    /// Serves an accepted connection, or refuses it when `slot` could not
+    /// be had (too many connections) or the peer is another user.
+    async fn serve_or_refuse(
+        self,
+        stream: UnixStream,
+        slot: Result<OwnedSemaphorePermit, TryAcquireError>,
+        owner: u32,
+        group: Option<u32>,
+    ) {
+        let refusal = match (&slot, peer_allowed(&stream, owner, group)) {
+            (Err(_), _) => Some(format!(
+                "control: too many connections (limit {MAX_CONNECTIONS})"
+            )),
+            (_, Err(uid)) => {
+                self.monitor.emit_summarised(
+                    "control: refused a connection from another user",
+                    format_args!("control: refused a connection from uid {uid}"),
+                );
+                Some("control: permission denied".to_owned())
+            }
+            (Ok(_), Ok(())) => None,
+        };
+        let result = match refusal {
+            Some(message) => refuse(stream, message).await,
+            None => self.run(stream).await,
+        };
+        if let Err(e) = result {
+            // The peer went away mid-answer: nothing to tell anyone.
+            tracing::debug!("control connection ended: {e}");
+        }
+        drop(slot);
+    }
+
     async fn run(self, stream: UnixStream) -> io::Result<()> {
         let (reader, mut writer) = stream.into_split();
         let mut requests = lines(reader, MAX_REQUEST_LINE);

@@ -522,6 +522,15 @@ mod tests {
     }
 
     #[test]
+    fn a_websockets_slot_is_one_small_block() {
+        // Every page keeps its slot for as long as it lives: in its `Arc`
+        // it fills jemalloc's 48-byte class (docs/PERFORMANCE.md, "Memory
+        // per page").
+        let size = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<SlotInner>();
+        assert!(size <= 48, "{size} bytes");
+    }
+
+    #[test]
     fn tls_files_are_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("missing.pem");

@@ -1166,4 +1166,18 @@ mod tests {
             std::mem::size_of::<Connection<crate::doors::page::socket::SharedTcp, EchoHandler>>();
         assert!(size <= 88, "{size} bytes");
     }
+
+    #[test]
+    fn a_pages_other_blocks_fill_their_size_classes() {
+        // jemalloc rounds every block up to its size class (48, 64, 80,
+        // 96, 112, 128, 160, 192, 224, 256, ...). In its `Arc`, the hub's
+        // record of the page fills the 224-byte class and the shared
+        // socket the 64-byte one: a few bytes more and every idle page
+        // pays the next class (docs/PERFORMANCE.md, "Memory per page").
+        let counts = 2 * std::mem::size_of::<usize>();
+        let conn = counts + std::mem::size_of::<crate::engine::hub::Conn>();
+        assert!(conn <= 224, "Arc<Conn>: {conn} bytes");
+        let socket = counts + std::mem::size_of::<tokio::net::TcpStream>();
+        assert!(socket <= 64, "Arc<TcpStream>: {socket} bytes");
+    }
 }

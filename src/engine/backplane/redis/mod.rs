@@ -198,29 +198,15 @@ impl Joining {
         self.blocks.clone()
     }
 
-    /// Subscribes, takes the lease and starts the background tasks on
-    /// `tasks`: the node is then part of the cluster.
-    pub(crate) async fn start(
-        self,
-        hub: Hub,
-        retained: Arc<dyn SharedRetained>,
-        stop: CancellationToken,
-        tasks: &TaskTracker,
-    ) -> anyhow::Result<Arc<Cluster>> {
-        let server = self.server.clone();
-        let unreachable = |e: &dyn std::fmt::Display| {
-            anyhow::anyhow!("cannot join the cluster through Redis at {server}: {e}")
-        };
+    /// The node this joining becomes, observing `hub`'s table.
+    fn into_node(self, hub: Hub) -> Node {
         let lease = self.config.lease();
         let refresh = lease / 3;
-        let (sink, stream) = open_pubsub(&self.client, &self.keys, &self.id, START_PATIENCE)
-            .await
-            .map_err(|e| unreachable(&e))?;
         let (connected, _) = watch::channel(true);
         let table = Arc::new(table::Dirty::default());
         hub.observe(table.clone());
         let (tail, _) = broadcast::channel(crate::engine::monitor::MONITOR_BACKLOG);
-        let node = Arc::new(Node {
+        Node {
             reply_channel: self.keys.reply(&self.id),
             request_channel: self.keys.requests(&self.id),
             id: self.id,
@@ -255,7 +241,27 @@ impl Joining {
             watches: Mutex::new(HashMap::new()),
             retained: OnceLock::new(),
             retained_reload: Notify::new(),
-        });
+        }
+    }
+
+    /// Subscribes, takes the lease and starts the background tasks on
+    /// `tasks`: the node is then part of the cluster.
+    pub(crate) async fn start(
+        self,
+        hub: Hub,
+        retained: Arc<dyn SharedRetained>,
+        stop: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let server = self.server.clone();
+        let unreachable = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("cannot join the cluster through Redis at {server}: {e}")
+        };
+        let (sink, stream) = open_pubsub(&self.client, &self.keys, &self.id, START_PATIENCE)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (lease_secs, index_block) = (self.config.lease_secs, self.config.index_block);
+        let node = Arc::new(self.into_node(hub));
         let mut conn = node.conn().expect("the connection just made");
         let announced = lease::announce(&node, &mut conn)
             .await
@@ -271,7 +277,7 @@ impl Joining {
         let _ = node.retained.set(retained);
         node.monitor.emit(format_args!(
             "cluster: joined as node {} through Redis at {} (lease {}s, indexes in blocks of {})",
-            node.id, node.server, self.config.lease_secs, self.config.index_block
+            node.id, node.server, lease_secs, index_block
         ));
         tasks.spawn(keep_lease(node.clone(), stop.clone()));
         tasks.spawn(listen(node.clone(), sink, stream, stop.clone()));

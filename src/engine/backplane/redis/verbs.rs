@@ -18,11 +18,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::fanout::Sent;
-use super::wire::{ClusterRequest, ClusterResult, Op, WireTarget};
+use super::wire::{ClusterRequest, ClusterResponse, ClusterResult, Op, WireTarget};
 use super::Node;
 use crate::base::command::{Target, MAX_TIMEOUT};
 use crate::base::text;
@@ -136,23 +137,7 @@ impl Node {
                 notes: Vec::new(),
             };
         }
-        let op = Op::Watch {
-            name: name.into(),
-            timeout_ms: millis(timeout),
-        };
-        // Every live node: a page may register on any of them.
-        let routing = deadline.min(Instant::now() + self.reply_timeout);
-        let sent = match self.route_until("list", "", routing).await {
-            Ok((conn, route)) => {
-                let notes = self.route_notes(&route);
-                let nodes = route.peers.into_iter().map(|p| p.id).collect();
-                self.publish_request(conn, nodes, op, deadline)
-                    .await
-                    .map(|sent| (sent, notes))
-            }
-            Err(note) => Err(note),
-        };
-        let (sent, mut notes) = match sent {
+        let (sent, mut notes) = match self.send_watch(name, timeout, deadline).await {
             Ok((Some(sent), notes)) => (sent, notes),
             // Alone, or Redis is away: this node's pages are all there is
             // to wait for.
@@ -173,6 +158,58 @@ impl Node {
             ..
         } = sent;
         notes.extend(not_heard);
+        let (total, theirs) = self.count_until(name, &mut rx, deadline, enough).await;
+        notes.extend(
+            heard
+                .iter()
+                .filter(|node| !theirs.contains_key(*node))
+                .map(|node| {
+                    format!(
+                        "node {node} did not answer within {}",
+                        text::duration(timeout)
+                    )
+                }),
+        );
+        // The others stop watching now rather than at the deadline; best
+        // effort, as they stop then anyway.
+        self.publish_quietly(heard, Op::Unwatch { id });
+        Counted {
+            count: total,
+            notes,
+        }
+    }
+
+    /// Asks every live node (a page may register on any of them) to watch
+    /// `name` until `deadline`; `None` when there is no other node, with
+    /// notes on the route, or the note saying why no node was asked.
+    async fn send_watch(
+        &self,
+        name: &str,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<(Option<Sent<'_>>, Vec<String>), String> {
+        let op = Op::Watch {
+            name: name.into(),
+            timeout_ms: millis(timeout),
+        };
+        let routing = deadline.min(Instant::now() + self.reply_timeout);
+        let (conn, route) = self.route_until("list", "", routing).await?;
+        let notes = self.route_notes(&route);
+        let nodes = route.peers.into_iter().map(|p| p.id).collect();
+        let sent = self.publish_request(conn, nodes, op, deadline).await?;
+        Ok((sent, notes))
+    }
+
+    /// Counts the pages holding `name` here and, as their reports come on
+    /// `rx`, on the other nodes, until the total is `enough` or `deadline`:
+    /// the total then, and each node's last report.
+    async fn count_until(
+        &self,
+        name: &str,
+        rx: &mut mpsc::UnboundedReceiver<ClusterResponse>,
+        deadline: Instant,
+        enough: impl Fn(usize) -> bool,
+    ) -> (usize, HashMap<String, usize>) {
         let mut theirs: HashMap<String, usize> = HashMap::new();
         let total = loop {
             let changed = self.hub.names_changed();
@@ -194,24 +231,7 @@ impl Node {
                 _ = tokio::time::sleep_until(deadline) => break total,
             }
         };
-        notes.extend(
-            heard
-                .iter()
-                .filter(|node| !theirs.contains_key(*node))
-                .map(|node| {
-                    format!(
-                        "node {node} did not answer within {}",
-                        text::duration(timeout)
-                    )
-                }),
-        );
-        // The others stop watching now rather than at the deadline; best
-        // effort, as they stop then anyway.
-        self.publish_quietly(heard, Op::Unwatch { id });
-        Counted {
-            count: total,
-            notes,
-        }
+        (total, theirs)
     }
 
     /// Another node's `Ask`: asks this node's pages, for at most
