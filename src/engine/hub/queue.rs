@@ -62,6 +62,15 @@ impl Frames {
             .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 
+    /// The frame waiting, if it is the only one: the common case of a
+    /// fan-out, written with a plain `send` and no slice array to fill.
+    pub(crate) fn only(&self) -> Option<&Bytes> {
+        match &self.rest {
+            Some(rest) if !rest.is_empty() => None,
+            _ => self.head.as_ref(),
+        }
+    }
+
     /// Fills `slices` with the first frames; returns how many slices were
     /// filled and how many bytes they hold.
     pub(crate) fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
@@ -134,5 +143,20 @@ mod tests {
         assert_eq!(f.consume(11), 3);
         // Emptied: the memory behind the first frame is given back.
         assert!(!f.owns_allocation());
+    }
+
+    #[test]
+    fn only_is_the_one_frame_waiting_and_nothing_else() {
+        let mut f = Frames::default();
+        assert!(f.only().is_none());
+        f.push_back(Bytes::from_static(b"one"));
+        assert_eq!(f.only().map(|b| &b[..]), Some(&b"one"[..]));
+        f.push_back(Bytes::from_static(b"two"));
+        assert!(f.only().is_none());
+        // The first written: one is left, behind an emptied `rest`.
+        assert_eq!(f.consume(3), 1);
+        assert_eq!(f.only().map(|b| &b[..]), Some(&b"two"[..]));
+        assert_eq!(f.consume(1), 0);
+        assert_eq!(f.only().map(|b| &b[..]), Some(&b"wo"[..]));
     }
 }
