@@ -7,7 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long the run has taken so far, so the test command's
+# time budget (CI keeps it under 25 minutes) can be watched step by step.
+started=$SECONDS
+step() { printf '\n==> [%dm%02ds] %s\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)) "$*"; }
 
 # Debian packages the tests use: Chromium for the browser tests, Redis for
 # the cluster tests, openssl for test certificates, nginx for the reverse
