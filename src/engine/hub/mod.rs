@@ -502,6 +502,35 @@ impl Table {
         Some(o.clone())
     }
 
+    /// The one shared copy of a page string, counted once more.
+    fn share_page(&mut self, page: &str) -> Arc<str> {
+        let p: Arc<str> = match self.pages.get_key_value(page) {
+            Some((p, _)) => p.clone(),
+            None => page.into(),
+        };
+        *self.pages.entry(p.clone()).or_insert(0) += 1;
+        p
+    }
+
+    /// Puts a new connection and its names in the table: the inverse of
+    /// `remove`.
+    fn insert(&mut self, conn: &Arc<Conn>, names: Names) {
+        for name in names.iter() {
+            self.names
+                .entry(name.clone())
+                .or_default()
+                .push(conn.clone());
+        }
+        *self.per_ip.entry(conn.remote.ip()).or_insert(0) += 1;
+        self.conns.insert(
+            conn.id,
+            Entry {
+                conn: conn.clone(),
+                names,
+            },
+        );
+    }
+
     /// Removes a connection and its names; returns its entry if it was here.
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.conns.remove(&id)?;
@@ -768,19 +797,7 @@ impl Hub {
         wanted: Option<u64>,
         greeting: impl FnOnce(u64, bool) -> Option<Bytes>,
     ) -> Result<Arc<Conn>, OpenError> {
-        // A plugged-in source is asked before the table is locked, since it
-        // may wake its refill task; an index it gives to a connection refused
-        // (or resumed) below is simply never used, which keeps indexes unique.
-        let mut id = match &self.shared.indexes {
-            Indexes::Counter(_) => 0,
-            Indexes::Source(source) => match source.next_index() {
-                Some(id) => id,
-                None => {
-                    self.shared.counters.refused.fetch_add(1, Relaxed);
-                    return Err(OpenError::NoIndex);
-                }
-            },
-        };
+        let mut id = self.index_from_source()?;
         let replay = self.shared.replay.get();
         // The turn orders the replay before any newer delivery; a fresh page
         // with nothing to replay does without it.
@@ -806,18 +823,7 @@ impl Hub {
                 Names::default()
             }
         };
-        let known = t.pages.get_key_value(page).map(|(p, _)| p.clone());
-        let shared_page = match known {
-            Some(p) => {
-                *t.pages.entry(p.clone()).or_insert(0) += 1;
-                p
-            }
-            None => {
-                let p: Arc<str> = page.into();
-                t.pages.insert(p.clone(), 1);
-                p
-            }
-        };
+        let shared_page = t.share_page(page);
         let conn = Arc::new(Conn {
             id,
             remote,
@@ -834,22 +840,12 @@ impl Hub {
             // A fresh outbox is empty and open, so this always queues.
             let _ = conn.outbox.push(&first, self.shared.limits.outbox);
         }
-        for name in names.iter() {
-            t.names.entry(name.clone()).or_default().push(conn.clone());
-        }
         let replayed_names: Vec<Arc<str>> = if turn.is_some() {
             names.iter().cloned().collect()
         } else {
             Vec::new()
         };
-        t.conns.insert(
-            id,
-            Entry {
-                conn: conn.clone(),
-                names,
-            },
-        );
-        *t.per_ip.entry(remote.ip()).or_insert(0) += 1;
+        t.insert(&conn, names);
         let observer = t.changed(id);
         drop(t);
         if let (Some(turn), Some(replay)) = (turn, replay) {
@@ -864,18 +860,44 @@ impl Hub {
             o.wake();
         }
         self.shared.counters.opened.fetch_add(1, Relaxed);
-        let page = if page.is_empty() { "-" } else { page };
+        self.announce_open(&conn, resumed, &replayed_names);
+        self.changed(TableChange::Opened(id));
+        Ok(conn)
+    }
+
+    /// The next index from a plugged-in source, or 0 when the hub counts
+    /// its own (taken under the table's lock in `open_as`). The source is
+    /// asked before the table is locked, since it may wake its refill task;
+    /// an index it gives to a connection refused (or resumed) is simply
+    /// never used, which keeps indexes unique.
+    fn index_from_source(&self) -> Result<u64, OpenError> {
+        match &self.shared.indexes {
+            Indexes::Counter(_) => Ok(0),
+            Indexes::Source(source) => source.next_index().ok_or_else(|| {
+                self.shared.counters.refused.fetch_add(1, Relaxed);
+                OpenError::NoIndex
+            }),
+        }
+    }
+
+    /// The Monitor's line for a page that opened, or came back to its index
+    /// with `names`.
+    fn announce_open(&self, conn: &Conn, resumed: bool, names: &[Arc<str>]) {
+        let (id, remote) = (conn.id, conn.remote);
+        let page = if conn.page.is_empty() {
+            "-"
+        } else {
+            &conn.page
+        };
         if resumed {
             self.monitor().emit(format_args!(
                 "ws {id} came back from {remote} page {page}{}",
-                NamesNote(&replayed_names)
+                NamesNote(names)
             ));
         } else {
             self.monitor()
                 .emit(format_args!("ws {id} opened from {remote} page {page}"));
         }
-        self.changed(TableChange::Opened(id));
-        Ok(conn)
     }
 
     /// Queues `frames` for `conn`, still under the delivery `turn`; a page
