@@ -13,14 +13,11 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use super::frame::{encode_header, header_parts, OpCode, OPCODE_BITS};
+use super::frame::{encode_header, header_parts, OpCode, OPCODE_BITS, RSV1};
 use super::ProtocolError;
 
 /// The extension's token in `Sec-WebSocket-Extensions`.
 pub const EXTENSION: &str = "permessage-deflate";
-
-/// The RSV1 bit: set on the first frame of a compressed message.
-pub(crate) const RSV1: u8 = 0x40;
 
 /// The largest LZ77 window RFC 7692 allows (32 KiB), and the default.
 pub(crate) const MAX_WINDOW_BITS: u8 = 15;

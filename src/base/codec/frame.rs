@@ -15,8 +15,9 @@ pub(crate) const EMPTY_PING: [u8; 2] = [FIN_BIT | 0x9, 0];
 const FIN_BIT: u8 = 0x80;
 
 const RSV_BITS: u8 = 0x70;
-
-use super::deflate::RSV1;
+/// The RSV1 bit: with permessage-deflate, set on the first frame of a
+/// compressed message.
+pub(crate) const RSV1: u8 = 0x40;
 
 pub(super) const OPCODE_BITS: u8 = 0x0F;
 

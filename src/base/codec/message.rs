@@ -3,8 +3,10 @@
 
 use std::borrow::Cow;
 
-use super::deflate::{inflate_message, RSV1};
-use super::frame::{apply_mask, header_parts, parse_close, CloseFrame, Frame, OpCode, OPCODE_BITS};
+use super::deflate::inflate_message;
+use super::frame::{
+    apply_mask, header_parts, parse_close, CloseFrame, Frame, OpCode, OPCODE_BITS, RSV1,
+};
 use super::utf8::Utf8Validator;
 use super::{Limits, ProtocolError, MAX_CONTROL_PAYLOAD};
 
