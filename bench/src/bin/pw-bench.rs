@@ -164,6 +164,10 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
         s("sustained-5k-20", "5,000 clients, 20 broadcasts/s for 10 s", "--scenario sustained --clients 5000 --rate 20 --duration 10", true, 180),
         s("sustained-5k-100", "5,000 clients, 100 broadcasts/s for 10 s", "--scenario sustained --clients 5000 --rate 100 --duration 10", true, 240),
         s("idle-18k", "18,000 idle registered clients", "--scenario idle --clients 18000 --connect-timeout 180", true, 300),
+        Scenario {
+            only: Some("pagewire"),
+            ..s("idle-18k-deflate", "idle-18k with permessage-deflate offered and accepted (pagewire only)", "--scenario idle --clients 18000 --connect-timeout 180 --deflate", true, 300)
+        },
         s("commands", "POST /api/command on 4 keep-alive connections, 40,000 requests", "--scenario commands --clients 1 --requests 40000 --http-connections 4", true, 120),
         Scenario {
             only: Some("pagewire"),
@@ -794,18 +798,18 @@ fn metrics() -> Vec<Metric> {
         v.push(m(s, "server CPU ms", Lower, 0, |r| r.server_cpu_ms));
         v.push(lost(s));
     }
-    v.push(m("idle-18k", "registered", Neither, 0, |r| {
-        Some(r.registered as f64)
-    }));
-    v.push(m("idle-18k", "connect + register ms", Lower, 0, |r| {
-        Some(r.connect_ms)
-    }));
-    v.push(m("idle-18k", "server RSS B/conn", Lower, 0, |r| {
-        r.bytes_per_conn
-    }));
-    v.push(m("idle-18k", "server RSS after, MiB", Lower, 1, |r| {
-        r.rss_after_kib.map(|k| k as f64 / 1024.0)
-    }));
+    for s in ["idle-18k", "idle-18k-deflate"] {
+        v.push(m(s, "registered", Neither, 0, |r| {
+            Some(r.registered as f64)
+        }));
+        v.push(m(s, "connect + register ms", Lower, 0, |r| {
+            Some(r.connect_ms)
+        }));
+        v.push(m(s, "server RSS B/conn", Lower, 0, |r| r.bytes_per_conn));
+        v.push(m(s, "server RSS after, MiB", Lower, 1, |r| {
+            r.rss_after_kib.map(|k| k as f64 / 1024.0)
+        }));
+    }
     v.push(m("commands", "requests/s", Higher, 0, |r| r.commands_per_s));
     v.push(m("call-10k", "`ws call` to reply p50 ms", Lower, 1, |r| {
         r.fanout_p50_ms
