@@ -1,6 +1,7 @@
 //! The layers, checked: reads every `crate::` path in src/ and fails on an
 //! import from a lower layer to a higher one, from one door to another, or
-//! on a circle between the modules of a layer.
+//! on a circle between the modules of a layer or between the files of a
+//! module.
 //!
 //! The layers, lowest first: `base` (the leaves), `engine`, `doors`, `app`.
 //! A module may import its own layer's modules and every lower layer's; a
@@ -60,12 +61,12 @@ fn code_of(text: &str) -> String {
 }
 
 /// The modules a file's code (in `module`) names through `crate::` and
-/// `super::` paths, as the first two parts of each path
-/// (`crate::engine::hub::Hub` names `engine::hub`; `super::{a, b}` names
+/// `super::` paths, as the first `depth` parts of each path (with 2,
+/// `crate::engine::hub::Hub` names `engine::hub`; `super::{a, b}` names
 /// `a` and `b` beside the module). `use crate::{a, b}` at the root and
 /// `super::super` are not used in this crate: they are refused, so that no
 /// import hides from this check.
-fn imports(module: &[String], code: &str) -> Result<BTreeSet<Vec<String>>, String> {
+fn imports(module: &[String], code: &str, depth: usize) -> Result<BTreeSet<Vec<String>>, String> {
     if code.contains("super::super") {
         return Err("`super::super`: name the module by its `crate::` path".into());
     }
@@ -103,13 +104,31 @@ fn imports(module: &[String], code: &str) -> Result<BTreeSet<Vec<String>>, Strin
                     .iter()
                     .cloned()
                     .chain(named.take_while(|p| !p.is_empty() && p != "self"))
-                    .take(2)
+                    .take(depth)
                     .collect();
                 found.insert(path);
             }
         }
     }
     Ok(found)
+}
+
+/// Whether `start` reaches itself by following `graph`'s imports.
+fn reaches_itself(
+    graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+    start: &Vec<String>,
+) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut next: Vec<&Vec<String>> = graph[start].iter().collect();
+    while let Some(m) = next.pop() {
+        if m == start {
+            return true;
+        }
+        if seen.insert(m) {
+            next.extend(graph.get(m).into_iter().flatten());
+        }
+    }
+    false
 }
 
 #[test]
@@ -121,6 +140,8 @@ fn no_import_runs_up_a_layer_or_from_door_to_door_or_in_a_circle() {
     // Modules (a layer and its first part, `engine::hub`) and what each
     // imports of its own layer.
     let mut within: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    // Files and what each imports of the files beside it.
+    let mut between_files: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
     for file in &files {
         let module = module_of(&src, file);
         let Some(from) = rank(&module) else { continue };
@@ -130,7 +151,17 @@ fn no_import_runs_up_a_layer_or_from_door_to_door_or_in_a_circle() {
             .unwrap_or(file)
             .display()
             .to_string();
-        let named = match imports(&module, &code_of(&text)) {
+        let code = code_of(&text);
+        // Files of one module importing each other (`frame` and `deflate`
+        // in `base::codec`): a circle too, however deep the module.
+        let siblings = imports(&module, &code, module.len()).unwrap_or_default();
+        let parent = &module[..module.len().saturating_sub(1)];
+        between_files.entry(module.clone()).or_default().extend(
+            siblings
+                .into_iter()
+                .filter(|t| t.len() == module.len() && t.starts_with(parent) && *t != module),
+        );
+        let named = match imports(&module, &code, 2) {
             Ok(named) => named,
             Err(e) => {
                 wrong.push(format!("{shown}: {e}"));
@@ -160,17 +191,12 @@ fn no_import_runs_up_a_layer_or_from_door_to_door_or_in_a_circle() {
             }
         }
     }
-    // A circle between modules of one layer: a module that reaches itself.
-    for start in within.keys() {
-        let mut seen = BTreeSet::new();
-        let mut next: Vec<&Vec<String>> = within[start].iter().collect();
-        while let Some(m) = next.pop() {
-            if m == start {
+    // A circle between modules of one layer, or between the files of one
+    // module: one that reaches itself.
+    for graph in [&within, &between_files] {
+        for start in graph.keys() {
+            if reaches_itself(graph, start) {
                 wrong.push(format!("{} is in an import circle", start.join("::")));
-                break;
-            }
-            if seen.insert(m) {
-                next.extend(within.get(m).into_iter().flatten());
             }
         }
     }
