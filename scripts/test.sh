@@ -15,8 +15,8 @@ step() { printf '\n==> [%dm%02ds] %s\n' $(((SECONDS - started) / 60)) $(((SECOND
 # Debian packages the tests use: Chromium for the browser tests, Redis for
 # the cluster tests, openssl for test certificates, nginx for the reverse
 # proxy test; for the Debian package's test (tests/it/package.rs, as root):
-# objcopy, adduser, systemd-analyze, man. The build itself needs a C
-# compiler and make: jemalloc, the binary's allocator, is built from source.
+# objcopy, adduser, systemd-analyze, man. A C compiler (the linker Rust
+# calls, and jemalloc for the optional `jemalloc` feature) and make.
 missing=()
 command -v cc >/dev/null || missing+=(gcc)
 command -v make >/dev/null || missing+=(make)
