@@ -883,8 +883,15 @@ async fn retained_values_live_in_redis_and_every_node_serves_them() {
     for n in [&a, &b, &c] {
         let listed = ok(n, &["retained"]).stdout;
         assert!(!listed.contains("status"), "{listed}");
+    }
+    nothing_retained_for("status", &[&a, &b, &c]).await;
+}
+
+/// Asserts that a page registering `name` on each node is shown nothing.
+async fn nothing_retained_for(name: &str, nodes: &[&Node]) {
+    for n in nodes {
         let mut page = Page::open(&n.d).await;
-        let frames = register(&mut page, "status").await;
+        let frames = register(&mut page, name).await;
         assert_eq!(
             shown(&frames),
             Vec::<String>::new(),
@@ -905,16 +912,7 @@ async fn a_retained_value_expires_on_every_node() {
         std::future::ready(listed.contains("nothing retained").then_some(()))
     })
     .await;
-    for n in [&a, &b] {
-        let mut page = Page::open(&n.d).await;
-        let frames = register(&mut page, "status").await;
-        assert_eq!(
-            shown(&frames),
-            Vec::<String>::new(),
-            "on {}: {frames:?}",
-            n.id
-        );
-    }
+    nothing_retained_for("status", &[&a, &b]).await;
     // And Redis drops it: the nodes purge what has expired.
     eventually("Redis to drop the expired value", TIMEOUT, || {
         redis.command("HLEN pagewire:retained").as_deref() == Some(":0\r\n")

@@ -166,7 +166,7 @@ impl MessageAssembler {
             payload,
         } = frame;
         if compressed {
-            return self.start_compressed(opcode == OpCode::Text, fin, payload);
+            return self.start(opcode == OpCode::Text, true, fin, payload);
         }
         match opcode {
             OpCode::Ping => check_control(fin, payload).map(|()| Some(Message::Ping(payload))),
@@ -175,16 +175,22 @@ impl MessageAssembler {
                 check_control(fin, payload)?;
                 Ok(Some(Message::Close(parse_close(payload)?)))
             }
-            OpCode::Text => self.start(true, fin, payload),
-            OpCode::Binary => self.start(false, fin, payload),
+            OpCode::Text => self.start(true, false, fin, payload),
+            OpCode::Binary => self.start(false, false, fin, payload),
             OpCode::Continuation => self.resume(fin, payload),
         }
     }
 
     /// A Text or Binary frame: a whole message, or the first fragment.
+    ///
+    /// A compressed one (RSV1, permessage-deflate) is inflated at once if
+    /// it is the only frame, else kept compressed until the last fragment.
+    /// The compressed bytes are held to the message limit, and so is what
+    /// they inflate to.
     fn start<'a>(
         &mut self,
         text: bool,
+        compressed: bool,
         fin: bool,
         payload: &'a [u8],
     ) -> Result<Option<Message<'a>>, ProtocolError> {
@@ -193,6 +199,9 @@ impl MessageAssembler {
         }
         if payload.len() > self.max_message {
             return Err(ProtocolError::TooBig);
+        }
+        if fin && compressed {
+            return self.inflated(text, payload).map(Some);
         }
         if fin {
             // The common case: hand out the read buffer's bytes, no copy.
@@ -204,7 +213,8 @@ impl MessageAssembler {
             };
             return Ok(Some(message));
         }
-        let utf8 = if text {
+        // Compressed text is checked once inflated.
+        let utf8 = if text && !compressed {
             let mut utf8 = Utf8Validator::new();
             utf8.feed(payload)?;
             Some(utf8)
@@ -216,36 +226,7 @@ impl MessageAssembler {
         self.partial = Some(Box::new(Partial {
             data,
             utf8,
-            compressed: None,
-        }));
-        Ok(None)
-    }
-
-    /// The first frame of a compressed message (RSV1, permessage-deflate):
-    /// inflated at once if it is the only one, else kept compressed until
-    /// the last fragment. The compressed bytes are held to the message
-    /// limit, and so is what they inflate to.
-    fn start_compressed<'a>(
-        &mut self,
-        text: bool,
-        fin: bool,
-        payload: &[u8],
-    ) -> Result<Option<Message<'a>>, ProtocolError> {
-        if self.partial.is_some() {
-            return Err(ProtocolError::ExpectedContinuation);
-        }
-        if payload.len() > self.max_message {
-            return Err(ProtocolError::TooBig);
-        }
-        if fin {
-            return self.inflated(text, payload).map(Some);
-        }
-        let mut data = Vec::new();
-        append_bounded(&mut data, payload, self.max_message);
-        self.partial = Some(Box::new(Partial {
-            data,
-            utf8: None,
-            compressed: Some(text),
+            compressed: compressed.then_some(text),
         }));
         Ok(None)
     }
