@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 pub struct Record {
     /// Which server was measured (free text from `--label`).
     pub server: String,
-    /// `burst`, `sustained`, `idle`, `saturate`, `commands` or `call`.
+    /// `burst`, `sustained`, `idle`, `saturate`, `commands`, `call` or
+    /// `close`.
     pub scenario: String,
     /// Clients asked for.
     pub clients: u64,
@@ -30,7 +31,8 @@ pub struct Record {
     /// Deliveries whose text was not the text sent, or repeated.
     pub corrupt: u64,
     /// Send (or scheduled send) to the last client's receipt, per broadcast;
-    /// for `call`, send to the HTTP reply, per call.
+    /// for `call`, send to the HTTP reply, per call; for `close`, the
+    /// `ws close *` to its reply.
     pub fanout_p50_ms: Option<f64>,
     /// 99th percentile of the fan-out time.
     pub fanout_p99_ms: Option<f64>,
@@ -38,7 +40,8 @@ pub struct Record {
     pub latency_p50_ms: Option<f64>,
     /// 99th percentile of the per-delivery latency.
     pub latency_p99_ms: Option<f64>,
-    /// Largest per-delivery latency.
+    /// Largest per-delivery latency; for `close`, the `ws close *` to the
+    /// last client's close frame.
     pub latency_max_ms: Option<f64>,
     /// Deliveries per second between the first send and the last receipt.
     pub msgs_per_s: Option<f64>,

@@ -177,6 +177,10 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
             only: Some("pagewire"),
             ..s("call-10k", "10,000 clients that answer, 20 `ws call *` back to back (pagewire only)", "--scenario call --clients 10000 --broadcasts 20", true, 300)
         },
+        Scenario {
+            only: Some("pagewire"),
+            ..s("close-18k", "18,000 registered clients of one name, one `ws close *` (pagewire only)", "--scenario close --clients 18000 --connect-timeout 180", true, 300)
+        },
         s("saturate-5k", "5,000 clients: highest rate with every broadcast delivered within 500 ms", "--scenario saturate --clients 5000 --rate 10 --duration 4 --drain-timeout 3 --deadline-ms 500", false, 600),
     ]
 }
@@ -822,6 +826,17 @@ fn metrics() -> Vec<Metric> {
         r.server_cpu_ms
     }));
     v.push(lost("call-10k"));
+    v.push(m("close-18k", "`ws close *` to reply ms", Lower, 1, |r| {
+        r.fanout_p50_ms
+    }));
+    v.push(m(
+        "close-18k",
+        "to the last close frame ms",
+        Lower,
+        1,
+        |r| r.latency_max_ms,
+    ));
+    v.push(lost("close-18k"));
     v.push(m(
         "cli",
         "`pagewire ws write` process, median ms",

@@ -61,6 +61,7 @@ enum Scenario {
     Idle,
     Commands,
     Call,
+    Close,
 }
 
 impl Scenario {
@@ -72,6 +73,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Commands => "commands",
             Scenario::Call => "call",
+            Scenario::Close => "close",
         }
     }
 }
@@ -449,9 +451,12 @@ async fn run(args: Args) -> anyhow::Result<Record> {
         Scenario::Saturate => saturate(&args, &shared, &mut rec).await?,
         Scenario::Commands => commands(&args, &mut rec).await?,
         Scenario::Call => calls(&args, &shared, &mut rec).await?,
+        Scenario::Close => close_all(&args, &shared, &mut rec).await?,
     }
     rec.corrupt = shared.corrupt.get();
-    rec.closed_by_server = shared.closed_by_server.get();
+    if args.scenario != Scenario::Close {
+        rec.closed_by_server = shared.closed_by_server.get();
+    }
     rec.wall_ms = shared.start.elapsed().as_secs_f64() * 1e3;
     CpuSample::take(args.pid).since(&cpu_start, &mut rec);
     Ok(rec)
@@ -740,6 +745,31 @@ async fn calls(args: &Args, shared: &Shared, rec: &mut Record) -> anyhow::Result
     if secs > 0.0 {
         rec.msgs_per_s = Some(rec.delivered as f64 / secs);
     }
+    Ok(())
+}
+
+/// One `ws close *` to every registered client: the time to the command's
+/// reply (`fanout_p50_ms`) and to the last client's close frame
+/// (`latency_max_ms`); close frames received are the deliveries.
+async fn close_all(args: &Args, shared: &Shared, rec: &mut Record) -> anyhow::Result<()> {
+    let mut http = Http::connect(args.server, args.token.clone()).await?;
+    let expected = u64::from(shared.registered.get());
+    let started = Instant::now();
+    match http.request("ws close *").await {
+        Ok((200, _)) => {}
+        Ok(_) | Err(_) => rec.http_errors += 1,
+    }
+    rec.fanout_p50_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+    let deadline = started + Duration::from_secs_f64(args.drain_timeout);
+    // Polled: each client returns on its close frame and wakes no one.
+    while shared.closed_by_server.get() < expected && Instant::now() < deadline {
+        sleep(Duration::from_millis(1)).await;
+    }
+    rec.latency_max_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+    rec.broadcasts = 1;
+    rec.expected = expected;
+    rec.delivered = shared.closed_by_server.get().min(expected);
+    rec.lost = expected - rec.delivered;
     Ok(())
 }
 

@@ -208,6 +208,10 @@ pub struct Conn {
     /// The window (9-15) this side compresses with if the connection
     /// negotiated permessage-deflate, else 0. In padding too.
     deflate_bits: AtomicU8,
+    /// Whether the connection is in the hub's table: cleared when it
+    /// leaves, so that the name lists need not be searched ([`Named`]).
+    /// Changed and read under the table's lock only.
+    listed: AtomicBool,
     /// Traffic counters.
     pub(crate) stats: Stats,
     outbox: Outbox,
@@ -478,11 +482,51 @@ impl Entry {
     }
 }
 
+/// The connections that registered one name, first registered first.
+///
+/// A connection that leaves is not searched for in the list: it is marked
+/// as out of the table ([`Conn`]'s `listed`) and counted, and the list
+/// drops such connections once they are half of it. Thousands of pages
+/// that share a name then leave (a `ws close *`, a network drop) in time
+/// linear in their number, where removing each from the list at once
+/// would be quadratic, all under the table's lock.
+#[derive(Default)]
+struct Named {
+    /// Connections that registered the name, some perhaps gone since.
+    conns: Vec<Arc<Conn>>,
+    /// How many of `conns` have left the table.
+    left: usize,
+}
+
+impl Named {
+    /// The connections still in the table.
+    fn live(&self) -> impl Iterator<Item = &Arc<Conn>> {
+        self.conns.iter().filter(|c| c.listed.load(Relaxed))
+    }
+
+    /// How many connections in the table have the name.
+    fn len(&self) -> usize {
+        self.conns.len() - self.left
+    }
+
+    /// Counts one more connection as gone (its `listed` already cleared),
+    /// dropping the gone ones once they are half the list. False when no
+    /// connection is left.
+    fn one_left(&mut self) -> bool {
+        self.left += 1;
+        if self.left * 2 > self.conns.len() {
+            self.conns.retain(|c| c.listed.load(Relaxed));
+            self.left = 0;
+        }
+        !self.conns.is_empty()
+    }
+}
+
 #[derive(Default)]
 struct Table {
     conns: BTreeMap<u64, Entry>,
     /// Each name once: a connection's list of names shares these strings.
-    names: HashMap<Arc<str>, Vec<Arc<Conn>>>,
+    names: HashMap<Arc<str>, Named>,
     per_ip: HashMap<IpAddr, usize>,
     /// Dropped pages within their grace period, by index.
     parked: HashMap<u64, Parked>,
@@ -515,10 +559,12 @@ impl Table {
     /// Puts a new connection and its names in the table: the inverse of
     /// `remove`.
     fn insert(&mut self, conn: &Arc<Conn>, names: Names) {
+        conn.listed.store(true, Relaxed);
         for name in names.iter() {
             self.names
                 .entry(name.clone())
                 .or_default()
+                .conns
                 .push(conn.clone());
         }
         *self.per_ip.entry(conn.remote.ip()).or_insert(0) += 1;
@@ -534,11 +580,11 @@ impl Table {
     /// Removes a connection and its names; returns its entry if it was here.
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.conns.remove(&id)?;
+        entry.conn.listed.store(false, Relaxed);
         self.changed(id);
         for name in entry.names.iter() {
-            if let Some(list) = self.names.get_mut(name) {
-                list.retain(|c| c.id != id);
-                if list.is_empty() {
+            if let Some(named) = self.names.get_mut(name) {
+                if !named.one_left() {
                     self.names.remove(name);
                 }
             }
@@ -832,6 +878,7 @@ impl Hub {
             last_seen: AtomicU32::new(now),
             visibility: AtomicU8::new(0),
             deflate_bits: AtomicU8::new(0),
+            listed: AtomicBool::new(false),
             stats: Stats::default(),
             outbox: Outbox::default(),
             totals: self.shared.counters.clone(),
@@ -972,7 +1019,11 @@ impl Hub {
         };
         entry.names.push(name.clone());
         let conn = entry.conn.clone();
-        t.names.entry(name.clone()).or_default().push(conn.clone());
+        t.names
+            .entry(name.clone())
+            .or_default()
+            .conns
+            .push(conn.clone());
         let observer = t.changed(id);
         drop(guard);
         if let (Some(turn), Some(replay)) = (turn, replay) {
@@ -1020,7 +1071,7 @@ impl Hub {
 
     /// How many live connections registered `name`.
     pub(crate) fn named(&self, name: &str) -> usize {
-        self.table().names.get(name).map_or(0, Vec::len)
+        self.table().names.get(name).map_or(0, Named::len)
     }
 
     /// Resolves once a name is registered or a connection holding names
@@ -1127,7 +1178,7 @@ impl Hub {
                 None => return Err(TargetError::NoSuchIndex(*id)),
             },
             Target::Name(name) => {
-                for c in t.names.get(name.as_str()).into_iter().flatten() {
+                for c in t.names.get(name.as_str()).iter().flat_map(|n| n.live()) {
                     f(c)
                 }
             }
@@ -1509,6 +1560,46 @@ mod tests {
             hub.table().pages.is_empty(),
             "nothing kept for a page no one shows"
         );
+    }
+
+    #[test]
+    fn pages_leaving_a_shared_name_in_any_order_keep_its_list_right() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let conns: Vec<Arc<Conn>> = (0..100)
+            .map(|_| hub.open(remote, "/").expect("open"))
+            .collect();
+        for c in &conns {
+            hub.register(c.id(), "status").expect("register");
+            if c.id() % 2 == 1 {
+                hub.register(c.id(), "odd").expect("register");
+            }
+        }
+        let status = Target::Name("status".into());
+        let frame = Bytes::from_static(b"x");
+        let why = CloseReason {
+            code: 1000,
+            reason: "closed",
+        };
+        // A scattered order: 0, 37, 74, 11, ... (37 and 100 are coprime).
+        let order: Vec<usize> = (0..100).map(|i| i * 37 % 100).collect();
+        for (gone, &i) in order.iter().enumerate() {
+            assert!(hub.close_one(conns[i].id(), why.clone()));
+            let live = 100 - gone - 1;
+            assert_eq!(hub.named("status"), live);
+            let reached = hub.deliver(&status, &frame).map(|d| d.reached);
+            assert_eq!(reached, Ok(live), "after closing {}", conns[i].id());
+            let odd_live = conns.iter().filter(|c| c.id() % 2 == 1).count()
+                - order[..=gone]
+                    .iter()
+                    .filter(|&&j| conns[j].id() % 2 == 1)
+                    .count();
+            assert_eq!(hub.named("odd"), odd_live);
+            // Gone pages are dropped from the list once they are half of it.
+            let held = hub.table().names.get("status").map_or(0, |n| n.conns.len());
+            assert!(held <= 2 * live + 1, "{held} held for {live} live");
+        }
+        assert!(hub.table().names.is_empty(), "no name is left behind");
     }
 
     #[test]
