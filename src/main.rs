@@ -8,9 +8,9 @@
 //! glibc pays a header per block and pads each aligned block, jemalloc packs
 //! blocks of one size class into slabs with no header. An idle page then
 //! costs about two thirds of glibc's figure, but under overload (more
-//! broadcasts than the machine can send) the p99 latency is 5 to 6 times
-//! glibc's, so the feature is off by default (docs/PERFORMANCE.md, "Memory
-//! per page").
+//! broadcasts than the machine can send) the daemon keeps up with about a
+//! tenth of the broadcasts it does with glibc, so the feature is off by
+//! default (docs/PERFORMANCE.md, "Memory per page").
 
 /// The process's allocator (see the module doc).
 #[cfg(feature = "jemalloc")]
