@@ -124,12 +124,18 @@ impl RetainedStore for super::store::Store {
 
     fn forget(&self, name: &str) -> Result<Option<usize>, String> {
         let prefix = format!("{name}\0");
-        self.remove_retained(&|k| k.starts_with(&prefix))
+        self.remove_retained(&|k, _| k.starts_with(&prefix))
             .map(|()| None)
     }
 
+    /// Only those still expired, as Redis's script does: a key kept again
+    /// since it was found expired holds a new record.
     fn drop_keys(&self, keys: &[String]) -> Result<(), String> {
-        self.remove_retained(&|k| keys.iter().any(|g| g == k))
+        let now = now_ms();
+        self.remove_retained(&|k, json| {
+            keys.iter().any(|g| g == k)
+                && serde_json::from_slice::<Record>(json).is_ok_and(|r| r.expired(now))
+        })
     }
 }
 
@@ -320,8 +326,11 @@ impl Retained {
         Ok(dropped.map_or(held, |n| n.max(held)))
     }
 
-    /// Drops what has expired, here and in the store.
+    /// Drops what has expired, here and in the store; in its turn among
+    /// the retained writes, so that a value kept again meanwhile is not
+    /// dropped from the store while it stays held.
     pub(crate) async fn purge(&self) {
+        let _turn = self.writes.lock().await;
         let now = now_ms();
         let gone: Vec<String> = {
             let mut map = self.map();
@@ -564,6 +573,46 @@ mod tests {
         assert_eq!(copy.len(), 2, "the expired one is not held");
         copy.apply(&Change::Forget { name: "s".into() }.to_json());
         assert_eq!(copy.len(), 0);
+    }
+
+    /// Purging takes expired keys out of the map, then drops them from
+    /// the store off the async workers: a value kept again in between
+    /// must survive in the store (and so across a restart).
+    #[tokio::test]
+    async fn a_value_kept_again_while_purged_stays_in_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || super::super::store::Store::open(dir.path(), &mut |_| {});
+        let (store, _) = open();
+        let (r, _) = Retained::new(Arc::new(store), Vec::new());
+        let expired = Record {
+            name: "s".into(),
+            msg: write("old"),
+            set_ms: 1,
+            expires_ms: Some(2),
+        };
+        let key = expired.key();
+        let json = serde_json::to_vec(&expired).expect("json");
+        r.store().put(&key, &json).expect("put");
+        r.map().insert(expired);
+        // Purge's first step, then a keep of the same key, then purge's
+        // second step: the racy order.
+        let gone = vec![key.clone()];
+        r.map().values.remove(&key);
+        drop(r.keep("s", &write("new"), None).await.expect("kept"));
+        r.store().drop_keys(&gone).expect("dropped");
+        assert_eq!(r.len(), 1);
+        drop(r);
+        let (_store, loaded) = open();
+        let kept: Vec<Record> = loaded
+            .retained
+            .iter()
+            .filter_map(|(_, json)| serde_json::from_slice(json).ok())
+            .collect();
+        assert_eq!(
+            kept.iter().map(|r| &r.msg).collect::<Vec<_>>(),
+            [&write("new")],
+            "the value kept again is still in the store"
+        );
     }
 
     #[tokio::test]

@@ -152,14 +152,19 @@ impl Store {
         })
     }
 
-    /// Drops the retained records whose keys `drop` accepts, durably.
-    pub(crate) fn remove_retained(&self, drop: &dyn Fn(&str) -> bool) -> Result<(), StoreError> {
+    /// Drops the retained records that `drop` accepts (given the key and
+    /// the record), durably; it decides in the same transaction, so that
+    /// nothing written between its look and the removal is removed.
+    pub(crate) fn remove_retained(
+        &self,
+        drop: &dyn Fn(&str, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
         self.write(|txn| {
             let mut table = txn.open_table(RETAINED)?;
             let mut gone = Vec::new();
             for entry in table.iter()? {
-                let (key, _) = entry?;
-                if drop(key.value()) {
+                let (key, record) = entry?;
+                if drop(key.value(), record.value()) {
                     gone.push(key.value().to_string());
                 }
             }
@@ -329,7 +334,7 @@ mod tests {
         store.put_retained("b\0w", b"two").expect("put");
         store.put_ceiling(4096).expect("ceiling");
         store
-            .remove_retained(&|k| k.starts_with("a\0"))
+            .remove_retained(&|k, _| k.starts_with("a\0"))
             .expect("remove");
         drop(store);
         let (_store, loaded, lines) = open(dir.path());
