@@ -180,7 +180,19 @@ impl ServeConfig {
             Some(path) => ServeConfig::read(path)?,
             None => ServeConfig::default(),
         };
+        let in_file = (
+            config.http.token.is_some(),
+            config.http.token_file.is_some(),
+        );
         config.update_from_arg_matches(&given_only(matches))?;
+        let level = |id: &str, in_file: bool| match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => Some(2),
+            Some(ValueSource::EnvVariable) => Some(1),
+            _ => in_file.then_some(0),
+        };
+        config
+            .http
+            .keep_the_highest_token(level("token", in_file.0), level("token_file", in_file.1));
         Ok(config)
     }
 

@@ -368,6 +368,103 @@ async fn a_token_file_is_the_token() {
     );
 }
 
+/// The status of `ws close` over HTTP with `token` as the bearer token.
+async fn command_status(d: &Daemon, token: Option<&str>) -> StatusCode {
+    let mut req = client_from("127.0.0.1")
+        .post(d.url("/api/command"))
+        .body("ws close");
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("POST").status()
+}
+
+#[tokio::test]
+async fn a_token_given_above_the_file_replaces_its_token_file() {
+    // Flags win, then the environment, then the file: a token given by
+    // flag or variable replaces the file's token file (and a token file
+    // given by flag replaces a token from the environment).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "from-the-file\n").expect("write");
+    let file_path = token_file.to_str().expect("path");
+    let in_file = format!("token_file = \"{file_path}\"\n");
+    let cases = [
+        (
+            "env",
+            Daemon::builder()
+                .config(&in_file)
+                .env("PAGEWIRE_TOKEN", "x"),
+        ),
+        (
+            "flag",
+            Daemon::builder().config(&in_file).args(&["--token", "x"]),
+        ),
+        (
+            "flag over env",
+            Daemon::builder()
+                .env("PAGEWIRE_TOKEN_FILE", file_path)
+                .args(&["--token", "x"]),
+        ),
+    ];
+    for (how, builder) in cases {
+        let d = builder.start();
+        assert_eq!(command_status(&d, Some("x")).await, StatusCode::OK, "{how}");
+        assert_eq!(
+            command_status(&d, Some("from-the-file")).await,
+            StatusCode::UNAUTHORIZED,
+            "{how}"
+        );
+        assert_eq!(
+            command_status(&d, None).await,
+            StatusCode::UNAUTHORIZED,
+            "{how}"
+        );
+    }
+    let d = Daemon::builder()
+        .env("PAGEWIRE_TOKEN", "x")
+        .args(&["--token-file", file_path])
+        .start();
+    assert_eq!(
+        command_status(&d, Some("from-the-file")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        command_status(&d, Some("x")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Both at one level stays an error.
+    Daemon::builder()
+        .config(&format!("{in_file}token = \"x\"\n"))
+        .spawn()
+        .wait_exit()
+        .assert_exit_code(1)
+        .assert_stderr_contains("give the token or a token file, not both");
+}
+
+#[test]
+fn an_empty_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty_file = dir.path().join("token");
+    std::fs::write(&empty_file, "\n").expect("write");
+    let cases = [
+        ("flag", Daemon::builder().args(&["--token", ""])),
+        ("env", Daemon::builder().env("PAGEWIRE_TOKEN", "")),
+        ("file", Daemon::builder().config("token = \"\"\n")),
+    ];
+    for (how, builder) in cases {
+        let out = builder.spawn().wait_exit();
+        assert_eq!(out.code, Some(1), "{how}: {out}");
+        out.assert_stderr_contains("the token is empty");
+    }
+    Daemon::builder()
+        .args(&["--token-file", empty_file.to_str().expect("path")])
+        .spawn()
+        .wait_exit()
+        .assert_exit_code(1)
+        .assert_stderr_contains("is empty");
+}
+
 #[test]
 fn check_config_names_each_error_with_its_line() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -79,7 +79,10 @@ pub(crate) struct HttpSettings {
     pub(crate) tls_key: Option<PathBuf>,
     /// Read the bearer token from this file (its first line), e.g. a
     /// systemd credential
-    #[arg(long, value_name = "FILE", conflicts_with = "token", display_order = 7)]
+    // Not `conflicts_with = "token"`: a token given at a higher level
+    // replaces a token file given at a lower one (see
+    // `keep_the_highest_token`).
+    #[arg(long, value_name = "FILE", display_order = 7)]
     pub(crate) token_file: Option<PathBuf>,
     /// Serve everything under this path, e.g. /status behind a reverse
     /// proxy that forwards /status/ (pages, ws.js, /ws, commands, metrics,
@@ -142,11 +145,30 @@ impl HttpSettings {
         }
     }
 
+    /// Of the token and the token file, keeps those given at the highest
+    /// `level` (where each was given: higher for the flags, then the
+    /// environment, then the file; `None` not given), so that a token from
+    /// a flag or `PAGEWIRE_TOKEN` replaces the file's `token_file` and the
+    /// other way round. Both given at one level stay, and
+    /// [`HttpSettings::token`] refuses them.
+    pub(crate) fn keep_the_highest_token(&mut self, token: Option<u8>, token_file: Option<u8>) {
+        match token.cmp(&token_file) {
+            std::cmp::Ordering::Less => self.token = None,
+            std::cmp::Ordering::Greater => self.token_file = None,
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+
     /// The operator token: `token`, or the first line of `token_file`;
-    /// `None` when neither is given (or the one given is empty).
+    /// `None` when neither is given. One given but empty is refused: an
+    /// empty `PAGEWIRE_TOKEN=` must not turn the protection off unseen.
     pub(crate) fn token(&self) -> anyhow::Result<Option<String>> {
         let token = match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => bail!("give the token or a token file, not both"),
+            (Some(token), None) if token.is_empty() => bail!(
+                "the token is empty (--token, PAGEWIRE_TOKEN or the file's token); give one, \
+                 or none for no token"
+            ),
             (Some(token), None) => token.clone(),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -160,7 +182,7 @@ impl HttpSettings {
             }
             (None, None) => return Ok(None),
         };
-        Ok(Some(token).filter(|t| !t.is_empty()))
+        Ok(Some(token))
     }
 
     /// The base path, `""` for none, else `/PREFIX` without a final `/`.
