@@ -304,7 +304,13 @@ impl Executor {
     /// `ws retained`: the values kept for names.
     async fn retained(&self) -> Reply {
         match self.inner.remember.retained.listing().await {
-            Ok(listing) => Reply::ok(listing),
+            Ok((listing, problems)) => {
+                let monitor = self.inner.hub.monitor();
+                for problem in problems {
+                    monitor.emit(format_args!("ws retained: {problem}"));
+                }
+                Reply::ok(listing)
+            }
             Err(e) => Reply::err(format!("ws retained: {e}")),
         }
     }

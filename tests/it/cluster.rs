@@ -123,9 +123,23 @@ impl Redis {
 
     /// Sends one inline command and returns the first line of the answer.
     fn command(&self, line: &str) -> Option<String> {
+        self.send(format!("{line}\r\n").as_bytes())
+    }
+
+    /// Sends one command in RESP, whose arguments may hold any character
+    /// (a NUL, a newline), and returns the first line of the answer.
+    fn command_args(&self, args: &[&str]) -> Option<String> {
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        self.send(request.as_bytes())
+    }
+
+    fn send(&self, request: &[u8]) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        s.write_all(request).ok()?;
         let mut answer = String::new();
         BufReader::new(s).read_line(&mut answer).ok()?;
         Some(answer)
@@ -918,6 +932,67 @@ async fn a_retained_value_expires_on_every_node() {
         redis.command("HLEN pagewire:retained").as_deref() == Some(":0\r\n")
     })
     .await;
+}
+
+/// Puts a retained text for `name` straight into Redis, as a program
+/// other than pagewire (or a bad node) could.
+fn put_retained_in_redis(redis: &Redis, name: &str, text: &str) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let record = serde_json::json!({
+        "name": name,
+        "msg": {"kind": "write", "text": text},
+        "set_ms": now_ms as u64,
+        "expires_ms": null,
+    });
+    let key = format!("{name}\0w");
+    let answer = redis.command_args(&["HSET", "pagewire:retained", &key, &record.to_string()]);
+    assert_eq!(answer.as_deref(), Some(":1\r\n"));
+}
+
+#[tokio::test]
+async fn a_retained_value_with_an_invalid_name_in_redis_is_left_out_and_reported_once() {
+    // A name with a newline would forge a line of the listing; one read
+    // when the node joins and one found by the listing are both left out,
+    // each reported once on the Monitor, escaped.
+    let redis = Redis::start().await;
+    let forged = |name: &str| format!("{name}\nforged write age=0s expires=never \"pwned\"");
+    put_retained_in_redis(&redis, &forged("early"), "x");
+    let a = node(&redis);
+    a.d.wait_for_stdout(|l| l.contains("early\\nforged") && l.contains("invalid name"));
+    put_retained_in_redis(&redis, &forged("late"), "x");
+    ok(&a, &["write", "--retain", "status", "fine"]);
+    for _ in 0..2 {
+        let listed = ok(&a, &["retained"]).stdout;
+        assert!(
+            listed.lines().all(|l| !l.starts_with("forged")),
+            "a forged line:\n{listed}"
+        );
+        assert_eq!(listed.lines().count(), 1, "{listed}");
+        assert!(listed.starts_with("status write"), "{listed}");
+    }
+    // The listing's Monitor line comes after its report.
+    eventually("both listings in the Monitor", TIMEOUT, || {
+        let lines = a.d.process().stdout_lines();
+        lines
+            .iter()
+            .filter(|l| l.contains("ws retained -> ok"))
+            .count()
+            == 2
+    })
+    .await;
+    let lines = a.d.process().stdout_lines();
+    for name in ["early", "late"] {
+        let reports: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains(&format!("{name}\\nforged")))
+            .collect();
+        assert_eq!(reports.len(), 1, "{lines:#?}");
+        assert!(reports[0].contains("invalid name"), "{reports:?}");
+    }
+    assert!(lines.iter().all(|l| !l.starts_with("forged")), "{lines:#?}");
 }
 
 #[tokio::test]

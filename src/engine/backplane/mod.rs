@@ -42,8 +42,10 @@ pub(crate) trait SharedRetained: Send + Sync {
         store: Arc<redis::retained::RedisStore>,
         loaded: Records,
     ) -> BoxFuture<'_, Vec<String>>;
-    /// Applies a change another node made (JSON, as it travelled).
-    fn apply(&self, change: &serde_json::Value);
+    /// Applies a change another node made (JSON, as it travelled);
+    /// returns what was wrong with it, for the Monitor, if it was left out
+    /// (and not reported before).
+    fn apply(&self, change: &serde_json::Value) -> Option<String>;
     /// How many values are held.
     fn len(&self) -> usize;
 }

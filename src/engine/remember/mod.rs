@@ -151,7 +151,7 @@ impl Remember {
             Retained::new(store.clone(), loaded.retained)
         };
         for problem in problems {
-            report(problem);
+            report(format!("state: {problem}"));
         }
         if store.is_durable() {
             monitor.emit(format_args!(

@@ -8,7 +8,7 @@
 //! written through to the [`RetainedStore`] before the command answers.
 //! A page is replayed a name's values in the order they were set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::base::command::Target;
+use crate::base::command::{valid_name, Target};
 use crate::base::text;
 use crate::engine::backplane::redis::retained::RedisStore;
 use crate::engine::backplane::{BoxFuture, Delivery, Records, SharedRetained};
@@ -70,12 +70,11 @@ impl SharedRetained for Retained {
         Box::pin(self.replace(store, loaded))
     }
 
-    fn apply(&self, change: &serde_json::Value) {
+    fn apply(&self, change: &serde_json::Value) -> Option<String> {
         // A change this version cannot read is left out; the next load
         // from Redis brings the copy up to date.
-        if let Ok(change) = Change::deserialize(change) {
-            Retained::apply(self, change);
-        }
+        let change = Change::deserialize(change).ok()?;
+        Retained::apply(self, change)
     }
 
     fn len(&self) -> usize {
@@ -193,6 +192,9 @@ pub(crate) struct Retained {
     /// delivered, before the next starts, so that the store, the map and
     /// the pages agree on which came last.
     writes: Arc<tokio::sync::Mutex<()>>,
+    /// The problems with records already reported, so that a bad record
+    /// in Redis is reported once, not at every `ws retained`.
+    reported: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Unix milliseconds now.
@@ -204,8 +206,8 @@ pub(crate) fn now_ms() -> u64 {
 
 impl Retained {
     /// Retained values kept in `store`, starting with the `loaded` records
-    /// (key and JSON); unreadable or expired ones are left out, and what
-    /// was wrong with them is returned for the Monitor.
+    /// (key and JSON); unreadable, misnamed or expired ones are left out,
+    /// and what was wrong with them is returned for the Monitor.
     pub(crate) fn new(
         store: Arc<dyn RetainedStore>,
         loaded: Vec<(String, Vec<u8>)>,
@@ -215,8 +217,26 @@ impl Retained {
             map: Arc::new(Mutex::new(map)),
             store: Arc::new(Mutex::new(store)),
             writes: Arc::default(),
+            reported: Arc::default(),
         };
+        let problems = retained.first_reports(problems);
         (retained, problems)
+    }
+
+    /// Those of `problems` not reported before, now taken as reported.
+    fn first_reports(&self, problems: Vec<String>) -> Vec<String> {
+        if problems.is_empty() {
+            return problems;
+        }
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: past this many, a problem may be reported again.
+        if reported.len() >= MAX_RETAINED {
+            reported.clear();
+        }
+        problems
+            .into_iter()
+            .filter(|p| reported.insert(p.clone()))
+            .collect()
     }
 
     /// Keeps values in `store` from now on, holding the `loaded` records
@@ -231,17 +251,27 @@ impl Retained {
         let (map, problems) = Map::loaded(loaded);
         *self.map() = map;
         *self.store.lock().unwrap_or_else(|e| e.into_inner()) = store;
-        problems
+        self.first_reports(problems)
     }
 
     /// Applies a change another node of the cluster made (it is in Redis
-    /// already).
-    pub(crate) fn apply(&self, change: Change) {
-        let mut map = self.map();
+    /// already); a record whose name is not a valid name is left out, and
+    /// what was wrong is returned for the Monitor (the first time).
+    pub(crate) fn apply(&self, change: Change) -> Option<String> {
         match change {
-            Change::Keep { record } if !record.expired(now_ms()) => map.insert(record),
-            Change::Keep { .. } => {}
-            Change::Forget { name } => map.remove_name(&name),
+            Change::Keep { record } if valid_name(&record.name).is_err() => {
+                let problem = misnamed(&record.key());
+                self.first_reports(vec![problem]).pop()
+            }
+            Change::Keep { record } if !record.expired(now_ms()) => {
+                self.map().insert(record);
+                None
+            }
+            Change::Keep { .. } => None,
+            Change::Forget { name } => {
+                self.map().remove_name(&name);
+                None
+            }
         }
     }
 
@@ -367,19 +397,23 @@ impl Retained {
     }
 
     /// The `ws retained` listing: one line per value, as the store has
-    /// them when it is shared with other daemons (Redis), else as held.
-    pub(crate) async fn listing(&self) -> Result<String, String> {
+    /// them when it is shared with other daemons (Redis), else as held;
+    /// and what was wrong with records left out, not reported before.
+    pub(crate) async fn listing(&self) -> Result<(String, Vec<String>), String> {
         let store = self.store();
         let shared = tokio::task::spawn_blocking(move || store.shared_records())
             .await
             .map_err(|e| e.to_string())?;
         match shared {
-            None => Ok(render(self.map().values.values().map(|h| &h.record))),
+            None => Ok((
+                render(self.map().values.values().map(|h| &h.record)),
+                Vec::new(),
+            )),
             Some(Err(e)) => Err(format!("could not read them: {e}")),
             Some(Ok(loaded)) => {
-                let (mut records, _) = parse(loaded);
+                let (mut records, problems) = parse(loaded);
                 records.sort_by_key(Record::key);
-                Ok(render(records.iter()))
+                Ok((render(records.iter()), self.first_reports(problems)))
             }
         }
     }
@@ -391,20 +425,35 @@ impl Retained {
 }
 
 /// The records of `loaded` (key and JSON), and what was wrong with those
-/// that could not be read.
+/// that could not be read or whose name is not a valid name (Redis is
+/// written by other programs too, and a name is printed in listings).
 fn parse(loaded: Vec<(String, Vec<u8>)>) -> (Vec<Record>, Vec<String>) {
     let mut problems = Vec::new();
     let mut records: Vec<Record> = Vec::new();
     for (key, bytes) in loaded {
         match serde_json::from_slice::<Record>(&bytes) {
-            Ok(r) if r.key() == key => records.push(r),
+            Ok(r) if r.key() == key && valid_name(&r.name).is_ok() => records.push(r),
+            Ok(r) if r.key() == key => problems.push(misnamed(&key)),
             _ => problems.push(format!(
-                "state: retained value {} is unreadable and was left out",
-                text::shown(&key.replace('\0', " "), PREVIEW_CHARS)
+                "retained value {} is unreadable and was left out",
+                shown_key(&key)
             )),
         }
     }
     (records, problems)
+}
+
+/// What is wrong with the record under `key`, whose name is not valid.
+fn misnamed(key: &str) -> String {
+    format!(
+        "retained value {} has an invalid name and was left out",
+        shown_key(key)
+    )
+}
+
+/// A store key in a one-line message: NULs as spaces, escaped, cut.
+fn shown_key(key: &str) -> String {
+    text::shown(&key.replace('\0', " "), PREVIEW_CHARS).to_string()
 }
 
 /// The `ws retained` listing of `records`, those expired left out.
@@ -424,7 +473,7 @@ fn render<'a>(records: impl Iterator<Item = &'a Record>) -> String {
         let _ = writeln!(
             out,
             "{} {what} age={} expires={expires} \"{}\"",
-            r.name,
+            text::Escaped(&r.name),
             text::age(age),
             text::shown(value, PREVIEW_CHARS)
         );
@@ -612,6 +661,30 @@ mod tests {
             kept.iter().map(|r| &r.msg).collect::<Vec<_>>(),
             [&write("new")],
             "the value kept again is still in the store"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_with_an_invalid_name_from_another_node_is_left_out() {
+        let (r, _) = Retained::new(Arc::new(Nowhere), Vec::new());
+        let copy: &dyn SharedRetained = &r;
+        let forged = Change::Keep {
+            record: Record {
+                name: "s\nforged write".into(),
+                msg: write("x"),
+                set_ms: now_ms(),
+                expires_ms: None,
+            },
+        };
+        let first = copy.apply(&forged.to_json());
+        let again = copy.apply(&forged.to_json());
+        assert_eq!(copy.len(), 0, "the misnamed record is not held");
+        let listed = r.listing().await.expect("listing");
+        assert!(!format!("{listed:?}").contains("forged"), "{listed:?}");
+        assert_eq!(
+            format!("{first:?} {again:?}"),
+            r#"Some("retained value s\\nforged write w has an invalid name and was left out") None"#,
+            "reported once, escaped"
         );
     }
 

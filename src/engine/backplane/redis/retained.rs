@@ -157,8 +157,8 @@ impl Node {
 
     /// Applies another node's change to this node's copy.
     pub(super) fn apply_retained(&self, change: &serde_json::Value) -> ClusterResult {
-        if let Some(retained) = self.retained.get() {
-            retained.apply(change);
+        if let Some(problem) = self.retained.get().and_then(|r| r.apply(change)) {
+            self.monitor.emit(format_args!("cluster: {problem}"));
         }
         ClusterResult::Done {
             reached: 0,
