@@ -303,6 +303,9 @@ fn front(
         admins: Box::new(move |upgrade| admins.accept(upgrade)),
         server: Arc::default(),
         metric_names: settings.metric_names.clone(),
+        admin_signing_in: Arc::new(tokio::sync::Semaphore::new(
+            crate::doors::http::ADMIN_SIGNING_IN_MAX,
+        )),
     })
 }
 
