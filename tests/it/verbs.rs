@@ -439,6 +439,22 @@ async fn a_page_granted_ws_call_gets_the_results_in_its_reply() {
         })
     );
 
+    // A page that calls itself among others answers its own call while
+    // its command runs: its socket is still read.
+    asker.send("ws call --timeout 10s * getState").await;
+    answer(&mut kiosk, "call", json!({"value": "kiosk"})).await;
+    answer(&mut asker, "call", json!({"value": "panel"})).await;
+    let reply = asker.recv_type("reply").await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(
+        reply["results"],
+        json!([
+            {"index": asker.index, "ok": true, "value": "panel"},
+            {"index": kiosk.index, "ok": true, "value": "kiosk"},
+        ]),
+        "{reply}"
+    );
+
     // A page that failed it: an `error` frame, with the results too.
     asker.send("ws call kiosk nope").await;
     answer(&mut kiosk, "call", json!({"error": "no such function"})).await;

@@ -23,6 +23,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -321,13 +322,22 @@ struct Connection<S, H> {
 /// The line the handler is running, and the lines after it.
 struct Running {
     line: Pin<Box<dyn Future<Output = ()> + Send>>,
-    rest: std::vec::IntoIter<String>,
+    rest: VecDeque<String>,
+    /// The connection ended while the line ran: it is let go once the
+    /// line is done, as it would have been had the line been quick.
+    ended: Option<CloseReason>,
 }
+
+/// Lines a page may send while one of its commands runs, waiting their
+/// turn; beyond, its socket is not read until the command is done.
+const LINES_WAITING_MAX: usize = 64;
 
 enum Phase {
     /// Reading and writing.
     Serving,
-    /// Running the lines the page sent, one at a time; reading waits.
+    /// Running the lines the page sent, one at a time, while the socket
+    /// is still served: a command may wait for this very page's answer
+    /// (`ws call *`, `ws write --wait`), and pings and writes go on.
     /// Boxed: an idle page's future keeps only the pointer's room.
     Running(Box<Running>),
     /// Over: shutting the socket's write side down, for at most a second.
@@ -354,10 +364,14 @@ where
                         return Poll::Pending;
                     }
                     Poll::Ready(Step::Lines(lines)) => {
-                        let mut rest = lines.into_iter();
-                        if let Some(line) = rest.next() {
+                        let mut rest = VecDeque::from(lines);
+                        if let Some(line) = rest.pop_front() {
                             let line = Box::pin(d.handler.run(line));
-                            this.phase = Phase::Running(Box::new(Running { line, rest }));
+                            this.phase = Phase::Running(Box::new(Running {
+                                line,
+                                rest,
+                                ended: None,
+                            }));
                         }
                     }
                     Poll::Ready(Step::Done(why)) => {
@@ -366,12 +380,25 @@ where
                     }
                 },
                 Phase::Running(running) => {
-                    if running.line.as_mut().poll(cx).is_pending() {
+                    if running.line.as_mut().poll(cx).is_ready() {
+                        if let Some(why) = running.ended.take() {
+                            d.hub.gone(&d.conn, &why);
+                            this.phase =
+                                Phase::ShuttingDown(Box::pin(sleep(Duration::from_secs(1))));
+                        } else if let Some(line) = running.rest.pop_front() {
+                            running.line = Box::pin(d.handler.run(line));
+                        } else {
+                            this.phase = Phase::Serving;
+                        }
+                        continue;
+                    }
+                    if running.ended.is_some() || running.rest.len() >= LINES_WAITING_MAX {
                         return Poll::Pending;
                     }
-                    match running.rest.next() {
-                        Some(line) => running.line = Box::pin(d.handler.run(line)),
-                        None => this.phase = Phase::Serving,
+                    match d.poll_step(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Step::Lines(lines)) => running.rest.extend(lines),
+                        Poll::Ready(Step::Done(why)) => running.ended = Some(why),
                     }
                 }
                 // Best effort: the peer may already be gone.
