@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::page::Page;
-use crate::support::{Daemon, Output};
+use crate::page::{listing, Page};
+use crate::support::{eventually, Daemon, Output, TIMEOUT};
 
 /// Answers the next frame of `kind` (`call`, `read`) on `page` with
 /// `fields` added to `{"type":"result","id":ID}`; returns that frame.
@@ -448,4 +448,38 @@ async fn a_page_granted_ws_call_gets_the_results_in_its_reply() {
         json!([{"index": kiosk.index, "ok": false, "error": "no such function"}]),
         "{error}"
     );
+}
+
+/// Waits until index `index` is no longer in the `ws` listing.
+async fn gone_from_listing(d: &Daemon, index: u64) {
+    eventually("the page is gone", TIMEOUT, || {
+        !listing(d)
+            .iter()
+            .any(|l| l.starts_with(&format!("{index} ")))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wait_sees_a_page_that_comes_back_with_its_name() {
+    let d = Daemon::start::<&str>(&[]);
+    let page = Page::with_names(&d, &["kiosk"]).await;
+    let (index, token) = (page.index, page.resume_token());
+    // The network drops (no close frame): the index and its name are
+    // parked for the page to come back.
+    drop(page);
+    gone_from_listing(&d, index).await;
+
+    // Nothing tells when the daemon has started waiting; one that started
+    // after the page came back would pass without testing the wake, never
+    // fail.
+    let started = Instant::now();
+    let cli = d.cli_spawn(&["ws", "wait", "kiosk", "--timeout", "20s"]);
+    let _ = listing(&d);
+    let back = Page::open_resuming(&d, &token).await;
+    assert_eq!((back.index, &back.hello["resumed"]), (index, &json!(true)));
+    let out = cli.wait_exit();
+    out.assert_exit_code(0);
+    assert_eq!(lines(&out), ["1 connection registered 'kiosk'"]);
+    assert!(started.elapsed() < Duration::from_secs(15), "{out}");
 }

@@ -892,9 +892,15 @@ impl Hub {
         } else {
             Vec::new()
         };
+        let came_back_named = !names.is_empty();
         t.insert(&conn, names);
         let observer = t.changed(id);
         drop(t);
+        // `ws register` of a name the page holds again changes nothing, so
+        // those waiting for the name learn it here.
+        if came_back_named {
+            self.shared.names_changed.notify_waiters();
+        }
         if let (Some(turn), Some(replay)) = (turn, replay) {
             let mut frames = Vec::new();
             replay.opened(id, resumed, &mut frames);
