@@ -483,3 +483,42 @@ async fn wait_sees_a_page_that_comes_back_with_its_name() {
     assert_eq!(lines(&out), ["1 connection registered 'kiosk'"]);
     assert!(started.elapsed() < Duration::from_secs(15), "{out}");
 }
+
+#[tokio::test]
+async fn an_ask_to_a_page_that_closes_ends_at_once() {
+    let d = Daemon::start::<&str>(&[]);
+
+    // The page closes on purpose without answering.
+    let mut page = Page::with_names(&d, &["kiosk"]).await;
+    let index = page.index;
+    let started = Instant::now();
+    let cli = d.cli_spawn(&["ws", "call", "--timeout", "60s", "kiosk", "f"]);
+    page.recv_type("call").await;
+    page.close().await;
+    let out = cli.wait_exit();
+    out.assert_exit_code(1);
+    assert_eq!(
+        lines(&out),
+        [format!("{index} error: closed before answering")]
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{out}");
+
+    // The network drops and the page comes back to its index: a new
+    // connection, which was never asked and is not waited for.
+    let mut page = Page::with_names(&d, &["kiosk"]).await;
+    let (index, token) = (page.index, page.resume_token());
+    let started = Instant::now();
+    let cli = d.cli_spawn(&["ws", "call", "--timeout", "60s", "kiosk", "f"]);
+    page.recv_type("call").await;
+    drop(page);
+    gone_from_listing(&d, index).await;
+    let back = Page::open_resuming(&d, &token).await;
+    assert_eq!(back.index, index);
+    let out = cli.wait_exit();
+    out.assert_exit_code(1);
+    assert_eq!(
+        lines(&out),
+        [format!("{index} error: closed before answering")]
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{out}");
+}
