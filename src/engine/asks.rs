@@ -13,9 +13,11 @@
 //! waits on one [`Notify`] until every page answered or the deadline
 //! passed: no task or timer per page, whatever the number of pages.
 //!
-//! A page that cannot answer is not waited for: one that leaves the table
-//! while the ask waits (the hub wakes the asks in flight when connections
-//! leave) is answered with [`CLOSED`] as soon as it is gone. The ask
+//! A page that cannot answer is not waited for: one the frame could not be
+//! queued for (closed as a slow consumer by this very frame, or closing
+//! already) is answered with that error at once, and one that leaves the
+//! table while the ask waits (the hub wakes the asks in flight when
+//! connections leave) with [`CLOSED`] as soon as it is gone. The ask
 //! keeps the connections it reached, not their indexes: a page that comes
 //! back to the index of one (a resume) is a new connection that was never
 //! asked.
@@ -35,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::base::command::Target;
 use crate::base::protocol::{Answer, PageAnswer, PageFrame, ServerFrame};
-use crate::engine::hub::{Conn, Hub, TargetError};
+use crate::engine::hub::{Conn, Hub, Reach, TargetError};
 
 /// What is asked of each target page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +139,9 @@ pub(crate) struct Asked {
 pub(crate) const TIMED_OUT: &str = "timed out";
 /// Why a page gave no answer: its connection ended first.
 pub(crate) const CLOSED: &str = "closed before answering";
+/// Why a page gave no answer: the question overflowed its queue, and it
+/// was closed as a slow consumer instead.
+pub(crate) const SLOW_CONSUMER: &str = "closed as a slow consumer";
 
 /// The asks of a daemon still waiting for answers; cheap to clone.
 #[derive(Clone, Default)]
@@ -250,10 +255,17 @@ impl Asks {
             // expected.
             let mut guard = pending.state();
             let state = &mut *guard;
-            let delivered = hub.deliver_with(target, &frame, |conn| {
-                state.reached.push(conn.clone());
-                state.left += 1;
-                state.answers.insert(conn.id(), None);
+            let delivered = hub.deliver_with(target, &frame, |conn, reach| {
+                let not_asked = match reach {
+                    Reach::Queued => {
+                        state.reached.push(conn.clone());
+                        state.left += 1;
+                        None
+                    }
+                    Reach::Overflowed => Some(Answer::Error(SLOW_CONSUMER.into())),
+                    Reach::Closing => Some(Answer::Error(CLOSED.into())),
+                };
+                state.answers.insert(conn.id(), not_asked);
             })?;
             delivered.dropped
         };

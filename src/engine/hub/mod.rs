@@ -688,6 +688,17 @@ impl Drop for Asking<'_> {
     }
 }
 
+/// What a delivery did with its frame for one target connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Queued (or written) for it.
+    Queued,
+    /// Its queue overflowed: it is being closed as a slow consumer.
+    Overflowed,
+    /// It was closing already; nothing was queued.
+    Closing,
+}
+
 /// A cheap-to-clone handle on the connection table.
 #[derive(Clone)]
 pub struct Hub {
@@ -1270,7 +1281,7 @@ impl Hub {
     /// and registering go on during a large fan-out; the queueing of
     /// deliveries takes turns, so every page gets them in the same order.
     pub(crate) fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
-        self.deliver_with(target, frame, |_| ())
+        self.deliver_with(target, frame, |_, _| ())
     }
 
     /// [`Hub::deliver`], running `first` under the delivery turn before the
@@ -1283,19 +1294,20 @@ impl Hub {
         frame: &Bytes,
         first: impl FnOnce(),
     ) -> Result<Delivered, TargetError> {
-        self.deliver_inner(target, frame, first, |_| ())
+        self.deliver_inner(target, frame, first, |_, _| ())
     }
 
-    /// [`Hub::deliver`], telling `reached_one` every connection the frame
-    /// was queued for, before any of them can be written: a command that
-    /// waits for each page's answer knows whom to wait for before an
-    /// answer can come. (A broadcast passes a closure that does nothing,
-    /// which costs nothing.)
+    /// [`Hub::deliver`], telling `reached_one` every connection the target
+    /// selects and what became of the frame for it ([`Reach`]), before any
+    /// of them can be written: a command that waits for each page's
+    /// answer knows whom to wait for before an answer can come, and which
+    /// pages never got the question. (A broadcast passes a closure that
+    /// does nothing, which costs nothing.)
     pub(crate) fn deliver_with(
         &self,
         target: &Target,
         frame: &Bytes,
-        reached_one: impl FnMut(&Arc<Conn>),
+        reached_one: impl FnMut(&Arc<Conn>, Reach),
     ) -> Result<Delivered, TargetError> {
         self.deliver_inner(target, frame, || (), reached_one)
     }
@@ -1306,7 +1318,7 @@ impl Hub {
         target: &Target,
         frame: &Bytes,
         first: impl FnOnce(),
-        mut reached_one: impl FnMut(&Arc<Conn>),
+        mut reached_one: impl FnMut(&Arc<Conn>, Reach),
     ) -> Result<Delivered, TargetError> {
         let limits = self.shared.limits.outbox;
         let turn = self.turn();
@@ -1331,19 +1343,20 @@ impl Hub {
             match c.outbox.push(frame, limits) {
                 Pushed::Queued(w) => {
                     reached += 1;
-                    reached_one(&c);
+                    reached_one(&c, Reach::Queued);
                     wake.extend(w);
                 }
                 Pushed::ToFlush => {
                     reached += 1;
-                    reached_one(&c);
+                    reached_one(&c, Reach::Queued);
                     to_flush.push(c);
                 }
                 Pushed::Overflow(w) => {
+                    reached_one(&c, Reach::Overflowed);
                     overflowed.push(c.id);
                     wake.extend(w);
                 }
-                Pushed::Closed => {}
+                Pushed::Closed => reached_one(&c, Reach::Closing),
             }
         }
         drop(turn);
