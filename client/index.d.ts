@@ -157,6 +157,13 @@ export interface WsInit {
   onframe?: ((frame: ServerFrame) => void) | null;
   /** When true, `ws exec` reaches wsExpose'd functions only, never a function on window. */
   exposedOnly?: boolean;
+  /**
+   * Where the daemon is, as a path or URL (`'/status/'`): the socket is
+   * this plus `ws`. A module or bundle served under a base path sets it
+   * before the first `wsInit(name)`; without it, the module uses this
+   * host's `/ws` (a script tag finds the socket beside ws.js).
+   */
+  base?: string | null;
 }
 
 /** Connects and registers an element, or closes with `wsInit(0)`. */

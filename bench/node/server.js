@@ -4,6 +4,7 @@
 //
 // Same interface as `pagewire serve`, as far as the benchmark uses it:
 //   node server.js --listen 127.0.0.1:0 --control PATH [--mode send|frame]
+//                  [--deflate]
 // prints "pagewire listening on http://ADDR (control socket PATH)" when
 // ready; GET /ws upgrades (hello frame, then `ws register NAME` from the
 // page); POST /api/command runs `ws write TARGET "text"` and answers
@@ -18,6 +19,11 @@
 //          pre-built frame", so this uses the internal `_sender.sendFrame`;
 //          per-message compression is off, so the bytes are exactly what
 //          send() would have written.
+//
+// --deflate turns on ws's permessage-deflate the way pagewire negotiates it
+// (no context takeover either way, frames of 128 bytes or more), so that
+// clients read the same format from both; ws then compresses each message
+// once per client, as its README's broadcast loop does. Send mode only.
 'use strict';
 
 const http = require('http');
@@ -27,7 +33,7 @@ const MAX_BODY = 64 * 1024;
 const MAX_NAMES = 16;
 
 function parseArgs(argv) {
-  const opts = { listen: '127.0.0.1:8080', control: 'none', mode: 'send' };
+  const opts = { listen: '127.0.0.1:8080', control: 'none', mode: 'send', deflate: false };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = argv[i + 1];
@@ -35,12 +41,17 @@ function parseArgs(argv) {
       if (value === undefined) throw new Error(`${flag} needs a value`);
       opts[flag.slice(2)] = value;
       i++;
+    } else if (flag === '--deflate') {
+      opts.deflate = true;
     } else {
       throw new Error(`unknown flag ${flag}`);
     }
   }
   if (opts.mode !== 'send' && opts.mode !== 'frame') {
     throw new Error('--mode is send or frame');
+  }
+  if (opts.deflate && opts.mode !== 'send') {
+    throw new Error('--deflate needs --mode send');
   }
   const colon = opts.listen.lastIndexOf(':');
   opts.host = opts.listen.slice(0, colon);
@@ -166,7 +177,14 @@ const server = http.createServer((req, res) => {
 });
 server.keepAliveTimeout = 60_000;
 
-const wss = new WebSocketServer({ server, path: '/ws', maxPayload: 64 * 1024 });
+const wss = new WebSocketServer({
+  server,
+  path: '/ws',
+  maxPayload: 64 * 1024,
+  perMessageDeflate: opts.deflate
+    ? { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 128 }
+    : false,
+});
 
 wss.on('connection', (client) => {
   client.pwIndex = nextIndex++;

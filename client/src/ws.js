@@ -33,6 +33,11 @@
  *                                          (after ws.js has handled it)
  *   wsInit.exposedOnly = true              `ws exec` reaches wsExpose'd
  *                                          functions only, no globals
+ *   wsInit.base = '/status/'               where the daemon is (a path or
+ *                                          URL): its socket is BASE + 'ws'.
+ *                                          Needed by a module or bundle
+ *                                          under a base path; a script tag
+ *                                          finds it beside ws.js
  *
  * `ws call TARGET FUNC ARG` calls FUNC(ARG) the same way and answers the
  * daemon with what it returned (a Promise is awaited; at most 4096
@@ -420,6 +425,16 @@ function pageClient() {
     }
   }
 
+  // wsInit.base as a URL, or null when unset or not a URL.
+  function baseUrl() {
+    if (typeof wsInit.base !== 'string' || wsInit.base === '') return null;
+    try {
+      return new URL(wsInit.base, location.href);
+    } catch (err) {
+      return null;
+    }
+  }
+
   // sessionStorage may be missing or refuse (privacy settings, sandboxed
   // frames): the page then simply gets a fresh index when it reconnects.
   function storedToken() {
@@ -458,6 +473,11 @@ function pageClient() {
   function url() {
     var from = SCRIPT_URL || location;
     var dir = SCRIPT_URL ? SCRIPT_URL.pathname.slice(0, -'ws.js'.length) : '/';
+    var base = baseUrl();
+    if (base) {
+      from = base;
+      dir = base.pathname.replace(/\/?$/, '/');
+    }
     var token = storedToken();
     return (from.protocol === 'https:' ? 'wss://' : 'ws://') + from.host + dir +
       'ws?page=' + encodeURIComponent(location.pathname) +

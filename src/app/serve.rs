@@ -16,7 +16,7 @@ use crate::app::shutdown;
 use crate::app::systemd::Notifier;
 use crate::base::codec as frame;
 use crate::base::command::Target;
-use crate::base::logline::{self, Level};
+use crate::base::logline::{self, Level, LogFormat};
 use crate::base::stdout::ConsoleOut;
 use crate::doors::admin::Admins;
 use crate::doors::console;
@@ -80,6 +80,13 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let out = ConsoleOut::stdout();
     let tasks = TaskTracker::new();
     let printer = Printer::start(&settings, &monitor, &out);
+    let out = match settings.log_format {
+        LogFormat::Text => out,
+        LogFormat::Json => {
+            let style = printer.style.clone();
+            out.with_console_text(move |text| log_line(&style, "console", text, &[]))
+        }
+    };
     if let Some(notice) = &control.notice {
         monitor.emit(notice.as_str());
     }
@@ -296,6 +303,9 @@ fn front(
         admins: Box::new(move |upgrade| admins.accept(upgrade)),
         server: Arc::default(),
         metric_names: settings.metric_names.clone(),
+        admin_signing_in: Arc::new(tokio::sync::Semaphore::new(
+            crate::doors::http::ADMIN_SIGNING_IN_MAX,
+        )),
     })
 }
 

@@ -38,9 +38,24 @@ const REPLY_PRINT_WAIT: Duration = Duration::from_secs(1);
 ///
 /// [`ConsoleOut::print`] may be called from any thread or task and never
 /// blocks.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ConsoleOut {
     target: Dest,
+    /// How the console text of replies is printed, when not as it is (the
+    /// daemon logs JSON): see [`ConsoleOut::with_console_text`].
+    console_text: Option<Arc<ConsoleTextFormat>>,
+}
+
+/// Turns a reply's console text into what the log format prints.
+type ConsoleTextFormat = dyn Fn(&str) -> String + Send + Sync;
+
+impl std::fmt::Debug for ConsoleOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleOut")
+            .field("target", &self.target)
+            .field("console_text", &self.console_text.is_some())
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -98,7 +113,10 @@ impl ConsoleOut {
                 Dest::Direct
             }
         };
-        ConsoleOut { target }
+        ConsoleOut {
+            target,
+            console_text: None,
+        }
     }
 
     /// A handle whose lines arrive on the returned channel instead of
@@ -109,6 +127,7 @@ impl ConsoleOut {
         (
             ConsoleOut {
                 target: Dest::Capture(tx),
+                console_text: None,
             },
             rx,
         )
@@ -140,8 +159,22 @@ impl ConsoleOut {
     /// the command came through.
     pub(crate) fn print_console_text(&self, reply: &mut Reply) {
         if let Some(text) = reply.console.take() {
-            self.print(text);
+            match &self.console_text {
+                Some(format) => self.print(format(&text)),
+                None => self.print(text),
+            }
         }
+    }
+
+    /// This handle, printing the console text of replies through `format`:
+    /// with a log format of one JSON object per line, the text of a `ws
+    /// write` that reached no page must be such a line too.
+    pub(crate) fn with_console_text(
+        mut self,
+        format: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> ConsoleOut {
+        self.console_text = Some(Arc::new(format));
+        self
     }
 
     /// Waits (at most `timeout`) until every line handed over so far has

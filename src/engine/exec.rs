@@ -71,8 +71,10 @@ impl PageRights {
         PageRights { allowed }
     }
 
-    fn allows(&self, cmd: &Command) -> bool {
-        self.allowed.iter().any(|a| a == cmd.name())
+    /// The first right `cmd` takes that pages do not have, if any.
+    fn missing(&self, cmd: &Command) -> Option<&'static str> {
+        cmd.rights()
+            .find(|right| !self.allowed.iter().any(|a| a == right))
     }
 }
 
@@ -218,8 +220,10 @@ impl Executor {
         let operator = door.is_operator();
         // A page's report of its own visibility concerns nothing else.
         let own_report = matches!(cmd, Command::Visibility { .. });
-        if !operator && !own_report && !self.inner.page_rights.allows(&cmd) {
-            return self.needs_operator(&cmd, door);
+        if !operator && !own_report {
+            if let Some(right) = self.inner.page_rights.missing(&cmd) {
+                return self.needs_operator(&cmd, right, door);
+            }
         }
         match cmd {
             Command::List => self.list().await,
@@ -469,10 +473,15 @@ impl Executor {
     }
 
     /// The refusal of a command that needs operator rights.
-    fn needs_operator(&self, cmd: &Command, door: Door) -> Reply {
+    /// The refusal of `cmd`, which takes `right`, to a door without it.
+    fn needs_operator(&self, cmd: &Command, right: &str, door: Door) -> Reply {
+        let what = if right == cmd.name() {
+            format!("'{right}'")
+        } else {
+            format!("'{} --dry-run' lists what '{right}' lists: it", cmd.name())
+        };
         let msg = format!(
-            "'{}' needs operator rights; pages may only use {}",
-            cmd.name(),
+            "{what} needs operator rights; pages may only use {}",
             self.page_rights_list()
         );
         if matches!(door, Door::Http { .. }) {

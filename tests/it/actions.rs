@@ -201,6 +201,18 @@ page_args = true
             "ws write * hi",
             "'ws write' needs operator rights; pages may only use 'ws register' and 'run'",
         ),
+        // A dry run lists every connection it would reach, as `ws who` does:
+        // a page's right to `run` does not reach that listing.
+        (
+            "run --dry-run --to * ok",
+            "'run --dry-run' lists what 'ws who' lists: it needs operator rights; pages \
+             may only use 'ws register' and 'run'",
+        ),
+        (
+            "run --dry-run --to * nothing",
+            "'run --dry-run' lists what 'ws who' lists: it needs operator rights; pages \
+             may only use 'ws register' and 'run'",
+        ),
     ];
     let dir = d.dir().display().to_string();
     for (line, want) in cases {

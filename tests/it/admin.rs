@@ -339,6 +339,41 @@ async fn with_a_token_the_socket_needs_it() {
 }
 
 #[tokio::test]
+async fn only_a_few_consoles_may_wait_to_send_the_token() {
+    // Anyone the access mode admits may open the socket and hold it until
+    // the token is due: 16 may wait at once, the next gets 503, and a
+    // console that signed in gives its place back.
+    let d = Daemon::builder().args(&["--token", "s3cret"]).start();
+    let mut waiting = Vec::new();
+    for _ in 0..16 {
+        let mut c = Console::connect(&d, &[]).await.expect("upgrade");
+        assert_eq!(c.recv().await, json!({"type": "hello", "auth": "token"}));
+        waiting.push(c);
+    }
+    let refused = Console::connect(&d, &[]).await;
+    assert_eq!(refused_status(refused), 503);
+    d.wait_for_stdout(|l| l.contains("consoles are waiting to send the token already"));
+    // A program with the header needs no place.
+    let mut header = Console::connect(&d, &[("authorization", "Bearer s3cret")])
+        .await
+        .expect("upgrade");
+    assert_eq!(
+        header.recv().await,
+        json!({"type": "hello", "auth": "granted"})
+    );
+
+    let mut first = waiting.remove(0);
+    first.send(json!({"type": "auth", "token": "s3cret"})).await;
+    assert_eq!(first.recv().await, json!({"type": "ready", "node": null}));
+    let mut next = Console::connect(&d, &[])
+        .await
+        .expect("a place was given back");
+    assert_eq!(next.recv().await, json!({"type": "hello", "auth": "token"}));
+    next.send(json!({"type": "auth", "token": "s3cret"})).await;
+    assert_eq!(next.recv().await, json!({"type": "ready", "node": null}));
+}
+
+#[tokio::test]
 async fn the_page_door_is_unchanged() {
     let d = Daemon::start::<&str>(&[]);
     let mut page = Page::open(&d).await;

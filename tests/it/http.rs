@@ -42,6 +42,35 @@ async fn api_command_runs_commands_locally_without_a_token() {
     assert_eq!((status, v["ok"].as_bool()), (StatusCode::OK, Some(true)));
     assert_eq!(p.recv().await["text"], "json");
 
+    // `curl -d '{"cmd": ...}'` labels its body a form: JSON all the same.
+    let (status, v) = post(
+        &d,
+        r#" {"cmd": "ws write status sniffed"}"#,
+        &[("content-type", "application/x-www-form-urlencoded")],
+    )
+    .await;
+    assert_eq!(
+        (status, v["ok"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    assert_eq!(p.recv().await["text"], "sniffed");
+
+    // A proxy's own login (nginx `auth_basic`) is not an attempt at a
+    // token the daemon does not have.
+    let (status, v) = post(
+        &d,
+        "ws write status behind-a-login",
+        &[("authorization", "Basic eDp5")],
+    )
+    .await;
+    assert_eq!(
+        (status, v["ok"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    assert_eq!(p.recv().await["text"], "behind-a-login");
+
     let (status, v) = post(&d, "ws write", &[]).await;
     assert_eq!(status, 400);
     assert_eq!(v["ok"], false);
@@ -58,6 +87,12 @@ async fn a_configured_token_is_required() {
     let (status, v) = post(&d, "ws write status nope", &[]).await;
     assert_eq!(status, 401, "{v}");
     assert_eq!(v["ok"], false);
+    // Nor does a dry run list the pages without the token.
+    let (status, v) = post(&d, "run --dry-run --to * x", &[]).await;
+    assert_eq!(status, 401, "{v}");
+    let output = v["output"].as_str().unwrap_or("");
+    assert!(output.contains("'ws who' lists"), "{v}");
+    assert!(!output.contains("names=status"), "{v}");
     let (status, _) = post(
         &d,
         "ws write status nope",

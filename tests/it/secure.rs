@@ -866,6 +866,32 @@ async fn websocket_limits_in_all_and_per_address() {
 }
 
 #[tokio::test]
+async fn every_handshake_past_the_limit_gets_a_503_even_in_a_race() {
+    // Many handshakes at once from one address: several pass the first
+    // check before any of them has opened its page. Each one over the
+    // limit must still get an answer (a 503), never a silent close.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), "[limits]\nmax_connections_per_ip = 2\n");
+    let d = Daemon::start(&["--config", &config]);
+    let mut socks = Vec::new();
+    for _ in 0..40 {
+        socks.push(TcpStream::connect(d.addr).await.expect("connect"));
+    }
+    let request = upgrade_request(&d.addr.to_string(), "");
+    for s in &mut socks {
+        s.write_all(request.as_bytes()).await.expect("write");
+    }
+    let mut statuses = Vec::new();
+    for s in &mut socks {
+        let answer = read_response(s).await;
+        statuses.push(answer.map(|r| r.status));
+    }
+    let upgraded = statuses.iter().filter(|s| **s == Some(101)).count();
+    let refused = statuses.iter().filter(|s| **s == Some(503)).count();
+    assert_eq!((upgraded, refused), (2, 38), "{statuses:?}");
+}
+
+#[tokio::test]
 async fn tcp_limits_refuse_at_accept_with_503() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_file(

@@ -459,6 +459,18 @@ async fn json_log_lines_parse() {
         .wait_exit()
         .assert_exit_code(1);
     process.wait_for_stdout(|l| l.contains("\"result\":\"error\""));
+    // The text of a write that reached no page is printed on the console:
+    // as a JSON line too.
+    Process::spawn(command([
+        "--control",
+        ctl,
+        "ws",
+        "write",
+        "nobody",
+        "unreached \u{1b}[2J text",
+    ]))
+    .wait_exit();
+    process.wait_for_stdout(|l| l.contains("unreached"));
     let lines = process.stdout_lines();
     let mut events = Vec::new();
     for line in &lines {

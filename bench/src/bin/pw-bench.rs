@@ -104,8 +104,10 @@ struct Scenario {
     repeat: bool,
     /// Seconds pw-load may take before it is stopped.
     budget_s: u64,
-    /// Runs against this server only.
-    only: Option<&'static str>,
+    /// Runs against these servers only.
+    only: Option<&'static [&'static str]>,
+    /// Arguments the Node peer gets for this scenario, after its mode.
+    node_args: &'static [&'static str],
 }
 
 /// A record as stored in runs.jsonl: the load client's record plus where
@@ -142,6 +144,7 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
         repeat,
         budget_s,
         only: None,
+        node_args: &[],
     };
     if smoke {
         return vec![s(
@@ -158,27 +161,29 @@ fn scenarios(smoke: bool) -> Vec<Scenario> {
         s("burst-10k", "10,000 clients, 50 broadcasts back to back", "--scenario burst --clients 10000 --broadcasts 50", true, 240),
         s("burst-10k-json", "10,000 clients, 50 broadcasts of a 2 KiB JSON-like text, uncompressed", "--scenario burst --clients 10000 --broadcasts 50 --payload 2048 --json", true, 240),
         Scenario {
-            only: Some("pagewire"),
-            ..s("burst-10k-deflate", "burst-10k-json with permessage-deflate offered and accepted (pagewire only)", "--scenario burst --clients 10000 --broadcasts 50 --payload 2048 --json --deflate", true, 240)
+            only: Some(&["pagewire", "node-send"]),
+            node_args: &["--deflate"],
+            ..s("burst-10k-deflate", "burst-10k-json with permessage-deflate offered and accepted (pagewire, and Node ws compressing for each client)", "--scenario burst --clients 10000 --broadcasts 50 --payload 2048 --json --deflate", true, 240)
         },
         s("sustained-5k-20", "5,000 clients, 20 broadcasts/s for 10 s", "--scenario sustained --clients 5000 --rate 20 --duration 10", true, 180),
         s("sustained-5k-100", "5,000 clients, 100 broadcasts/s for 10 s", "--scenario sustained --clients 5000 --rate 100 --duration 10", true, 240),
         s("idle-18k", "18,000 idle registered clients", "--scenario idle --clients 18000 --connect-timeout 180", true, 300),
         Scenario {
-            only: Some("pagewire"),
-            ..s("idle-18k-deflate", "idle-18k with permessage-deflate offered and accepted (pagewire only)", "--scenario idle --clients 18000 --connect-timeout 180 --deflate", true, 300)
+            only: Some(&["pagewire", "node-send"]),
+            node_args: &["--deflate"],
+            ..s("idle-18k-deflate", "idle-18k with permessage-deflate offered and accepted (pagewire and Node ws)", "--scenario idle --clients 18000 --connect-timeout 180 --deflate", true, 300)
         },
         s("commands", "POST /api/command on 4 keep-alive connections, 40,000 requests", "--scenario commands --clients 1 --requests 40000 --http-connections 4", true, 120),
         Scenario {
-            only: Some("pagewire"),
+            only: Some(&["pagewire"]),
             ..s("cli", "`pagewire ws write bench x` as a whole process, 30 times (pagewire only)", "", true, 120)
         },
         Scenario {
-            only: Some("pagewire"),
+            only: Some(&["pagewire"]),
             ..s("call-10k", "10,000 clients that answer, 20 `ws call *` back to back (pagewire only)", "--scenario call --clients 10000 --broadcasts 20", true, 300)
         },
         Scenario {
-            only: Some("pagewire"),
+            only: Some(&["pagewire"]),
             ..s("close-18k", "18,000 registered clients of one name, one `ws close *` (pagewire only)", "--scenario close --clients 18000 --connect-timeout 180", true, 300)
         },
         s("saturate-5k", "5,000 clients: highest rate with every broadcast delivered within 500 ms", "--scenario saturate --clients 5000 --rate 10 --duration 4 --drain-timeout 3 --deadline-ms 500", false, 600),
@@ -341,7 +346,7 @@ fn real_main() -> anyhow::Result<i32> {
                 if STOP.load(Ordering::Relaxed) {
                     bail!("interrupted");
                 }
-                if scenario.only.is_some_and(|only| only != server.id) {
+                if scenario.only.is_some_and(|only| !only.contains(&server.id)) {
                     continue;
                 }
                 let mut attempt = 0;
@@ -419,8 +424,11 @@ fn run_one(
     let log_path = logs.join(format!("{}-{}-{rep}.log", server.id, scenario.id));
     let log = File::create(&log_path)?;
     let mut cmd = place.command("0", &server.program);
-    cmd.args(&server.args)
-        .arg("--listen")
+    cmd.args(&server.args);
+    if server.id.starts_with("node") {
+        cmd.args(scenario.node_args);
+    }
+    cmd.arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--control")
         .arg(&control)

@@ -277,6 +277,13 @@ impl Command {
         self.def().name
     }
 
+    /// The commands whose rights running this one takes: its own, and for
+    /// a dry run `ws who`'s as well, since it lists what `ws who` lists.
+    pub(crate) fn rights(&self) -> impl Iterator<Item = &'static str> {
+        let listing = matches!(self, Command::DryRun(_)).then_some(defs::WS_WHO.name);
+        std::iter::once(self.name()).chain(listing)
+    }
+
     /// Whether the command only reads: it changes nothing on any page, in
     /// the daemon or outside it. A request that cannot show where it comes
     /// from may run only these. A new command is not read-only until it is
@@ -734,7 +741,11 @@ fn parse_ws_call(words: std::vec::IntoIter<String>) -> Result<Command, ParseErro
     args.options()?;
     let target = args.target()?;
     let func = args.non_empty("FUNC")?;
+    // Options may follow FUNC and ARG too (`ws call kiosk f --timeout 2s`),
+    // as for `ws read`: no JSON argument starts with `--`.
+    args.options()?;
     let arg = args.optional().unwrap_or_default();
+    args.options()?;
     let timeout = args.timeout();
     args.finish_with(Command::Call {
         target,

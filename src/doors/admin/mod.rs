@@ -92,9 +92,13 @@ impl Admins {
                     return;
                 }
             };
+            // Small buffers: tungstenite's defaults reserve 128 KiB each
+            // way for every socket, and a console's messages are small.
             let config = WebSocketConfig::default()
                 .max_message_size(Some(MAX_MESSAGE))
-                .max_frame_size(Some(MAX_MESSAGE));
+                .max_frame_size(Some(MAX_MESSAGE))
+                .read_buffer_size(4096)
+                .write_buffer_size(0);
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,

@@ -353,7 +353,8 @@ impl std::fmt::Debug for Token {
 /// What the Authorization header proved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Credentials {
-    /// No Authorization header.
+    /// No Authorization header, or one of another scheme (a proxy's
+    /// `Basic` login in front of the daemon is not meant for it).
     Missing,
     /// A bearer token that matches.
     Valid,
@@ -377,14 +378,16 @@ impl Token {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Credentials::Missing;
         };
-        let Some(expected) = &self.0 else {
-            return Credentials::Invalid;
-        };
-        let presented = value
+        let Some(presented) = value
             .as_bytes()
             .strip_prefix(b"Bearer ")
             .or_else(|| value.as_bytes().strip_prefix(b"bearer "))
-            .unwrap_or(b"");
+        else {
+            return Credentials::Missing;
+        };
+        let Some(expected) = &self.0 else {
+            return Credentials::Invalid;
+        };
         if bool::from(presented.ct_eq(expected.as_bytes())) {
             Credentials::Valid
         } else {
@@ -664,6 +667,15 @@ mod tests {
             Credentials::Invalid
         );
         assert_eq!(t.check(&headers(&[])), Credentials::Missing);
+        // A proxy's own login is no attempt at the daemon's token.
+        let basic = headers(&[("authorization", "Basic eDp5")]);
+        assert_eq!(t.check(&basic), Credentials::Missing);
+        let none = Token::new(None);
+        assert_eq!(none.check(&basic), Credentials::Missing);
+        assert_eq!(
+            none.check(&headers(&[("authorization", "Bearer s3cret")])),
+            Credentials::Invalid
+        );
         assert!(!Token::new(Some(String::new())).is_set());
         assert_eq!(format!("{t:?}"), "Token(set)");
     }

@@ -82,6 +82,10 @@ pub(super) async fn slash() -> Response {
         .into_response()
 }
 
+/// Admin console sockets that may wait for their token at once; more get
+/// 503 until one of them has sent it or given up.
+pub(crate) const SIGNING_IN_MAX: usize = 16;
+
 /// `GET /admin/ws`: the admin console's socket.
 pub(super) async fn upgrade(
     State(front): State<Shared>,
@@ -106,8 +110,27 @@ pub(super) async fn upgrade(
         // `refused` let only a local client through without a token.
         Credentials::Missing if !front.token.is_set() => AdminAuth::Granted,
         Credentials::Missing => {
+            // Anyone the access mode admits can open the socket and hold it
+            // until the token is due: only a few may wait at once. The
+            // place is given back with the check, once the token came.
+            let Ok(place) = front.admin_signing_in.clone().try_acquire_owned() else {
+                front.engine.monitor.emit_summarised(
+                    "refused admin console: too many signing in",
+                    format_args!(
+                        "refused admin console for {peer}: {SIGNING_IN_MAX} consoles are \
+                         waiting to send the token already"
+                    ),
+                );
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many admin consoles are signing in; try again shortly",
+                );
+            };
             let token = front.token.clone();
-            AdminAuth::FirstMessage(Box::new(move |presented| token.matches(presented)))
+            AdminAuth::FirstMessage(Box::new(move |presented| {
+                let _place = &place;
+                token.matches(presented)
+            }))
         }
     };
     let accept =

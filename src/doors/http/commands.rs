@@ -230,13 +230,19 @@ async fn run_line(front: &Front, line: &str, door: Door) -> Reply {
 }
 
 /// The command line of a body: JSON `{"cmd": "..."}` when the content type
-/// says JSON, the raw text otherwise.
+/// says JSON or the body starts with `{` (no command does, and `curl -d`
+/// labels any body a form), the raw text otherwise.
 fn command_line(headers: &HeaderMap, body: &Bytes) -> Result<String, String> {
-    let is_json = headers
+    let declared_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    let looks_json = body.trim_ascii_start().first() == Some(&b'{');
+    if declared_json || looks_json {
         serde_json::from_slice::<JsonCommand>(body)
             .map(|c| c.cmd)
             .map_err(|e| format!("malformed JSON body: {e}; expected {{\"cmd\": \"...\"}}"))

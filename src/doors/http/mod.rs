@@ -13,6 +13,7 @@
 
 pub(crate) mod access;
 mod admin;
+pub(crate) use admin::SIGNING_IN_MAX as ADMIN_SIGNING_IN_MAX;
 pub(crate) mod assets;
 mod body;
 mod commands;
@@ -71,6 +72,9 @@ pub(crate) struct Front {
     pub(crate) pages: Box<dyn Fn(Upgrade) + Send + Sync>,
     /// Where an accepted admin console socket goes: the admin door.
     pub(crate) admins: Box<dyn Fn(AdminUpgrade) + Send + Sync>,
+    /// Places for admin console sockets that have still to send the
+    /// token (see [`ADMIN_SIGNING_IN_MAX`]).
+    pub(crate) admin_signing_in: Arc<tokio::sync::Semaphore>,
     /// The accept loop's counters.
     pub(crate) server: Arc<server::ServerStats>,
     /// Names whose pages `/metrics` counts (`[metrics] names`).

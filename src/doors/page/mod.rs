@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 
-use crate::base::codec::close_code;
+use crate::base::codec::{close_code, encode_close};
 use crate::base::door::{Door, Upgrade};
 use crate::base::hold::HoldableTcp;
 use crate::base::protocol::{is_page_frame, PageFrame, Results, ServerFrame, PROTOCOL_VERSION};
@@ -90,18 +90,54 @@ impl Pages {
             match upgraded.downcast::<TokioIo<HoldableTcp>>() {
                 Ok(parts) => {
                     let (tcp, response) = parts.io.into_inner().into_parts();
-                    let Ok(conn) = open(&response) else { return };
+                    let conn = match open(&response) {
+                        Ok(conn) => conn,
+                        // The 101 was held back: the client gets the 503
+                        // an earlier refusal would have got instead.
+                        Err(e) => return refuse_late(tcp, &unavailable(&e)).await,
+                    };
                     let io = SharedTcp::attach(tcp, &conn);
                     tasks.spawn(serve(io, parts.read_buf, conn, engine, limits, keep));
                 }
                 Err(upgraded) => {
-                    let Ok(conn) = open(&[]) else { return };
+                    let conn = match open(&[]) {
+                        Ok(conn) => conn,
+                        // The 101 went out already (TLS): close at once.
+                        Err(e) => {
+                            let close = encode_close(close_code::TRY_AGAIN_LATER, e.kind());
+                            return refuse_late(TokioIo::new(upgraded), &close).await;
+                        }
+                    };
                     let io = TokioIo::new(upgraded);
                     tasks.spawn(serve(io, Bytes::new(), conn, engine, limits, keep));
                 }
             }
         });
     }
+}
+
+/// The 503 answer to a WebSocket handshake refused for `e`, as the HTTP
+/// door words it when it refuses before the upgrade.
+fn unavailable(e: &OpenError) -> Vec<u8> {
+    let body = format!("{e}\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Writes `answer` to a client whose page could not be opened after its
+/// handshake was accepted (a limit reached in between), then ends the
+/// connection; a client that does not read gets a few seconds.
+async fn refuse_late(mut io: impl AsyncWrite + Unpin, answer: &[u8]) {
+    use tokio::io::AsyncWriteExt as _;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        io.write_all(answer).await?;
+        io.shutdown().await
+    })
+    .await;
 }
 
 /// Opens the page's connection ([`open_resumable`]); a refusal (a limit

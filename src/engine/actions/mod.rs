@@ -550,10 +550,14 @@ impl Actions {
             Ok(process) => process,
             Err(e) => {
                 let e = e.for_action(name, config);
-                hub.monitor().emit(format_args!(
-                    "action {name}[{run}] failed to start for {}: {e}",
-                    requester.door
-                ));
+                // Summarised: a page may ask again as fast as it likes.
+                hub.monitor().emit_summarised(
+                    format_args!("action {name} failed to start"),
+                    format_args!(
+                        "action {name}[{run}] failed to start for {}: {e}",
+                        requester.door
+                    ),
+                );
                 return Err(e);
             }
         };
@@ -617,10 +621,14 @@ impl Actions {
         if running.len() >= inner.max_running {
             drop(running);
             inner.refused.fetch_add(1, Relaxed);
-            hub.monitor().emit(format_args!(
-                "action {name} refused for {}: {} running already",
-                requester.door, inner.max_running
-            ));
+            // Summarised: a page may ask again as fast as it likes.
+            hub.monitor().emit_summarised(
+                format_args!("action {name} refused: busy"),
+                format_args!(
+                    "action {name} refused for {}: {} running already",
+                    requester.door, inner.max_running
+                ),
+            );
             return Err(ActionError::Busy(inner.max_running));
         }
         // Numbered under the lock so that refused runs leave no gaps.
