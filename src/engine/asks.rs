@@ -13,6 +13,15 @@
 //! waits on one [`Notify`] until every page answered or the deadline
 //! passed: no task or timer per page, whatever the number of pages.
 //!
+//! A page that cannot answer is not waited for: one the frame could not be
+//! queued for (closed as a slow consumer by this very frame, or closing
+//! already) is answered with that error at once, and one that leaves the
+//! table while the ask waits (the hub wakes the asks in flight when
+//! connections leave) with [`CLOSED`] as soon as it is gone. The ask
+//! keeps the connections it reached, not their indexes: a page that comes
+//! back to the index of one (a resume) is a new connection that was never
+//! asked.
+//!
 //! Asks are local to a daemon; in a cluster each node asks its own pages
 //! and sends the answers back (`backplane::redis`).
 
@@ -28,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::base::command::Target;
 use crate::base::protocol::{Answer, PageAnswer, PageFrame, ServerFrame};
-use crate::engine::hub::{Hub, TargetError};
+use crate::engine::hub::{Conn, Hub, Reach, TargetError};
 
 /// What is asked of each target page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +139,9 @@ pub(crate) struct Asked {
 pub(crate) const TIMED_OUT: &str = "timed out";
 /// Why a page gave no answer: its connection ended first.
 pub(crate) const CLOSED: &str = "closed before answering";
+/// Why a page gave no answer: the question overflowed its queue, and it
+/// was closed as a slow consumer instead.
+pub(crate) const SLOW_CONSUMER: &str = "closed as a slow consumer";
 
 /// The asks of a daemon still waiting for answers; cheap to clone.
 #[derive(Clone, Default)]
@@ -157,12 +169,34 @@ struct State {
     answers: HashMap<u64, Option<Answer>>,
     /// Connections that have not answered yet.
     left: usize,
+    /// The connections the question was queued for and that were in the
+    /// table when last looked at.
+    reached: Vec<Arc<Conn>>,
 }
 
 impl Pending {
     fn state(&self) -> MutexGuard<'_, State> {
         // Each update is a few assignments that cannot panic halfway.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers [`CLOSED`] for each connection reached that has left the
+    /// table without answering; returns how many answers are still to
+    /// come.
+    fn closed_ones(&self, hub: &Hub) -> usize {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        if state.left == 0 {
+            return 0;
+        }
+        let (answers, left) = (&mut state.answers, &mut state.left);
+        hub.keep_listed(&mut state.reached, |id| {
+            if let Some(slot @ None) = answers.get_mut(&id) {
+                *slot = Some(Answer::Error(CLOSED.into()));
+                *left -= 1;
+            }
+        });
+        state.left
     }
 }
 
@@ -212,28 +246,44 @@ impl Asks {
         self.pending().insert(id, pending.clone());
         let _registered = Registered { asks: self, id };
         let frame = request.encode(target, id);
+        // Counted before the targets are listed: a target that leaves after
+        // that wakes this ask.
+        let _asking = hub.asking();
         let dropped = {
             // Held while the frame is queued: an answer that comes before
             // the last page is noted waits for it here, and finds itself
             // expected.
-            let mut state = pending.state();
-            let delivered = hub.deliver_with(target, &frame, |conn| {
-                state.answers.insert(conn, None);
+            let mut guard = pending.state();
+            let state = &mut *guard;
+            let delivered = hub.deliver_with(target, &frame, |conn, reach| {
+                let not_asked = match reach {
+                    Reach::Queued => {
+                        state.reached.push(conn.clone());
+                        state.left += 1;
+                        None
+                    }
+                    Reach::Overflowed => Some(Answer::Error(SLOW_CONSUMER.into())),
+                    Reach::Closing => Some(Answer::Error(CLOSED.into())),
+                };
+                state.answers.insert(conn.id(), not_asked);
             })?;
-            state.left = state.answers.len();
             delivered.dropped
         };
         loop {
-            if pending.state().left == 0 {
+            let left = hub.conns_left();
+            tokio::pin!(left);
+            // Listening before looking: a page that leaves in between is
+            // not missed.
+            left.as_mut().enable();
+            if pending.closed_ones(hub) == 0 {
                 break;
             }
             // A permit is stored when the last answer comes before this
             // waits: nothing is missed between the check and the wait.
-            if tokio::time::timeout_at(deadline, pending.done.notified())
-                .await
-                .is_err()
-            {
-                break;
+            tokio::select! {
+                _ = pending.done.notified() => {}
+                _ = left => {}
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
         let answers = std::mem::take(&mut pending.state().answers);
@@ -403,6 +453,50 @@ mod tests {
             Err(TargetError::NoSuchIndex(9))
         );
         assert_eq!(asks.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_page_that_leaves_is_not_waited_for_nor_its_index_coming_back() {
+        let hub = Hub::new(HubLimits::default(), Monitor::new());
+        let remote = "127.0.0.1:1".parse().expect("address");
+        let one = hub.open(remote, "").expect("page 1");
+        let two = hub.open(remote, "").expect("page 2");
+        let asks = Asks::default();
+        let request = Request::Read { name: None };
+        let asking = asks.ask(&hub, &Target::All, &request, Duration::from_secs(3600));
+        tokio::pin!(asking);
+        assert!(futures_util::poll!(asking.as_mut()).is_pending());
+        let id = frames(&two).pop().expect("a read frame")["id"]
+            .as_u64()
+            .expect("id");
+        // Page 1's network drops and it comes back to its index at once:
+        // a new connection, never asked.
+        let dropped = crate::engine::hub::CloseReason {
+            code: 1006,
+            reason: "dropped",
+        };
+        hub.gone(&one, &dropped);
+        let back = hub.open_as(remote, "", Some(1), |_, _| None).expect("back");
+        assert_eq!(back.id(), 1);
+        assert!(futures_util::poll!(asking.as_mut()).is_pending());
+        assert!(frames(&back).is_empty());
+        let start = Instant::now();
+        let text = PageFrame::Result {
+            id,
+            answer: Answer::Value("\"two\"".into()),
+        };
+        assert!(asks.answer(2, text));
+        // The clock is paused and never advanced: nothing waited.
+        let asked = asking.await.expect("asked");
+        assert_eq!(Instant::now(), start);
+        let answers: Vec<_> = asked.answers.iter().map(|a| a.answer.clone()).collect();
+        assert_eq!(
+            answers,
+            [
+                Answer::Error(CLOSED.into()),
+                Answer::Value("\"two\"".into())
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,7 +19,7 @@ use crate::base::door::{Door, Reply, Status};
 use crate::base::protocol::{self, Answer};
 use crate::base::text;
 use crate::engine::actions::{Actions, Output, Requester, RunningAction};
-use crate::engine::asks::Request;
+use crate::engine::asks::{self, Request};
 #[cfg(test)]
 use crate::engine::backplane::Listing;
 use crate::engine::backplane::{Answers, Backplane, Delivery, Listed};
@@ -632,11 +632,18 @@ impl Executor {
             }
             Err(reply) => return reply,
         };
+        // A page closed as a slow consumer instead is among the answers,
+        // with that error: it did not confirm, and is named below.
         let sent = a.answers.len();
         let confirmed = a.answers.iter().filter(|p| p.is_ok()).count();
-        let mut out = format!("sent to {}", plural(sent, "connection"));
-        if a.dropped > 0 {
-            let _ = write!(out, " ({} closed as slow consumers)", a.dropped);
+        let dropped = a
+            .answers
+            .iter()
+            .filter(|p| matches!(&p.answer, Answer::Error(e) if e == asks::SLOW_CONSUMER))
+            .count();
+        let mut out = format!("sent to {}", plural(sent - dropped, "connection"));
+        if dropped > 0 {
+            let _ = write!(out, " ({dropped} closed as slow consumers)");
         }
         let met = a.unanswered == 0;
         if confirmed == sent && met {
@@ -734,13 +741,8 @@ fn answered(a: Answers, show: impl Fn(&mut String, &Answer)) -> Reply {
         show(&mut out, &p.answer);
         out.push('\n');
     }
-    if a.dropped > 0 {
-        let _ = writeln!(
-            out,
-            "note: {} closed as slow consumers",
-            plural(a.dropped, "connection")
-        );
-    }
+    // A page closed as a slow consumer instead has its line above, with
+    // that error, and fails the command as any error does.
     out.truncate(out.trim_end().len());
     // A node that did not answer had targets that did not either.
     let met = a.unanswered == 0;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::page::Page;
-use crate::support::{Daemon, Output};
+use crate::page::{listing, Page};
+use crate::support::{eventually, Daemon, Output, TIMEOUT};
 
 /// Answers the next frame of `kind` (`call`, `read`) on `page` with
 /// `fields` added to `{"type":"result","id":ID}`; returns that frame.
@@ -464,4 +464,203 @@ async fn a_page_granted_ws_call_gets_the_results_in_its_reply() {
         json!([{"index": kiosk.index, "ok": false, "error": "no such function"}]),
         "{error}"
     );
+}
+
+/// Waits until index `index` is no longer in the `ws` listing.
+async fn gone_from_listing(d: &Daemon, index: u64) {
+    eventually("the page is gone", TIMEOUT, || {
+        !listing(d)
+            .iter()
+            .any(|l| l.starts_with(&format!("{index} ")))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wait_sees_a_page_that_comes_back_with_its_name() {
+    let d = Daemon::start::<&str>(&[]);
+    let page = Page::with_names(&d, &["kiosk"]).await;
+    let (index, token) = (page.index, page.resume_token());
+    // The network drops (no close frame): the index and its name are
+    // parked for the page to come back.
+    drop(page);
+    gone_from_listing(&d, index).await;
+
+    // Nothing tells when the daemon has started waiting; one that started
+    // after the page came back would pass without testing the wake, never
+    // fail.
+    let started = Instant::now();
+    let cli = d.cli_spawn(&["ws", "wait", "kiosk", "--timeout", "20s"]);
+    let _ = listing(&d);
+    let back = Page::open_resuming(&d, &token).await;
+    assert_eq!((back.index, &back.hello["resumed"]), (index, &json!(true)));
+    let out = cli.wait_exit();
+    out.assert_exit_code(0);
+    assert_eq!(lines(&out), ["1 connection registered 'kiosk'"]);
+    assert!(started.elapsed() < Duration::from_secs(15), "{out}");
+}
+
+#[tokio::test]
+async fn an_ask_to_a_page_that_closes_ends_at_once() {
+    let d = Daemon::start::<&str>(&[]);
+
+    // The page closes on purpose without answering.
+    let mut page = Page::with_names(&d, &["kiosk"]).await;
+    let index = page.index;
+    let started = Instant::now();
+    let cli = d.cli_spawn(&["ws", "call", "--timeout", "60s", "kiosk", "f"]);
+    page.recv_type("call").await;
+    page.close().await;
+    let out = cli.wait_exit();
+    out.assert_exit_code(1);
+    assert_eq!(
+        lines(&out),
+        [format!("{index} error: closed before answering")]
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{out}");
+
+    // The network drops and the page comes back to its index: a new
+    // connection, which was never asked and is not waited for.
+    let mut page = Page::with_names(&d, &["kiosk"]).await;
+    let (index, token) = (page.index, page.resume_token());
+    let started = Instant::now();
+    let cli = d.cli_spawn(&["ws", "call", "--timeout", "60s", "kiosk", "f"]);
+    page.recv_type("call").await;
+    drop(page);
+    gone_from_listing(&d, index).await;
+    let back = Page::open_resuming(&d, &token).await;
+    assert_eq!(back.index, index);
+    let out = cli.wait_exit();
+    out.assert_exit_code(1);
+    assert_eq!(
+        lines(&out),
+        [format!("{index} error: closed before answering")]
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{out}");
+}
+
+/// A page that never reads, with a small receive buffer: its socket fills
+/// after a few frames, and then its queue in the daemon grows.
+async fn open_not_reading(d: &Daemon) -> Page {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(d.addr).await.expect("connect");
+    let mut req = format!("ws://{}/ws?page=/test.html", d.addr)
+        .into_client_request()
+        .expect("request");
+    let origin = format!("http://{}", d.addr);
+    req.headers_mut()
+        .insert("origin", HeaderValue::from_str(&origin).expect("origin"));
+    let (ws, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade accepted");
+    Page::from_stream(ws).await
+}
+
+/// The frames the daemon wrote whole to page `index`, from `ws`.
+async fn frames_out(d: &Daemon, index: u64) -> u64 {
+    let (ok, listing) = d.command("ws").await;
+    assert!(ok, "{listing}");
+    let row = listing
+        .lines()
+        .find(|l| l.starts_with(&format!("{index} ")))
+        .unwrap_or_else(|| panic!("page {index} listed: {listing}"));
+    let out = row.split(" out=").nth(1).expect("out=");
+    out.split("msg/")
+        .next()
+        .expect("msg/")
+        .parse()
+        .expect("a count")
+}
+
+/// Fills the queue of `stalled` (a page that never reads, registered as
+/// `kiosk`) with frames of a fifth of `limit` until three of them wait in
+/// it: more than two fifths of `limit` queued, at most three.
+async fn fill_queue(d: &Daemon, stalled: u64, limit: usize) {
+    let chunk = "x".repeat(limit / 5);
+    let written = frames_out(d, stalled).await;
+    let mut sent = 0;
+    loop {
+        let (ok, out) = d.command(&format!("ws write {stalled} {chunk}")).await;
+        assert!(ok && out.starts_with("sent to 1 connection"), "{out}");
+        sent += 1;
+        let queued = sent - (frames_out(d, stalled).await - written);
+        if queued >= 3 {
+            return;
+        }
+        assert!(sent < 5000, "the stalled page's socket never filled");
+    }
+}
+
+/// Opens a page that never reads and registers `kiosk` on it.
+async fn stalled_kiosk(d: &Daemon) -> Page {
+    let mut stalled = open_not_reading(d).await;
+    stalled.send("ws register kiosk").await;
+    assert_eq!(stalled.recv().await["type"], "reply");
+    stalled
+}
+
+// Two threads: the reader answers while the CLI blocks this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_closed_as_a_slow_consumer_fails_the_ask_and_is_named() {
+    // Queues of 100,000 bytes: a question of 60,000 fits an empty one, and
+    // overflows one where more than 40,000 wait.
+    let limit = 100_000;
+    let d = Daemon::builder()
+        .config(&format!("[limits]\noutbox_bytes = {limit}\n"))
+        .start();
+    let mut reader = Page::with_names(&d, &["kiosk"]).await;
+    let reader_index = reader.index;
+    let question = "y".repeat(limit * 3 / 5);
+
+    let stalled = stalled_kiosk(&d).await;
+    fill_queue(&d, stalled.index, limit).await;
+    let answering = tokio::spawn(async move {
+        answer(&mut reader, "call", json!({"value": 1})).await;
+        reader
+    });
+    let out = d.cli(&["ws", "call", "--timeout", "10s", "kiosk", "f", &question]);
+    out.assert_exit_code(1);
+    assert_eq!(
+        lines(&out),
+        [
+            format!("{reader_index} 1"),
+            format!("{} error: closed as a slow consumer", stalled.index),
+        ],
+        "{out}"
+    );
+    let mut reader = answering.await.expect("the reader answered");
+
+    // The same for a write that waits for confirmations.
+    let stalled = stalled_kiosk(&d).await;
+    fill_queue(&d, stalled.index, limit).await;
+    let confirming = tokio::spawn(async move {
+        let w = reader.recv_type("write").await;
+        reader
+            .send(&json!({"type": "ack", "id": w["ack"]}).to_string())
+            .await;
+    });
+    let out = d.cli(&[
+        "ws",
+        "write",
+        "--wait",
+        "--timeout",
+        "10s",
+        "kiosk",
+        &question,
+    ]);
+    out.assert_exit_code(1);
+    assert_eq!(
+        lines(&out),
+        [format!(
+            "sent to 1 connection (1 closed as slow consumers); 1 confirmed; \
+             not confirmed within 10s: {} (closed as a slow consumer)",
+            stalled.index
+        )],
+        "{out}"
+    );
+    confirming.await.expect("the reader confirmed");
 }

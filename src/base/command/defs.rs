@@ -129,9 +129,10 @@ pub(super) static WS_CALL: CommandDef = CommandDef {
            defined, never a browser built-in such as eval), and waits for the results.\n\
            Prints one line per page: its index, then the result as JSON (a Promise is\n\
            awaited), or 'error:' and why: no such function, threw: MESSAGE, timed out,\n\
-           closed before answering. Nothing is shown in the page's element. Succeeds\n\
-           (exit 0) only when every target page answered without an error; no page at\n\
-           all is an error. A result is at most 4096 bytes of JSON.",
+           closed before answering (said as soon as the page is gone), closed as a slow\n\
+           consumer (the call overflowed its queue). Nothing is shown in the page's\n\
+           element. Succeeds (exit 0) only when every target page answered without an\n\
+           error; no page at all is an error. A result is at most 4096 bytes of JSON.",
     example: "ws call kiosk getVersion",
     extra_hint: Some("(quote ARG if it has spaces)"),
     options: &[&TIMEOUT, &DRY_RUN],

@@ -131,8 +131,13 @@ pub(crate) async fn wait_named(
         // not missed.
         changed.as_mut().enable();
         let n = hub.named(name);
-        if enough(n) || tokio::time::timeout_at(deadline, changed).await.is_err() {
+        if enough(n) {
             return n;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            // The count now, not the one before the wait: what the reply
+            // says must be what holds at the timeout.
+            return hub.named(name);
         }
     }
 }

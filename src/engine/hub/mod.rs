@@ -28,7 +28,9 @@ pub(crate) mod queue;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -648,6 +650,12 @@ struct Shared {
     /// Woken when a name is registered, or a connection holding names
     /// leaves: what `ws wait` waits on.
     names_changed: tokio::sync::Notify,
+    /// Asks in flight ([`Hub::asking`]): while there is none, a connection
+    /// leaving wakes nobody.
+    asking: AtomicUsize,
+    /// Woken when connections left the table while an ask was in flight:
+    /// what an ask waits on besides its answers.
+    conns_left: tokio::sync::Notify,
     /// Opened, registered and closed connections, for whoever watches the
     /// table (the admin console); sent only while someone does.
     changes: broadcast::Sender<TableChange>,
@@ -670,6 +678,26 @@ pub(crate) enum TableChange {
 /// Changes a slow watcher may fall behind by before it misses some (it is
 /// then told how many, and reads the table again).
 const CHANGES_BACKLOG: usize = 256;
+
+/// An ask in flight, counted by the hub; see [`Hub::asking`].
+pub(crate) struct Asking<'a>(&'a Hub);
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.0.shared.asking.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What a delivery did with its frame for one target connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Queued (or written) for it.
+    Queued,
+    /// Its queue overflowed: it is being closed as a slow consumer.
+    Overflowed,
+    /// It was closing already; nothing was queued.
+    Closing,
+}
 
 /// A cheap-to-clone handle on the connection table.
 #[derive(Clone)]
@@ -714,6 +742,8 @@ impl Hub {
                 monitor,
                 replay: OnceLock::new(),
                 names_changed: tokio::sync::Notify::new(),
+                asking: AtomicUsize::new(0),
+                conns_left: tokio::sync::Notify::new(),
                 changes: broadcast::channel(CHANGES_BACKLOG).0,
                 deflating: AtomicBool::new(false),
             }),
@@ -892,9 +922,15 @@ impl Hub {
         } else {
             Vec::new()
         };
+        let came_back_named = !names.is_empty();
         t.insert(&conn, names);
         let observer = t.changed(id);
         drop(t);
+        // `ws register` of a name the page holds again changes nothing, so
+        // those waiting for the name learn it here.
+        if came_back_named {
+            self.shared.names_changed.notify_waiters();
+        }
         if let (Some(turn), Some(replay)) = (turn, replay) {
             let mut frames = Vec::new();
             replay.opened(id, resumed, &mut frames);
@@ -1088,6 +1124,45 @@ impl Hub {
         }
     }
 
+    /// Counts an ask in flight until the guard is dropped: while one is,
+    /// connections leaving the table wake [`Hub::conns_left`].
+    pub(crate) fn asking(&self) -> Asking<'_> {
+        self.shared.asking.fetch_add(1, Relaxed);
+        Asking(self)
+    }
+
+    /// Resolves once connections left the table while an ask was in
+    /// flight, from the moment it is enabled (`Notified::enable`) or first
+    /// polled: enable, look with [`Hub::keep_listed`], then await.
+    pub(crate) fn conns_left(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.conns_left.notified()
+    }
+
+    /// Wakes the asks in flight, if any, after connections left the
+    /// table: one load per departure (or batch of them) otherwise.
+    fn left_table(&self) {
+        if self.shared.asking.load(Relaxed) > 0 {
+            self.shared.conns_left.notify_waiters();
+        }
+    }
+
+    /// Keeps in `conns` those still in the table, and tells `gone` the
+    /// index of each of the others. A connection is itself, not its index:
+    /// a page that came back to the index of one of them is another
+    /// connection, and is not kept.
+    pub(crate) fn keep_listed(&self, conns: &mut Vec<Arc<Conn>>, mut gone: impl FnMut(u64)) {
+        // Under the lock that `leave` changes `listed` under, so that a
+        // departure is seen however it was told.
+        let _t = self.table();
+        conns.retain(|c| {
+            let listed = c.listed.load(Relaxed);
+            if !listed {
+                gone(c.id);
+            }
+            listed
+        });
+    }
+
     /// Number of live connections.
     pub(crate) fn len(&self) -> usize {
         self.table().conns.len()
@@ -1206,7 +1281,7 @@ impl Hub {
     /// and registering go on during a large fan-out; the queueing of
     /// deliveries takes turns, so every page gets them in the same order.
     pub(crate) fn deliver(&self, target: &Target, frame: &Bytes) -> Result<Delivered, TargetError> {
-        self.deliver_with(target, frame, |_| ())
+        self.deliver_with(target, frame, |_, _| ())
     }
 
     /// [`Hub::deliver`], running `first` under the delivery turn before the
@@ -1219,19 +1294,20 @@ impl Hub {
         frame: &Bytes,
         first: impl FnOnce(),
     ) -> Result<Delivered, TargetError> {
-        self.deliver_inner(target, frame, first, |_| ())
+        self.deliver_inner(target, frame, first, |_, _| ())
     }
 
-    /// [`Hub::deliver`], telling `reached` the index of every connection
-    /// the frame was queued for, before any of them can be written: a
-    /// command that waits for each page's answer knows whom to wait for
-    /// before an answer can come. (A broadcast passes a closure that does
-    /// nothing, which costs nothing.)
+    /// [`Hub::deliver`], telling `reached_one` every connection the target
+    /// selects and what became of the frame for it ([`Reach`]), before any
+    /// of them can be written: a command that waits for each page's
+    /// answer knows whom to wait for before an answer can come, and which
+    /// pages never got the question. (A broadcast passes a closure that
+    /// does nothing, which costs nothing.)
     pub(crate) fn deliver_with(
         &self,
         target: &Target,
         frame: &Bytes,
-        reached_one: impl FnMut(u64),
+        reached_one: impl FnMut(&Arc<Conn>, Reach),
     ) -> Result<Delivered, TargetError> {
         self.deliver_inner(target, frame, || (), reached_one)
     }
@@ -1242,7 +1318,7 @@ impl Hub {
         target: &Target,
         frame: &Bytes,
         first: impl FnOnce(),
-        mut reached_one: impl FnMut(u64),
+        mut reached_one: impl FnMut(&Arc<Conn>, Reach),
     ) -> Result<Delivered, TargetError> {
         let limits = self.shared.limits.outbox;
         let turn = self.turn();
@@ -1267,19 +1343,20 @@ impl Hub {
             match c.outbox.push(frame, limits) {
                 Pushed::Queued(w) => {
                     reached += 1;
-                    reached_one(c.id);
+                    reached_one(&c, Reach::Queued);
                     wake.extend(w);
                 }
                 Pushed::ToFlush => {
                     reached += 1;
-                    reached_one(c.id);
+                    reached_one(&c, Reach::Queued);
                     to_flush.push(c);
                 }
                 Pushed::Overflow(w) => {
+                    reached_one(&c, Reach::Overflowed);
                     overflowed.push(c.id);
                     wake.extend(w);
                 }
-                Pushed::Closed => {}
+                Pushed::Closed => reached_one(&c, Reach::Closing),
             }
         }
         drop(turn);
@@ -1311,6 +1388,9 @@ impl Hub {
             });
         }
         self.named_left(had_names);
+        if !overflowed.is_empty() {
+            self.left_table();
+        }
         let counters = &self.shared.counters;
         for id in &overflowed {
             counters.slow_consumers.fetch_add(1, Relaxed);
@@ -1359,6 +1439,9 @@ impl Hub {
         }
         drop(t);
         self.named_left(had_names);
+        if !closing.is_empty() {
+            self.left_table();
+        }
         for c in &closing {
             self.closed(c.id, &reason);
             if let Some(Some(w)) = c.outbox.close(reason.clone()) {
@@ -1389,6 +1472,7 @@ impl Hub {
         let removed = self.leave(&mut self.table(), conn.id, why.code);
         if let Some(named) = removed {
             self.named_left(named);
+            self.left_table();
             self.closed(conn.id, why);
         }
     }

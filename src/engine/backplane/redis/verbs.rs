@@ -228,7 +228,10 @@ impl Node {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => break total,
+                // Counted again: the reply says what holds at the deadline.
+                _ = tokio::time::sleep_until(deadline) => {
+                    break self.hub.named(name) + theirs.values().sum::<usize>()
+                }
             }
         };
         (total, theirs)
