@@ -324,6 +324,21 @@ args = ["-c", "echo up; sleep 30"]
         "{metrics}"
     );
 
+    // A page asking again and again floods nobody: the Monitor says it
+    // once, then how many more times.
+    for _ in 0..30 {
+        page.send("run hold").await;
+        page.until(|f| is_type(f, "error")).await;
+    }
+    d.wait_for_stdout(|l| l.contains("action hold refused: busy … repeated"));
+    let told = d
+        .process()
+        .stdout_lines()
+        .iter()
+        .filter(|l| l.contains("action hold refused for page"))
+        .count();
+    assert!(told <= 2, "{told} lines for 31 refusals");
+
     // Closing the page frees both places.
     page.leave().await;
     d.next_stdout("done: killed: its page went away").await;
