@@ -94,7 +94,10 @@ impl Pages {
                         Ok(conn) => conn,
                         // The 101 was held back: the client gets the 503
                         // an earlier refusal would have got instead.
-                        Err(e) => return refuse_late(tcp, &unavailable(&e)).await,
+                        Err(e) => {
+                            tasks.spawn(refuse_late(tcp, unavailable(&e)));
+                            return;
+                        }
                     };
                     let io = SharedTcp::attach(tcp, &conn);
                     tasks.spawn(serve(io, parts.read_buf, conn, engine, limits, keep));
@@ -105,7 +108,8 @@ impl Pages {
                         // The 101 went out already (TLS): close at once.
                         Err(e) => {
                             let close = encode_close(close_code::TRY_AGAIN_LATER, e.kind());
-                            return refuse_late(TokioIo::new(upgraded), &close).await;
+                            tasks.spawn(refuse_late(TokioIo::new(upgraded), close));
+                            return;
                         }
                     };
                     let io = TokioIo::new(upgraded);
@@ -118,23 +122,25 @@ impl Pages {
 
 /// The 503 answer to a WebSocket handshake refused for `e`, as the HTTP
 /// door words it when it refuses before the upgrade.
-fn unavailable(e: &OpenError) -> Vec<u8> {
+fn unavailable(e: &OpenError) -> Bytes {
     let body = format!("{e}\n");
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
-    .into_bytes()
+    .into()
 }
 
 /// Writes `answer` to a client whose page could not be opened after its
 /// handshake was accepted (a limit reached in between), then ends the
-/// connection; a client that does not read gets a few seconds.
-async fn refuse_late(mut io: impl AsyncWrite + Unpin, answer: &[u8]) {
+/// connection; a client that does not read gets a few seconds. A task of
+/// its own: in the task that waits for every upgrade, this rare path
+/// would make each page's wait larger.
+async fn refuse_late(mut io: impl AsyncWrite + Unpin, answer: Bytes) {
     use tokio::io::AsyncWriteExt as _;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        io.write_all(answer).await?;
+        io.write_all(&answer).await?;
         io.shutdown().await
     })
     .await;
