@@ -80,13 +80,7 @@ pub(crate) async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let out = ConsoleOut::stdout();
     let tasks = TaskTracker::new();
     let printer = Printer::start(&settings, &monitor, &out);
-    let out = match settings.log_format {
-        LogFormat::Text => out,
-        LogFormat::Json => {
-            let style = printer.style.clone();
-            out.with_console_text(move |text| log_line(&style, "console", text, &[]))
-        }
-    };
+    let out = printer.console_text_in_log_format(out);
     if let Some(notice) = &control.notice {
         monitor.emit(notice.as_str());
     }
@@ -165,6 +159,18 @@ impl Printer {
         let task =
             console::spawn_monitor_printer(monitor, out.clone(), style.clone(), stop.clone());
         Printer { style, stop, task }
+    }
+
+    /// `out`, printing the console text of replies as the log format
+    /// prints lines: a JSON line of event `console` when it is JSON.
+    fn console_text_in_log_format(&self, out: ConsoleOut) -> ConsoleOut {
+        match self.style.format {
+            LogFormat::Text => out,
+            LogFormat::Json => {
+                let style = self.style.clone();
+                out.with_console_text(move |text| log_line(&style, "console", text, &[]))
+            }
+        }
     }
 
     /// Prints what is left, then stops.

@@ -4,22 +4,15 @@
 // sets wsInit.base; the page at /status/esm-base.html then connects to
 // /status/ws, registers, and takes a write.
 
-const { test, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
 
-const { REPO, SITE, lineHasName } = require('./lib/daemon');
+const { lineHasName, siteWithPackage } = require('./lib/daemon');
 const { browserSuite } = require('./lib/suite');
 const { until } = require('./lib/wait');
 const { POLL, listed, textIs } = require('./lib/pages');
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pagewire-esm-base-site-'));
-fs.cpSync(SITE, root, { recursive: true });
-fs.mkdirSync(path.join(root, 'pagewire'));
-fs.copyFileSync(path.join(REPO, 'client', 'index.js'), path.join(root, 'pagewire', 'index.js'));
-after(() => fs.rmSync(root, { recursive: true, force: true }));
+const root = siteWithPackage();
 
 let daemon;
 let context;

@@ -558,16 +558,21 @@ impl Table {
         p
     }
 
+    /// Adds `conn` to the list of the connections that registered `name`.
+    fn add_to_name(&mut self, name: &Arc<str>, conn: &Arc<Conn>) {
+        self.names
+            .entry(name.clone())
+            .or_default()
+            .conns
+            .push(conn.clone());
+    }
+
     /// Puts a new connection and its names in the table: the inverse of
     /// `remove`.
     fn insert(&mut self, conn: &Arc<Conn>, names: Names) {
         conn.listed.store(true, Relaxed);
         for name in names.iter() {
-            self.names
-                .entry(name.clone())
-                .or_default()
-                .conns
-                .push(conn.clone());
+            self.add_to_name(name, conn);
         }
         *self.per_ip.entry(conn.remote.ip()).or_insert(0) += 1;
         self.conns.insert(
@@ -873,7 +878,7 @@ impl Hub {
         wanted: Option<u64>,
         greeting: impl FnOnce(u64, bool) -> Option<Bytes>,
     ) -> Result<Arc<Conn>, OpenError> {
-        let mut id = self.index_from_source()?;
+        let from_source = self.index_from_source()?;
         let replay = self.shared.replay.get();
         // The turn orders the replay before any newer delivery; a fresh page
         // with nothing to replay does without it.
@@ -885,20 +890,7 @@ impl Hub {
             return Err(e);
         }
         let now = self.now_secs();
-        let back = wanted.and_then(|w| t.unpark(w, now).map(|names| (w, names)));
-        let resumed = back.is_some();
-        let names = match back {
-            Some((w, names)) => {
-                id = w;
-                names
-            }
-            None => {
-                if let Indexes::Counter(next) = &self.shared.indexes {
-                    id = next.fetch_add(1, Relaxed);
-                }
-                Names::default()
-            }
-        };
+        let (id, names, resumed) = self.take_index(&mut t, wanted, from_source, now);
         let shared_page = t.share_page(page);
         let conn = Arc::new(Conn {
             id,
@@ -946,6 +938,27 @@ impl Hub {
         self.announce_open(&conn, resumed, &replayed_names);
         self.changed(TableChange::Opened(id));
         Ok(conn)
+    }
+
+    /// The index of a page opening, under the table's lock: `wanted`, with
+    /// the names it had, when the page may come back to it; else
+    /// `from_source`, or the hub's own counter's next. Returns whether the
+    /// page came back, too.
+    fn take_index(
+        &self,
+        t: &mut Table,
+        wanted: Option<u64>,
+        from_source: u64,
+        now: u32,
+    ) -> (u64, Names, bool) {
+        if let Some((w, names)) = wanted.and_then(|w| t.unpark(w, now).map(|names| (w, names))) {
+            return (w, names, true);
+        }
+        let id = match &self.shared.indexes {
+            Indexes::Counter(next) => next.fetch_add(1, Relaxed),
+            Indexes::Source(_) => from_source,
+        };
+        (id, Names::default(), false)
     }
 
     /// The next index from a plugged-in source, or 0 when the hub counts
@@ -1055,11 +1068,7 @@ impl Hub {
         };
         entry.names.push(name.clone());
         let conn = entry.conn.clone();
-        t.names
-            .entry(name.clone())
-            .or_default()
-            .conns
-            .push(conn.clone());
+        t.add_to_name(&name, &conn);
         let observer = t.changed(id);
         drop(guard);
         if let (Some(turn), Some(replay)) = (turn, replay) {

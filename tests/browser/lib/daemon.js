@@ -10,6 +10,20 @@ const REPO = path.resolve(__dirname, '..', '..', '..');
 const BIN = process.env.PAGEWIRE_BIN || path.join(REPO, 'target', 'debug', 'pagewire');
 const SITE = path.join(__dirname, '..', 'site');
 
+/**
+ * A copy of the test site with the npm package's module (client/index.js)
+ * at /pagewire/index.js, as a bundler would ship it; removed after the
+ * calling file's tests.
+ */
+function siteWithPackage() {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pagewire-package-site-'));
+  fs.cpSync(SITE, root, { recursive: true });
+  fs.mkdirSync(path.join(root, 'pagewire'));
+  fs.copyFileSync(path.join(REPO, 'client', 'index.js'), path.join(root, 'pagewire', 'index.js'));
+  require('node:test').after(() => fs.rmSync(root, { recursive: true, force: true }));
+  return root;
+}
+
 const READY = /pagewire listening on (http:\/\/\S+) \(control socket (.+)\)/;
 const START_TIMEOUT_MS = 30000;
 
@@ -160,4 +174,4 @@ function lineHasName(line, name) {
   return words.includes(name);
 }
 
-module.exports = { Daemon, lineHasName, BIN, REPO, SITE };
+module.exports = { Daemon, lineHasName, siteWithPackage, BIN, REPO, SITE };
