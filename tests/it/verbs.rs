@@ -595,11 +595,19 @@ async fn fill_queue(d: &Daemon, stalled: u64, limit: usize) {
     }
 }
 
-/// Opens a page that never reads and registers `kiosk` on it.
+/// Opens a page that never reads and registers `kiosk` on it. Returns once
+/// the daemon counts the two frames the page read (hello and reply): the
+/// count goes up after the write returns, so the page may see a frame
+/// before the listing does, and [`fill_queue`] needs a settled baseline.
 async fn stalled_kiosk(d: &Daemon) -> Page {
     let mut stalled = open_not_reading(d).await;
     stalled.send("ws register kiosk").await;
     assert_eq!(stalled.recv().await["type"], "reply");
+    let index = stalled.index;
+    crate::support::until("the hello and the reply counted", TIMEOUT, || async move {
+        (frames_out(d, index).await == 2).then_some(())
+    })
+    .await;
     stalled
 }
 
