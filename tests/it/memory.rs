@@ -1,7 +1,7 @@
 //! What an idle page costs in memory depends on the allocator the binary
-//! links (docs/PERFORMANCE.md, "Memory per page"): glibc's by default,
-//! jemalloc with the `jemalloc` feature. This test keeps each build to its
-//! allocator.
+//! links (docs/PERFORMANCE.md, "Memory per page"): jemalloc with the
+//! `jemalloc` feature (a default one), glibc's without it. This test keeps
+//! each build to its allocator.
 
 use crate::support::{command, Process};
 
