@@ -13,6 +13,8 @@
 #
 # --smoke also runs a small restart storm (200 clients, one SIGTERM and one
 # SIGKILL) and fails unless every client is back within 5 s, none refused.
+# With --pagewire PATH both use that binary (the test command passes its
+# debug build, which it has already compiled) instead of a release build.
 #
 # Servers run pinned to core 0 and the load client to core 1 (taskset).
 # Results go to bench/results/<time>/ (runs.jsonl and table.md).
@@ -85,14 +87,21 @@ bench_target=${CARGO_TARGET_DIR:-$bench_dir/target}
 # pagewire is built from this checkout unless a binary is given (an A/B of
 # two builds passes --pagewire).
 pagewire_args=()
+pagewire_bin="${CARGO_TARGET_DIR:-$root/target}/release/pagewire"
 target=pagewire
 given=0
+prev=""
 for a in "$@"; do
-    case "$a" in --pagewire|--pagewire=*) given=1 ;; esac
+    case "$a" in
+        --pagewire=*) given=1; pagewire_bin=${a#--pagewire=} ;;
+        --pagewire) given=1 ;;
+    esac
+    [ "$prev" = --pagewire ] && pagewire_bin=$a
+    prev=$a
 done
 if wants "$@" && [ "$given" = 0 ]; then
     cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bin pagewire
-    pagewire_args=(--pagewire "${CARGO_TARGET_DIR:-$root/target}/release/pagewire")
+    pagewire_args=(--pagewire "$pagewire_bin")
 fi
 
 target=node-send; need_node=0; wants "$@" && need_node=1
@@ -121,5 +130,5 @@ fi
 # The restart storm, small: every client back within 5 s, none refused or
 # lost, after a SIGTERM and after a SIGKILL.
 "${storm_place[@]+"${storm_place[@]}"}" "$bench_target/release/pw-storm" \
-    --pagewire "${CARGO_TARGET_DIR:-$root/target}/release/pagewire" "${storm_pin[@]+"${storm_pin[@]}"}" \
+    --pagewire "$pagewire_bin" "${storm_pin[@]+"${storm_pin[@]}"}" \
     --clients 200 --runs 1 --settle 1 --require-target >/dev/null

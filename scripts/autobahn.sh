@@ -34,7 +34,9 @@ if ! "$venv/bin/kosoku" -h >/dev/null 2>&1 ||
 fi
 
 step "building the echo harness"
-cargo build --release --locked --example autobahn-echo
+# Without the default features: the harness is the codec alone, and the
+# allocator (jemalloc, a C build) is the daemon's binary's concern.
+cargo build --release --locked --no-default-features --example autobahn-echo
 
 rm -rf "$out"
 mkdir -p "$out"
