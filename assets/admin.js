@@ -157,7 +157,7 @@
         retryMs = 500;
         $('auth').hidden = true;
         $('node').textContent = f.node ? ` on node ${f.node}` : '';
-        // The table holds this daemon's connections: in a cluster, this node's.
+        // Rows name their node in a cluster; on its own the daemon is all.
         nodeName = f.node || 'this daemon';
         setState('open', 'connected');
         banner(back ? 'The daemon is back; the table is current again.' : null);
@@ -227,7 +227,7 @@
       cell(tr, 'names', 'names', r.names.length ? r.names.join(', ') : '—');
       cell(tr, 'page', 'page', r.page || '—');
       cell(tr, 'addr', 'address', r.remote);
-      cell(tr, 'node', 'node', nodeName);
+      cell(tr, 'node', 'node', r.node || nodeName);
       cell(tr, 'vis', 'shown', r.visibility || '—');
       const ageCell = cell(tr, 'num age', 'age', age(f.ages_ms[i] || 0));
       ages.push({ cell: ageCell, ms: f.ages_ms[i] || 0, at: now });

@@ -76,7 +76,7 @@ impl Console {
     }
 
     /// The first frame `want` accepts, skipping others.
-    async fn until(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(&mut self, want: impl Fn(&Value) -> bool) -> Value {
         loop {
             let frame = self.recv().await;
             if want(&frame) {
@@ -179,6 +179,7 @@ async fn the_table_follows_pages_as_they_come_and_go() {
         .expect("remote")
         .starts_with("127.0.0.1:"));
     assert_eq!(row["msgs_in"], 1);
+    assert_eq!(row["node"], Value::Null, "no node outside a cluster");
     assert_eq!(table["ages_ms"].as_array().map(Vec::len), Some(1));
 
     // Traffic alone changes no row of the table; the sample sees it.

@@ -839,7 +839,7 @@ async fn call_write_wait_and_wait_gather_answers_from_every_node() {
 }
 
 #[tokio::test]
-async fn the_admin_console_names_its_node_and_its_commands_reach_the_cluster() {
+async fn the_admin_console_lists_every_node_and_its_commands_reach_the_cluster() {
     let redis = Redis::start().await;
     let (a, b) = (node(&redis), node(&redis));
     let mut on_b = Page::with_names(&b.d, &["status"]).await;
@@ -853,8 +853,31 @@ async fn the_admin_console_names_its_node_and_its_commands_reach_the_cluster() {
         console.recv().await,
         serde_json::json!({"type": "ready", "node": a.id})
     );
-    // The table is this node's: B's page is not in it.
-    assert_eq!(console.recv_type("table").await["total"], 0);
+    // The table is the cluster's: B's page is in it, with B's id.
+    let table = console.recv_type("table").await;
+    assert_eq!(table["total"], 1, "{table}");
+    assert_eq!(table["rows"][0]["id"], on_b.index, "{table}");
+    assert_eq!(table["rows"][0]["node"], b.id.as_str(), "{table}");
+    assert_eq!(table["rows"][0]["names"], serde_json::json!(["status"]));
+    // A page on A joins it in index order, named by A's id.
+    let on_a = Page::open(&a.d).await;
+    let table = console
+        .until(|f| f["type"] == "table" && f["total"] == 2)
+        .await;
+    let nodes: Vec<(u64, String)> = table["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_u64().expect("id"),
+                r["node"].as_str().expect("node").to_owned(),
+            )
+        })
+        .collect();
+    let mut want = vec![(on_b.index, b.id.clone()), (on_a.index, a.id.clone())];
+    want.sort();
+    assert_eq!(nodes, want, "{table}");
     let line = serde_json::json!({"type": "command", "id": 1, "line": "ws write status across"});
     console.send(line).await;
     assert_eq!(on_b.recv_type("write").await["text"], "across");

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::base::door::{AdminAuth, AdminUpgrade, Door, Status};
-use crate::engine::hub::ConnInfo;
+use crate::engine::backplane::Listed;
 use crate::engine::monitor::missed_note;
 use crate::engine::Engine;
 
@@ -138,6 +138,8 @@ enum Incoming {
 #[derive(Serialize, PartialEq)]
 struct Row<'a> {
     id: u64,
+    /// The node holding the connection, in a cluster.
+    node: Option<&'a str>,
     names: &'a [String],
     remote: String,
     page: &'a str,
@@ -158,7 +160,7 @@ enum Outgoing<'a> {
     /// (`"token"`) or operator rights are granted (`"granted"`).
     Hello { auth: &'static str },
     /// Rights granted: table, Monitor and commands follow. `node` is this
-    /// daemon's id in a cluster (the table lists its connections).
+    /// daemon's id in a cluster (the table lists every node's connections).
     Ready { node: Option<&'a str> },
     /// A page of the connection table. `ages_ms` (one per row) is kept
     /// apart from the rows so that a row compares equal while only its age
@@ -399,6 +401,32 @@ impl<'e> Session<'e> {
         }
     }
 
+    /// How many connections there are, and the ones in view: this daemon's,
+    /// or in a cluster every node's (read from the cluster's tables, as
+    /// `ws` lists them; what Redis could not give is left out, and the own
+    /// node's rows are always there).
+    async fn rows_in_view(&self) -> (usize, Vec<Listed>) {
+        if self.engine.exec.node().is_none() {
+            let (total, infos) = self.engine.hub.list_page(self.offset, self.limit);
+            let listed = infos
+                .into_iter()
+                .map(|info| Listed { info, node: None })
+                .collect();
+            return (total, listed);
+        }
+        let (offset, limit) = (self.offset, self.limit);
+        let mut total = 0;
+        let mut in_view = Vec::new();
+        let mut each = |listed: Listed| {
+            if total >= offset && in_view.len() < limit {
+                in_view.push(listed);
+            }
+            total += 1;
+        };
+        let _notes = self.engine.backplane.list(&mut each).await;
+        (total, in_view)
+    }
+
     /// Sends the rows in view, unless they are what was sent last.
     async fn send_table<S>(
         &mut self,
@@ -407,8 +435,8 @@ impl<'e> Session<'e> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (total, infos) = self.engine.hub.list_page(self.offset, self.limit);
-        let rows: Vec<Row<'_>> = infos.iter().map(row).collect();
+        let (total, listed) = self.rows_in_view().await;
+        let rows: Vec<Row<'_>> = listed.iter().map(row).collect();
         let key = serde_json::to_string(&rows).unwrap_or_default();
         let now = (total, self.offset, key);
         if self.last.as_ref() == Some(&now) {
@@ -418,9 +446,9 @@ impl<'e> Session<'e> {
             total,
             offset: self.offset,
             rows: &rows,
-            ages_ms: infos
+            ages_ms: listed
                 .iter()
-                .map(|i| u64::try_from(i.age.as_millis()).unwrap_or(u64::MAX))
+                .map(|l| u64::try_from(l.info.age.as_millis()).unwrap_or(u64::MAX))
                 .collect(),
         };
         let sent = ws.send(table.message()).await;
@@ -429,9 +457,11 @@ impl<'e> Session<'e> {
     }
 }
 
-fn row(info: &ConnInfo) -> Row<'_> {
+fn row(listed: &Listed) -> Row<'_> {
+    let info = &listed.info;
     Row {
         id: info.id,
+        node: listed.node.as_deref(),
         names: &info.names,
         remote: info.remote.to_string(),
         page: &info.page,
