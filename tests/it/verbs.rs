@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::page::{listing, Page};
-use crate::support::{eventually, Daemon, Output, TIMEOUT};
+use crate::support::{eventually, until, Daemon, Output, TIMEOUT};
 
 /// Answers the next frame of `kind` (`call`, `read`) on `page` with
 /// `fields` added to `{"type":"result","id":ID}`; returns that frame.
@@ -604,7 +604,7 @@ async fn stalled_kiosk(d: &Daemon) -> Page {
     stalled.send("ws register kiosk").await;
     assert_eq!(stalled.recv().await["type"], "reply");
     let index = stalled.index;
-    crate::support::until("the hello and the reply counted", TIMEOUT, || async move {
+    until("the hello and the reply counted", TIMEOUT, || async move {
         (frames_out(d, index).await == 2).then_some(())
     })
     .await;
