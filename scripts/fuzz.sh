@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing with cargo fuzz (libFuzzer, AddressSanitizer,
-# debug assertions): runs each target in fuzz/fuzz_targets for FUZZ_SECONDS
-# (default 60), starting from the committed seeds in fuzz/seeds/TARGET, and
-# fails on the first crash, hang or failed assertion. The corpus it grows
-# and any crashing input are kept under test-output/fuzz/.
+# Coverage-guided fuzzing with cargo fuzz (libFuzzer, debug assertions):
+# runs each target in fuzz/fuzz_targets for FUZZ_SECONDS (default 60),
+# starting from the committed seeds in fuzz/seeds/TARGET, and fails on the
+# first crash, hang or failed assertion. The corpus it grows and any
+# crashing input are kept under test-output/fuzz/.
 #
 #   scripts/fuzz.sh                  every target
 #   FUZZ_SECONDS=600 scripts/fuzz.sh page frames
+#   FUZZ_SANITIZER=address scripts/fuzz.sh
 #
-# cargo fuzz passes the compiler flags libFuzzer needs (-Zsanitizer and the
-# coverage passes), which only a nightly compiler accepts. The machines have
-# the stable toolchain alone, so RUSTC_BOOTSTRAP=1 lets it accept them; the
-# flags are the same ones, so the build is the same.
+# FUZZ_SANITIZER (default none) is cargo fuzz's --sanitizer. pagewire's own
+# code has no unsafe (`unsafe_code = "forbid"`), so a sanitizer checks only
+# the unsafe code of its dependencies; AddressSanitizer costs about 3 of
+# the build's minutes on 2 cores and most of the `page` target's speed
+# (docs/RELIABILITY.md), so the test command runs without it.
+#
+# cargo fuzz passes the compiler flags libFuzzer needs; with a sanitizer
+# they include -Zsanitizer, which only a nightly compiler accepts. The
+# machines have the stable toolchain alone, so RUSTC_BOOTSTRAP=1 lets it
+# accept them; the flags are the same ones, so the build is the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_FUZZ_VERSION=0.13.2
 seconds=${FUZZ_SECONDS:-60}
+sanitizer=${FUZZ_SANITIZER:-none}
 if (($#)); then
   targets=("$@")
 else
@@ -42,7 +50,7 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]
 fi
 
 step "building the fuzz targets"
-(cd fuzz && cargo fuzz build)
+(cd fuzz && cargo fuzz build --sanitizer "$sanitizer")
 
 # One target's bounded run; prints its summary, or the crash and how to
 # replay it, and fails on a crash.
@@ -52,7 +60,7 @@ fuzz_one() {
   mkdir -p "$corpus" "$artifacts"
   # The first directory is the one libFuzzer adds new inputs to: the
   # committed seeds are only read.
-  if (cd fuzz && cargo fuzz run "$t" "../$corpus" "seeds/$t" -- \
+  if (cd fuzz && cargo fuzz run --sanitizer "$sanitizer" "$t" "../$corpus" "seeds/$t" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
     -artifact_prefix="../$artifacts/" -print_final_stats=1) >"$log" 2>&1; then
     local runs cov
@@ -62,7 +70,7 @@ fuzz_one() {
   else
     grep -E -A12 'panicked|ERROR: |SUMMARY' "$log" | head -40 || tail -40 "$log"
     echo "$t: FAILED; input saved in $artifacts/, full log $log"
-    echo "replay: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $t ../$artifacts/<file>)"
+    echo "replay: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer $sanitizer $t ../$artifacts/<file>)"
     return 1
   fi
 }

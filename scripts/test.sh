@@ -47,7 +47,9 @@ cargo test --locked
 
 if [ -x scripts/browser-tests.sh ]; then
   step "browser tests (headless Chromium)"
-  scripts/browser-tests.sh
+  # The daemon `cargo test` built: a `cargo build` would compile tokio and
+  # its dependents again, without the test build's features.
+  PAGEWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/pagewire" scripts/browser-tests.sh
 fi
 
 if [ -x bench/run.sh ]; then
