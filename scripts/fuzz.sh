@@ -17,8 +17,8 @@
 #
 # cargo fuzz passes the compiler flags libFuzzer needs; with a sanitizer
 # they include -Zsanitizer, which only a nightly compiler accepts. The
-# machines have the stable toolchain alone, so RUSTC_BOOTSTRAP=1 lets it
-# accept them; the flags are the same ones, so the build is the same.
+# machines have the stable toolchain alone, so RUSTC_BOOTSTRAP=1 lets the
+# compiler accept it; the flags are the same ones, so the build is the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

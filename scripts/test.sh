@@ -44,20 +44,21 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --locked
+# The daemon `cargo test` built, which the steps below run too: a `cargo
+# build` would compile tokio and its dependents again (without the test
+# build's features), a release build the whole tree.
+tested_daemon="${CARGO_TARGET_DIR:-$PWD/target}/debug/pagewire"
 
 if [ -x scripts/browser-tests.sh ]; then
   step "browser tests (headless Chromium)"
-  # The daemon `cargo test` built: a `cargo build` would compile tokio and
-  # its dependents again, without the test build's features.
-  PAGEWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/pagewire" scripts/browser-tests.sh
+  PAGEWIRE_BIN="$tested_daemon" scripts/browser-tests.sh
 fi
 
 if [ -x bench/run.sh ]; then
   step "benchmark smoke run"
-  # The binary the tests above ran: a release build of it would be one
-  # more compile of the whole tree, and the smoke run checks that the
-  # benchmark works, not how fast.
-  bench/run.sh --smoke --pagewire "${CARGO_TARGET_DIR:-$PWD/target}/debug/pagewire"
+  # The smoke run checks that the benchmark works, not how fast: the
+  # debug build does.
+  bench/run.sh --smoke --pagewire "$tested_daemon"
 fi
 
 step "WebSocket conformance (Autobahn cases against the echo harness)"
