@@ -1009,6 +1009,8 @@ impl Hub {
             match conn.outbox.push(frame, limits) {
                 Pushed::Queued(w) => wake = wake.or(w),
                 Pushed::ToFlush => flush = true,
+                // Only a delivery pushes and flushes at once.
+                Pushed::Flushed(done) => wake = wake.or(done.wake),
                 Pushed::Overflow(w) => {
                     wake = wake.or(w);
                     overflow = true;
@@ -1282,8 +1284,10 @@ impl Hub {
     /// consumer instead.
     ///
     /// Connections whose socket the hub may write are flushed here, each
-    /// right after its frame is queued, while no flush is under way and
-    /// for the first milliseconds of the delivery ([`FLUSH_HERE_BUDGET`]);
+    /// as its frame is pushed ([`Outbox::push_and_flush`]: a frame that
+    /// finds nothing queued is sent without being queued), while no flush
+    /// is under way and for the first milliseconds of the delivery
+    /// ([`FLUSH_HERE_BUDGET`]);
     /// the rest after the queueing (see [`outbox`]): at once for a few, by
     /// the flushing task for more, so the caller is answered without
     /// waiting for thousands of writes, and broadcasts that come faster
@@ -1360,7 +1364,12 @@ impl Hub {
             } else {
                 frame
             };
-            match c.outbox.push(frame, limits) {
+            let pushed = if here.go_on() {
+                c.outbox.push_and_flush(frame, limits)
+            } else {
+                c.outbox.push(frame, limits)
+            };
+            match pushed {
                 Pushed::Queued(w) => {
                     reached += 1;
                     reached_one(&c, Reach::Queued);
@@ -1369,13 +1378,13 @@ impl Hub {
                 Pushed::ToFlush => {
                     reached += 1;
                     reached_one(&c, Reach::Queued);
-                    if here.go_on() {
-                        let flushed = c.outbox.flush();
-                        here.written(flushed.frames, flushed.bytes);
-                        wake.extend(flushed.wake);
-                    } else {
-                        to_flush.push(c);
-                    }
+                    to_flush.push(c);
+                }
+                Pushed::Flushed(flushed) => {
+                    reached += 1;
+                    reached_one(&c, Reach::Queued);
+                    here.written(flushed.frames, flushed.bytes);
+                    wake.extend(flushed.wake);
                 }
                 Pushed::Overflow(w) => {
                     reached_one(&c, Reach::Overflowed);
@@ -1566,8 +1575,9 @@ const FLUSH_CHUNK: usize = 32;
 ///
 /// Each page is then visited once instead of twice (queue, then flush),
 /// which took 1 to 2.5% off the daemon's CPU time per broadcast to 1,000
-/// pages in three A/Bs (docs/PERFORMANCE.md), and the first page is
-/// written before the caller is answered. The bound keeps a large fan-out
+/// pages in three A/Bs, and sending a frame without queueing it when
+/// nothing waits before it another 0.7% (docs/PERFORMANCE.md); and the
+/// first page is written before the caller is answered. The bound keeps a large fan-out
 /// from holding the worker and the delivery turn for long: the rest goes
 /// to the flushing task, and broadcasts that come faster than the sockets
 /// take them find that task busy, so they are queued, answered at once,

@@ -13,7 +13,9 @@
 //!   delivery reached, writes what is queued straight to the socket under
 //!   this lock, several frames in one vectored write if several are
 //!   waiting. Only what the socket does not take (it would block, or took
-//!   part) is left for the task, which is woken for it;
+//!   part) is left for the task, which is woken for it. A delivery may
+//!   also push and flush in one step ([`Outbox::push_and_flush`]): then a
+//!   frame that finds the queue empty is written without being queued;
 //! - the connection's task ([`Outbox::next`]), for TLS and other streams,
 //!   and for whatever a flush left. While it holds frames taken from here,
 //!   `writing` is set and flushes leave the queue alone.
@@ -51,6 +53,9 @@ pub(crate) enum Pushed {
     Overflow(Option<Waker>),
     /// The connection is already closing; nothing was queued.
     Closed,
+    /// Written at once ([`Outbox::push_and_flush`] only): what the socket
+    /// did not take is queued for the task, to be woken with the waker.
+    Flushed(Flushed),
 }
 
 /// What a flush wrote, and the task to wake for what it could not write.
@@ -142,7 +147,64 @@ impl Outbox {
     /// connection starts closing as a slow consumer and its queue is dropped.
     /// [`Pushed`] says who writes it: a flush or the task.
     pub(crate) fn push(&self, frame: &Bytes, limits: OutboxLimits) -> Pushed {
-        let mut s = self.lock();
+        self.push_locked(&mut self.lock(), frame, limits)
+    }
+
+    /// [`Outbox::push`] and, when a flush is what it asks for, that flush,
+    /// under one lock. A frame that finds nothing queued and nobody writing
+    /// goes to the socket without being queued at all, as a delivery that
+    /// keeps up finds most pages: no clone of the frame to keep, no queue
+    /// to take it back from.
+    pub(crate) fn push_and_flush(&self, frame: &Bytes, limits: OutboxLimits) -> Pushed {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        if let Some(sent) = self.send_unqueued(s, frame, limits) {
+            return Pushed::Flushed(sent);
+        }
+        match self.push_locked(s, frame, limits) {
+            Pushed::ToFlush => Pushed::Flushed(self.flush_locked(s)),
+            other => other,
+        }
+    }
+
+    /// Sends `frame` straight to the socket if it may skip the queue: the
+    /// queue is empty, nobody is writing or about to, and [`Outbox::push`]
+    /// would have taken it. What the socket does not take is queued for
+    /// the task, as a flush leaves it.
+    fn send_unqueued(&self, s: &mut State, frame: &Bytes, limits: OutboxLimits) -> Option<Flushed> {
+        let may_skip = !s.writing
+            && !s.flush_due
+            && s.frames.is_empty()
+            && s.closing.is_none()
+            && self.pending_bytes.load(Ordering::Relaxed) + frame.len() <= limits.max_bytes
+            && limits.max_frames > 0;
+        if !may_skip {
+            return None;
+        }
+        let socket = socket2::SockRef::from(s.socket.as_deref()?);
+        // Would block, or failed: the task finds out which when it writes
+        // the frame itself.
+        let sent = socket.send(frame).unwrap_or(0);
+        if sent == frame.len() {
+            self.count_out(1, sent);
+            return Some(Flushed {
+                frames: 1,
+                bytes: sent,
+                wake: None,
+            });
+        }
+        let rest = frame.slice(sent..);
+        self.pending_bytes.fetch_add(rest.len(), Ordering::Relaxed);
+        s.frames.push_back(rest);
+        self.count_out(0, sent);
+        Some(Flushed {
+            frames: 0,
+            bytes: sent,
+            wake: s.waker.take(),
+        })
+    }
+
+    fn push_locked(&self, s: &mut State, frame: &Bytes, limits: OutboxLimits) -> Pushed {
         if s.closing.is_some() {
             return Pushed::Closed;
         }
@@ -173,8 +235,10 @@ impl Outbox {
     /// Writes what is queued to the socket, unless the task is writing or
     /// there is no socket (see the module doc).
     pub(crate) fn flush(&self) -> Flushed {
-        let mut guard = self.lock();
-        let s = &mut *guard;
+        self.flush_locked(&mut self.lock())
+    }
+
+    fn flush_locked(&self, s: &mut State) -> Flushed {
         let mut done = Flushed::default();
         s.flush_due = false;
         if s.writing || s.frames.is_empty() {
@@ -279,8 +343,7 @@ impl Outbox {
     /// Called by the writer after `n` bytes, completing `frames` frames,
     /// reached the socket.
     pub(crate) fn written(&self, frames: u64, n: usize) {
-        self.msgs_out.fetch_add(frames, Ordering::Relaxed);
-        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        self.count_out(frames, n);
         // Bytes written were counted by the push that queued them, except
         // the close frame the writer adds itself: never let it take the
         // count below zero.
@@ -289,6 +352,12 @@ impl Outbox {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
                 Some(p.saturating_sub(n))
             });
+    }
+
+    /// Counts `frames` and `n` bytes as written to the socket.
+    fn count_out(&self, frames: u64, n: usize) {
+        self.msgs_out.fetch_add(frames, Ordering::Relaxed);
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -427,8 +496,14 @@ mod tests {
             o.push(&Bytes::from_static(b"second"), l),
             Pushed::Queued(None)
         ));
+        // Nor does a delivery that pushes and flushes at once.
+        assert!(matches!(
+            o.push_and_flush(&Bytes::from_static(b"more"), l),
+            Pushed::Queued(None)
+        ));
         assert_eq!(o.flush().bytes, 0);
-        assert!(matches!(o.next(&waker), Next::Frames(f) if f.iter().eq(["second"])));
+        assert_eq!(o.written_so_far(), (0, 0));
+        assert!(matches!(o.next(&waker), Next::Frames(f) if f.iter().eq(["second", "more"])));
         // All written: the next frame is for a flush again.
         assert!(matches!(o.next(&waker), Next::Idle));
         assert!(matches!(
@@ -444,20 +519,29 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn what_a_full_socket_does_not_take_is_left_for_the_task() {
-        // The client never reads: the socket's buffers fill up.
-        let (server, _client) = socket_pair().await;
+    /// An outbox on a socket whose client never reads (so its buffers fill
+    /// up), with its task parked once (so a flush that leaves frames wakes
+    /// it); a large frame, and limits that let such frames pile up.
+    async fn outbox_on_a_socket_nobody_reads() -> (Outbox, TcpStream, Bytes, OutboxLimits) {
+        let (server, client) = socket_pair().await;
         let o = Outbox::default();
         o.attach(server);
-        let waker = futures_util::task::noop_waker();
-        // The task has parked once, so a flush that leaves frames wakes it.
-        assert!(matches!(o.next(&waker), Next::Idle));
+        assert!(matches!(
+            o.next(&futures_util::task::noop_waker()),
+            Next::Idle
+        ));
         let frame = Bytes::from(vec![7u8; 256 * 1024]);
         let limits = OutboxLimits {
             max_bytes: 1 << 30,
             max_frames: 4096,
         };
+        (o, client, frame, limits)
+    }
+
+    #[tokio::test]
+    async fn what_a_full_socket_does_not_take_is_left_for_the_task() {
+        let (o, _client, frame, limits) = outbox_on_a_socket_nobody_reads().await;
+        let waker = futures_util::task::noop_waker();
         let mut left = None;
         for _ in 0..1000 {
             assert!(matches!(o.push(&frame, limits), Pushed::ToFlush));
@@ -476,6 +560,81 @@ mod tests {
                 assert!(f
                     .iter()
                     .all(|rest| rest.len() == frame.len() - flushed.bytes));
+            }
+            _ => panic!("the rest of the frame was not left for the task"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_finds_the_queue_empty_is_written_without_being_queued() {
+        use tokio::io::AsyncReadExt as _;
+        let (server, mut client) = socket_pair().await;
+        let o = Outbox::default();
+        let l = OutboxLimits::default();
+        o.attach(server);
+        match o.push_and_flush(&Bytes::from_static(b"one "), l) {
+            Pushed::Flushed(f) => assert_eq!((f.frames, f.bytes, f.wake.is_none()), (1, 4, true)),
+            other => panic!("not written at once: {other:?}"),
+        }
+        assert_eq!(o.written_so_far(), (1, 4));
+        assert_eq!(o.pending_bytes.load(Ordering::Relaxed), 0);
+        // Nothing was queued: the task has nothing to write.
+        let waker = futures_util::task::noop_waker();
+        assert!(matches!(o.next(&waker), Next::Idle));
+        // Behind a flush that is due, a frame is queued and goes with it.
+        assert!(matches!(
+            o.push(&Bytes::from_static(b"two "), l),
+            Pushed::ToFlush
+        ));
+        match o.push_and_flush(&Bytes::from_static(b"three"), l) {
+            Pushed::Queued(None) => {}
+            other => panic!("overtook the flush that is due: {other:?}"),
+        }
+        assert_eq!(o.flush().frames, 2);
+        let mut got = [0u8; 13];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"one two three");
+        // Closing: refused, as by a plain push.
+        let _ = o.close(CloseReason {
+            code: 1000,
+            reason: "bye",
+        });
+        assert!(matches!(
+            o.push_and_flush(&Bytes::from_static(b"four"), l),
+            Pushed::Closed
+        ));
+    }
+
+    #[tokio::test]
+    async fn what_a_full_socket_does_not_take_of_an_unqueued_frame_is_left_for_the_task() {
+        let (o, _client, frame, limits) = outbox_on_a_socket_nobody_reads().await;
+        let waker = futures_util::task::noop_waker();
+        let mut sent = 0;
+        let left = loop {
+            match o.push_and_flush(&frame, limits) {
+                Pushed::Flushed(f) if f.wake.is_none() => {
+                    assert_eq!(f.bytes, frame.len());
+                    sent += f.bytes;
+                    assert!(sent < 1 << 30, "the socket never filled up");
+                }
+                Pushed::Flushed(f) => break f,
+                other => panic!("queued with the queue empty: {other:?}"),
+            }
+        };
+        assert_eq!(left.frames, 0);
+        let rest = frame.len() - left.bytes;
+        assert_eq!(o.pending_bytes.load(Ordering::Relaxed), rest);
+        // The next frame is queued behind the rest, and the flush it asks
+        // for finds the socket still full: both are the task's, in order.
+        let second = match o.push_and_flush(&frame, limits) {
+            Pushed::Flushed(f) => f,
+            other => panic!("not queued for a flush: {other:?}"),
+        };
+        assert_eq!((second.frames, second.bytes), (0, 0));
+        match o.next(&waker) {
+            Next::Frames(f) => {
+                let lens: Vec<usize> = f.iter().map(|b| b.len()).collect();
+                assert_eq!(lens, [rest, frame.len()]);
             }
             _ => panic!("the rest of the frame was not left for the task"),
         }
