@@ -1287,13 +1287,12 @@ impl Hub {
     /// as its frame is pushed ([`Outbox::push_and_flush`]: a frame that
     /// finds nothing queued is sent without being queued), while no flush
     /// is under way and for the first milliseconds of the delivery
-    /// ([`FLUSH_HERE_BUDGET`]);
-    /// the rest after the queueing (see [`outbox`]): at once for a few, by
-    /// the flushing task for more, so the caller is answered without
-    /// waiting for thousands of writes, and broadcasts that come faster
-    /// than the sockets take them go out together, several frames per
-    /// write. The task of such a connection is not woken at all unless its
-    /// socket is full.
+    /// ([`FLUSH_HERE_BUDGET`]); the rest after the queueing (see
+    /// [`outbox`]): at once for a few, by the flushing task for more, so
+    /// the caller is answered without waiting for thousands of writes, and
+    /// broadcasts that come faster than the sockets take them go out
+    /// together, several frames per write. The task of such a connection
+    /// is not woken at all unless its socket is full.
     ///
     /// The table is locked only to find the targets, so that connecting
     /// and registering go on during a large fan-out; the queueing of
@@ -1333,8 +1332,8 @@ impl Hub {
     }
 
     /// [`Hub::deliver_after`] and [`Hub::deliver_with`] in one. With
-    /// `flush_here`, each page is flushed right after its frame is queued
-    /// while the hub is keeping up (see [`FLUSH_HERE_BUDGET`]).
+    /// `flush_here`, each page is flushed as its frame is pushed while the
+    /// hub is keeping up (see [`FLUSH_HERE_BUDGET`]).
     fn deliver_inner(
         &self,
         target: &Target,
@@ -1577,21 +1576,22 @@ const FLUSH_CHUNK: usize = 32;
 /// which took 1 to 2.5% off the daemon's CPU time per broadcast to 1,000
 /// pages in three A/Bs, and sending a frame without queueing it when
 /// nothing waits before it another 0.7% (docs/PERFORMANCE.md); and the
-/// first page is written before the caller is answered. The bound keeps a large fan-out
-/// from holding the worker and the delivery turn for long: the rest goes
-/// to the flushing task, and broadcasts that come faster than the sockets
-/// take them find that task busy, so they are queued, answered at once,
-/// and share writes.
+/// first page is written before the caller is answered. The bound keeps a
+/// large fan-out from holding the worker and the delivery turn for long:
+/// the rest goes to the flushing task, and broadcasts that come faster
+/// than the sockets take them find that task busy, so they are queued,
+/// answered at once, and share writes.
 const FLUSH_HERE_BUDGET: Duration = Duration::from_millis(5);
 
-/// Pages flushed between two looks at the clock (see [`FLUSH_HERE_BUDGET`]).
+/// Pages visited between two looks at the clock (see [`FLUSH_HERE_BUDGET`]).
 const FLUSH_HERE_CLOCK_EVERY: u32 = 32;
 
 /// A delivery's flushing of each page as it queues for it.
 struct FlushHere {
     /// Until when it may; `None` once it may not (or never could).
     until: Option<Instant>,
-    flushed: u32,
+    /// Pages it has let through so far, for the clock's turns.
+    visited: u32,
     frames: u64,
     bytes: usize,
 }
@@ -1607,7 +1607,7 @@ impl FlushHere {
     fn within(budget: Option<Duration>) -> Self {
         FlushHere {
             until: budget.map(|b| Instant::now() + b),
-            flushed: 0,
+            visited: 0,
             frames: 0,
             bytes: 0,
         }
@@ -1618,8 +1618,8 @@ impl FlushHere {
         let Some(until) = self.until else {
             return false;
         };
-        self.flushed += 1;
-        if self.flushed % FLUSH_HERE_CLOCK_EVERY == 0 && Instant::now() >= until {
+        self.visited += 1;
+        if self.visited % FLUSH_HERE_CLOCK_EVERY == 0 && Instant::now() >= until {
             self.until = None;
         }
         true
@@ -1905,7 +1905,8 @@ mod tests {
         assert_eq!(asked.reached, n);
         assert_eq!(frames_written(&conns), vec![0; n]);
         assert!(hub.flush_queue().running);
-        // The hub is behind: the next delivery only queues.
+        // The hub is behind: the next delivery queues behind the flush that
+        // is due, and every page gets both frames in order.
         hub.deliver(&Target::All, &Bytes::from_static(b"two"))
             .expect("deliver");
         assert_eq!(frames_written(&conns), vec![0; n]);
